@@ -1,0 +1,172 @@
+"""The pipeline as one function per arrow: graph -> kernels -> GIR -> passes -> code -> run.
+
+`compile_graph` is what `pf.jit` calls; `explain_graph` runs the same pipeline and
+reports what each stage made instead of loading code.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .dtypes import DType
+from .graph.canonical import canonicalize
+from .graph.graph import Graph, Node
+from .graph.ops import Op
+from .graph.partition import Kernel, partition
+from .graph.views import contiguous_strides
+from .gir.ir import Buffer, Level, Program, Role
+from .gir.lower import Storage, lower
+from .passes.pipeline import PassLog, optimize
+from .passes.traffic import footprint
+from .search.schedule import Schedule, default_schedule
+from .targets import Target, get_target
+
+
+@dataclass
+class CompiledKernel:
+    """One kernel through every stage, kept for explain."""
+
+    kernel: Kernel
+    schedule: Schedule
+    naive: Program
+    program: Program
+    log: PassLog
+
+
+@dataclass
+class Plan:
+    """Everything compile_graph decides before code generation."""
+
+    graph: Graph
+    target: Target
+    kernels: list[CompiledKernel]
+    outputs: list[tuple]                 # per graph output: ("buffer", name) / ("input", k) ...
+    out_shapes: list[tuple[int, ...]]
+    buffers: dict[str, Buffer]           # every global buffer between kernels, by name
+    input_names: list[str] = field(default_factory=list)
+
+
+def plan_graph(graph: Graph, input_strides, target: Target) -> Plan:
+    """Partition, lower and optimise; no code generated yet."""
+    roots, out_specs = [], []
+    for o in graph.outputs:
+        base = o
+        while base.op is Op.RESHAPE:     # a reshape of a C-contiguous result is free
+            base = base.srcs[0]
+        roots.append(base)
+    canon = canonicalize(roots)
+    storage: dict[int, Storage] = {}
+    buffers: dict[str, Buffer] = {}
+    input_names = []
+    for k, (node, strides) in enumerate(zip(graph.inputs, input_strides)):
+        buf = Buffer(f"in{k}", Level.GLOBAL, node.dtype, node.shape, Role.INPUT)
+        storage[id(node)] = Storage(buf, tuple(strides))
+        buffers[buf.name] = buf
+        input_names.append(buf.name)
+    kernels = partition([c for c in canon if c.op not in (Op.INPUT, Op.CONST, Op.IOTA)])
+    out_index = {}
+    for k, (c, o) in enumerate(zip(canon, graph.outputs)):
+        if c.op is Op.INPUT:
+            out_specs.append(("input", next(j for j, n in enumerate(graph.inputs) if n is c)))
+        elif c.op is Op.CONST:
+            out_specs.append(("const", c.arg, c.dtype))
+        else:
+            if id(c) not in out_index:
+                out_index[id(c)] = f"out{len(out_index)}"
+                buf = Buffer(out_index[id(c)], Level.GLOBAL, c.dtype, c.shape, Role.OUTPUT)
+                storage[id(c)] = Storage(buf, contiguous_strides(c.shape))
+                buffers[buf.name] = buf
+            out_specs.append(("buffer", out_index[id(c)]))
+    # intermediates that one kernel stores and a later one reads
+    for kern in kernels:
+        for r in kern.roots:
+            if id(r) not in storage:
+                buf = Buffer(f"t{len(buffers)}", Level.GLOBAL, r.dtype.compute, r.shape,
+                             Role.OUTPUT)
+                storage[id(r)] = Storage(buf, contiguous_strides(r.shape))
+                buffers[buf.name] = buf
+    compiled = []
+    for n, kern in enumerate(kernels):
+        sched = default_schedule(kern.shape, kern.reduce_axes, target.cores)
+        naive = lower(kern, sched, f"pf_kernel_{n}", storage)
+        log = PassLog()
+        program = optimize(naive, target, sched.placement, log)
+        compiled.append(CompiledKernel(kern, sched, naive, program, log))
+    return Plan(graph, target, compiled, out_specs, [o.shape for o in graph.outputs], buffers,
+                input_names)
+
+
+# -- code and execution -------------------------------------------------------------------
+def generate_source(plan: Plan) -> str:
+    from .codegen.c import emit_c_module
+
+    return emit_c_module([ck.program for ck in plan.kernels])
+
+
+class Executable:
+    """Compiled kernels plus the plan to run them on the caller's arrays."""
+
+    def __init__(self, plan: Plan, source: str):
+        from .runtime.cpu import load_kernels
+
+        self.plan = plan
+        self.source = source
+        names = [ck.program.name for ck in plan.kernels]
+        self._kernels = load_kernels(source, names) if names else {}
+        self._sizes = {name: _storage_dtype(b.dtype) for name, b in plan.buffers.items()}
+
+    def run(self, inputs) -> list[np.ndarray]:
+        plan = self.plan
+        arrays: dict[str, np.ndarray] = dict(zip(plan.input_names, inputs))
+        for name, buf in plan.buffers.items():
+            if buf.role is not Role.INPUT:
+                arrays[name] = np.empty(buf.shape, _storage_dtype(buf.dtype))
+        for ck in plan.kernels:
+            if math.prod(ck.kernel.shape) == 0:
+                continue
+            ptrs = []
+            for p in ck.program.params:
+                arr = arrays.get(p.name)
+                if arr is None:      # a temp that stayed in global memory
+                    arr = arrays[p.name] = np.empty(p.shape, _storage_dtype(p.dtype))
+                ptrs.append(arr.ctypes.data)
+            self._kernels[ck.program.name](ptrs)
+        outs = []
+        for spec, shape in zip(plan.outputs, plan.out_shapes):
+            if spec[0] == "buffer":
+                outs.append(arrays[spec[1]].reshape(shape))
+            elif spec[0] == "input":
+                outs.append(np.array(inputs[spec[1]]).reshape(shape))
+            else:
+                outs.append(np.full(shape, spec[1], _storage_dtype(spec[2])))
+        return _unalias(outs)
+
+
+def _unalias(outs: list[np.ndarray]) -> list[np.ndarray]:
+    """The same value returned twice comes back as two arrays, as numpy would give."""
+    seen: set[int] = set()
+    result = []
+    for a in outs:
+        base = id(a.base if a.base is not None else a)
+        result.append(a.copy() if base in seen else a)
+        seen.add(base)
+    return result
+
+
+def _storage_dtype(dtype: DType) -> np.dtype:
+    return np.dtype(np.uint16) if dtype is DType.bfloat16 else dtype.to_numpy()
+
+
+def compile_graph(graph: Graph, *, input_strides, target: str = "cpu") -> Executable:
+    plan = plan_graph(graph, input_strides, get_target(target))
+    return Executable(plan, generate_source(plan))
+
+
+def explain_graph(graph: Graph, *, input_strides, target: str = "cpu"):
+    from .report import Report
+
+    plan = plan_graph(graph, input_strides, get_target(target))
+    return Report.from_plan(plan, generate_source(plan), input_strides)

@@ -1,0 +1,217 @@
+"""GIR: buffers at named memory levels, and three primitives over them.
+
+- Loop (the *parallel* primitive): binds an index variable to a parallel level
+  (cores, SIMD lanes) or to a sequential loop.
+- Move (*data movement*): copies one element region per iteration from one buffer to
+  another, possibly across memory levels; a dtype change on the way is a
+  widening load or a narrowing store.
+- Compute: an instruction on register operands.
+
+Every access names its buffer and an index expression over the enclosing loop
+variables, so the bytes each unit touches at each level can be read off the program.
+All values are frozen: passes build new programs and share what they do not change.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Iterator, Union
+
+from ..dtypes import DType
+from ..graph.ops import Op
+from .expr import Expr, Var
+
+
+class Level(enum.Enum):
+    """Memory levels, slow to fast. Targets give each a capacity and a bandwidth."""
+
+    GLOBAL = "global"       # the kernel's tensors: DRAM on a CPU, HBM on a GPU
+    LOCAL = "local"         # per parallel unit on chip: a core's cache-resident tile
+    REGISTER = "register"   # per lane: scalars the instructions operate on
+
+
+class Parallel(enum.Enum):
+    """How a Loop's iterations map to the hardware."""
+
+    CORES = "cores"     # spread over OpenMP threads / thread blocks
+    SERIAL = "serial"   # one after another on one unit
+    SIMD = "simd"       # vector lanes of one unit
+
+
+class Role(enum.Enum):
+    """What a global buffer is to the caller."""
+
+    INPUT = "input"
+    OUTPUT = "output"
+    TEMP = "temp"       # scratch the runtime allocates for one kernel launch
+
+
+@dataclass(frozen=True, slots=True)
+class Buffer:
+    """Storage at one memory level. Registers have shape ()."""
+
+    name: str
+    level: Level
+    dtype: DType
+    shape: tuple[int, ...] = ()
+    role: Role = Role.TEMP
+
+    @property
+    def size(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+    @property
+    def nbytes(self) -> int:
+        return self.size * self.dtype.itemsize
+
+    def __str__(self) -> str:
+        return self.name
+
+
+@dataclass(frozen=True, slots=True)
+class Access:
+    """One element of a buffer: `buffer[index]`, index a flat element offset."""
+
+    buffer: Buffer
+    index: Expr = field(default_factory=Expr)
+
+    def __str__(self) -> str:
+        if self.buffer.level is Level.REGISTER:
+            return self.buffer.name
+        return f"{self.buffer.name}[{self.index}]"
+
+
+@dataclass(frozen=True, slots=True)
+class Const:
+    """An immediate operand."""
+
+    value: Union[int, float, bool]
+    dtype: DType
+
+    def __str__(self) -> str:
+        return repr(self.value)
+
+
+@dataclass(frozen=True, slots=True)
+class IndexValue:
+    """An index expression used as a data value (int64), e.g. to select a concat piece."""
+
+    index: Expr
+
+    def __str__(self) -> str:
+        return f"idx({self.index})"
+
+
+Operand = Union[Access, Const, IndexValue]
+
+
+@dataclass(frozen=True, slots=True)
+class Move:
+    """Data movement: dst <- src, converting dtype if the buffers differ."""
+
+    dst: Access
+    src: Access
+
+    def __str__(self) -> str:
+        return (f"move {self.dst} <- {self.src}"
+                f"   ({self.src.buffer.level.value} -> {self.dst.buffer.level.value})")
+
+
+@dataclass(frozen=True, slots=True)
+class Compute:
+    """dst <- op(srcs) on registers. `ASSIGN`-like copies use op=None.
+
+    An accumulation is a Compute whose dst is also its first src, inside a loop,
+    with dst declared (initialised) outside it.
+    """
+
+    op: Op | None
+    dst: Access
+    srcs: tuple[Operand, ...]
+
+    @property
+    def is_accumulate(self) -> bool:
+        return bool(self.srcs) and self.srcs[0] == self.dst
+
+    def __str__(self) -> str:
+        name = self.op.name.lower() if self.op else "set"
+        return f"compute {self.dst} <- {name}({', '.join(map(str, self.srcs))})"
+
+
+@dataclass(frozen=True, slots=True)
+class Loop:
+    """The parallel primitive: run body for var in 0 .. var.extent-1 at a parallel level."""
+
+    var: Var
+    kind: Parallel
+    body: tuple["Stmt", ...]
+
+    def __str__(self) -> str:
+        return f"{self.kind.value} {self.var.name} in 0..{self.var.extent}"
+
+
+Stmt = Union[Loop, Move, Compute]
+
+
+@dataclass(frozen=True, slots=True)
+class Program:
+    """One kernel: its global buffers (inputs, outputs, temps) and its statements."""
+
+    name: str
+    params: tuple[Buffer, ...]
+    body: tuple[Stmt, ...]
+
+    def with_body(self, body: tuple[Stmt, ...]) -> "Program":
+        return self if body == self.body else Program(self.name, self.params, body)
+
+    def __str__(self) -> str:
+        from .printer import format_program
+
+        return format_program(self)
+
+
+def walk(stmts: tuple[Stmt, ...], loops: tuple[Loop, ...] = ()
+         ) -> Iterator[tuple[Stmt, tuple[Loop, ...]]]:
+    """Every statement in program order, with the loops enclosing it (outermost first)."""
+    for s in stmts:
+        yield s, loops
+        if isinstance(s, Loop):
+            yield from walk(s.body, loops + (s,))
+
+
+def accesses(stmt: Stmt) -> tuple[list[Access], list[Access]]:
+    """(reads, writes) of one Move or Compute."""
+    if isinstance(stmt, Move):
+        return [stmt.src], [stmt.dst]
+    if isinstance(stmt, Compute):
+        return [s for s in stmt.srcs if isinstance(s, Access)], [stmt.dst]
+    return [], []
+
+
+def map_accesses(stmts: tuple[Stmt, ...], fn) -> tuple[Stmt, ...]:
+    """Rebuild statements with fn applied to every Access; unchanged parts are shared."""
+    out = []
+    for s in stmts:
+        if isinstance(s, Loop):
+            body = map_accesses(s.body, fn)
+            out.append(s if body == s.body else Loop(s.var, s.kind, body))
+        elif isinstance(s, Move):
+            out.append(Move(fn(s.dst), fn(s.src)))
+        else:
+            out.append(Compute(s.op, fn(s.dst), tuple(fn(a) if isinstance(a, Access) else a
+                                                      for a in s.srcs)))
+    return tuple(out)
+
+
+def buffers(program: Program) -> dict[str, Buffer]:
+    """Every buffer the program names, params first."""
+    found = {b.name: b for b in program.params}
+    for s, _ in walk(program.body):
+        reads, writes = accesses(s)
+        for a in reads + writes:
+            found.setdefault(a.buffer.name, a.buffer)
+    return found

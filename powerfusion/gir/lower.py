@@ -1,0 +1,156 @@
+"""Naive lowering: each op of a kernel becomes Move-in, Compute, Move-out.
+
+Deliberately naive, as DESIGN.md asks: every value a node computes goes to its own
+global buffer, and every use loads it back. Each full-shape op gets its own inner
+loop. The passes (forward, merge, promote, drop, reuse) then remove the round trips;
+nothing here tries to be clever, so what the passes buy can be seen and measured.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..dtypes import DType
+from ..graph.graph import Node
+from ..graph.ops import REDUCE_COMBINE, Group, Op
+from ..graph.partition import Kernel
+from ..graph.views import through_views, strided_offset
+from ..search.schedule import Schedule
+from .expr import Expr, Var, flatten
+from .ir import (Access, Buffer, Compute, Const, IndexValue, Level, Loop, Move, Parallel,
+                 Program, Role, Stmt)
+
+
+@dataclass(frozen=True)
+class Storage:
+    """Where a node lives in global memory for this kernel: buffer and element strides."""
+
+    buffer: Buffer
+    strides: tuple[int, ...]
+
+
+def lower(kernel: Kernel, schedule: Schedule, name: str,
+          storage: dict[int, Storage]) -> Program:
+    """GIR for one kernel. `storage` maps id(node) of leaves read and roots written."""
+    return _Lowering(kernel, schedule, name, storage).program()
+
+
+def identity(op: Op, dtype: DType) -> Const:
+    """The value a reduction starts from."""
+    if op is Op.SUM:
+        return Const(False if dtype.is_bool else 0 if dtype.is_int else 0.0, dtype)
+    big = {DType.int32: 2**31 - 1, DType.int64: 2**63 - 1, DType.bool: True}
+    if dtype.is_float:
+        return Const(float("-inf") if op is Op.MAX else float("inf"), dtype)
+    hi = big[dtype]
+    if dtype.is_bool:
+        return Const(op is Op.MIN, dtype)
+    return Const(-hi - 1 if op is Op.MAX else hi, dtype)
+
+
+class _Lowering:
+    def __init__(self, kernel: Kernel, schedule: Schedule, name: str,
+                 storage: dict[int, Storage]):
+        self.kernel, self.schedule, self.name, self.storage = kernel, schedule, name, storage
+        self.p = Var("p", schedule.outer_extent)
+        self.temps: dict[int, Buffer] = {}
+        self.count = 0
+        self.params: dict[str, Buffer] = {}
+        self.roots = {id(r) for r in kernel.roots}
+
+    def fresh(self, prefix: str) -> str:
+        self.count += 1
+        return f"{prefix}{self.count}"
+
+    def reg(self, dtype: DType, prefix: str = "r") -> Access:
+        return Access(Buffer(self.fresh(prefix), Level.REGISTER, dtype))
+
+    def program(self) -> Program:
+        body: list[Stmt] = []
+        for n in self.kernel.nodes:
+            body.extend(self.lower_node(n))
+        for r in self.kernel.roots:     # roots that are views or leaves: a plain copy
+            if r.op in Group.MOVEMENT or r.op in Group.LEAF:
+                body.extend(self.lower_copy(r))
+        params = tuple(sorted(self.params.values(), key=lambda b: (b.role.value, b.name)))
+        return Program(self.name, params, (Loop(self.p, Parallel.CORES, tuple(body)),))
+
+    # -- one node ------------------------------------------------------------------
+    def lower_node(self, n: Node) -> list[Stmt]:
+        if n.op in Group.REDUCE:
+            return self.lower_reduce(n)
+        if n.shape == self.kernel.shape:        # full-shape: its own inner loop
+            i = Var(self.fresh("i"), self.schedule.inner_extent)
+            index = self.schedule.domain_index(self.p, i)
+            return [Loop(i, Parallel.SIMD, tuple(self.lower_elementwise(n, index)))]
+        return self.lower_elementwise(n, self.row_index())     # per-row: once per p
+
+    def row_index(self) -> tuple[Expr, ...]:
+        return self.schedule.domain_index(self.p, None)
+
+    def lower_elementwise(self, n: Node, index: tuple[Expr, ...]) -> list[Stmt]:
+        stmts: list[Stmt] = []
+        operands = []
+        for s in n.srcs:
+            loads, operand = self.operand(s, index)
+            stmts.extend(loads)
+            operands.append(operand)
+        dst = self.reg(n.dtype)
+        stmts.append(Compute(n.op, dst, tuple(operands)))
+        stmts.extend(self.store(n, dst, index))
+        return stmts
+
+    def lower_reduce(self, n: Node) -> list[Stmt]:
+        (src,) = n.srcs
+        acc = self.reg(n.dtype, "acc")
+        i = Var(self.fresh("i"), self.schedule.inner_extent)
+        loads, value = self.operand(src, self.schedule.domain_index(self.p, i))
+        update = Compute(REDUCE_COMBINE[n.op], acc, (acc, value))
+        return [Compute(None, acc, (identity(n.op, n.dtype),)),
+                Loop(i, Parallel.SIMD, tuple(loads) + (update,)),
+                *self.store(n, acc, self.row_index())]
+
+    def lower_copy(self, root: Node) -> list[Stmt]:
+        i = Var(self.fresh("i"), self.schedule.inner_extent)
+        index = self.schedule.domain_index(self.p, i)
+        loads, value = self.operand(root, index)
+        if not isinstance(value, Access):       # a constant or an index: materialise it
+            reg = self.reg(root.dtype)
+            loads = loads + [Compute(None, reg, (value,))]
+            value = reg
+        return [Loop(i, Parallel.SIMD, tuple(loads) + tuple(self.store(root, value, index,
+                                                                       temp=False)))]
+
+    # -- operands and results -------------------------------------------------------
+    def operand(self, s: Node, index: tuple[Expr, ...]):
+        """(loads, operand) reading node s at its logical index."""
+        if s.op is Op.CONST:
+            return [], Const(s.arg, s.dtype)
+        base, at = through_views(s, index)
+        if base.op is Op.IOTA:
+            return [], IndexValue(at[base.arg])
+        if base.op is Op.CONST:
+            return [], Const(base.arg, base.dtype)
+        if id(base) in self.temps:
+            buf, offset = self.temps[id(base)], flatten(at, base.shape)
+        else:
+            st = self.storage[id(base)]
+            buf, offset = st.buffer, strided_offset(at, st.strides)
+            self.params[buf.name] = buf
+        reg = self.reg(base.dtype)
+        return [Move(reg, Access(buf, offset))], reg
+
+    def store(self, n: Node, value: Access, index: tuple[Expr, ...],
+              temp: bool = True) -> list[Stmt]:
+        """Write n's value: to its temp (for later uses here) and, for roots, to global."""
+        out: list[Stmt] = []
+        if temp and n.op not in Group.MOVEMENT:
+            buf = Buffer(self.fresh("g"), Level.GLOBAL, n.dtype.compute, n.shape, Role.TEMP)
+            self.temps[id(n)] = buf
+            self.params[buf.name] = buf
+            out.append(Move(Access(buf, flatten(index, n.shape)), value))
+        if id(n) in self.roots:
+            st = self.storage[id(n)]
+            self.params[st.buffer.name] = st.buffer
+            out.append(Move(Access(st.buffer, strided_offset(index, st.strides)), value))
+        return out

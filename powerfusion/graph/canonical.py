@@ -1,0 +1,79 @@
+"""Canonical form: views pushed down to the leaves, concatenation as selects.
+
+After `canonicalize`, movement ops stand only directly over leaves (INPUT, IOTA) or
+over reductions. A view over a leaf is folded into the leaf's load index; a view over
+a reduction is either a broadcast of a per-row value (kept in the kernel) or a change
+of iteration space (the partitioner then materialises the reduction). Element-wise
+work under a view is recomputed under it: memory-bound kernels prefer recomputation
+to a round trip through memory.
+"""
+
+from __future__ import annotations
+
+from ..dtypes import DType
+from .graph import Node
+from .ops import Group, Op
+
+
+def canonicalize(roots: list[Node]) -> list[Node]:
+    """The canonical nodes for roots, sharing what they share."""
+    memo: dict[int, Node] = {}
+    pushed: dict[tuple[int, int], Node] = {}
+
+    def canon(n: Node) -> Node:
+        hit = memo.get(id(n))
+        if hit is not None:
+            return hit
+        if n.op in Group.LEAF:
+            out = n
+        elif n.op in Group.MOVEMENT:
+            out = push(n, canon(n.srcs[0]))
+        elif n.op is Op.CONCAT:
+            out = canon(_concat_as_selects(n))
+        elif n.op in Group.REDUCE and not n.arg:
+            out = canon(n.srcs[0])          # a reduction over no axes is the identity
+        else:
+            srcs = tuple(canon(s) for s in n.srcs)
+            out = n if srcs == n.srcs else Node(n.op, srcs, n.shape, n.dtype, n.arg)
+        memo[id(n)] = out
+        return out
+
+    def push(view: Node, src: Node) -> Node:
+        """view(src) with the view moved below element-wise ops."""
+        key = (id(view), id(src))
+        hit = pushed.get(key)
+        if hit is not None:
+            return hit
+        if src.op in Group.ELEMENTWISE:
+            srcs = tuple(s if s.op is Op.CONST else push(view, s) for s in src.srcs)
+            out = Node(src.op, srcs, view.shape, src.dtype, src.arg)
+        elif src.op is Op.CONST:
+            out = src
+        else:
+            out = Node(view.op, (src,), view.shape, src.dtype, view.arg)
+        pushed[key] = out
+        _keep_alive.append((view, src))  # ids in `pushed` must stay unique
+        return out
+
+    _keep_alive: list = []
+    return [canon(r) for r in roots]
+
+
+def _concat_as_selects(n: Node) -> Node:
+    """concat(s0, s1, ...) along an axis -> where(iota < end0, s0, where(iota < end1, s1, ...)).
+
+    Each piece is read through a clamped shift, so reads stay in bounds on both sides.
+    """
+    axis = n.arg
+    iota = Node(Op.IOTA, (), n.shape, DType.int64, axis)
+    pieces, offset = [], 0
+    for s in n.srcs:
+        shifted = Node(Op.SHIFT, (s,), n.shape, s.dtype, (axis, offset))
+        offset += s.shape[axis]
+        pieces.append((shifted, offset))
+    out = pieces[-1][0]
+    for shifted, end in reversed(pieces[:-1]):
+        cond = Node(Op.LT, (iota, Node(Op.CONST, (), (), DType.int64, end)), n.shape,
+                    DType.bool)
+        out = Node(Op.WHERE, (cond, shifted, out), n.shape, n.dtype)
+    return out

@@ -1,0 +1,156 @@
+"""forward: a store followed by a load of the same element becomes a direct use.
+
+Two steps. Sibling loops over the same extent are fused when every value the later
+one reads from the earlier one is the element of the same iteration (and no
+reduction result is needed before it is complete); then, in straight-line code, a
+load of an element whose value is known to sit in a register is replaced by that
+register. The global intermediate is left without readers; drop removes it.
+"""
+
+from __future__ import annotations
+
+from ..gir.ir import Access, Compute, Level, Loop, Move, Program, Stmt, walk
+from .util import Effects, effects, map_loops, rename_registers, rename_var
+
+
+def forward(program: Program) -> Program:
+    body = map_loops(program.body, fuse_loops)
+    body = forward_values(body, from_loads=False)
+    return program.with_body(body)
+
+
+# -- loop fusion ------------------------------------------------------------------------
+def fuse_loops(seq: tuple[Stmt, ...]) -> tuple[Stmt, ...]:
+    out: list[Stmt] = []
+    for s in seq:
+        if isinstance(s, Loop):
+            fused = _fuse_into(out, s)
+            if fused is not None:
+                out = fused
+                continue
+        out.append(s)
+    return tuple(out)
+
+
+def _fuse_into(out: list[Stmt], late: Loop) -> list[Stmt] | None:
+    """`out` with `late` fused into an earlier sibling loop, or None if none can take it."""
+    late_fx = effects(late)
+    for j in range(len(out) - 1, -1, -1):
+        early = out[j]
+        if not (isinstance(early, Loop) and early.kind is late.kind
+                and early.var.extent == late.var.extent):
+            continue
+        between = out[j + 1:]
+        needed = _needed_before(between, late_fx)
+        early_fx = effects(early)
+        if any(effects(t).depends_on(early_fx) for t in needed):
+            continue
+        body = rename_var(late.body, late.var, early.var)
+        if not _same_iteration(early, body):
+            continue
+        rest = [t for t in between if not any(t is n for n in needed)]
+        merged = Loop(early.var, early.kind, early.body + body)
+        return out[:j] + needed + [merged] + rest
+    return None
+
+
+def _needed_before(between: list[Stmt], late_fx: Effects) -> list[Stmt]:
+    """The statements between two loops that the later loop depends on, transitively."""
+    needed: list[Stmt] = []
+    need_fx = [late_fx]
+    for t in reversed(between):
+        t_fx = effects(t)
+        if any(fx.depends_on(t_fx) for fx in need_fx):
+            needed.insert(0, t)
+            need_fx.append(t_fx)
+    return needed
+
+
+def _same_iteration(early: Loop, late_body: tuple[Stmt, ...]) -> bool:
+    """Is every dependence of late_body on `early` confined to one iteration?"""
+    written: dict[str, set] = {}
+    acc_regs: set[str] = set()
+    inner_regs: set[str] = set()
+    for s, _ in walk(early.body):
+        if isinstance(s, (Move, Compute)):
+            dst = s.dst
+            if dst.buffer.level is Level.REGISTER:
+                if isinstance(s, Compute) and s.is_accumulate:
+                    acc_regs.add(dst.buffer.name)
+                else:
+                    inner_regs.add(dst.buffer.name)
+            else:
+                written.setdefault(dst.buffer.name, set()).add(dst.index)
+    read_in_early = set()
+    for s, _ in walk(early.body):
+        if isinstance(s, Move) and s.src.buffer.level is not Level.REGISTER:
+            read_in_early.add(s.src.buffer.name)
+    for s, _ in walk(late_body):
+        if not isinstance(s, (Move, Compute)):
+            continue
+        srcs = [s.src] if isinstance(s, Move) else [o for o in s.srcs if isinstance(o, Access)]
+        for a in srcs:
+            name = a.buffer.name
+            if a.buffer.level is Level.REGISTER:
+                if name in acc_regs:        # a reduction's result: complete only after
+                    return False
+            elif name in written and written[name] != {a.index}:
+                return False
+        dst = s.dst
+        if dst.buffer.level is not Level.REGISTER and (dst.buffer.name in read_in_early
+                                                       or dst.buffer.name in written):
+            return False
+    return True
+
+
+# -- forwarding in straight-line code ----------------------------------------------------
+def forward_values(stmts: tuple[Stmt, ...], *, from_loads: bool) -> tuple[Stmt, ...]:
+    """Replace loads whose element is known to be in a register.
+
+    Known values come from stores (forward) or, with from_loads, from earlier loads
+    (merge). Knowledge flows into nested loops, never out of them.
+    """
+    renames: dict[str, Access] = {}
+    return _forward_seq(stmts, {}, renames, from_loads)
+
+
+def _forward_seq(stmts, known: dict, renames: dict, from_loads: bool) -> tuple[Stmt, ...]:
+    out: list[Stmt] = []
+    for s in stmts:
+        s = rename_registers((s,), renames)[0]
+        if isinstance(s, Loop):
+            body = _forward_seq(s.body, dict(known), renames, from_loads)
+            out.append(s if body == s.body else Loop(s.var, s.kind, body))
+            _forget_writes(known, effects(s))
+            continue
+        if isinstance(s, Move) and s.dst.buffer.level is Level.REGISTER \
+                and s.src.buffer.level is not Level.REGISTER:
+            key = (s.src.buffer.name, s.src.index)
+            hit = known.get(key)
+            if hit is not None and _exact(hit, s.src, s.dst):
+                renames[s.dst.buffer.name] = hit
+                continue
+            if from_loads:
+                known[key] = s.dst
+        elif isinstance(s, Move) and s.dst.buffer.level is not Level.REGISTER:
+            _forget_writes(known, effects(s))
+            if s.src.buffer.level is Level.REGISTER:
+                known[(s.dst.buffer.name, s.dst.index)] = s.src
+        if isinstance(s, (Move, Compute)) and s.dst.buffer.level is Level.REGISTER:
+            for k in [k for k, v in known.items() if v.buffer.name == s.dst.buffer.name
+                      and not (isinstance(s, Move) and v == s.dst)]:
+                del known[k]
+        out.append(s)
+    return tuple(out)
+
+
+def _forget_writes(known: dict, fx: Effects) -> None:
+    for k in [k for k in known if k[0] in fx.mem_writes]:
+        del known[k]
+
+
+def _exact(value: Access, memory: Access, load_dst: Access) -> bool:
+    """Would reading `memory` into load_dst give exactly the register `value`?"""
+    buf = memory.buffer.dtype
+    return (buf.compute is buf and value.buffer.dtype.compute is buf
+            and load_dst.buffer.dtype.compute is buf)

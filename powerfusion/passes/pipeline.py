@@ -1,0 +1,40 @@
+"""The pass pipeline: naive GIR in, GIR that moves the fewest bytes out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..gir.ir import Program
+from ..targets import Target
+from .drop import drop
+from .forward import forward
+from .hoist import hoist
+from .merge import merge
+from .promote import promote
+from .reuse import reuse
+from .traffic import footprint
+
+
+@dataclass
+class PassLog:
+    """What each pass did to one kernel: global bytes after it, and promote's choices."""
+
+    steps: list[tuple[str, dict]] = field(default_factory=list)
+    decisions: list[str] = field(default_factory=list)
+
+    def record(self, name: str, program: Program) -> Program:
+        self.steps.append((name, footprint(program)))
+        return program
+
+
+def optimize(program: Program, target: Target, placement: str = "local",
+             log: PassLog | None = None) -> Program:
+    log = log if log is not None else PassLog()
+    p = log.record("naive", program)
+    p = log.record("forward", forward(p))          # fuse loops; stored values reach their uses
+    p = log.record("merge", merge(p, target))      # one load per element; rows reused on chip
+    p = log.record("hoist", hoist(p))              # loop-invariant instructions leave loops
+    p = log.record("drop", drop(p))                # stores and values nobody reads
+    p = log.record("promote", promote(p, target, placement, log.decisions))  # live rows on chip
+    p = log.record("reuse", reuse(p))              # on-chip buffers share storage when they can
+    return p

@@ -1,0 +1,64 @@
+"""promote: a global intermediate that must stay live moves on chip, if it fits.
+
+After forward, a temp that is still read is one whose value must outlive the loop
+that wrote it (a row needed again after a reduction over it). Each parallel unit
+touches only its own region of it; when that region fits the unit's LOCAL capacity
+(from the Target) the buffer becomes a per-unit LOCAL tile. What does not fit stays
+in global memory (re-loaded): that choice, and the schedule's `placement` knob, are
+recorded so `explain` can show them.
+"""
+
+from __future__ import annotations
+
+from ..gir.ir import Access, Buffer, Level, Program, Role, walk, accesses, map_accesses
+from ..targets import Target
+from .util import cores_loop, local_bytes_in_use, split_region
+
+
+def promote(program: Program, target: Target, placement: str = "local",
+            decisions: list | None = None) -> Program:
+    par = cores_loop(program)
+    if par is None:
+        return program
+    budget = target.capacity(Level.LOCAL) - local_bytes_in_use(program.body)
+    regions: dict[str, list] = {}
+    for s, _ in walk(par.body):
+        reads, writes = accesses(s)
+        for a in reads + writes:
+            b = a.buffer
+            if b.level is Level.GLOBAL and b.role is Role.TEMP:
+                regions.setdefault(b.name, []).append(split_region(a.index, par.var))
+    moved: dict[str, Buffer] = {}
+    for name, regs in sorted(regions.items()):
+        buf = next(p for p in program.params if p.name == name)
+        if any(r is None for r in regs) or len({r[0] for r in regs}) != 1:
+            _note(decisions, name, "stays global: its region is not one per parallel unit")
+            continue
+        size = max(r[1].bounds()[1] for r in regs) + 1
+        tile = Buffer(name, Level.LOCAL, buf.dtype, (size,), Role.TEMP)
+        if placement != "local":
+            _note(decisions, name, f"stays global ({tile.nbytes} B per unit): "
+                                   f"schedule placement={placement!r}")
+        elif tile.nbytes > budget:
+            _note(decisions, name, f"stays global: {tile.nbytes} B per unit exceeds the "
+                                   f"{budget} B of LOCAL left; re-loaded from global")
+        else:
+            budget -= tile.nbytes
+            moved[name] = tile
+            _note(decisions, name, f"promoted to local: {tile.nbytes} B per unit")
+    if not moved:
+        return program
+
+    def fix(a: Access) -> Access:
+        tile = moved.get(a.buffer.name)
+        if tile is None or a.buffer.level is not Level.GLOBAL:
+            return a
+        return Access(tile, split_region(a.index, par.var)[1])
+
+    params = tuple(p for p in program.params if p.name not in moved)
+    return type(program)(program.name, params, map_accesses(program.body, fix))
+
+
+def _note(decisions, name, text) -> None:
+    if decisions is not None:
+        decisions.append(f"{name}: {text}")

@@ -1,0 +1,64 @@
+"""What `pf.explain` returns: the GIR, the generated code and the bytes moved, per stage."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from .passes.traffic import footprint
+
+
+@dataclass
+class Report:
+    gir: str                       # optimised GIR of every kernel
+    naive_gir: str                 # the same before the passes
+    source: str                    # exactly what the runtime compiles
+    traffic: dict                  # level -> {"read": bytes, "write": bytes}, all kernels
+    global_bytes: int              # bytes moved at the outermost level
+    min_global_bytes: int          # every input read once, every output written once
+    passes: list = field(default_factory=list)      # per kernel: [(pass, global bytes after)]
+    decisions: list = field(default_factory=list)   # per kernel: promote's placement choices
+    kernels: int = 0
+
+    @classmethod
+    def from_plan(cls, plan, source: str, input_strides) -> "Report":
+        traffic = {}
+        for ck in plan.kernels:
+            for level, rw in footprint(ck.program).items():
+                t = traffic.setdefault(level, {"read": 0, "write": 0})
+                t["read"] += rw["read"]
+                t["write"] += rw["write"]
+        g = traffic.get("global", {"read": 0, "write": 0})
+        minimum = 0
+        for node, strides in zip(plan.graph.inputs, input_strides):
+            distinct = math.prod(n for n, s in zip(node.shape, strides) if s != 0)
+            minimum += distinct * node.dtype.itemsize
+        seen = set()
+        for spec, out in zip(plan.outputs, plan.graph.outputs):
+            key = spec[1] if spec[0] == "buffer" else id(out)
+            if key not in seen:
+                seen.add(key)
+                minimum += out.size * out.dtype.itemsize
+        passes = [[(name, t["global"]["read"] + t["global"]["write"]) for name, t in ck.log.steps]
+                  for ck in plan.kernels]
+        return cls(
+            gir="\n\n".join(str(ck.program) for ck in plan.kernels),
+            naive_gir="\n\n".join(str(ck.naive) for ck in plan.kernels),
+            source=source, traffic=traffic, global_bytes=g["read"] + g["write"],
+            min_global_bytes=minimum, passes=passes,
+            decisions=[ck.log.decisions for ck in plan.kernels], kernels=len(plan.kernels))
+
+    def __str__(self) -> str:
+        lines = [f"PowerFusion report: {self.kernels} kernel(s)",
+                 f"  global bytes moved: {self.global_bytes:,} "
+                 f"(minimum {self.min_global_bytes:,}, "
+                 f"{self.global_bytes / max(self.min_global_bytes, 1):.2f}x)"]
+        for level, rw in self.traffic.items():
+            lines.append(f"  {level:>8}: read {rw['read']:>14,} B   write {rw['write']:>14,} B")
+        for k, steps in enumerate(self.passes):
+            chain = " -> ".join(f"{name} {b:,}" for name, b in steps)
+            lines.append(f"  kernel {k} global bytes by pass: {chain}")
+            for d in self.decisions[k]:
+                lines.append(f"    {d}")
+        lines += ["", "GIR (after passes):", self.gir]
+        return "\n".join(lines)

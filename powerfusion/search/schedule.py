@@ -1,0 +1,81 @@
+"""A schedule: one point of a kernel's search space.
+
+It maps the kernel's iteration space onto loops (what runs in parallel across cores,
+what runs along SIMD lanes) and sets the placement knob that promote leaves open.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from ..gir.expr import Expr, Var, unflatten
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Loop mapping for a kernel over shape S with reduction axes A.
+
+    With reductions: the parallel loop runs over the kept axes, the inner loops over
+    the reduced axes. Without: the flattened space is cut into `tile`-sized pieces,
+    pieces in parallel, each piece one inner loop.
+    """
+
+    shape: tuple[int, ...]
+    reduce_axes: tuple[int, ...]
+    tile: int = 0                   # element-wise kernels: inner extent
+    placement: str = "local"        # rows that must stay live: "local" if they fit, or "global"
+
+    @property
+    def outer_extent(self) -> int:
+        if self.reduce_axes:
+            return math.prod(n for k, n in enumerate(self.shape) if k not in self.reduce_axes)
+        return math.prod(self.shape) // self.tile if self.tile else 1
+
+    @property
+    def inner_extent(self) -> int:
+        if self.reduce_axes:
+            return math.prod(self.shape[k] for k in self.reduce_axes)
+        return self.tile if self.tile else math.prod(self.shape)
+
+    def domain_index(self, p: Var, i: Var | None) -> tuple[Expr, ...]:
+        """The index into S of iteration (p, i); reduced axes are 0 when i is None."""
+        if not self.reduce_axes:
+            flat = Expr.of(p) * self.inner_extent + (Expr.of(i) if i is not None else 0)
+            return unflatten(flat, self.shape)
+        kept = [k for k in range(len(self.shape)) if k not in self.reduce_axes]
+        index: list[Expr] = [Expr(0)] * len(self.shape)
+        for k, e in zip(kept, unflatten(Expr.of(p), tuple(self.shape[k] for k in kept))):
+            index[k] = e
+        if i is not None:
+            red = tuple(self.shape[k] for k in self.reduce_axes)
+            for k, e in zip(self.reduce_axes, unflatten(Expr.of(i), red)):
+                index[k] = e
+        return tuple(index)
+
+
+def default_schedule(shape: tuple[int, ...], reduce_axes: tuple[int, ...], cores: int,
+                     placement: str = "local") -> Schedule:
+    """The cost model's pick without tuning: enough parallel pieces, long inner loops."""
+    if reduce_axes:
+        return Schedule(shape, reduce_axes, 0, placement)
+    n = math.prod(shape)
+    return Schedule(shape, (), _tile(n, shape[-1] if shape else 1, cores), placement)
+
+
+def _tile(n: int, last: int, cores: int) -> int:
+    """Largest tile <= 4096 dividing n that leaves >= 4 pieces per core, preferring
+    tiles aligned with the last axis (cheap index arithmetic)."""
+    if n <= 4096:
+        return max(n, 1)
+    best, best_key = n, None
+    for t in range(16, 4097):
+        if n % t:
+            continue
+        aligned = t % last == 0 or last % t == 0
+        key = (n // t >= 4 * cores, aligned, t)
+        if best_key is None or key > best_key:
+            best, best_key = t, key
+    if best_key is None:        # n has no divisor in range: one row per piece
+        return last if last <= 65536 and n % last == 0 else n
+    return best
