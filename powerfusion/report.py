@@ -19,6 +19,8 @@ class Report:
     passes: list = field(default_factory=list)      # per kernel: [(pass, global bytes after)]
     decisions: list = field(default_factory=list)   # per kernel: promote's placement choices
     kernels: int = 0
+    programs: list = field(default_factory=list, repr=False)        # optimised GIR values
+    naive_programs: list = field(default_factory=list, repr=False)
 
     @classmethod
     def from_plan(cls, plan, source: str, input_strides) -> "Report":
@@ -46,7 +48,15 @@ class Report:
             naive_gir="\n\n".join(str(ck.naive) for ck in plan.kernels),
             source=source, traffic=traffic, global_bytes=g["read"] + g["write"],
             min_global_bytes=minimum, passes=passes,
-            decisions=[ck.log.decisions for ck in plan.kernels], kernels=len(plan.kernels))
+            decisions=[ck.log.decisions for ck in plan.kernels], kernels=len(plan.kernels),
+            programs=[ck.program for ck in plan.kernels],
+            naive_programs=[ck.naive for ck in plan.kernels])
+
+    def to_dot(self, naive: bool = False) -> str:
+        """The GIR-Graph as Graphviz DOT; `naive=True` shows it before the passes."""
+        from .gir.dataflow import programs_to_dot
+
+        return programs_to_dot(self.naive_programs if naive else self.programs)
 
     def __str__(self) -> str:
         lines = [f"PowerFusion report: {self.kernels} kernel(s)",
