@@ -36,5 +36,6 @@ def optimize(program: Program, target: Target, placement: str = "local",
     p = log.record("hoist", hoist(p))              # loop-invariant instructions leave loops
     p = log.record("drop", drop(p))                # stores and values nobody reads
     p = log.record("promote", promote(p, target, placement, log.decisions))  # live rows on chip
+    p = log.record("drop", drop(p))                # what promote's choices left unread
     p = log.record("reuse", reuse(p))              # on-chip buffers share storage when they can
     return p

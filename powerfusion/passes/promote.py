@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from ..gir.ir import Access, Buffer, Level, Program, Role, walk, accesses, map_accesses
 from ..targets import Target
+from .recompute import producer_chain, recompute, reload_bytes
 from .util import cores_loop, local_bytes_in_use, split_region
 
 
@@ -40,8 +41,14 @@ def promote(program: Program, target: Target, placement: str = "local",
             _note(decisions, name, f"stays global ({tile.nbytes} B per unit): "
                                    f"schedule placement={placement!r}")
         elif tile.nbytes > budget:
-            _note(decisions, name, f"stays global: {tile.nbytes} B per unit exceeds the "
-                                   f"{budget} B of LOCAL left; re-loaded from global")
+            why = f"{tile.nbytes} B per unit exceeds the {budget} B of LOCAL left"
+            redone = _try_recompute(program, buf)
+            if redone is not None:
+                program = redone
+                _note(decisions, name, f"recomputed where used: {why}; re-reading inputs "
+                                       "moves fewer bytes than a global round trip")
+            else:
+                _note(decisions, name, f"stays global: {why}; written once, re-loaded")
         else:
             budget -= tile.nbytes
             moved[name] = tile
@@ -57,6 +64,14 @@ def promote(program: Program, target: Target, placement: str = "local",
 
     params = tuple(p for p in program.params if p.name not in moved)
     return type(program)(program.name, params, map_accesses(program.body, fix))
+
+
+def _try_recompute(program: Program, buf: Buffer) -> Program | None:
+    """Recompute when re-reading the producer's inputs costs less than write + read."""
+    chain = producer_chain(program, buf.name)
+    if chain is None or reload_bytes(chain) >= 2 * buf.dtype.itemsize:
+        return None
+    return recompute(program, buf.name)
 
 
 def _note(decisions, name, text) -> None:
