@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .dtypes import DType
+from .graph.alternatives import REWRITES
 from .graph.canonical import canonicalize
 from .graph.graph import Graph, Node
 from .graph.ops import Op
@@ -20,7 +21,7 @@ from .graph.views import contiguous_strides
 from .gir.ir import Buffer, Level, Program, Role
 from .gir.lower import Storage, lower
 from .passes.pipeline import PassLog, optimize
-from .passes.traffic import footprint
+from .passes.traffic import global_bytes
 from .search.schedule import Schedule, default_schedule
 from .targets import Target, get_target
 
@@ -47,16 +48,42 @@ class Plan:
     out_shapes: list[tuple[int, ...]]
     buffers: dict[str, Buffer]           # every global buffer between kernels, by name
     input_names: list[str] = field(default_factory=list)
+    choice: str = "as written"           # which alternative computation won
+    alternatives: list = field(default_factory=list)   # (name, cost in bytes) considered
+
+
+KERNEL_OVERHEAD_BYTES = 64 * 1024   # a launch costs about as much as moving this much
 
 
 def plan_graph(graph: Graph, input_strides, target: Target) -> Plan:
-    """Partition, lower and optimise; no code generated yet."""
-    roots, out_specs = [], []
+    """Partition, lower and optimise under each alternative computation; keep the one
+    the cost model prices lowest (bytes moved at the outermost level, plus launches)."""
+    roots = []
     for o in graph.outputs:
         base = o
         while base.op is Op.RESHAPE:     # a reshape of a C-contiguous result is free
             base = base.srcs[0]
         roots.append(base)
+    candidates = [("as written", roots)]
+    for name, rewrite in REWRITES.items():
+        rewritten = rewrite(roots)
+        if rewritten is not None:
+            candidates.append((name, rewritten))
+    best, table = None, []
+    for name, cand in candidates:
+        plan = _plan_roots(graph, cand, input_strides, target)
+        cost = sum(global_bytes(ck.program) + KERNEL_OVERHEAD_BYTES for ck in plan.kernels)
+        table.append((name, cost))
+        if best is None or cost < best[1]:
+            best = (plan, cost, name)
+    plan = best[0]
+    plan.choice = best[2]
+    plan.alternatives = table
+    return plan
+
+
+def _plan_roots(graph: Graph, roots: list[Node], input_strides, target: Target) -> Plan:
+    out_specs = []
     canon = canonicalize(roots)
     storage: dict[int, Storage] = {}
     buffers: dict[str, Buffer] = {}

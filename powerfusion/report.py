@@ -19,6 +19,8 @@ class Report:
     passes: list = field(default_factory=list)      # per kernel: [(pass, global bytes after)]
     decisions: list = field(default_factory=list)   # per kernel: promote's placement choices
     kernels: int = 0
+    choice: str = "as written"     # the alternative computation the cost model picked
+    alternatives: list = field(default_factory=list)   # (name, estimated bytes) considered
     programs: list = field(default_factory=list, repr=False)        # optimised GIR values
     naive_programs: list = field(default_factory=list, repr=False)
 
@@ -49,6 +51,7 @@ class Report:
             source=source, traffic=traffic, global_bytes=g["read"] + g["write"],
             min_global_bytes=minimum, passes=passes,
             decisions=[ck.log.decisions for ck in plan.kernels], kernels=len(plan.kernels),
+            choice=plan.choice, alternatives=plan.alternatives,
             programs=[ck.program for ck in plan.kernels],
             naive_programs=[ck.naive for ck in plan.kernels])
 
@@ -65,6 +68,9 @@ class Report:
                  f"{self.global_bytes / max(self.min_global_bytes, 1):.2f}x)"]
         for level, rw in self.traffic.items():
             lines.append(f"  {level:>8}: read {rw['read']:>14,} B   write {rw['write']:>14,} B")
+        if len(self.alternatives) > 1:
+            options = ", ".join(f"{n}: {c:,} B" for n, c in self.alternatives)
+            lines.append(f"  computation: {self.choice} (considered {options})")
         for k, steps in enumerate(self.passes):
             chain = " -> ".join(f"{name} {b:,}" for name, b in steps)
             lines.append(f"  kernel {k} global bytes by pass: {chain}")

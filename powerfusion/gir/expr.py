@@ -136,6 +136,10 @@ class Expr:
             return base
         if rest.is_const():
             return base + rest.const // k
+        split = _split_small(rest, k)
+        if split is not None:       # (c*q + r) // k == q // (k/c) when c | k, 0 <= r < c
+            big, c = split
+            return base + big // (k // c)
         return base + Expr.of(Div(rest, k))
 
     def __mod__(self, k: int) -> "Expr":
@@ -150,6 +154,11 @@ class Expr:
             return rest
         if rest.is_const():
             return Expr(rest.const % k)
+        split = _split_small(rest, k)
+        if split is not None:       # (c*q + r) % k == c*(q % (k/c)) + r when c | k, 0 <= r < c
+            big, c = split
+            small = rest - big * c
+            return (big % (k // c)) * c + small
         return Expr.of(Mod(rest, k))
 
     def clamp(self, lo: int, hi: int) -> "Expr":
@@ -210,6 +219,22 @@ class Expr:
 
 
 ExprLike = Union[Expr, int, Var, Div, Mod, Clamp]
+
+
+def _split_small(e: Expr, k: int):
+    """Write e = c*q + r with c dividing k, c > 1, 0 <= r < c; return (q, c) or None."""
+    import math
+
+    for c in sorted({math.gcd(coef, k) for _, coef in e.terms}, reverse=True):
+        if c <= 1:
+            continue
+        big = [(a, coef // c) for a, coef in e.terms if coef % c == 0]
+        small = Expr._make(e.const, {_atom_key(a): (a, coef) for a, coef in e.terms
+                                     if coef % c != 0})
+        lo, hi = small.bounds()
+        if big and 0 <= lo and hi < c:
+            return Expr._make(0, {_atom_key(a): (a, q) for a, q in big}), c
+    return None
 
 
 def _fold_div_mod(e: Expr) -> Expr:

@@ -129,26 +129,45 @@ def _group(plans, stored: list[Node]) -> list[Kernel]:
     placed: dict[int, int] = {}
     for m in order:
         shape, axes, body = by_root[id(m)]
-        earliest = max((placed[d] + 1 for d in deps[id(m)]), default=0)
+        dep_groups = {placed[d] for d in deps[id(m)]}
+        latest = max(dep_groups, default=-1)
         target = None
-        for gi in range(earliest, len(groups)):
+        for gi in range(max(latest, 0), len(groups)):
             g = groups[gi]
-            if g["shape"] == shape and (g["axes"] == axes or not axes or not g["axes"]) \
-                    and m.shape in (shape, _row(shape, axes or g["axes"])):
-                target = gi
-                break
+            if not (g["shape"] == shape and (g["axes"] == axes or not axes or not g["axes"])
+                    and m.shape in (shape, _row(shape, axes or g["axes"]))):
+                continue
+            if gi == latest and not _reads_in_space(body + [m], g["roots"], shape,
+                                                   axes or g["axes"]):
+                continue
+            target = gi
+            break
         if target is None:
             groups.append({"shape": shape, "axes": axes, "roots": [], "body": []})
             target = len(groups) - 1
         g = groups[target]
         g["axes"] = g["axes"] or axes
         g["roots"].append(m)
-        for n in body:
+        for n in body + ([m] if m not in body and m.op not in Group.MOVEMENT else []):
             if all(n is not b for b in g["body"]):
                 g["body"].append(n)
         placed[id(m)] = target
     return [Kernel(g["shape"], tuple(g["axes"]), tuple(g["roots"]), _topo(g["body"]))
             for g in groups]
+
+
+def _reads_in_space(nodes: list[Node], computed: list[Node], shape, axes) -> bool:
+    """Can these nodes read `computed` (roots of one kernel) inside that kernel?"""
+    row = _row(shape, axes)
+    for n in nodes:
+        for s in n.srcs:
+            base = s
+            while base.op in Group.MOVEMENT:
+                base = base.srcs[0]
+            if any(base is c for c in computed) and s is not base \
+                    and not _broadcasts_row(s, shape, axes, row):
+                return False
+    return True
 
 
 def _row(shape, axes):

@@ -35,7 +35,7 @@ def fuse_loops(seq: tuple[Stmt, ...]) -> tuple[Stmt, ...]:
 def _fuse_into(out: list[Stmt], late: Loop) -> list[Stmt] | None:
     """`out` with `late` fused into an earlier sibling loop, or None if none can take it."""
     late_fx = effects(late)
-    for j in range(len(out) - 1, -1, -1):
+    for j in range(len(out)):         # the earliest legal partner fuses the most work
         early = out[j]
         if not (isinstance(early, Loop) and early.kind is late.kind
                 and early.var.extent == late.var.extent):
