@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from ..dtypes import DType
 from ..graph.graph import Node
 from ..graph.ops import REDUCE_COMBINE, Group, Op
-from ..graph.partition import Kernel
+from ..graph.partition import Kernel, reshape_index
 from ..graph.views import through_views, strided_offset
 from ..search.schedule import Schedule
 from .expr import Expr, Var, flatten
@@ -79,11 +79,15 @@ class _Lowering:
     def lower_node(self, n: Node) -> list[Stmt]:
         if n.op in Group.REDUCE:
             return self.lower_reduce(n)
-        if n.shape == self.kernel.shape:        # full-shape: its own inner loop
-            i = Var(self.fresh("i"), self.schedule.inner_extent)
-            index = self.schedule.domain_index(self.p, i)
-            return [Loop(i, Parallel.SIMD, tuple(self.lower_elementwise(n, index)))]
+        if n.shape != self.kernel.row_shape or self.kernel.shape == self.kernel.row_shape:
+            i = Var(self.fresh("i"), self.schedule.inner_extent)   # full-size: own inner loop
+            return [Loop(i, Parallel.SIMD, tuple(self.lower_elementwise(n, self.index(n, i))))]
         return self.lower_elementwise(n, self.row_index())     # per-row: once per p
+
+    def index(self, n: Node, i: Var) -> tuple[Expr, ...]:
+        """n's index at iteration (p, i): the kernel's index, through a reshape if n's
+        shape is another arrangement of the same elements."""
+        return reshape_index(self.schedule.domain_index(self.p, i), self.kernel.shape, n.shape)
 
     def row_index(self) -> tuple[Expr, ...]:
         return self.schedule.domain_index(self.p, None)
@@ -112,7 +116,7 @@ class _Lowering:
 
     def lower_copy(self, root: Node) -> list[Stmt]:
         i = Var(self.fresh("i"), self.schedule.inner_extent)
-        index = self.schedule.domain_index(self.p, i)
+        index = self.index(root, i)
         loads, value = self.operand(root, index)
         if not isinstance(value, Access):       # a constant or an index: materialise it
             reg = self.reg(root.dtype)

@@ -11,9 +11,10 @@ GIR passes then decide what stays on chip.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
-from ..gir.expr import Expr, Var
+from ..gir.expr import Expr, Var, flatten, unflatten
 from .graph import Node
 from .ops import Group, Op
 from .views import through_views
@@ -91,7 +92,7 @@ def _plan(root: Node, stored: list[Node]):
             continue
         if root.op in Group.MOVEMENT or not _broadcasts_row(view, shape, axes, row):
             bad.append(base)
-    if root.shape not in (shape, row) and root.op not in Group.MOVEMENT:
+    if not _in_space(root.shape, shape, row) and root.op not in Group.MOVEMENT:
         bad.extend(reductions)
     return shape, axes, body, _unique(bad)
 
@@ -99,17 +100,27 @@ def _plan(root: Node, stored: list[Node]):
 def _broadcasts_row(view: Node, shape, axes, row) -> bool:
     """Does this view of a per-row value read, at each point of S (or of the row
     space), exactly that point's row? Then it stays inside the kernel."""
-    if view.shape == shape:
-        index = tuple(Expr.of(Var(f"d{k}", n)) if n > 1 else Expr(0)
-                      for k, n in enumerate(shape))
-    elif view.shape == row:
-        index = tuple(Expr.of(Var(f"d{k}", n)) if n > 1 else Expr(0)
-                      for k, n in enumerate(row))
-    else:
+    space = row if view.shape == row else shape
+    if not _in_space(view.shape, shape, row):
         return False
-    _, got = through_views(view, index)
-    want = tuple(Expr(0) if k in axes else e for k, e in enumerate(index))
+    d = tuple(Expr.of(Var(f"d{k}", n)) if n > 1 else Expr(0) for k, n in enumerate(space))
+    _, got = through_views(view, reshape_index(d, space, view.shape))
+    want = tuple(Expr(0) if k in axes else e for k, e in enumerate(d))
     return got == want
+
+
+def _in_space(node_shape, shape, row) -> bool:
+    """Can a kernel over `shape` compute a value of node_shape? Its own shape, the row
+    shape, or any shape of the same size: a reshape is a bijection, so the kernel
+    visits each element once through the index map."""
+    return node_shape in (shape, row) or math.prod(node_shape) == math.prod(shape)
+
+
+def reshape_index(index, shape, new_shape):
+    """The index into new_shape of the element at `index` of shape (row-major order)."""
+    if tuple(shape) == tuple(new_shape):
+        return tuple(index)
+    return unflatten(flatten(tuple(index), tuple(shape)), tuple(new_shape))
 
 
 def _unique(nodes: list[Node]) -> list[Node]:
@@ -135,7 +146,7 @@ def _group(plans, stored: list[Node]) -> list[Kernel]:
         for gi in range(max(latest, 0), len(groups)):
             g = groups[gi]
             if not (g["shape"] == shape and (g["axes"] == axes or not axes or not g["axes"])
-                    and m.shape in (shape, _row(shape, axes or g["axes"]))):
+                    and _in_space(m.shape, shape, _row(shape, axes or g["axes"]))):
                 continue
             if gi == latest and not _reads_in_space(body + [m], g["roots"], shape,
                                                    axes or g["axes"]):

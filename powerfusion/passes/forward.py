@@ -108,20 +108,27 @@ def forward_values(stmts: tuple[Stmt, ...], *, from_loads: bool) -> tuple[Stmt, 
     """Replace loads whose element is known to be in a register.
 
     Known values come from stores (forward) or, with from_loads, from earlier loads
-    (merge). Knowledge flows into nested loops, never out of them.
+    and identical instructions (merge). Knowledge flows into nested loops, never out.
     """
     renames: dict[str, Access] = {}
-    return _forward_seq(stmts, {}, renames, from_loads)
+    mutable = {s.dst.buffer.name for s, _ in walk(stmts)
+               if isinstance(s, Compute) and s.is_accumulate}
+    return _forward_seq(stmts, {}, renames, mutable if from_loads else None)
 
 
-def _forward_seq(stmts, known: dict, renames: dict, from_loads: bool) -> tuple[Stmt, ...]:
+def _forward_seq(stmts, known: dict, renames: dict, merging) -> tuple[Stmt, ...]:
+    """merging: None for plain forwarding; else the accumulator registers, which
+    change after they are first written and so never stand for a value."""
     out: list[Stmt] = []
     for s in stmts:
         s = rename_registers((s,), renames)[0]
         if isinstance(s, Loop):
-            body = _forward_seq(s.body, dict(known), renames, from_loads)
+            body = _forward_seq(s.body, dict(known), renames, merging)
             out.append(s if body == s.body else Loop(s.var, s.kind, body))
             _forget_writes(known, effects(s))
+            continue
+        if not isinstance(s, (Move, Compute)):
+            out.append(s)
             continue
         if isinstance(s, Move) and s.dst.buffer.level is Level.REGISTER \
                 and s.src.buffer.level is not Level.REGISTER:
@@ -130,22 +137,37 @@ def _forward_seq(stmts, known: dict, renames: dict, from_loads: bool) -> tuple[S
             if hit is not None and _exact(hit, s.src, s.dst):
                 renames[s.dst.buffer.name] = hit
                 continue
-            if from_loads:
+            if merging is not None and s.dst.buffer.name not in merging:
                 known[key] = s.dst
         elif isinstance(s, Move) and s.dst.buffer.level is not Level.REGISTER:
             _forget_writes(known, effects(s))
             if s.src.buffer.level is Level.REGISTER:
                 known[(s.dst.buffer.name, s.dst.index)] = s.src
-        if isinstance(s, (Move, Compute)) and s.dst.buffer.level is Level.REGISTER:
-            for k in [k for k, v in known.items() if v.buffer.name == s.dst.buffer.name
-                      and not (isinstance(s, Move) and v == s.dst)]:
+        cse = (merging is not None and isinstance(s, Compute)
+               and s.dst.buffer.name not in merging)
+        if cse:
+            key = ("compute", s.op, s.srcs, s.dst.buffer.dtype)
+            hit = known.get(key)
+            if hit is not None:                 # the same instruction on the same values
+                renames[s.dst.buffer.name] = hit
+                continue
+        if s.dst.buffer.level is Level.REGISTER:
+            name = s.dst.buffer.name
+            for k in [k for k, v in known.items() if (v.buffer.name == name and not (
+                    isinstance(s, Move) and v == s.dst)) or (k[0] == "compute" and any(
+                    isinstance(o, Access) and o.buffer.name == name for o in k[2]))]:
                 del known[k]
+            if cse:
+                known[("compute", s.op, s.srcs, s.dst.buffer.dtype)] = s.dst
         out.append(s)
     return tuple(out)
 
 
 def _forget_writes(known: dict, fx: Effects) -> None:
-    for k in [k for k in known if k[0] in fx.mem_writes]:
+    """Drop what a statement's writes make stale: memory it stores to, and instructions
+    reading registers it changes (an accumulator updated in a loop)."""
+    for k in [k for k in known if k[0] in fx.mem_writes or (k[0] == "compute" and any(
+            isinstance(o, Access) and o.buffer.name in fx.reg_writes for o in k[2]))]:
         del known[k]
 
 

@@ -32,8 +32,9 @@ def optimize(program: Program, target: Target, placement: str = "local",
     log = log if log is not None else PassLog()
     p = log.record("naive", program)
     p = log.record("forward", forward(p))          # fuse loops; stored values reach their uses
-    p = log.record("merge", merge(p, target))      # one load per element; rows reused on chip
     p = log.record("hoist", hoist(p))              # loop-invariant instructions leave loops
+    p = log.record("merge", merge(p, target))      # one load, one instruction per value;
+                                                   # rows reused across loops stay on chip
     p = log.record("drop", drop(p))                # stores and values nobody reads
     p = log.record("promote", promote(p, target, placement, log.decisions))  # live rows on chip
     p = log.record("drop", drop(p))                # what promote's choices left unread
