@@ -7,8 +7,9 @@ Nothing here is code that runs on the target.
 from __future__ import annotations
 
 import functools
+import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..gir.ir import Level
@@ -31,10 +32,36 @@ class Target:
     memory: tuple[MemoryLevel, ...] = field(default=())
 
     def capacity(self, level: Level) -> int:
+        return self.memory_level(level).capacity
+
+    def bandwidth(self, level: Level) -> float:
+        return self.memory_level(level).bandwidth
+
+    def memory_level(self, level: Level) -> MemoryLevel:
         for m in self.memory:
             if m.level is level:
-                return m.capacity
+                return m
         raise KeyError(level)
+
+    def to_json(self) -> str:
+        data = {"name": self.name, "family": self.family, "cores": self.cores,
+                "simd_bytes": self.simd_bytes,
+                "memory": [{"level": m.level.value, "capacity": m.capacity,
+                            "bandwidth": m.bandwidth, "shared_by": m.shared_by}
+                           for m in self.memory]}
+        return json.dumps(data, indent=2) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> "Target":
+        d = json.loads(text)
+        return cls(d["name"], d["family"], int(d["cores"]), int(d["simd_bytes"]), tuple(
+            MemoryLevel(Level(m["level"]), int(m["capacity"]), float(m["bandwidth"]),
+                        m["shared_by"]) for m in d["memory"]))
+
+    def with_bandwidths(self, measured: dict[Level, float]) -> "Target":
+        """The same target with measured bandwidths (from `powerfusion probe`)."""
+        return replace(self, memory=tuple(
+            replace(m, bandwidth=measured.get(m.level, m.bandwidth)) for m in self.memory))
 
 
 def _read_int(path: str, default: int) -> int:
@@ -47,6 +74,16 @@ def _read_int(path: str, default: int) -> int:
         return int(text.rstrip("KM")) * scale
     except ValueError:
         return default
+
+
+def shipped(name: str) -> Target:
+    """A device description shipped with PowerFusion (targets/devices/NAME.json)."""
+    path = Path(__file__).with_name("devices") / f"{name}.json"
+    return Target.from_json(path.read_text())
+
+
+def shipped_names() -> list[str]:
+    return sorted(p.stem for p in (Path(__file__).with_name("devices")).glob("*.json"))
 
 
 @functools.cache
