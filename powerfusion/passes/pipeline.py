@@ -21,9 +21,11 @@ class PassLog:
 
     steps: list[tuple[str, dict]] = field(default_factory=list)
     decisions: list[str] = field(default_factory=list)
+    programs: list[tuple[str, Program]] = field(default_factory=list)  # after each pass
 
     def record(self, name: str, program: Program) -> Program:
         self.steps.append((name, footprint(program)))
+        self.programs.append((name, program))
         return program
 
 

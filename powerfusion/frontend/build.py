@@ -1,0 +1,389 @@
+"""Graph construction with numpy's semantics, on Nodes and Python scalars.
+
+Every function here takes operands (Nodes, or Python bool/int/float scalars, which
+numpy treats as weakly typed) and returns a Node that satisfies the graph invariants
+of `graph.graph`: broadcasting and type conversion are made explicit here, once, so
+nothing downstream has to know numpy's rules.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import reduce as _fold
+
+import numpy as np
+
+from ..dtypes import DType, promote, promote_scalar
+from ..errors import DTypeError, ShapeError, UnsupportedError
+from ..graph.graph import Node
+from ..graph.ops import Op
+
+Scalar = bool | int | float
+Operand = Node | Scalar
+
+_INT_RANGE = {DType.int32: (-2**31, 2**31 - 1), DType.int64: (-2**63, 2**63 - 1)}
+
+
+# -- constants and casts ---------------------------------------------------------------
+def scalar_value(value, dtype: DType, *, what: str = "scalar"):
+    """A Python scalar exactly representable in dtype, as numpy would convert it."""
+    if dtype.is_bool:
+        return bool(value)
+    if dtype.is_int:
+        v = int(value)
+        lo, hi = _INT_RANGE[dtype]
+        if not lo <= v <= hi:
+            raise DTypeError(f"{what}: Python integer {v} is out of bounds for {dtype}")
+        return v
+    v = float(value)
+    with np.errstate(over="ignore"):
+        if dtype is DType.float16:
+            return float(np.float16(v))
+        if dtype is DType.float32:
+            return float(np.float32(v))
+    if dtype is DType.bfloat16:
+        from ..graph.reference import round_to_bfloat16
+        return float(round_to_bfloat16(np.float32(v)))
+    return v
+
+
+def const(value: Scalar, dtype: DType) -> Node:
+    return Node(Op.CONST, (), (), dtype, scalar_value(value, dtype))
+
+
+def cast(x: Node, dtype: DType) -> Node:
+    """x as dtype; constants are converted here rather than through a CAST node."""
+    if x.dtype is dtype:
+        return x
+    if x.op is Op.CONST:
+        return const(x.arg, dtype)
+    return Node(Op.CAST, (x,), x.shape, dtype)
+
+
+def _scalar_dtype(v: Scalar) -> DType:
+    return DType.bool if isinstance(v, bool) else DType.int64 if isinstance(v, int) \
+        else DType.float64
+
+
+def result_dtype(operands: list[Operand]) -> DType:
+    """numpy's result type (NEP 50): nodes are strongly typed, Python scalars weakly."""
+    strong = [o.dtype for o in operands if isinstance(o, Node)]
+    weak = [o for o in operands if not isinstance(o, Node)]
+    if strong:
+        dtype = _fold(promote, strong)
+    else:
+        dtype = max((_scalar_dtype(w) for w in weak), key=list(DType).index)
+    for w in weak:
+        dtype = promote_scalar(dtype, w)
+    return dtype
+
+
+def as_node(x: Operand, dtype: DType) -> Node:
+    return cast(x, dtype) if isinstance(x, Node) else const(x, dtype)
+
+
+# -- broadcasting ----------------------------------------------------------------------
+def broadcast_shapes(*shapes: tuple[int, ...]) -> tuple[int, ...]:
+    ndim = max((len(s) for s in shapes), default=0)
+    out = []
+    for k in range(ndim):
+        sizes = {s[k - ndim + len(s)] for s in shapes if k - ndim + len(s) >= 0}
+        sizes.discard(1)
+        if len(sizes) > 1:
+            listed = " and ".join(str(tuple(s)) for s in shapes)
+            raise ShapeError(f"operands could not be broadcast together: shapes {listed}")
+        out.append(sizes.pop() if sizes else 1)
+    return tuple(out)
+
+
+def expand(x: Node, shape: tuple[int, ...]) -> Node:
+    """x broadcast to shape: RESHAPE to add leading 1s, then EXPAND; constants stay ()."""
+    if x.shape == shape or x.op is Op.CONST:
+        return x
+    if len(x.shape) != len(shape):
+        padded = (1,) * (len(shape) - len(x.shape)) + x.shape
+        x = Node(Op.RESHAPE, (x,), padded, x.dtype)
+    if x.shape != shape:
+        x = Node(Op.EXPAND, (x,), shape, x.dtype)
+    return x
+
+
+def elementwise(op: Op, operands: list[Operand], dtype: DType,
+                out_dtype: DType | None = None) -> Node:
+    """op over operands converted to dtype and broadcast to one shape."""
+    nodes = [as_node(o, dtype) for o in operands]
+    shape = broadcast_shapes(*(n.shape for n in nodes))
+    srcs = tuple(expand(n, shape) for n in nodes)
+    return Node(op, srcs, shape, out_dtype or dtype)
+
+
+# -- element-wise ops --------------------------------------------------------------------
+_BOOL_ARITH = {Op.ADD: Op.OR, Op.MUL: Op.AND, Op.MAXIMUM: Op.OR, Op.MINIMUM: Op.AND}
+
+
+def binary(op: Op, a: Operand, b: Operand) -> Node:
+    """Arithmetic (ADD SUB MUL DIV POW MAXIMUM MINIMUM) with numpy's dtype rules."""
+    dtype = result_dtype([a, b])
+    if op is Op.DIV and not dtype.is_float:
+        dtype = DType.float64                       # true division of ints and bools
+    if dtype.is_bool:
+        if op in _BOOL_ARITH:                       # numpy: bool + bool is logical or
+            return elementwise(_BOOL_ARITH[op], [a, b], dtype)
+        raise DTypeError(f"{op.name.lower()} of two bool operands is not supported "
+                         "(numpy rejects it too); use logical ops or astype first")
+    return elementwise(op, [a, b], dtype)
+
+
+def _comparison_dtype(a: Operand, b: Operand) -> DType:
+    """Comparing an int tensor with an out-of-range Python int widens, as numpy does."""
+    try:
+        dtype = result_dtype([a, b])
+        for o in (a, b):
+            if not isinstance(o, Node):
+                scalar_value(o, dtype)
+        return dtype
+    except DTypeError:
+        return DType.int64 if all(isinstance(o, Node) or -2**63 <= o < 2**63
+                                  for o in (a, b)) else DType.float64
+
+
+def compare(op: Op, a: Operand, b: Operand) -> Node:
+    return elementwise(op, [a, b], _comparison_dtype(a, b), DType.bool)
+
+
+def to_bool(x: Operand) -> Operand:
+    """Truth value of each element (x != 0), as numpy's logical functions take it."""
+    if not isinstance(x, Node):
+        return bool(x)
+    return x if x.dtype.is_bool else compare(Op.NE, x, 0)
+
+
+def logical(op: Op, a: Operand, b: Operand) -> Node:
+    """AND / OR of truth values."""
+    return elementwise(op, [to_bool(a), to_bool(b)], DType.bool)
+
+
+def bitwise(op: Op, a: Operand, b: Operand) -> Node:
+    """`&` and `|`: PowerFusion has them on bools only."""
+    for o in (a, b):
+        is_bool = o.dtype.is_bool if isinstance(o, Node) else isinstance(o, bool)
+        if not is_bool:
+            got = o.dtype if isinstance(o, Node) else type(o).__name__
+            raise DTypeError(f"bitwise {'&' if op is Op.AND else '|'}: PowerFusion supports "
+                             f"it on bool tensors only (logical and/or), got {got}")
+    return elementwise(op, [a, b], DType.bool)
+
+
+def logical_not(x: Node) -> Node:
+    return Node(Op.NOT, (to_bool(x),), x.shape, DType.bool)
+
+
+def float_dtype(dtype: DType) -> DType:
+    """The type numpy computes a float function of this dtype in."""
+    if dtype.is_float:
+        return dtype
+    return DType.float16 if dtype.is_bool else DType.float64
+
+
+def unary_float(op: Op, x: Node) -> Node:
+    """A transcendental or root (EXP LOG SQRT RSQRT TANH ERF SIGMOID SILU GELU ...)."""
+    dtype = float_dtype(x.dtype)
+    return Node(op, (cast(x, dtype),), x.shape, dtype)
+
+
+def negative(x: Node) -> Node:
+    if x.dtype.is_bool:
+        raise DTypeError("negation of a bool tensor is not supported (numpy rejects it too); "
+                         "use ~x for logical not")
+    return Node(Op.NEG, (x,), x.shape, x.dtype)
+
+
+def absolute(x: Node) -> Node:
+    return x if x.dtype.is_bool else Node(Op.ABS, (x,), x.shape, x.dtype)
+
+
+def relu(x: Node) -> Node:
+    if x.dtype.is_bool:
+        raise DTypeError("relu expects a numeric tensor, got bool")
+    return Node(Op.RELU, (x,), x.shape, x.dtype)
+
+
+def where(cond: Operand, a: Operand, b: Operand) -> Node:
+    dtype = result_dtype([a, b])
+    c = as_node(to_bool(cond), DType.bool)
+    x, y = as_node(a, dtype), as_node(b, dtype)
+    shape = broadcast_shapes(c.shape, x.shape, y.shape)
+    return Node(Op.WHERE, (expand(c, shape), expand(x, shape), expand(y, shape)), shape, dtype)
+
+
+def power_scalar(x: Node, exponent: Scalar) -> Node:
+    """x ** e for a Python scalar e, as the cheapest op that gives numpy's result."""
+    dtype = result_dtype([x, exponent])
+    if dtype.is_int and exponent < 0:
+        raise DTypeError(f"integer tensor ({dtype}) to a negative integer power {exponent}: "
+                         "not allowed (numpy rejects it too); cast to a float first")
+    if dtype.is_bool:
+        dtype = DType.int64                         # numpy gives a small int; we widen
+    base = cast(x, dtype)
+    if exponent == 1:
+        return base
+    if exponent == 2:
+        return binary(Op.MUL, base, base)
+    if dtype.is_float and exponent == 0.5:
+        return Node(Op.SQRT, (base,), base.shape, dtype)
+    if dtype.is_float and exponent == -0.5:
+        return Node(Op.RSQRT, (base,), base.shape, dtype)
+    if dtype.is_float and exponent == -1:
+        return binary(Op.DIV, 1, base)
+    return elementwise(Op.POW, [base, exponent], dtype)
+
+
+# -- axes, reductions -------------------------------------------------------------------
+def normalize_axis(axis: int, ndim: int, shape: tuple[int, ...]) -> int:
+    try:
+        axis = int(axis.__index__())
+    except (AttributeError, TypeError):
+        raise ShapeError(f"axis must be an integer, got {axis!r}") from None
+    if not -ndim <= axis < ndim:
+        raise ShapeError(f"axis {axis} is out of bounds for a tensor of shape {shape}")
+    return axis % ndim if ndim else axis
+
+
+def normalize_axes(axis, shape: tuple[int, ...]) -> tuple[int, ...]:
+    """Sorted non-negative axes from None, an int or a tuple; duplicates are an error."""
+    ndim = len(shape)
+    if axis is None:
+        return tuple(range(ndim))
+    items = tuple(axis) if isinstance(axis, (tuple, list)) else (axis,)
+    axes = [normalize_axis(a, ndim, shape) for a in items]
+    if len(set(axes)) != len(axes):
+        raise ShapeError(f"duplicate value in axis={axis!r} for a tensor of shape {shape}")
+    return tuple(sorted(axes))
+
+
+def reduce(op: Op, x: Node, axis=None, keepdims: bool = False) -> Node:
+    """SUM / MAX / MIN over axes; sum of bool and int32 gives int64 like numpy on Linux."""
+    axes = normalize_axes(axis, x.shape)
+    if op is Op.SUM and x.dtype in (DType.bool, DType.int32):
+        x = cast(x, DType.int64)
+    if op is not Op.SUM and any(x.shape[a] == 0 for a in axes):
+        raise ShapeError(f"{op.name.lower()} over a zero-size axis of shape {x.shape}: "
+                         "the reduction has no identity")
+    if not axes:
+        return x
+    kept = tuple(1 if k in axes else n for k, n in enumerate(x.shape))
+    out = Node(op, (x,), kept, x.dtype, axes)
+    if not keepdims:
+        out = reshape(out, tuple(n for k, n in enumerate(x.shape) if k not in axes))
+    return out
+
+
+def mean(x: Node, axis=None, keepdims: bool = False) -> Node:
+    """sum / count, accumulated in float32 for 16-bit floats and float64 for ints."""
+    axes = normalize_axes(axis, x.shape)
+    count = math.prod(x.shape[a] for a in axes)
+    acc = x.dtype.compute if x.dtype.is_float else DType.float64
+    total = reduce(Op.SUM, cast(x, acc), axes, keepdims)
+    return cast(binary(Op.DIV, total, float(count)),
+                x.dtype if x.dtype.is_float else DType.float64)
+
+
+# -- movement -----------------------------------------------------------------------------
+def reshape(x: Node, shape) -> Node:
+    shape = tuple(int(n) for n in shape)
+    unknown = [k for k, n in enumerate(shape) if n == -1]
+    known = math.prod(n for n in shape if n != -1)
+    bad = len(unknown) > 1 or any(n < -1 for n in shape)
+    if unknown and not bad:
+        if known == 0 or x.size % known:
+            bad = True
+        else:
+            shape = shape[:unknown[0]] + (x.size // known,) + shape[unknown[0] + 1:]
+    if bad or math.prod(shape) != x.size:
+        raise ShapeError(f"cannot reshape a tensor of shape {x.shape} (size {x.size}) "
+                         f"into shape {shape}")
+    return x if shape == x.shape else Node(Op.RESHAPE, (x,), shape, x.dtype)
+
+
+def permute(x: Node, perm=None) -> Node:
+    """numpy.transpose: any permutation of the axes; None reverses them."""
+    ndim = len(x.shape)
+    if perm is None:
+        perm = tuple(reversed(range(ndim)))
+    perm = tuple(perm)
+    if len(perm) != ndim:
+        raise ShapeError(f"axes {perm} don't match a tensor of shape {x.shape}")
+    perm = tuple(normalize_axis(a, ndim, x.shape) for a in perm)
+    if sorted(perm) != list(range(ndim)):
+        raise ShapeError(f"axes {perm} are not a permutation of the axes of shape {x.shape}")
+    if perm == tuple(range(ndim)):
+        return x
+    return Node(Op.PERMUTE, (x,), tuple(x.shape[a] for a in perm), x.dtype, perm)
+
+
+def concatenate(nodes: list[Node], axis: int = 0) -> Node:
+    if not nodes:
+        raise ShapeError("concatenate needs at least one tensor")
+    first = nodes[0].shape
+    if not first:
+        raise ShapeError("zero-dimensional tensors cannot be concatenated")
+    axis = normalize_axis(axis, len(first), first)
+    for n in nodes:
+        if len(n.shape) != len(first) or any(a != b for k, (a, b) in
+                                            enumerate(zip(n.shape, first)) if k != axis):
+            shapes = ", ".join(str(m.shape) for m in nodes)
+            raise ShapeError(f"concatenate along axis {axis}: shapes {shapes} must agree "
+                             "on every other axis")
+    dtype = result_dtype(list(nodes))
+    pieces = [cast(n, dtype) for n in nodes if n.shape[axis] > 0] or [cast(nodes[0], dtype)]
+    if len(pieces) == 1:
+        return pieces[0]
+    length = sum(p.shape[axis] for p in pieces)
+    shape = first[:axis] + (length,) + first[axis + 1:]
+    return Node(Op.CONCAT, tuple(pieces), shape, dtype, axis)
+
+
+def getitem(x: Node, index) -> Node:
+    """Basic indexing: ints, slices with positive steps, None and Ellipsis."""
+    items = list(index) if isinstance(index, tuple) else [index]
+    for it in items:
+        if isinstance(it, bool) or not (it is None or it is Ellipsis or isinstance(it, slice)
+                                         or hasattr(it, "__index__")):
+            raise UnsupportedError(f"indexing with {type(it).__name__} (advanced or boolean "
+                                   "indexing) is not supported by PowerFusion tracing; "
+                                   "use ints, slices, None and ...")
+    if sum(it is Ellipsis for it in items) > 1:
+        raise ShapeError("an index can only have a single ellipsis ('...')")
+    consumed = sum(it is not None and it is not Ellipsis for it in items)
+    if consumed > len(x.shape):
+        raise ShapeError(f"too many indices for a tensor of shape {x.shape}: {index!r}")
+    if Ellipsis in items:
+        k = items.index(Ellipsis)
+        items[k:k + 1] = [slice(None)] * (len(x.shape) - consumed)
+    items += [slice(None)] * (len(x.shape) - consumed)
+    bounds, out_shape, axis = [], [], 0
+    for it in items:
+        if it is None:
+            out_shape.append(1)
+            continue
+        n = x.shape[axis]
+        if isinstance(it, slice):
+            start, stop, step = it.indices(n)
+            if step <= 0:
+                raise UnsupportedError(f"slice step {step} on axis {axis}: PowerFusion "
+                                       "tracing supports positive steps only")
+            count = len(range(start, stop, step))
+            stop = start + (count - 1) * step + 1 if count else start
+            out_shape.append(count)
+        else:
+            i = int(it.__index__())
+            if not -n <= i < n:
+                raise ShapeError(f"index {i} is out of bounds for axis {axis} with size {n} "
+                                 f"(tensor of shape {x.shape})")
+            start, stop, step, count = i % n, i % n + 1, 1, 1
+        bounds.append((start, stop, step))
+        axis += 1
+    sliced = tuple(len(range(*b)) for b in bounds)
+    if sliced != x.shape:
+        x = Node(Op.SLICE, (x,), sliced, x.dtype, tuple(bounds))
+    return reshape(x, tuple(out_shape))
