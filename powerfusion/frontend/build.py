@@ -347,8 +347,8 @@ def getitem(x: Node, index) -> Node:
     """Basic indexing: ints, slices with positive steps, None and Ellipsis."""
     items = list(index) if isinstance(index, tuple) else [index]
     for it in items:
-        if isinstance(it, bool) or not (it is None or it is Ellipsis or isinstance(it, slice)
-                                         or hasattr(it, "__index__")):
+        if isinstance(it, (bool, np.bool_)) or not (
+                it is None or it is Ellipsis or isinstance(it, (slice, int, np.integer))):
             raise UnsupportedError(f"indexing with {type(it).__name__} (advanced or boolean "
                                    "indexing) is not supported by PowerFusion tracing; "
                                    "use ints, slices, None and ...")
@@ -357,10 +357,12 @@ def getitem(x: Node, index) -> Node:
     consumed = sum(it is not None and it is not Ellipsis for it in items)
     if consumed > len(x.shape):
         raise ShapeError(f"too many indices for a tensor of shape {x.shape}: {index!r}")
-    if Ellipsis in items:
-        k = items.index(Ellipsis)
-        items[k:k + 1] = [slice(None)] * (len(x.shape) - consumed)
-    items += [slice(None)] * (len(x.shape) - consumed)
+    fill = [slice(None)] * (len(x.shape) - consumed)
+    ellipsis = [k for k, it in enumerate(items) if it is Ellipsis]
+    if ellipsis:
+        items[ellipsis[0]:ellipsis[0] + 1] = fill
+    else:
+        items += fill
     bounds, out_shape, axis = [], [], 0
     for it in items:
         if it is None:
@@ -376,7 +378,7 @@ def getitem(x: Node, index) -> Node:
             stop = start + (count - 1) * step + 1 if count else start
             out_shape.append(count)
         else:
-            i = int(it.__index__())
+            i = int(it)
             if not -n <= i < n:
                 raise ShapeError(f"index {i} is out of bounds for axis {axis} with size {n} "
                                  f"(tensor of shape {x.shape})")

@@ -1,0 +1,35 @@
+"""PowerFusion: a tensor compiler for memory-bound deep-learning operators.
+
+    import powerfusion as pf
+
+    @pf.jit
+    def softmax(x):
+        e = pf.exp(x - x.max(axis=-1, keepdims=True))
+        return e / e.sum(axis=-1, keepdims=True)
+"""
+
+from .api import JitFunction, explain, jit
+from .dtypes import DType
+from .errors import CompileError, DTypeError, PowerFusionError, ShapeError, UnsupportedError
+from .frontend.functions import (abs, concatenate, cos, erf, exp, gelu, log, max, maximum,
+                                 mean, min, minimum, relu, reshape, rsqrt, sigmoid, silu, sin,
+                                 sqrt, sum, tanh, transpose, where)
+
+__version__ = "0.1.0"
+
+bool = DType.bool            # noqa: A001 - pf.bool mirrors np.bool
+int32 = DType.int32
+int64 = DType.int64
+float16 = DType.float16
+bfloat16 = DType.bfloat16
+float32 = DType.float32
+float64 = DType.float64
+
+__all__ = [
+    "jit", "explain", "JitFunction", "DType",
+    "PowerFusionError", "ShapeError", "DTypeError", "UnsupportedError", "CompileError",
+    "where", "maximum", "minimum", "exp", "log", "sqrt", "rsqrt", "abs", "tanh", "erf",
+    "sigmoid", "relu", "silu", "gelu", "sin", "cos", "sum", "mean", "max", "min", "reshape",
+    "transpose", "concatenate",
+    "bool", "int32", "int64", "float16", "bfloat16", "float32", "float64",
+]

@@ -1,0 +1,173 @@
+"""The public entry points: `pf.jit` and `pf.explain`.
+
+`jit` traces and compiles once per call signature (kind, shape, dtype and element
+strides of every tensor argument, value and type of every scalar) and keeps the
+executable in memory; the compiler keeps the binaries on disk.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .dtypes import DType, as_dtype
+from .errors import DTypeError, PowerFusionError, UnsupportedError
+from .frontend.tracing import TensorSpec, flatten_arguments, is_torch_tensor, trace_bound
+
+
+@dataclass
+class _TensorArg:
+    """A tensor argument made ready for the executable: storage array and layout."""
+
+    kind: str                    # "numpy" or "torch"
+    storage: np.ndarray          # what exe.run takes (bfloat16 as uint16)
+    dtype: DType
+    strides: tuple[int, ...]     # in elements
+
+    @property
+    def key(self) -> tuple:
+        return (self.kind, self.storage.shape, self.dtype, self.strides)
+
+    @property
+    def spec(self) -> TensorSpec:
+        return TensorSpec(tuple(self.storage.shape), self.dtype)
+
+
+def _static_key(value, label: str):
+    """A hashable key for a scalar argument; its type and value are in the signature.
+    None is accepted too, for optional arguments left out."""
+    if isinstance(value, (bool, int, float, type(None))) and not isinstance(value, np.generic):
+        return (type(value).__name__, repr(value))
+    raise DTypeError(f"{label}: expected a numpy array, a CPU torch tensor or a Python "
+                     f"scalar (bool, int, float), got {type(value).__name__}")
+
+
+def _numpy_arg(array: np.ndarray, label: str) -> _TensorArg:
+    if isinstance(array, np.generic):
+        array = np.asarray(array)
+    if not array.dtype.isnative:
+        array = array.astype(array.dtype.newbyteorder("="))
+    dtype = as_dtype(array.dtype, what=label)
+    item = array.dtype.itemsize
+    if any(s % item for s in array.strides) or array.ctypes.data % item:
+        array = np.ascontiguousarray(array)     # byte strides not whole elements
+    storage = array.view(np.uint16) if dtype is DType.bfloat16 else array
+    return _TensorArg("numpy", storage, dtype, tuple(s // item for s in array.strides))
+
+
+def _torch_arg(tensor, label: str, target: str) -> _TensorArg:
+    import torch
+
+    if tensor.device.type != "cpu" and target == "cpu":
+        raise UnsupportedError(f"{label}: a torch tensor on {tensor.device}, but this "
+                               "function compiles for target 'cpu'; move it with .cpu()")
+    dtype = as_dtype(tensor.dtype, what=label)
+    tensor = tensor.detach().resolve_conj().resolve_neg()
+    if dtype is DType.bfloat16:
+        storage = tensor.view(torch.int16).numpy().view(np.uint16)
+    else:
+        storage = tensor.numpy()
+    return _TensorArg("torch", storage, dtype, tuple(tensor.stride()))
+
+
+def prepare_arguments(labels: list[str], values: list, target: str):
+    """(tensor args, signature key) for a call's flattened arguments."""
+    tensors, key = [], []
+    for label, value in zip(labels, values):
+        if isinstance(value, (np.ndarray, np.generic)):
+            arg = _numpy_arg(value, label)
+        elif is_torch_tensor(value):
+            arg = _torch_arg(value, label, target)
+        else:
+            key.append(("static", _static_key(value, label)))
+            continue
+        tensors.append(arg)
+        key.append(arg.key)
+    return tensors, tuple(key)
+
+
+def _result(storage: np.ndarray, dtype: DType, kind: str):
+    """An executable's storage array as the kind of array that came in, zero-copy."""
+    if kind == "torch":
+        import torch
+
+        if dtype is DType.bfloat16:
+            return torch.from_numpy(storage.view(np.int16)).view(torch.bfloat16)
+        return torch.from_numpy(storage)
+    return storage.view(dtype.to_numpy()) if dtype is DType.bfloat16 else storage
+
+
+@dataclass
+class _Compiled:
+    executable: Any
+    structure: str               # "single", "tuple" or "list"
+    out_dtypes: tuple[DType, ...]
+
+
+class JitFunction:
+    """A function compiled per call signature; call it like the original."""
+
+    def __init__(self, fn, target: str = "cpu"):
+        functools.update_wrapper(self, fn)
+        self.fn = fn
+        self.target = target
+        self.cache: dict[tuple, _Compiled] = {}
+        self.traces = 0          # how many times fn was traced (tests read it)
+
+    def __repr__(self) -> str:
+        return f"<pf.jit {getattr(self.fn, '__name__', self.fn)!r} target={self.target!r}>"
+
+    def __call__(self, *args, **kwargs):
+        from .compiler import compile_graph
+
+        bound = flatten_arguments(self.fn, args, kwargs)
+        tensors, key = prepare_arguments(bound.labels, bound.values, self.target)
+        compiled = self.cache.get(key)
+        if compiled is None:
+            graph, structure = _trace_prepared(self.fn, bound, tensors)
+            self.traces += 1
+            exe = compile_graph(graph, input_strides=tuple(t.strides for t in tensors),
+                                target=self.target)
+            compiled = _Compiled(exe, structure, tuple(o.dtype for o in graph.outputs))
+            self.cache[key] = compiled
+        outs = compiled.executable.run([t.storage for t in tensors])
+        kind = tensors[0].kind if tensors else "numpy"
+        results = [_result(o, d, kind) for o, d in zip(outs, compiled.out_dtypes)]
+        if compiled.structure == "single":
+            return results[0]
+        return list(results) if compiled.structure == "list" else tuple(results)
+
+
+def _trace_prepared(fn, bound, tensors: list[_TensorArg]):
+    """trace() on the already flattened call: tensor values replaced by their specs."""
+    specs = iter(t.spec for t in tensors)
+    values = [next(specs) if isinstance(v, (np.ndarray, np.generic)) or is_torch_tensor(v)
+              else v for v in bound.values]
+    return trace_bound(fn, bound, values)
+
+
+def jit(fn=None, *, target: str = "cpu"):
+    """Compile fn on first call per signature: `@pf.jit` or `@pf.jit(target="cpu")`."""
+    if fn is None:
+        return lambda f: JitFunction(f, target)
+    if not callable(fn):
+        raise PowerFusionError(f"pf.jit expects a function, got {type(fn).__name__}")
+    return JitFunction(fn, target)
+
+
+def explain(fn, *args, target: str | None = None, **kwargs):
+    """The compiler's report (GIR, generated code, bytes moved) for fn on these args."""
+    from .compiler import explain_graph
+
+    if isinstance(fn, JitFunction):
+        target = target or fn.target
+        fn = fn.fn
+    target = target or "cpu"
+    bound = flatten_arguments(fn, args, kwargs)
+    tensors, _ = prepare_arguments(bound.labels, bound.values, target)
+    graph, _ = _trace_prepared(fn, bound, tensors)
+    return explain_graph(graph, input_strides=tuple(t.strides for t in tensors),
+                         target=target)

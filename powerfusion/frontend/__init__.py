@@ -1,0 +1,6 @@
+"""Frontends that turn user programs into the tensor graph: pf.jit tracing (numpy
+protocols included) and the pf.* functions it offers."""
+
+from .tracing import Tensor, TensorSpec, trace
+
+__all__ = ["Tensor", "TensorSpec", "trace"]
