@@ -1,0 +1,77 @@
+"""Timing helpers shared by `powerfusion demo` and the benchmark suite.
+
+Candidates are timed interleaved (one sample of each, then the next round), so a
+change in the machine's state (frequency, another process) hits all of them alike,
+and each figure is the median of its samples. A sample of a fast function repeats it
+enough times to rise well above the timer's resolution.
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import statistics
+import time
+from collections.abc import Callable
+
+
+def _one_call(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def interleaved(candidates: dict[str, Callable[[], object]], repeats: int = 10, *,
+                warmup: int = 1, min_sample_s: float = 2e-3) -> dict[str, list[float]]:
+    """Seconds per call of each candidate, `repeats` samples each, taken in turn.
+
+    Each candidate runs `warmup` times first (its first-call cost is not measured
+    here). A sample averages as many calls as it takes to last `min_sample_s`.
+    """
+    if repeats < 1:
+        raise ValueError(f"repeats: expected at least 1, got {repeats}")
+    calls = {}
+    for name, fn in candidates.items():
+        for _ in range(max(warmup, 1)):
+            once = _one_call(fn)
+        calls[name] = max(1, math.ceil(min_sample_s / max(once, 1e-9)))
+    samples: dict[str, list[float]] = {name: [] for name in candidates}
+    was_enabled = gc.isenabled()
+    gc.disable()                      # a collection inside one sample skews it
+    try:
+        for _ in range(repeats):
+            for name, fn in candidates.items():
+                n = calls[name]
+                start = time.perf_counter()
+                for _ in range(n):
+                    fn()
+                samples[name].append((time.perf_counter() - start) / n)
+            gc.collect()
+    finally:
+        if was_enabled:
+            gc.enable()
+    return samples
+
+
+def median_s(samples: list[float]) -> float:
+    return statistics.median(samples)
+
+
+def gb_per_s(nbytes: int, seconds: float) -> float:
+    """Effective bandwidth: the bytes that must move, over the time taken (GB = 1e9 B)."""
+    return nbytes / seconds / 1e9 if seconds > 0 else math.inf
+
+
+def format_table(header: list[str], rows: list[list[str]], align: str | None = None) -> str:
+    """An aligned text table. `align` has one character per column: 'l' or 'r'
+    (default: first column left, the rest right)."""
+    align = align or "l" + "r" * (len(header) - 1)
+    widths = [max(len(str(r[k])) for r in [header, *rows]) for k in range(len(header))]
+
+    def line(cells):
+        parts = [str(c).ljust(w) if a == "l" else str(c).rjust(w)
+                 for c, w, a in zip(cells, widths, align)]
+        return "  ".join(parts).rstrip()
+
+    rule = "  ".join("-" * w for w in widths)
+    return "\n".join([line(header), rule, *(line(r) for r in rows)])

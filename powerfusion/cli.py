@@ -1,0 +1,382 @@
+"""The `powerfusion` command.
+
+  powerfusion demo      compile four transformer kernels, check them, time them
+  powerfusion explain   GIR, bytes moved and generated C of one builtin example
+
+The examples are plain numpy code: `pf.jit` compiles them unchanged, the same code
+run by numpy in float32 is the numpy baseline, and run in float64 it is the reference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import benchmarking
+
+
+# -- the examples: ordinary numpy functions ----------------------------------------------
+def softmax(x):
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def layernorm(x, w, b):
+    mu = x.mean(axis=-1, keepdims=True)
+    d = x - mu
+    return d / np.sqrt((d * d).mean(axis=-1, keepdims=True) + 1e-5) * w + b
+
+
+def rmsnorm(x, w):
+    return x / np.sqrt((x * x).mean(axis=-1, keepdims=True) + 1e-6) * w
+
+
+def bias_gelu(x, b):
+    h = x + b      # GELU, tanh approximation (GPT-2)
+    return 0.5 * h * (1.0 + np.tanh(0.7978845608028654 * (h + 0.044715 * h ** 3)))
+
+
+def _torch_functions() -> dict[str, Callable]:
+    """The same kernels as torch eager runs them: one library call where torch has one."""
+    import torch
+    import torch.nn.functional as F
+
+    return {
+        "softmax": lambda x: torch.softmax(x, dim=-1),
+        "layernorm": lambda x, w, b: F.layer_norm(x, w.shape, w, b, eps=1e-5),
+        "rmsnorm": lambda x, w: F.rms_norm(x, w.shape, w, eps=1e-6),
+        "bias_gelu": lambda x, b: F.gelu(x + b, approximate="tanh"),
+    }
+
+
+@dataclass(frozen=True)
+class Example:
+    fn: Callable
+    shape: tuple[int, ...]         # of x; weights and biases are (shape[-1],)
+    quick_shape: tuple[int, ...]
+    what: str                      # where the shape comes from
+    params: tuple[str, ...] = ()   # "w" (around 1) or "b" (around 0), after x
+
+    @property
+    def name(self) -> str:
+        return self.fn.__name__
+
+    def inputs(self, shape, dtype=np.float32, seed: int = 0) -> tuple[np.ndarray, ...]:
+        rng = np.random.default_rng(seed)
+        x = rng.standard_normal(shape, dtype=np.float32)
+        extra = [(1.0 if p == "w" else 0.0)
+                 + 0.1 * rng.standard_normal(shape[-1], dtype=np.float32) for p in self.params]
+        return tuple(a.astype(dtype) for a in (x, *extra))
+
+
+EXAMPLES = {e.name: e for e in [
+    Example(softmax, (12 * 512, 512), (3 * 64, 128),
+            "BERT-base attention probabilities: 12 heads x 512 queries x 512 keys"),
+    Example(layernorm, (8 * 512, 768), (256, 768),
+            "BERT-base hidden states: 8 x 512 tokens x 768", ("w", "b")),
+    Example(rmsnorm, (2048, 4096), (64, 4096),
+            "LLaMA-7B hidden states: 2048 tokens x 4096", ("w",)),
+    Example(bias_gelu, (4 * 1024, 3072), (128, 3072),
+            "GPT-2 small MLP: 4 x 1024 tokens x 3072", ("b",)),
+]}
+
+RTOL, ATOL = 1e-4, 1e-5        # float32 against a float64 reference
+
+
+# -- demo ---------------------------------------------------------------------------------
+@dataclass
+class Outcome:
+    example: Example
+    inputs: tuple
+    compiled: object = None
+    report: object = None
+    first_call_s: float = 0.0
+    errors: dict | None = None     # source -> (max abs err, max rel err)
+    passed: bool = False
+    failure: str = ""
+
+
+def _errors(y, ref) -> tuple[float, float]:
+    y = np.asarray(y, dtype=np.float64)
+    if y.shape != ref.shape:
+        return math.nan, math.nan
+    diff = float(np.max(np.abs(y - ref))) if y.size else 0.0
+    scale = float(np.max(np.abs(ref))) if ref.size else 0.0
+    return diff, diff / scale if scale else diff
+
+
+def _close(y, ref) -> bool:
+    y = np.asarray(y)
+    return (y.shape == ref.shape and y.dtype == np.float32 and bool(np.all(np.isfinite(y)))
+            and bool(np.all(np.abs(y.astype(np.float64) - ref) <= ATOL + RTOL * np.abs(ref))))
+
+
+def _run_example(pf, ex: Example, shape, torch_fns) -> Outcome:
+    out = Outcome(ex, ex.inputs(shape))
+    try:
+        out.compiled = pf.jit(ex.fn)
+        start = time.perf_counter()
+        y = out.compiled(*out.inputs)
+        out.first_call_s = time.perf_counter() - start
+        out.report = pf.explain(out.compiled, *out.inputs)
+    except Exception as e:  # noqa: BLE001 - report every failure, go on with the others
+        traceback.print_exc(file=sys.stderr)
+        out.failure = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        return out
+    ref = ex.fn(*(a.astype(np.float64) for a in out.inputs))
+    out.errors = {"powerfusion": _errors(y, ref), "numpy": _errors(ex.fn(*out.inputs), ref)}
+    if torch_fns:
+        import torch
+
+        got = torch_fns[ex.name](*(torch.from_numpy(a) for a in out.inputs)).numpy()
+        out.errors["torch"] = _errors(got, ref)
+    out.passed = _close(y, ref)
+    if not out.passed:
+        out.failure = f"differs from the float64 reference beyond rtol={RTOL}, atol={ATOL}"
+    return out
+
+
+def _c_excerpt(source: str, lines: int = 40) -> str:
+    """About `lines` lines of C around the first parallel loop."""
+    text = source.splitlines()
+    anchor = next((k for k, l in enumerate(text) if "#pragma omp" in l),
+                  next((k for k, l in enumerate(text) if l.lstrip().startswith("for (")), 0))
+    start = max(0, anchor - 6)
+    shown = [f"{k + 1:5} | {l}" for k, l in enumerate(text[start:start + lines], start)]
+    more = len(text) - start - len(shown)
+    return "\n".join(shown + ([f"      ... {more} more lines" ] if more > 0 else []))
+
+
+def _show_kernel(out: Outcome, gir_lines: int = 80) -> None:
+    r = out.report
+    print(f"== {out.example.name}{tuple(out.inputs[0].shape)}: what PowerFusion made of it")
+    print(f"global bytes moved: {r.global_bytes:,} "
+          f"(minimum {r.min_global_bytes:,}: every input read once, every output written once)")
+    for level, moved in r.traffic.items():
+        if isinstance(moved, dict):
+            moved = "  ".join(f"{k} {v:,} B" for k, v in moved.items())
+        print(f"  {level!s:>10}: {moved}")
+    gir = r.gir.splitlines()
+    print("\nGIR after the passes:")
+    print("\n".join("  " + l for l in gir[:gir_lines]))
+    if len(gir) > gir_lines:
+        print(f"  ... {len(gir) - gir_lines} more lines")
+    print("\nGenerated C (excerpt):")
+    print(_c_excerpt(r.source))
+    print(f"\n(all of it: powerfusion explain {out.example.name} "
+          f"--shape {'x'.join(map(str, out.inputs[0].shape))} --source)\n")
+
+
+def _candidates(out: Outcome, torch_fn) -> dict[str, Callable[[], object]]:
+    """PowerFusion, numpy and (when given) torch on the same float32 inputs."""
+    args, fn = out.inputs, out.example.fn
+    candidates = {"pf": lambda: out.compiled(*args), "numpy": lambda: fn(*args)}
+    if torch_fn:
+        import torch
+
+        targs = [torch.from_numpy(a) for a in args]
+        candidates["torch"] = lambda: torch_fn(*targs)
+    return candidates
+
+
+def _timing_table(outcomes: list[Outcome], torch_fns, repeats: int) -> str:
+    header = ["kernel", "first call ms", "pf ms", "pf GB/s", "numpy ms", "numpy GB/s",
+              "vs numpy"]
+    if torch_fns:
+        header += ["torch ms", "torch GB/s", "vs torch"]
+    header.append("bytes/min")
+    rows = []
+    for out in outcomes:
+        ex = out.example
+        candidates = _candidates(out, torch_fns.get(ex.name))
+        med = {k: benchmarking.median_s(v)
+               for k, v in benchmarking.interleaved(candidates, repeats).items()}
+        nbytes = out.report.min_global_bytes
+        row = [ex.name, f"{out.first_call_s * 1e3:.0f}"]
+        for k in candidates:
+            row += [f"{med[k] * 1e3:.3f}", f"{benchmarking.gb_per_s(nbytes, med[k]):.1f}"]
+            if k != "pf":
+                row.append(f"{med[k] / med['pf']:.2f}x")
+        row.append(f"{out.report.global_bytes / max(nbytes, 1):.2f}")
+        rows.append(row)
+    return benchmarking.format_table(header, rows)
+
+
+def cmd_demo(args) -> int:
+    if args.fresh_cache:
+        os.environ["POWERFUSION_CACHE_DIR"] = tempfile.mkdtemp(prefix="powerfusion-demo-")
+    if args.threads:
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)    # read when OpenMP starts
+    import powerfusion as pf
+
+    torch_fns, torch_note = {}, "not installed (pip install torch==2.13.0 to compare)"
+    if not args.no_torch:
+        try:
+            import torch
+
+            if args.threads:
+                torch.set_num_threads(args.threads)
+            torch_fns = _torch_functions()
+            torch_note = f"{torch.__version__}, {torch.get_num_threads()} threads"
+        except ImportError:
+            pass
+    else:
+        torch_note = "skipped (--no-torch)"
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    print(f"PowerFusion demo: float32 on the CPU ({cores} cores); numpy {np.__version__}; "
+          f"torch {torch_note}\n")
+
+    outcomes = []
+    for ex in EXAMPLES.values():
+        shape = ex.quick_shape if args.quick else ex.shape
+        note = "; fewer rows for --quick" if args.quick else ""
+        print(f"compiling {ex.name}{shape}  ({ex.what}{note})", flush=True)
+        outcomes.append(_run_example(pf, ex, shape, torch_fns))
+
+    print(f"\nCorrectness against a float64 numpy reference "
+          f"(pass: |err| <= {ATOL:g} + {RTOL:g}*|ref| everywhere; rel = max-norm relative)")
+    header = ["kernel", "shape", "pf abs err", "pf rel err", "numpy f32 abs", "torch f32 abs",
+              "result"]
+    rows = []
+    for out in outcomes:
+        e = out.errors or {}
+        cells = [e[k][i] if k in e else None
+                 for k, i in [("powerfusion", 0), ("powerfusion", 1), ("numpy", 0), ("torch", 0)]]
+        rows.append([out.example.name, "x".join(map(str, out.inputs[0].shape)),
+                     *("-" if c is None else f"{c:.2e}" for c in cells),
+                     "PASS" if out.passed else "FAIL"])
+    print(benchmarking.format_table(header, rows, "llrrrrl"))
+    for out in outcomes:
+        if out.failure:
+            print(f"FAIL {out.example.name}: {out.failure}")
+    print()
+
+    shown = next((o for o in outcomes if o.example.name == args.show and o.report), None)
+    if shown:
+        _show_kernel(shown)
+
+    timed = [o for o in outcomes if o.passed]
+    if timed:
+        repeats = args.repeats or (3 if args.quick else 15)
+        print(f"Timing: median of {repeats} interleaved runs, ms per call, same float32 "
+              "inputs.\n"
+              "  GB/s: the bytes that must move (inputs read once, outputs written once) "
+              "/ time\n"
+              "  vs numpy, vs torch: their time / PowerFusion's (above 1: PowerFusion is "
+              "faster)\n"
+              "  bytes/min: global bytes PowerFusion's kernels move / that minimum\n"
+              "  first call: trace + compile (+ gcc, unless the disk cache has the kernel)")
+        print(_timing_table(timed, torch_fns, repeats))
+    failed = [o.example.name for o in outcomes if not o.passed]
+    if failed:
+        print(f"\nFAIL: {len(failed)} of {len(outcomes)} kernels ({', '.join(failed)})")
+        return 1
+    print(f"\nAll {len(outcomes)} kernels PASS.")
+    return 0
+
+
+# -- explain ------------------------------------------------------------------------------
+def _parse_shape(text: str) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(n) for n in text.replace("x", ",").split(",") if n.strip())
+    except ValueError:
+        shape = ()
+    if not shape or any(n < 1 for n in shape):
+        raise argparse.ArgumentTypeError(
+            f"expected a shape such as 4096x768 or 4096,768, got {text!r}")
+    return shape
+
+
+def cmd_explain(args) -> int:
+    import powerfusion as pf
+
+    ex = EXAMPLES[args.example]
+    inputs = ex.inputs(args.shape or ex.shape, np.dtype(args.dtype))
+    report = pf.explain(pf.jit(ex.fn), *inputs, target=args.target)
+    shapes = ", ".join(f"{a.dtype}{list(a.shape)}" for a in inputs)
+    print(f"{ex.name}({shapes})\n")
+    print(report)
+    if args.source:
+        print("\nGenerated source:\n")
+        print(report.source)
+    return 0
+
+
+# -- the command line ---------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="powerfusion",
+        description="PowerFusion: a tensor compiler for memory-intensive operators, "
+                    "with explicit data movement (GIR).")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    demo = sub.add_parser(
+        "demo", help="compile softmax, layernorm, RMSNorm and bias+GELU; check them "
+                     "against numpy; show GIR and C; time them against numpy and torch",
+        description="Compile four transformer kernels written in plain numpy, check them "
+                    "against a float64 reference, show one kernel's GIR and C, and time "
+                    "them against numpy and (when installed) torch eager.")
+    demo.add_argument("--quick", action="store_true",
+                      help="small shapes and few repeats (a smoke test)")
+    demo.add_argument("--repeats", type=int, default=0,
+                      help="timed runs per kernel (default 15, 3 with --quick)")
+    demo.add_argument("--show", choices=sorted(EXAMPLES), default="softmax",
+                      help="the kernel whose GIR and C are printed (default softmax)")
+    demo.add_argument("--no-torch", action="store_true", help="do not compare with torch")
+    demo.add_argument("--threads", type=int, default=0,
+                      help="threads for PowerFusion (OMP_NUM_THREADS) and torch "
+                           "(default: theirs, all cores)")
+    demo.add_argument("--fresh-cache", action="store_true",
+                      help="compile into an empty cache, so first-call times include gcc")
+    demo.set_defaults(run=cmd_demo)
+
+    explain = sub.add_parser(
+        "explain", help="print the GIR, bytes moved and generated code of a builtin example",
+        description="Print pf.explain for a builtin example: GIR after the passes, bytes "
+                    "moved per memory level, and (with --source) the generated C.")
+    explain.add_argument("example", choices=sorted(EXAMPLES))
+    explain.add_argument("--shape", type=_parse_shape, default=None,
+                         help="shape of x, e.g. 4096x768 (default: the demo's shape)")
+    explain.add_argument("--dtype", choices=["float32", "float16"], default="float32")
+    explain.add_argument("--target", default="cpu")
+    explain.add_argument("--source", action="store_true", help="also print the full source")
+    explain.set_defaults(run=cmd_explain)
+    return parser
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("powerfusion")
+    except PackageNotFoundError:
+        return "(not installed)"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "run", None):
+        parser.print_help()
+        return 2
+    from .errors import PowerFusionError
+
+    try:
+        return args.run(args)
+    except PowerFusionError as e:
+        print(f"powerfusion {args.command}: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

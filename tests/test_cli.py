@@ -1,0 +1,64 @@
+"""The `powerfusion` command: help lists the commands; the demo runs and checks out."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from powerfusion import benchmarking, cli
+
+
+def _run(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True,
+                          timeout=timeout, env=env, check=False)
+
+
+def test_help_lists_the_commands():
+    result = _run("-m", "powerfusion", "--help")
+    assert result.returncode == 0, result.stderr
+    assert "demo" in result.stdout and "explain" in result.stdout
+
+
+def test_parser_rejects_a_bad_shape():
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args(["explain", "softmax", "--shape", "12xq"])
+
+
+def test_examples_are_plain_numpy_and_run_without_the_compiler():
+    for example in cli.EXAMPLES.values():
+        args = example.inputs(example.quick_shape)
+        out = example.fn(*args)
+        assert out.shape == example.quick_shape and out.dtype == args[0].dtype
+
+
+def test_format_table_aligns_columns():
+    text = benchmarking.format_table(["name", "ms"], [["softmax", "1.5"], ["ln", "12.25"]])
+    lines = text.splitlines()
+    assert len({len(line) for line in lines}) == 1
+    assert lines[2].startswith("softmax") and lines[3].endswith("12.25")
+
+
+def test_interleaved_samples_every_candidate():
+    samples = benchmarking.interleaved({"a": lambda: None, "b": lambda: sum(range(100))},
+                                       repeats=4, min_sample_s=1e-4)
+    assert set(samples) == {"a", "b"} and all(len(s) == 4 for s in samples.values())
+    assert all(t > 0 for s in samples.values() for t in s)
+
+
+def test_demo_quick_passes():
+    result = _run("-m", "powerfusion.cli", "demo", "--quick")
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    passes = [line for line in result.stdout.splitlines() if line.rstrip().endswith("PASS")]
+    assert len(passes) == len(cli.EXAMPLES), result.stdout
+    assert "FAIL" not in result.stdout
+    assert "GIR after the passes" in result.stdout and "Generated C" in result.stdout
+
+
+def test_explain_prints_the_report():
+    result = _run("-m", "powerfusion", "explain", "rmsnorm", "--shape", "8x256", "--source")
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    assert "global bytes" in result.stdout and "Generated source" in result.stdout
