@@ -8,6 +8,7 @@ nothing here tries to be clever, so what the passes buy can be seen and measured
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from ..dtypes import DType
@@ -79,10 +80,16 @@ class _Lowering:
     def lower_node(self, n: Node) -> list[Stmt]:
         if n.op in Group.REDUCE:
             return self.lower_reduce(n)
-        if n.shape != self.kernel.row_shape or self.kernel.shape == self.kernel.row_shape:
-            i = Var(self.fresh("i"), self.schedule.inner_extent)   # full-size: own inner loop
+        if self.is_full(n):                     # full-size: its own inner loop
+            i = Var(self.fresh("i"), self.schedule.inner_extent)
             return [Loop(i, Parallel.SIMD, tuple(self.lower_elementwise(n, self.index(n, i))))]
-        return self.lower_elementwise(n, self.row_index())     # per-row: once per p
+        row = reshape_index(self.row_index(), self.kernel.row_shape, n.shape)
+        return self.lower_elementwise(n, row)   # per-row: once per p
+
+    def is_full(self, n: Node) -> bool:
+        k = self.kernel
+        return math.prod(n.shape) == math.prod(k.shape) and (
+            n.op not in Group.REDUCE or k.shape == k.row_shape)
 
     def index(self, n: Node, i: Var) -> tuple[Expr, ...]:
         """n's index at iteration (p, i): the kernel's index, through a reshape if n's

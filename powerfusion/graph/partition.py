@@ -100,9 +100,9 @@ def _plan(root: Node, stored: list[Node]):
 def _broadcasts_row(view: Node, shape, axes, row) -> bool:
     """Does this view of a per-row value read, at each point of S (or of the row
     space), exactly that point's row? Then it stays inside the kernel."""
-    space = row if view.shape == row else shape
     if not _in_space(view.shape, shape, row):
         return False
+    space = row if math.prod(view.shape) == math.prod(row) else shape
     d = tuple(Expr.of(Var(f"d{k}", n)) if n > 1 else Expr(0) for k, n in enumerate(space))
     _, got = through_views(view, reshape_index(d, space, view.shape))
     want = tuple(Expr(0) if k in axes else e for k, e in enumerate(d))
@@ -110,10 +110,10 @@ def _broadcasts_row(view: Node, shape, axes, row) -> bool:
 
 
 def _in_space(node_shape, shape, row) -> bool:
-    """Can a kernel over `shape` compute a value of node_shape? Its own shape, the row
-    shape, or any shape of the same size: a reshape is a bijection, so the kernel
-    visits each element once through the index map."""
-    return node_shape in (shape, row) or math.prod(node_shape) == math.prod(shape)
+    """Can a kernel over `shape` compute a value of node_shape? Any arrangement of the
+    full space or of the row space: a reshape is a bijection, so the kernel visits each
+    element once through the index map."""
+    return math.prod(node_shape) in (math.prod(shape), math.prod(row))
 
 
 def reshape_index(index, shape, new_shape):

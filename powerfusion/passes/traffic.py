@@ -12,21 +12,45 @@ import math
 
 from ..gir.expr import Expr, Var
 from ..gir.ir import Level, Move, Program, walk
+from .util import split_region
 
 
 def footprint(program: Program) -> dict[str, dict[str, int]]:
     out = {lv.value: {"read": 0, "write": 0} for lv in Level}
+    same_loop: dict[tuple, list] = {}        # global accesses grouped by buffer and loop
     for s, loops in walk(program.body):
         if not isinstance(s, Move):
             continue
         for access, kind in ((s.src, "read"), (s.dst, "write")):
             level = access.buffer.level
             if level is Level.GLOBAL:
-                count = distinct_elements(access.index)
+                key = (access.buffer.name, kind, id(loops[-1]) if loops else None)
+                same_loop.setdefault(key, []).append((access, loops))
             else:
                 count = math.prod(lp.var.extent for lp in loops)
-            out[level.value][kind] += count * access.buffer.dtype.itemsize
+                out[level.value][kind] += count * access.buffer.dtype.itemsize
+    for (_, kind, _), group in same_loop.items():
+        itemsize = group[0][0].buffer.dtype.itemsize
+        out["global"][kind] += itemsize * _union(group)
     return out
+
+
+def _union(group) -> int:
+    """Distinct elements several accesses of one buffer in one loop touch together:
+    each parallel unit's accesses overlap within its own region (one cache-resident
+    row), so count the span of that region when it is smaller than the sum."""
+    total = sum(distinct_elements(a.index) for a, _ in group)
+    loops = group[0][1]
+    if len(group) == 1 or not loops:
+        return total
+    p = loops[0].var
+    regions = [split_region(a.index, p) for a, _ in group]
+    if any(r is None for r in regions) or len({r[0] for r in regions}) != 1:
+        return total
+    lo = min(r[1].bounds()[0] for r in regions)
+    hi = max(r[1].bounds()[1] for r in regions)
+    per_unit = min(hi - lo + 1, sum(distinct_elements(r[1]) for r in regions))
+    return min(total, distinct_elements(regions[0][0]) * per_unit)
 
 
 def distinct_elements(index: Expr) -> int:
