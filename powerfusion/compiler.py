@@ -143,33 +143,66 @@ class Executable:
         self.source = source
         names = [ck.program.name for ck in plan.kernels]
         self._kernels = load_kernels(source, names) if names else {}
-        self._sizes = {name: _storage_dtype(b.dtype) for name, b in plan.buffers.items()}
 
     def run(self, inputs) -> list[np.ndarray]:
-        plan = self.plan
-        arrays: dict[str, np.ndarray] = dict(zip(plan.input_names, inputs))
-        for name, buf in plan.buffers.items():
-            if buf.role is not Role.INPUT:
-                arrays[name] = np.empty(buf.shape, _storage_dtype(buf.dtype))
-        for ck in plan.kernels:
-            if math.prod(ck.kernel.shape) == 0:
-                continue
-            ptrs = []
-            for p in ck.program.params:
-                arr = arrays.get(p.name)
-                if arr is None:      # a temp that stayed in global memory
-                    arr = arrays[p.name] = np.empty(p.shape, _storage_dtype(p.dtype))
-                ptrs.append(arr.ctypes.data)
-            self._kernels[ck.program.name](ptrs)
-        outs = []
-        for spec, shape in zip(plan.outputs, plan.out_shapes):
-            if spec[0] == "buffer":
-                outs.append(arrays[spec[1]].reshape(shape))
-            elif spec[0] == "input":
-                outs.append(np.array(inputs[spec[1]]).reshape(shape))
-            else:
-                outs.append(np.full(shape, spec[1], _storage_dtype(spec[2])))
-        return _unalias(outs)
+        def launch(program: Program, arrays: dict[str, np.ndarray]) -> None:
+            self._kernels[program.name]([arrays[p.name].ctypes.data for p in program.params])
+
+        return execute(self.plan, inputs, launch)
+
+
+class InterpretedExecutable:
+    """The same plan run by the GIR interpreter: the oracle compiled code is held to.
+
+    `stage` picks which programs run: "optimized" (what is compiled), "naive" (before
+    the passes) or the name of a pass (the program right after it).
+    """
+
+    def __init__(self, plan: Plan, stage: str = "optimized"):
+        self.plan, self.stage = plan, stage
+
+    def programs(self) -> list[Program]:
+        if self.stage == "optimized":
+            return [ck.program for ck in self.plan.kernels]
+        if self.stage == "naive":
+            return [ck.naive for ck in self.plan.kernels]
+        return [dict(ck.log.programs)[self.stage] for ck in self.plan.kernels]
+
+    def run(self, inputs) -> list[np.ndarray]:
+        from .gir.interpreter import as_storage, run
+
+        chosen = {ck.program.name: p for ck, p in zip(self.plan.kernels, self.programs())}
+
+        def launch(program: Program, arrays: dict[str, np.ndarray]) -> None:
+            program = chosen[program.name]
+            run(program, {p.name: as_storage(arrays[p.name]) for p in program.params
+                          if p.name in arrays})
+
+        return execute(self.plan, inputs, launch)
+
+
+def execute(plan: Plan, inputs, launch) -> list[np.ndarray]:
+    """Run a plan's kernels in order: allocate what they write, launch, collect outputs."""
+    arrays: dict[str, np.ndarray] = dict(zip(plan.input_names, inputs))
+    for name, buf in plan.buffers.items():
+        if buf.role is not Role.INPUT:
+            arrays[name] = np.empty(buf.shape, _storage_dtype(buf.dtype))
+    for ck in plan.kernels:
+        if math.prod(ck.kernel.shape) == 0:
+            continue
+        for p in ck.program.params:
+            if p.name not in arrays:     # a temp that stayed in global memory
+                arrays[p.name] = np.empty(p.shape, _storage_dtype(p.dtype))
+        launch(ck.program, arrays)
+    outs = []
+    for spec, shape in zip(plan.outputs, plan.out_shapes):
+        if spec[0] == "buffer":
+            outs.append(arrays[spec[1]].reshape(shape))
+        elif spec[0] == "input":
+            outs.append(np.array(inputs[spec[1]]).reshape(shape))
+        else:
+            outs.append(np.full(shape, spec[1], _storage_dtype(spec[2])))
+    return _unalias(outs)
 
 
 def _unalias(outs: list[np.ndarray]) -> list[np.ndarray]:

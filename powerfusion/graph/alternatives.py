@@ -88,7 +88,7 @@ def _tile(n: int, itemsize: int) -> int:
     want = TILE_BYTES // itemsize
     if n <= 2 * want:
         return 0
-    for t in range(want, 15, -1):
+    for t in range(want, max(1, want // 8) - 1, -1):     # not far below the target
         if n % t == 0:
             return t
     return 0
