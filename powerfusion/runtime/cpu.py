@@ -1,0 +1,215 @@
+"""CPU runtime: C source in, callable kernel out.
+
+Every kernel has the C signature `void entry(void **args)`: one array of data
+pointers, in the order the code generator chose. Shared objects are cached on
+disk (see cache.py) under a key of source, compiler identity and flags, and
+each is dlopened once per process.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import os
+import re
+import shlex
+import statistics
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from ..errors import CompileError
+from .cache import (
+    DiskCache,
+    atomic_write_bytes,
+    cache_dir,
+    cache_key,
+    ensure_private_dir,
+)
+
+DEFAULT_FLAGS: tuple[str, ...] = (
+    "-O3", "-march=native", "-fopenmp", "-fno-math-errno", "-fno-trapping-math",
+    "-fPIC", "-shared", "-std=gnu11",
+)
+LIBS: tuple[str, ...] = ("-lm",)     # after the source, where the linker wants them
+COMPILE_TIMEOUT_S = 120.0
+
+# how often this process ran the compiler and how often the disk cache answered
+stats = {"compiles": 0, "disk_hits": 0}
+
+_loaded: dict[str, ctypes.CDLL] = {}   # cache key -> library, so each .so is opened once
+_loaded_lock = threading.Lock()
+
+
+def compiler_command() -> list[str]:
+    """`$CC` (may hold arguments, e.g. "ccache gcc"), else gcc."""
+    return shlex.split(os.environ.get("CC") or "gcc")
+
+
+@functools.cache
+def _identity(cc: tuple[str, ...]) -> str:
+    version = _capture([*cc, "--version"]).splitlines()
+    parts = [version[0] if version else "unknown compiler"]
+    # -march=native means different code on different machines: key on what it resolves to
+    target = _capture([*cc, "-march=native", "-Q", "--help=target"])
+    march = re.search(r"^\s*-march=\s+(\S+)", target, re.MULTILINE)
+    if march:
+        parts.append(f"march={march.group(1)}")
+    parts.append("target=" + cache_key(target, _cpu_flags())[:16])
+    return " ".join(parts)
+
+
+def compiler_identity() -> str:
+    """Compiler version plus the CPU that `-march=native` targets; cached per process."""
+    return _identity(tuple(compiler_command()))
+
+
+def _capture(cmd: list[str]) -> str:
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=30,
+                              check=False).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+
+
+def _cpu_flags() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((line for line in f if line.startswith(("flags", "Features"))), "")
+    except OSError:
+        return ""
+
+
+def compile_shared(source: str, *, name: str = "kernel",
+                   flags: Sequence[str] = DEFAULT_FLAGS) -> Path:
+    """Path of a cached shared object built from `source`; compiles when absent.
+
+    Raises CompileError (command, stderr, kept source) when the compiler fails.
+    """
+    return _compile(source, name, tuple(flags))[1]
+
+
+def _compile(source: str, name: str, flags: tuple[str, ...]) -> tuple[str, Path]:
+    cc = compiler_command()
+    key = cache_key(source, compiler_identity(), " ".join(cc), "\0".join(flags), name)
+    cache = DiskCache(cache_dir() / "cpu")
+    path = cache.lookup(key, ".so")
+    if path is not None:
+        stats["disk_hits"] += 1
+        return key, path
+    build = functools.partial(_run_compiler, cc, source, name, flags, key=key)
+    return key, cache.store(key, ".so", build)
+
+
+def _run_compiler(cc: list[str], source: str, name: str, flags: tuple[str, ...],
+                  out: Path, key: str) -> None:
+    stats["compiles"] += 1
+    # a fixed file name inside a private temp dir: the .so embeds the source's
+    # base name, so racing processes still produce identical bytes
+    with tempfile.TemporaryDirectory(prefix="pf-build-") as tmp:
+        src = Path(tmp) / f"{name}.c"
+        src.write_text(source)
+        command = [*cc, *flags, "-o", str(out), str(src), *LIBS]
+        try:
+            result = subprocess.run(command, capture_output=True, text=True,
+                                    timeout=COMPILE_TIMEOUT_S, check=False)
+        except subprocess.TimeoutExpired as exc:
+            raise _failure(f"compiler timed out after {COMPILE_TIMEOUT_S:g} s", command,
+                           _text(exc.stderr), source, name, key) from None
+        except OSError as exc:
+            raise _failure(f"cannot run the C compiler ({exc}); install gcc or set $CC",
+                           command, "", source, name, key) from None
+        if result.returncode != 0:
+            raise _failure(f"C compiler failed with exit status {result.returncode}",
+                           command, result.stderr, source, name, key)
+
+
+def _failure(message: str, command: list[str], stderr: str, source: str,
+             name: str, key: str) -> CompileError:
+    """A CompileError whose source is kept under <cache>/failed/ for inspection."""
+    kept = ensure_private_dir(cache_dir() / "failed") / f"{name}-{key[:16]}.c"
+    atomic_write_bytes(kept, source.encode())
+    command = [str(kept) if arg.endswith(f"{os.sep}{name}.c") else arg for arg in command]
+    return CompileError(message, command=command, stderr=stderr, source_path=str(kept))
+
+
+def _text(data: str | bytes | None) -> str:
+    return data.decode(errors="replace") if isinstance(data, bytes) else (data or "")
+
+
+def _library(source: str, name: str, flags: Sequence[str]) -> tuple[ctypes.CDLL, Path]:
+    key, path = _compile(source, name, tuple(flags))
+    with _loaded_lock:
+        lib = _loaded.get(key)
+        if lib is None:
+            lib = _loaded[key] = ctypes.CDLL(str(path))
+    return lib, path
+
+
+class CpuKernel:
+    """One entry point `void entry(void **args)` of a loaded library.
+
+    Calls release the GIL (plain ctypes.CDLL functions do). The pointer array
+    is preallocated per thread, so concurrent calls from threads stay safe.
+    """
+
+    def __init__(self, fn, n_args: int | None, entry: str, path: Path):
+        fn.restype = None
+        fn.argtypes = None          # we always pass a c_void_p array; skip conversions
+        self._fn = fn
+        self.n_args = n_args
+        self.entry = entry
+        self.path = path
+        self._local = threading.local()
+
+    def __call__(self, pointers: Sequence[int]) -> None:
+        args = getattr(self._local, "args", None)
+        if args is None or len(args) != len(pointers):
+            args = self._local.args = self._new_args(len(pointers))
+        args[:] = pointers
+        self._fn(args)
+
+    def _new_args(self, n: int) -> ctypes.Array:
+        if self.n_args is not None and n != self.n_args:
+            raise ValueError(f"kernel {self.entry} takes {self.n_args} pointers, got {n}")
+        return (ctypes.c_void_p * n)()
+
+    def time(self, pointers: Sequence[int], repeat: int = 20, warmup: int = 2) -> float:
+        """Median wall time of one call, in seconds (what the tuner compares)."""
+        for _ in range(warmup):
+            self(pointers)
+        samples = []
+        for _ in range(repeat):
+            start = time.perf_counter()
+            self(pointers)
+            samples.append(time.perf_counter() - start)
+        return statistics.median(samples)
+
+    def __repr__(self) -> str:
+        return f"CpuKernel({self.entry!r}, n_args={self.n_args}, path='{self.path}')"
+
+
+def load_kernel(source: str, entry: str, n_args: int | None = None, *,
+                name: str = "kernel", flags: Sequence[str] = DEFAULT_FLAGS) -> CpuKernel:
+    """Compile (cached), load once per process, and wrap `entry`."""
+    return load_kernels(source, [entry], name=name, flags=flags, n_args=[n_args])[entry]
+
+
+def load_kernels(source: str, entries: Sequence[str], *, name: str = "kernel",
+                 flags: Sequence[str] = DEFAULT_FLAGS,
+                 n_args: Sequence[int | None] | None = None) -> dict[str, CpuKernel]:
+    """Several entry points of one translation unit, compiled once."""
+    lib, path = _library(source, name, flags)
+    counts = list(n_args) if n_args is not None else [None] * len(entries)
+    kernels = {}
+    for entry, count in zip(entries, counts, strict=True):
+        try:
+            fn = lib[entry]     # a fresh function object per kernel
+        except AttributeError:
+            raise CompileError(f"entry point {entry!r} not found in the compiled library",
+                               source_path=str(path)) from None
+        kernels[entry] = CpuKernel(fn, count, entry, path)
+    return kernels
