@@ -17,13 +17,15 @@ from .ops import Group, Op
 
 def canonicalize(roots: list[Node]) -> list[Node]:
     """The canonical nodes for roots, sharing what they share."""
-    memo: dict[int, Node] = {}
-    pushed: dict[tuple[int, int], Node] = {}
+    # keyed by id(): each entry holds its key nodes too, so no id is reused while the
+    # table lives (concatenation builds temporary nodes)
+    memo: dict[int, tuple[Node, Node]] = {}
+    pushed: dict[tuple[int, int], tuple[Node, Node, Node]] = {}
 
     def canon(n: Node) -> Node:
         hit = memo.get(id(n))
         if hit is not None:
-            return hit
+            return hit[1]
         if n.op in Group.LEAF:
             out = n
         elif n.op in Group.MOVEMENT:
@@ -35,7 +37,7 @@ def canonicalize(roots: list[Node]) -> list[Node]:
         else:
             srcs = tuple(canon(s) for s in n.srcs)
             out = n if srcs == n.srcs else Node(n.op, srcs, n.shape, n.dtype, n.arg)
-        memo[id(n)] = out
+        memo[id(n)] = (n, out)
         return out
 
     def push(view: Node, src: Node) -> Node:
@@ -43,7 +45,7 @@ def canonicalize(roots: list[Node]) -> list[Node]:
         key = (id(view), id(src))
         hit = pushed.get(key)
         if hit is not None:
-            return hit
+            return hit[2]
         if src.op in Group.ELEMENTWISE:
             srcs = tuple(s if s.op is Op.CONST else push(view, s) for s in src.srcs)
             out = Node(src.op, srcs, view.shape, src.dtype, src.arg)
@@ -51,11 +53,9 @@ def canonicalize(roots: list[Node]) -> list[Node]:
             out = src
         else:
             out = Node(view.op, (src,), view.shape, src.dtype, view.arg)
-        pushed[key] = out
-        _keep_alive.append((view, src))  # ids in `pushed` must stay unique
+        pushed[key] = (view, src, out)
         return out
 
-    _keep_alive: list = []
     return [canon(r) for r in roots]
 
 

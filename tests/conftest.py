@@ -1,0 +1,42 @@
+"""Fixtures for every test: a private kernel cache, a seeded generator, the helpers.
+
+Helpers (tolerances, references, layouts) live in `helpers.py` so test modules can
+import them by name: `from helpers import assert_close, make`.
+"""
+
+from __future__ import annotations
+
+import os
+import zlib
+
+import numpy as np
+import pytest
+from helpers import assert_close  # noqa: F401 - re-exported for `from conftest import ...`
+
+_CACHE_ENV = "POWERFUSION_CACHE_DIR"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_kernel_cache(tmp_path_factory):
+    """Compiled kernels go to a session-wide temporary directory, never the user's cache.
+    Subprocesses started by tests inherit it through the environment."""
+    cache = tmp_path_factory.mktemp("powerfusion-cache")
+    old = os.environ.get(_CACHE_ENV)
+    os.environ[_CACHE_ENV] = str(cache)
+    yield cache
+    if old is None:
+        os.environ.pop(_CACHE_ENV, None)
+    else:
+        os.environ[_CACHE_ENV] = old
+
+
+@pytest.fixture
+def kernel_cache(_private_kernel_cache):
+    """The session's kernel cache directory (a pathlib.Path)."""
+    return _private_kernel_cache
+
+
+@pytest.fixture
+def rng(request):
+    """A generator seeded from the test's id: reproducible, different per test."""
+    return np.random.default_rng(zlib.crc32(request.node.nodeid.encode()))
