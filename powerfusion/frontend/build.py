@@ -227,8 +227,16 @@ def power_scalar(x: Node, exponent: Scalar) -> Node:
     base = cast(x, dtype)
     if exponent == 1:
         return base
-    if exponent == 2:
-        return binary(Op.MUL, base, base)
+    if float(exponent).is_integer() and 2 <= exponent <= 8:
+        # small integer powers by squaring: vectorisable multiplies instead of pow()
+        n, result, square = int(exponent), None, base
+        while n:
+            if n & 1:
+                result = square if result is None else binary(Op.MUL, result, square)
+            n >>= 1
+            if n:
+                square = binary(Op.MUL, square, square)
+        return result
     if dtype.is_float and exponent == 0.5:
         return Node(Op.SQRT, (base,), base.shape, dtype)
     if dtype.is_float and exponent == -0.5:
