@@ -146,11 +146,10 @@ def _run_example(pf, ex: Example, shape, torch_fns) -> Outcome:
 
 
 def _c_excerpt(source: str, lines: int = 40) -> str:
-    """About `lines` lines of C around the first parallel loop."""
+    """About `lines` lines of C from the first kernel function (past the math header)."""
     text = source.splitlines()
-    anchor = next((k for k, l in enumerate(text) if "#pragma omp" in l),
-                  next((k for k, l in enumerate(text) if l.lstrip().startswith("for (")), 0))
-    start = max(0, anchor - 6)
+    start = next((k for k, l in enumerate(text) if l.startswith("void ")),
+                 next((k for k, l in enumerate(text) if "#pragma omp" in l), 0))
     shown = [f"{k + 1:5} | {l}" for k, l in enumerate(text[start:start + lines], start)]
     more = len(text) - start - len(shown)
     return "\n".join(shown + ([f"      ... {more} more lines" ] if more > 0 else []))

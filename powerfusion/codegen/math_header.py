@@ -1,11 +1,21 @@
-"""The vectorisable C math header (pf_math.h) as text, for printers to inline."""
+"""The C math support header (``pf_math.h``) that generated C code includes as text."""
 
 from __future__ import annotations
 
 import functools
 from pathlib import Path
 
+HEADER_NAME = "pf_math.h"
 
-@functools.cache
+
+@functools.lru_cache(maxsize=1)
 def math_header() -> str:
-    return (Path(__file__).parent / "pf_math.h").read_text()
+    """Return the text of ``pf_math.h`` (read once, then cached).
+
+    It defines branch-free, vectorisable ``static inline`` float32 functions:
+    ``pf_expf``, ``pf_logf``, ``pf_tanhf``, ``pf_erff``, ``pf_sigmoidf``,
+    ``pf_sinf``, ``pf_cosf``, ``pf_geluf``, ``pf_gelu_tanhf``, ``pf_siluf``,
+    ``pf_rsqrtf`` and the storage conversions ``pf_f16_to_f32``,
+    ``pf_f32_to_f16``, ``pf_bf16_to_f32``, ``pf_f32_to_bf16``.
+    """
+    return (Path(__file__).parent / HEADER_NAME).read_text(encoding="utf-8")
