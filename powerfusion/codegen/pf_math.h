@@ -1,0 +1,315 @@
+/* pf_math.h -- vectorisable float32 math for PowerFusion's C + OpenMP backend.
+ *
+ * Every function is `static inline`, branch-free (selects instead of `if`,
+ * integer bit tricks through a union, fma) and calls nothing in libm, so GCC
+ * can inline and auto-vectorise it inside a `#pragma omp simd` loop built with
+ *     gcc -O3 -march=native -fopenmp -fno-math-errno -fno-trapping-math
+ * No -ffast-math is needed or assumed: NaN, +-inf, +-0 and subnormals follow
+ * IEEE/libm (NaN in -> NaN out, exp(+-inf) = inf/0, log(0) = -inf, ...).
+ *
+ * Errors below are the measured maximum over tests/test_math_ulp.py's sweep
+ * (about 3e6 points per function: dense over the useful range, random bit
+ * patterns over all finite floats, subnormals, special values), in ULP of the
+ * float32 result against a float64 reference.  They assume a target with
+ * hardware FMA (x86 -mfma / -march=native on Haswell+ or Zen, AArch64).
+ * Without FMA, PF_FMA falls back to a*b+c; sin/cos then reduce in double.
+ */
+#ifndef PF_MATH_H
+#define PF_MATH_H
+
+#include <stdint.h>
+
+#if defined(__FP_FAST_FMAF)
+#define PF_FMA(a, b, c) __builtin_fmaf((a), (b), (c))
+#else
+#define PF_FMA(a, b, c) ((a) * (b) + (c))
+#endif
+
+#define PF_INFF (__builtin_inff())
+#define PF_NANF (__builtin_nanf(""))
+
+/* ---- bit casts (a union: GCC folds it into a register move) ---- */
+static inline uint32_t pf__asuint(float f) { union { float f; uint32_t u; } v; v.f = f; return v.u; }
+static inline float pf__asfloat(uint32_t u) { union { float f; uint32_t u; } v; v.u = u; return v.f; }
+static inline float pf__absf(float x) { return pf__asfloat(pf__asuint(x) & 0x7fffffffu); }
+static inline float pf__copysignf(float m, float s) {
+    return pf__asfloat((pf__asuint(m) & 0x7fffffffu) | (pf__asuint(s) & 0x80000000u));
+}
+/* the rounding error of xx = x*x, exactly: x*x == xx + pf__sqr_lo(x, xx) */
+static inline float pf__sqr_lo(float x, float xx) {
+#if defined(__FP_FAST_FMAF)
+    return __builtin_fmaf(x, x, -xx);
+#else
+    return (float)((double)x * (double)x - (double)xx);
+#endif
+}
+
+/* exp(x): Cody-Waite reduction x = n*ln2 + r, |r| <= ln2/2, degree-7 Cephes
+ * polynomial, scale by 2^n in two halves (exact overflow / gradual underflow).
+ * Max error 0.99 ULP (normal and subnormal results). */
+static inline float pf_expf(float x) {
+    x = x > 89.0f ? 89.0f : x;            /* NaN compares false and passes through */
+    x = x < -104.0f ? -104.0f : x;
+    const float magic = 0x1.8p23f;        /* adding it rounds to an integer */
+    float t = PF_FMA(x, 0x1.715476p+0f, magic);
+    float n = t - magic;
+    int32_t ni = (int32_t)(pf__asuint(t) - pf__asuint(magic));
+    float r = PF_FMA(n, -0.693359375f, x);          /* ln2 = C1 + C2, C1 exact in 9 bits */
+    r = PF_FMA(n, 2.12194440e-4f, r);
+    float r2 = r * r;
+    float p = 1.9875691500e-4f;
+    p = PF_FMA(p, r, 1.3981999507e-3f);
+    p = PF_FMA(p, r, 8.3334519073e-3f);
+    p = PF_FMA(p, r, 4.1665795894e-2f);
+    p = PF_FMA(p, r, 1.6666665459e-1f);
+    p = PF_FMA(p, r, 5.0000001201e-1f);
+    p = PF_FMA(p, r2, r) + 1.0f;
+    int32_t n1 = ni >> 1, n2 = ni - n1;   /* |n| <= 150: both halves are normal scales */
+    float s1 = pf__asfloat((uint32_t)(n1 + 127) << 23);
+    float s2 = pf__asfloat((uint32_t)(n2 + 127) << 23);
+    return (p * s1) * s2;                  /* p*s1 is exact: a single rounding */
+}
+
+/* log(x): x = 2^k * (1+f), sqrt(1/2) <= 1+f < sqrt(2), s = f/(2+f),
+ * degree-4 (in s^2) fdlibm minimax polynomial, ln2 split hi/lo.
+ * Max error 0.75 ULP. */
+static inline float pf_logf(float x) {
+    int sub = x < 0x1p-126f;               /* subnormal (or <= 0: fixed up below) */
+    float xs = sub ? x * 0x1p23f : x;
+    int32_t k = sub ? -23 : 0;
+    uint32_t ix = pf__asuint(xs) + (0x3f800000u - 0x3f3504f3u);
+    k += (int32_t)(ix >> 23) - 0x7f;
+    ix = (ix & 0x007fffffu) + 0x3f3504f3u;
+    float f = pf__asfloat(ix) - 1.0f;
+    float s = f / (2.0f + f);
+    float z = s * s, w = z * z;
+    float t1 = w * PF_FMA(w, 2.4279078841e-01f, 4.0000972152e-01f);
+    float t2 = z * PF_FMA(w, 2.8498786688e-01f, 6.6666662693e-01f);
+    float R = t2 + t1;
+    float hfsq = 0.5f * f * f;
+    float dk = (float)k;
+    float r = PF_FMA(s, hfsq + R, dk * 9.0580006145e-06f) - hfsq + f + dk * 6.9313812256e-01f;
+    float special = x == 0.0f ? -PF_INFF : (x < 0.0f ? PF_NANF : x + x);  /* +inf, NaN */
+    return ((x > 0.0f) & (x < PF_INFF)) ? r : special;
+}
+
+/* tanh(x): |x| < 0.625: x + x^3*P(x^2), degree-4 Cephes polynomial;
+ * otherwise 1 - 2/(exp(2|x|)+1) with the sign of x.  Max error 1.28 ULP. */
+static inline float pf_tanhf(float x) {
+    float ax = pf__absf(x);
+    float z = x * x;
+    float p = -5.70498872745e-3f;
+    p = PF_FMA(p, z, 2.06390887954e-2f);
+    p = PF_FMA(p, z, -5.37397155531e-2f);
+    p = PF_FMA(p, z, 1.33314422036e-1f);
+    p = PF_FMA(p, z, -3.33332819422e-1f);
+    float small = PF_FMA(p * z, x, x);
+    float e = pf_expf(2.0f * ax);           /* inf for |x| > 44: 2/inf = 0 */
+    float big = pf__copysignf(1.0f - 2.0f / (e + 1.0f), x);
+    return ax < 0.625f ? small : big;        /* NaN takes `big`, which is NaN */
+}
+
+/* sigmoid(x) = 1/(1+exp(-x)) evaluated as 1/(1+e) (x >= 0) or e/(1+e) (x < 0)
+ * with e = exp(-|x|): no overflow, relative accuracy kept down to the
+ * subnormal results of x < -87.  Max error 2.33 ULP. */
+static inline float pf_sigmoidf(float x) {
+    float e = pf_expf(-pf__absf(x));
+    float d = 1.0f + e;
+    return x >= 0.0f ? 1.0f / d : e / d;
+}
+
+/* erfc(t) for t in [0.5, 10.5] (callers clamp), as tau*exp(-t^2 + P(tau)),
+ * tau = 1/(1+t/2) (passed in), P a degree-9 minimax polynomial fitted on t in [0.5, 10];
+ * t^2 = t2hi + t2lo exactly and the sum -t^2 + P is carried in two floats. */
+static inline float pf__erfc_big(float tau, float t2hi, float t2lo) {
+    float p = 2.568284273e-01f;
+    p = PF_FMA(p, tau, -1.207080364e+00f);
+    p = PF_FMA(p, tau, 2.225270510e+00f);
+    p = PF_FMA(p, tau, -1.922086835e+00f);
+    p = PF_FMA(p, tau, 7.926431298e-01f);
+    p = PF_FMA(p, tau, -3.976161778e-01f);
+    p = PF_FMA(p, tau, 1.512078643e-01f);
+    p = PF_FMA(p, tau, 3.656693697e-01f);
+    p = PF_FMA(p, tau, 1.000733972e+00f);
+    float a = tau * p;                       /* P(tau) - c0, small */
+    /* -t^2 + c0 + a, carried as s + c: TwoSum(c0, -t2hi), then TwoSum(., a) */
+    float s1 = -1.265537262e+00f - t2hi;
+    float b1 = s1 + t2hi;
+    float e1 = (-1.265537262e+00f - b1) + (-t2hi - (s1 - b1));
+    float s = s1 + a;
+    float b2 = s - s1;
+    float e2 = (s1 - (s - b2)) + (a - b2);
+    float c = (e1 + e2) - t2lo;
+    float m = tau * pf_expf(s);
+    return PF_FMA(m, c, m);                  /* tau*exp(s)*(1+c) = tau*exp(s+c) */
+}
+
+/* erf(x)/x - 1 for |x| <= 0.9 as a degree-6 polynomial in x^2 (minimax on
+ * relative error of erf). */
+static inline float pf__erf_small_q(float s) {
+    float q = 7.943100354e-05f;
+    q = PF_FMA(q, s, -8.039752720e-04f);
+    q = PF_FMA(q, s, 5.191753153e-03f);
+    q = PF_FMA(q, s, -2.685556002e-02f);
+    q = PF_FMA(q, s, 1.128362417e-01f);
+    q = PF_FMA(q, s, -3.761262894e-01f);
+    q = PF_FMA(q, s, 1.283791661e-01f);
+    return q;
+}
+
+/* erf(x): |x| < 0.9: x + x*Q(x^2) (degree-6 minimax); else
+ * sign(x)*(1 - erfc(|x|)) with erfc = tau*exp(-x^2 + P(tau)), degree-9 P.
+ * Max error 1.26 ULP. */
+static inline float pf_erff(float x) {
+    float t = pf__absf(x);
+    float small = PF_FMA(x, pf__erf_small_q(x * x), x);
+    float tc = t > 4.0f ? 4.0f : t;          /* erf(x) rounds to +-1 beyond 3.92 */
+    float t2hi = tc * tc;
+    float t2lo = pf__sqr_lo(tc, t2hi);
+    float tau = 1.0f / PF_FMA(0.5f, tc, 1.0f);
+    float big = pf__copysignf(1.0f - pf__erfc_big(tau, t2hi, t2lo), x);
+    return t < 0.9f ? small : big;
+}
+
+/* gelu(x) = x * Phi(x) = 0.5*x*(1 + erf(x/sqrt2)); Phi from 0.5*(1+erf) near 0,
+ * from erfc (no cancellation) in both tails, so the negative tail keeps
+ * relative accuracy (exp's argument -x^2/2 is carried exactly as hi + lo).
+ * Max error 4.02 ULP for x >= -12.8; below, the erfc inside is subnormal and
+ * the absolute error stays under 2^-141 (results < 2e-38). */
+static inline float pf_geluf(float x) {
+    float xc = x > 15.0f ? 15.0f : (x < -15.0f ? -15.0f : x);
+    float u = xc * 0.70710678118654752f;     /* x/sqrt2 */
+    float t = pf__absf(u);
+    float erf_small = PF_FMA(u, pf__erf_small_q(u * u), u);
+    float phi_small = PF_FMA(0.5f, erf_small, 0.5f);
+    float xx = xc * xc;
+    float t2hi = 0.5f * xx;                  /* (x/sqrt2)^2 = x*x/2, split exactly */
+    float t2lo = 0.5f * pf__sqr_lo(xc, xx);
+    /* tau = 1/(1+|x|/(2 sqrt2)) in double: one rounding, no error from x/sqrt2 */
+    float tau = (float)(1.0 / (1.0 + 0.35355339059327376 * (double)pf__absf(xc)));
+    float c = pf__erfc_big(tau, t2hi, t2lo); /* erfc(|x|/sqrt2) */
+    float phi_big = x > 0.0f ? PF_FMA(-0.5f, c, 1.0f) : 0.5f * c;
+    float phi = t < 0.5f ? phi_small : phi_big;
+    float r = x * phi;
+    return x < -15.0f ? -0.0f : r;           /* true value underflows; avoids -inf*0 */
+}
+
+/* gelu_tanh(x) = 0.5*x*(1+tanh(u)), u = sqrt(2/pi)*(x + 0.044715*x^3), computed
+ * as x*sigmoid(2u) (identical, without cancellation for x < 0).  2u is formed
+ * in double and split hi+lo so that exp(-|2u|) keeps relative accuracy in
+ * the negative tail.  Max error 3.6 ULP for x >= -9.9; below, exp(-|2u|) is
+ * subnormal and the absolute error stays under 2^-142 (results < 2e-37). */
+static inline float pf_gelu_tanhf(float x) {
+    float xc = x > 20.0f ? 20.0f : (x < -20.0f ? -20.0f : x);
+    double xd = (double)xc;
+    double u2d = xd * (1.5957691216057308 + 0.071354816272600871 * (xd * xd));
+    float hi = (float)u2d;
+    float lo = (float)(u2d - (double)hi);
+    float sg = x >= 0.0f ? 1.0f : -1.0f;     /* sign(u) == sign(x) */
+    float em = pf_expf(-pf__absf(hi));
+    float e = PF_FMA(-sg * lo, em, em);      /* exp(-|hi + lo|) */
+    float d = 1.0f + e;
+    float r = x >= 0.0f ? x / d : x * (e / d);
+    return x < -20.0f ? -0.0f : r;           /* true value underflows; avoids -inf*0 */
+}
+
+/* silu(x) = x*sigmoid(x).  Max error 3.04 ULP for x >= -87; below, sigmoid is
+ * subnormal and the absolute error stays under 2^-142 (results < 2e-36). */
+static inline float pf_siluf(float x) {
+    float r = x * pf_sigmoidf(x);
+    return x < -200.0f ? -0.0f : r;          /* -inf * 0 would be NaN */
+}
+
+/* 1/sqrt(x) with the sqrt instruction and a true division (two roundings):
+ * rsqrt(+0) = +inf, rsqrt(-0) = -inf, rsqrt(inf) = 0, rsqrt(x<0) = NaN.
+ * Max error 1.48 ULP. */
+static inline float pf_rsqrtf(float x) { return 1.0f / __builtin_sqrtf(x); }
+
+/* sin/cos core: n = round(x*2/pi), r = x - n*pi/2 with pi/2 split in three
+ * floats via fma (exact first step), then the Cephes degree-3 (in r^2) sin
+ * and cos polynomials on [-pi/4, pi/4], quadrant chosen by selects.
+ * Tested for |x| <= 1e6 (max 1.59 ULP); 4.7 ULP near 4e6; meaningless for
+ * |x| >= 2^22*pi/2 (~6.6e6), where n no longer fits the rounding trick. */
+static inline float pf__sincosf(float x, int32_t q_off) {
+    const float magic = 0x1.8p23f;
+    float t = PF_FMA(x, 0x1.45f306p-1f, magic);   /* 2/pi */
+    float n = t - magic;
+    int32_t q = (int32_t)(pf__asuint(t) - pf__asuint(magic)) + q_off;
+#if defined(__FP_FAST_FMAF)
+    float r = PF_FMA(n, -0x1.921fb6p+0f, x);       /* exact */
+    r = PF_FMA(n, 0x1.777a5cp-25f, r);
+    r = PF_FMA(n, 0x1.ee59dap-50f, r);
+#else
+    double rd = (double)x - (double)n * 1.5707963267341256 - (double)n * 6.077100506506192e-11;
+    float r = (float)rd;
+#endif
+    float z = r * r;
+    float s = -1.9515295891e-4f;
+    s = PF_FMA(s, z, 8.3321608736e-3f);
+    s = PF_FMA(s, z, -1.6666654611e-1f);
+    s = PF_FMA(s * z, r, r);
+    float c = 2.443315711809948e-5f;
+    c = PF_FMA(c, z, -1.388731625493765e-3f);
+    c = PF_FMA(c, z, 4.166664568298827e-2f);
+    c = PF_FMA(c * z, z, PF_FMA(-0.5f, z, 1.0f));
+    float v = (q & 1) ? c : s;
+    return pf__asfloat(pf__asuint(v) ^ ((uint32_t)(q & 2) << 30));
+}
+
+/* sin(x): see pf__sincosf.  Max error 1.55 ULP for |x| <= 1e4, 1.59 for |x| <= 1e6. */
+static inline float pf_sinf(float x) { return pf__sincosf(x, 0); }
+
+/* cos(x): see pf__sincosf.  Max error 1.53 ULP for |x| <= 1e4, 1.56 for |x| <= 1e6. */
+static inline float pf_cosf(float x) { return pf__sincosf(x, 1); }
+
+/* ---- storage conversions ----
+ * Bit manipulation, branch-free, exact (round to nearest even, overflow to
+ * inf, subnormals, NaN stays NaN with numpy's payload rule).  GCC 12 does not
+ * vectorise _Float16 <-> float casts (no vector HF modes without AVX512-FP16),
+ * so they are opt-in: -DPF_MATH_USE_FLOAT16 (needs _Float16, and F16C on x86). */
+#if defined(PF_MATH_USE_FLOAT16)
+static inline float pf_f16_to_f32(uint16_t h) {
+    union { _Float16 f; uint16_t u; } v; v.u = h; return (float)v.f;
+}
+static inline uint16_t pf_f32_to_f16(float f) {
+    union { _Float16 f; uint16_t u; } v; v.f = (_Float16)f; return v.u;
+}
+#else
+/* f16 -> f32: rebias the exponent; subnormals via an exact float subtraction. */
+static inline float pf_f16_to_f32(uint16_t h) {
+    uint32_t hu = h;
+    uint32_t o = (hu & 0x7fffu) << 13;
+    uint32_t e = o & 0x0f800000u;
+    o += 0x38000000u;                                    /* (127-15) << 23 */
+    uint32_t o_inf = o + 0x38000000u;                    /* inf/NaN: exponent 255 */
+    uint32_t o_sub = pf__asuint(pf__asfloat(o + 0x00800000u) - 0x1p-14f);
+    o = e == 0x0f800000u ? o_inf : (e == 0u ? o_sub : o);
+    return pf__asfloat(o | ((hu & 0x8000u) << 16));
+}
+/* f32 -> f16, round to nearest even (F. Giesen's float_to_half_fast3_rtne). */
+static inline uint16_t pf_f32_to_f16(float f) {
+    uint32_t u = pf__asuint(f);
+    uint32_t sign = u & 0x80000000u;
+    u ^= sign;
+    uint32_t m = (u >> 13) & 0x3ffu;
+    uint32_t r_nan = 0x7c00u | (m ? m : 1u);             /* payload kept, like numpy */
+    uint32_t r_inf = u > 0x7f800000u ? r_nan : 0x7c00u;
+    uint32_t r_sub = pf__asuint(pf__asfloat(u) + 0.5f) - 0x3f000000u;  /* RNE by the FPU */
+    uint32_t r_norm = (u + 0xc8000fffu + ((u >> 13) & 1u)) >> 13;     /* rebias + RNE */
+    uint32_t r = u >= 0x47800000u ? r_inf : (u < 0x38800000u ? r_sub : r_norm);
+    return (uint16_t)(r | (sign >> 16));
+}
+#endif
+
+/* bf16 -> f32: the high half of a float. */
+static inline float pf_bf16_to_f32(uint16_t h) { return pf__asfloat((uint32_t)h << 16); }
+
+/* f32 -> bf16, round to nearest even; NaN is quietened (never rounds to inf). */
+static inline uint16_t pf_f32_to_bf16(float f) {
+    uint32_t u = pf__asuint(f);
+    uint32_t r = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+    uint32_t nan = (u >> 16) | 0x40u;
+    return (uint16_t)((u & 0x7fffffffu) > 0x7f800000u ? nan : r);
+}
+
+#endif /* PF_MATH_H */
