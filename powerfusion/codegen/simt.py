@@ -1,0 +1,580 @@
+"""SIMT printer: GIR programs as one CUDA, HIP or OpenCL C translation unit.
+
+The mapping keeps the interpreter's meaning (loops run in order) on a grid of blocks:
+
+- the CORES loop -> blocks, grid-stride: `for (p = block; p < P; p += blocks)`;
+- a SIMD loop in its body -> the block's threads: `for (i = tid; i < I; i += BLOCK)`.
+  An accumulator it updates becomes a per-thread partial, combined after the loop by a
+  block reduction (warp shuffles and a shared scratch; a local-memory tree on OpenCL)
+  whose result every thread holds;
+- row-level statements (outside SIMD loops) run in every thread on uniform values; a
+  store to memory there is made by thread 0;
+- LOCAL buffers -> one shared (`__local`) array per block;
+- a barrier goes between two statements when one writes memory that the other touches
+  through another thread. Every SIMD loop maps iteration i to thread i % BLOCK, so the
+  same index expression in two loops of one extent is the same thread: no barrier.
+
+Dialects are thin subclasses (qualifiers, index builtins, barrier, shuffle, type and
+math names). The op table, constants and index expressions are the C printer's.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..dtypes import DType
+from ..errors import UnsupportedError
+from ..gir.expr import Var
+from ..gir.ir import (Access, Buffer, Compute, Const, IndexValue, Level, Loop, Move, Parallel,
+                      Program, Role, Stmt, accesses, walk)
+from ..graph.ops import Op
+from .c import CPrinter, _plan_registers
+from .simt_plan import (MAX_BLOCK, Hazards, Use, block_size, blocks_of, check_lanes,
+                        fits_int32, local_buffers)
+
+SHARED_ALIGN = 16           # bytes: LOCAL arrays start 128-bit aligned in shared memory
+REDUCE_SCRATCH = 32         # 8-byte slots of the reduction scratch (one per warp)
+
+
+@dataclass(frozen=True)
+class KernelLaunch:
+    """How the runtime launches one kernel of a module."""
+
+    name: str
+    params: tuple[Buffer, ...]  # kernel arguments in order (OpenCL: inputs add an offset)
+    block: int                  # threads per block, compiled into the source
+    blocks: int                 # most blocks with work: the CORES extent, or 1 (serial)
+    shared_bytes: int           # dynamic shared memory per block (CUDA/HIP)
+
+    def grid(self, units: int) -> int:
+        """Blocks to launch on a device of `units` SMs / compute units: one full wave."""
+        return max(1, min(self.blocks, units * max(1, 2048 // self.block)))
+
+
+@dataclass(frozen=True)
+class SimtModule:
+    """One translation unit and the launch of each kernel in it."""
+
+    dialect: str
+    source: str
+    kernels: tuple[KernelLaunch, ...]
+
+    def kernel(self, name: str) -> KernelLaunch:
+        return next(k for k in self.kernels if k.name == name)
+
+
+def emit_simt(programs, dialect: str, max_block: int = MAX_BLOCK) -> str:
+    """The source of one translation unit, one kernel per program; deterministic."""
+    return build_simt(programs, dialect, max_block).source
+
+
+def build_simt(programs, dialect: str, max_block: int = MAX_BLOCK) -> SimtModule:
+    """The source plus each kernel's launch configuration (what the runtimes need)."""
+    if dialect not in DIALECTS:
+        raise UnsupportedError(f"SIMT dialect {dialect!r}: choose one of {sorted(DIALECTS)}")
+    cls = DIALECTS[dialect]
+    texts, launches, helpers = [], [], set()
+    for program in programs:
+        printer = cls(max_block)
+        texts.append(printer.kernel(program))
+        launches.append(printer.launch)
+        helpers |= printer.helpers
+    body = "\n".join(texts)
+    parts = [cls.prelude(uses_double="double" in body)]
+    parts += [cls.reduce_helper(op, dtype) for op, dtype in
+              sorted(helpers, key=lambda h: (h[0].name, h[1].value[0]))]
+    return SimtModule(dialect, "\n".join(parts + [body]), tuple(launches))
+
+
+# -- what the device prelude defines: pf_math.h's functions on the device ---------------------
+def _f32(x: float) -> str:
+    return re.sub(r"\.?0*p", "p", float.hex(float(np.float32(x)))) + "f"
+
+
+_MATH = [   # (name, body over x): {exp} etc. are the dialect's float functions
+    ("pf_expf", "{exp}(x)"), ("pf_logf", "{log}(x)"), ("pf_tanhf", "{tanh}(x)"),
+    ("pf_erff", "{erf}(x)"), ("pf_sinf", "{sin}(x)"), ("pf_cosf", "{cos}(x)"),
+    ("pf_rsqrtf", "{rsqrt}(x)"),
+    ("pf_sigmoidf", "1.0f / (1.0f + {exp}(-x))"),
+    ("pf_siluf", "x / (1.0f + {exp}(-x))"),
+    ("pf_geluf", f"0.5f * x * (1.0f + {{erf}}(x * {_f32(math.sqrt(0.5))}))"),
+    ("pf_gelu_tanhf", f"0.5f * x * (1.0f + {{tanh}}({_f32(math.sqrt(2 / math.pi))} * "
+                      f"(x + {_f32(0.044715)} * x * x * x)))"),
+]
+
+_CONVERSIONS = """\
+PF_FN float pf_f16_to_f32(unsigned short h) {
+    unsigned int sign = ((unsigned int)h & 0x8000u) << 16;
+    unsigned int rest = (unsigned int)h & 0x7fffu;
+    if (rest >= 0x7c00u) return PF_AS_FLOAT(sign | 0x7f800000u | ((rest & 0x3ffu) << 13));
+    if (rest >= 0x0400u) return PF_AS_FLOAT(sign | ((rest << 13) + 0x38000000u));
+    float mag = (float)rest * 0x1p-24f;          /* subnormal or zero: exact */
+    return sign ? -mag : mag;
+}
+PF_FN unsigned short pf_f32_to_f16(float f) {   /* round to nearest even, as numpy */
+    unsigned int x = PF_AS_UINT(f);
+    unsigned int sign = (x >> 16) & 0x8000u;
+    unsigned int a = x & 0x7fffffffu;
+    if (a > 0x7f800000u) return (unsigned short)(sign | 0x7e00u | ((a >> 13) & 0x3ffu));
+    if (a >= 0x477ff000u) return (unsigned short)(sign | 0x7c00u);
+    if (a < 0x38800000u)   /* subnormal: adding 0.5f rounds to a multiple of 2^-24 */
+        return (unsigned short)(sign | (PF_AS_UINT(PF_AS_FLOAT(a) + 0.5f) - 0x3f000000u));
+    return (unsigned short)(sign | ((a + 0xc8000fffu + ((a >> 13) & 1u)) >> 13));
+}
+PF_FN float pf_bf16_to_f32(unsigned short b) {
+    return PF_AS_FLOAT((unsigned int)b << 16);
+}
+PF_FN unsigned short pf_f32_to_bf16(float f) {
+    unsigned int x = PF_AS_UINT(f);
+    if ((x & 0x7fffffffu) > 0x7f800000u) return (unsigned short)((x >> 16) | 0x40u);
+    return (unsigned short)((x + 0x7fffu + ((x >> 16) & 1u)) >> 16);
+}
+"""
+
+
+class SimtPrinter(CPrinter):
+    """GIR -> a SIMT kernel. Subclasses set the dialect's vocabulary."""
+
+    dialect = "simt"
+    warp = 32                                   # threads per warp; blocks are multiples
+    kernel_head = 'extern "C" __global__ void __launch_bounds__({block})'
+    helper_qualifier = "__device__ __forceinline__"   # not static: no unused warnings
+    pointer_space = ""                          # address space of kernel pointers
+    restrict = "__restrict__"
+    thread_index = "(int)threadIdx.x"
+    block_index = "blockIdx.x"
+    block_count = "gridDim.x"
+    barrier = "__syncthreads();"
+    bitcasts = ("__uint_as_float", "__float_as_uint")
+    float_math = {"exp": "expf", "log": "logf", "tanh": "tanhf", "erf": "erff",
+                  "sin": "sinf", "cos": "cosf", "rsqrt": "rsqrtf"}
+    math_names: dict[str, str] = {}             # renames applied to the C op table
+    header = ""
+    int64_suffix = "LL"
+    storage_types = {DType.float32: "float", DType.float64: "double",
+                     DType.float16: "unsigned short", DType.bfloat16: "unsigned short",
+                     DType.int32: "int", DType.int64: "long long", DType.bool: "unsigned char"}
+    compute_types = {DType.float32: "float", DType.float64: "double", DType.int32: "int",
+                     DType.int64: "long long", DType.bool: "int"}
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        renames = cls.math_names
+        if renames:
+            pattern = re.compile(r"\b(" + "|".join(map(re.escape, renames)) + r")\(")
+            cls.ops = {k: pattern.sub(lambda m: renames[m.group(1)] + "(", t)
+                       for k, t in CPrinter.ops.items()}
+
+    def __init__(self, max_block: int = MAX_BLOCK):
+        super().__init__()
+        self.max_block = max_block
+        self.helpers: set[tuple[Op, DType]] = set()
+        self.thread_loop_var: Var | None = None  # the SIMD loop spread over threads
+        self.in_cores = False
+        self.hazards = Hazards()
+        self.pending: list[Use] = []             # row-level reads of the statement at hand
+        self.constants: dict[str, object] = {}    # registers last set to a constant
+
+    # -- the module's shared text -----------------------------------------------------
+    @classmethod
+    def prelude(cls, uses_double: bool) -> str:
+        i64 = cls.compute_types[DType.int64]
+        lines = [f"// generated by PowerFusion ({cls.dialect})", cls.header.rstrip("\n"),
+                 f"#define PF_FN {cls.helper_qualifier}",
+                 f"#define PF_AS_FLOAT(u) {cls.bitcasts[0]}(u)",
+                 f"#define PF_AS_UINT(f) {cls.bitcasts[1]}(f)",
+                 "#ifndef INFINITY", "#define INFINITY PF_AS_FLOAT(0x7f800000u)", "#endif",
+                 "#ifndef NAN", "#define NAN PF_AS_FLOAT(0x7fc00000u)", "#endif",
+                 "#ifndef INT32_MIN", "#define INT32_MIN (-2147483647 - 1)", "#endif",
+                 "#ifndef INT64_C", f"#define INT64_C(c) (({i64})c##{cls.int64_suffix})", "#endif",
+                 "#ifndef INT64_MIN", "#define INT64_MIN (INT64_C(-9223372036854775807) - 1)",
+                 "#endif", ""]
+        if uses_double:
+            lines += cls.double_header()
+        lines.append(f"PF_FN {i64} pf_clampi({i64} x, {i64} lo, {i64} hi) "
+                     "{ return x < lo ? lo : (x > hi ? hi : x); }")
+        lines += [f"PF_FN float {name}(float x) {{ return {body.format(**cls.float_math)}; }}"
+                  for name, body in _MATH]
+        return "\n".join(lines) + "\n" + _CONVERSIONS
+
+    @classmethod
+    def double_header(cls) -> list[str]:
+        return []
+
+    @classmethod
+    def reduce_helper(cls, op: Op, dtype: DType) -> str:
+        """`T pf_block_<op>_<T>(T v, scratch)`: combine v over the block, result in all."""
+        t = cls.compute_types[dtype]
+        combine = cls.ops[(op, cls.families[dtype])]
+        head = f"PF_FN {t} {cls.helper_name(op, dtype)}({t} v, {cls.scratch_param()})"
+        return "\n".join([head + " {"] + cls.reduce_body(t, combine) + ["}", ""])
+
+    @classmethod
+    def helper_name(cls, op: Op, dtype: DType) -> str:
+        return f"pf_block_{op.name.lower()}_{dtype.value[0]}"
+
+    @classmethod
+    def scratch_param(cls) -> str:
+        return "long long *scratch"
+
+    @classmethod
+    def reduce_body(cls, t: str, combine: str) -> list[str]:
+        warp, lane = "PF_WARP", f"{cls.thread_index}"
+        return [
+            f"    {t} *s = ({t} *)scratch;",
+            f"    for (int o = {warp} / 2; o > 0; o >>= 1) {{",
+            f"        {t} w = {cls.shuffle('v', 'o')};",
+            f"        v = {combine.format('v', 'w')};",
+            "    }",
+            f"    {cls.barrier}",
+            f"    if ({lane} % {warp} == 0) s[{lane} / {warp}] = v;",
+            f"    {cls.barrier}",
+            "    v = s[0];",
+            f"    for (int k = 1; k < (int)blockDim.x / {warp}; ++k) v = "
+            f"{combine.format('v', 's[k]')};",
+            "    return v;"]
+
+    @classmethod
+    def shuffle(cls, value: str, mask: str) -> str:
+        return f"__shfl_xor_sync(0xffffffffu, {value}, {mask})"
+
+    # -- one kernel -----------------------------------------------------------------
+    def kernel(self, program: Program) -> str:
+        """The kernel's text; sets self.launch."""
+        if not re.fullmatch(r"[A-Za-z_]\w*", program.name):
+            raise UnsupportedError(f"kernel name {program.name!r} is not an identifier")
+        self.taken.add(program.name)
+        self.params = {b.name: b for b in program.params}
+        for b in program.params:
+            if b.level is not Level.GLOBAL:
+                raise UnsupportedError(f"parameter {b.name} is at level {b.level.value}")
+        self.index_type = self.compute_types[DType.int32 if fits_int32(program)
+                                             else DType.int64]
+        self.block_size = block_size(program, self.warp, self.max_block)
+        blocks, why = blocks_of(program)
+        locals_ = local_buffers(program)
+        shared, offsets = 0, {}
+        for b in locals_:
+            offsets[b.name] = shared
+            shared += -(-b.size * np.dtype(self.compute_types_np[b.dtype.compute]).itemsize
+                        // SHARED_ALIGN) * SHARED_ALIGN
+        self.predeclare, self.inline = _plan_registers(program.body)
+        self.block(program.body, ())
+        body, self.lines = self.lines, []
+        prologue = [f"    const int pf_tid = {self.thread_index};"]
+        prologue += self.declare_locals(locals_, offsets)
+        if self.helpers:
+            prologue.append("    " + self.scratch_decl())
+        if why:
+            prologue.insert(0, f"    // one block runs every p: {why}")
+        self.launch = KernelLaunch(program.name, program.params, self.block_size, blocks,
+                                   self.dynamic_shared(shared))
+        head = self.kernel_head.format(block=self.block_size)
+        sig = f"{head} {program.name}({', '.join(self.kernel_params(program))}) {{"
+        return "\n".join([sig] + self.param_prologue(program) + prologue + body + ["}", ""])
+
+    compute_types_np = {DType.float32: "float32", DType.float64: "float64",
+                        DType.int32: "int32", DType.int64: "int64", DType.bool: "int32"}
+
+    def kernel_params(self, program: Program) -> list[str]:
+        out = []
+        for b in program.params:
+            const = "const " if b.role is Role.INPUT else ""
+            out.append(f"{self.pointer_space}{const}{self.storage_types[b.dtype]} "
+                       f"*{self.restrict} {self.ident('buf', b.name)}")
+        return out
+
+    def param_prologue(self, program: Program) -> list[str]:
+        return []
+
+    def declare_locals(self, locals_: list[Buffer], offsets: dict[str, int]) -> list[str]:
+        if not locals_:
+            return []
+        out = ["    extern __shared__ __align__(16) unsigned char pf_smem[];"]
+        for b in locals_:
+            t = self.compute_types[b.dtype.compute]
+            out.append(f"    {t} *{self.restrict} {self.ident('buf', b.name)} = "
+                       f"({t} *)(pf_smem + {offsets[b.name]});")
+        return out
+
+    def dynamic_shared(self, nbytes: int) -> int:
+        return nbytes
+
+    def scratch_decl(self) -> str:
+        return f"__shared__ long long pf_red[{REDUCE_SCRATCH}];"
+
+    # -- statements -------------------------------------------------------------------
+    def loop(self, loop: Loop, path: tuple[int, ...]) -> None:
+        var, n, idx = self.ident("var", loop.var.name), loop.var.extent, self.index_type
+        if self.thread_loop_var is not None:        # inside a thread: plain, per thread
+            self.body(loop, path, f"for ({idx} {var} = 0; {var} < {n}; ++{var}) {{")
+            return
+        if loop.kind is Parallel.SIMD:
+            self.thread_loop(loop, path)
+            return
+        if loop.kind is Parallel.CORES and not self.in_cores:
+            header = (f"for ({idx} {var} = {self.block_index}; {var} < {n}; "
+                      f"{var} += {self.block_count}) {{")
+            self.in_cores = True
+            self.repeated_body(loop, path, header)
+            self.in_cores = False
+            return
+        self.repeated_body(loop, path, f"for ({idx} {var} = 0; {var} < {n}; ++{var}) {{")
+
+    def repeated_body(self, loop: Loop, path, header: str) -> None:
+        """A loop every thread runs in step: its next iteration may need a barrier
+        against what the last one left unsynchronised."""
+        everything = self.loop_accesses(loop)
+        if self.hazards.conflicts(everything):  # entering: against what came before
+            self.emit_barrier()
+        self.emit(header)
+        self.depth += 1
+        self.block(loop.body, path)
+        if self.hazards.conflicts(everything):
+            self.emit_barrier()
+        self.depth -= 1
+        self.emit("}")
+        self.hazards.add(everything)
+
+    def thread_loop(self, loop: Loop, path) -> None:
+        var, n, idx = self.ident("var", loop.var.name), loop.var.extent, self.index_type
+        uses = self.loop_accesses(loop)
+        check_lanes(uses, loop)
+        self.sync_before(uses)
+        accumulators = self.accumulators(loop)
+        saved = {}
+        for reg, op in accumulators:        # partials start from the identity
+            name = self.ident("buf", reg.name)
+            identity = _IDENTITY[op](reg.dtype)
+            if self.constants.get(reg.name, None) != identity.value:
+                saved[reg.name] = self.ident("init", reg.name)
+                self.emit(f"{self.compute_types[reg.dtype.compute]} {saved[reg.name]} = {name};")
+                self.emit(f"{name} = {self.literal(identity.value, identity.dtype, reg.dtype)};")
+        self.thread_loop_var = loop.var
+        self.body(loop, path, f"for ({idx} {var} = pf_tid; {var} < {n}; "
+                              f"{var} += {self.block_size}) {{")
+        self.thread_loop_var = None
+        for reg, op in accumulators:
+            dtype = reg.dtype.compute
+            self.helpers.add((op, dtype))
+            name = self.ident("buf", reg.name)
+            self.emit(f"{name} = {self.helper_name(op, dtype)}({name}, pf_red);")
+            self.constants.pop(reg.name, None)
+            if reg.name in saved:
+                combine = self.ops[(op, self.family(dtype))]
+                self.emit(f"{name} = {combine.format(saved[reg.name], name)};")
+        if accumulators:
+            self.hazards.clear()             # the block reduction synchronised the block
+
+    def accumulators(self, loop: Loop) -> list[tuple[Buffer, Op]]:
+        """Outer registers the loop updates: only as `r = op(r, x)`, never read otherwise."""
+        found: dict[str, tuple[Buffer, Op]] = {}
+        others: set[str] = set()
+        for s, _ in walk(loop.body):
+            if isinstance(s, Loop):
+                continue
+            own = isinstance(s, Compute) and s.is_accumulate
+            srcs = (s.src,) if isinstance(s, Move) else s.srcs[1 if own else 0:]
+            others |= {a.buffer.name for a in srcs if isinstance(a, Access)}
+            reg = s.dst.buffer
+            if reg.level is not Level.REGISTER or reg.name not in self.visible:
+                continue
+            if not own or s.op not in _IDENTITY or found.get(reg.name, (reg, s.op))[1] is not s.op:
+                raise UnsupportedError(
+                    f"SIMT codegen: register {reg.name} is updated across the iterations of "
+                    f"SIMD loop {loop.var.name} other than as one reduction ({s}); the "
+                    "threads of a block cannot share it")
+            found[reg.name] = (reg, s.op)
+        if others & found.keys():
+            raise UnsupportedError(
+                f"SIMT codegen: accumulator(s) {sorted(others & found.keys())} are read inside "
+                f"SIMD loop {loop.var.name}, where each thread holds only a partial value")
+        return [found[k] for k in sorted(found)]
+
+    def read(self, a: Access) -> str:
+        if self.thread_loop_var is None and self.shared(a.buffer):
+            self.pending.append(Use(a.buffer.name, ("all",), False))
+        return super().read(a)
+
+    def compute(self, c: Compute, path) -> None:
+        super().compute(c, path)
+        if c.op is None and isinstance(c.srcs[0], Const):
+            self.constants[c.dst.buffer.name] = c.srcs[0].value
+
+    def write(self, a: Access, value: str, src: DType, path, round16: bool) -> None:
+        """Every statement ends here: row-level memory traffic syncs first, and a store
+        to memory outside the thread loops is made by thread 0."""
+        self.constants.pop(a.buffer.name, None)
+        if self.thread_loop_var is None:
+            uses, self.pending = self.pending, []
+            if self.shared(a.buffer):
+                uses.append(Use(a.buffer.name, ("one",), True))
+            self.sync_before(uses)
+        if a.buffer.level is Level.REGISTER or self.thread_loop_var is not None:
+            super().write(a, value, src, path, round16)
+            return
+        start = len(self.lines)             # a row-level store: one thread makes it
+        super().write(a, value, src, path, round16)
+        stored = [line.strip() for line in self.lines[start:]]
+        del self.lines[start:]
+        self.emit(f"if (pf_tid == 0) {{ {' '.join(stored)} }}")
+
+    def operand(self, o, target: DType) -> str:
+        if isinstance(o, IndexValue):
+            i64 = self.compute_types[DType.int64]
+            return self.convert(f"(({i64})({self.index(o.index)}))", DType.int64, target, False)
+        return super().operand(o, target)
+
+    # -- barriers ---------------------------------------------------------------------
+    def sync_before(self, uses: list[Use]) -> None:
+        if self.hazards.conflicts(uses):
+            self.emit_barrier()
+        self.hazards.add(uses)
+
+    def emit_barrier(self) -> None:
+        self.emit(self.barrier)
+        self.hazards.clear()
+
+    def shared(self, buf: Buffer) -> bool:
+        """Memory other threads of the block may touch: LOCAL and non-input global."""
+        return buf.level is Level.LOCAL or (buf.level is Level.GLOBAL
+                                             and buf.role is not Role.INPUT)
+
+    def row_accesses(self, s: Stmt) -> list[Use]:
+        if isinstance(s, Loop):
+            return self.loop_accesses(s)
+        reads, writes = accesses(s)
+        return ([Use(a.buffer.name, ("all",), False) for a in reads if self.shared(a.buffer)]
+                + [Use(a.buffer.name, ("one",), True) for a in writes if self.shared(a.buffer)])
+
+    def loop_accesses(self, loop: Loop) -> list[Use]:
+        """Every shared access in the loop, with the thread that makes it."""
+        if loop.kind is not Parallel.SIMD:
+            out = []
+            for s in loop.body:
+                out += self.row_accesses(s)
+            return out
+        lane = Var("pf_lane", loop.var.extent)
+        out = []
+        for s, inner in walk(loop.body):
+            reads, writes = accesses(s)
+            for a, is_write in [(a, False) for a in reads] + [(a, True) for a in writes]:
+                if not self.shared(a.buffer):
+                    continue
+                inner_vars = {lp.var for lp in inner}
+                if a.index.vars() & inner_vars or loop.var not in a.index.vars():
+                    who = ("any",)      # many threads may meet this element
+                else:
+                    who = ("lane", a.index.substitute({loop.var: lane}))
+                out.append(Use(a.buffer.name, who, is_write))
+        return out
+
+
+# -- identities of the accumulations a block reduction combines ----------------------------
+def _identity(op: Op):
+    from ..gir.lower import identity
+    return lambda dtype: identity(op, dtype)
+
+
+_IDENTITY = {
+    Op.ADD: _identity(Op.SUM),
+    Op.MAXIMUM: _identity(Op.MAX),
+    Op.MINIMUM: _identity(Op.MIN),
+    Op.MUL: lambda dtype: Const(True if dtype.is_bool else 1 if dtype.is_int else 1.0, dtype),
+}
+
+
+# -- the dialects -----------------------------------------------------------------------------
+class CudaPrinter(SimtPrinter):
+    dialect = "cuda"
+    header = "#define PF_WARP 32\n"
+
+
+class HipPrinter(SimtPrinter):
+    dialect = "hip"
+    warp = 64               # a CDNA wavefront (gfx90a); blocks are multiples of it
+    header = ("#if !defined(__HIPCC_RTC__)\n#include <hip/hip_runtime.h>\n#endif\n"
+              "#define PF_WARP warpSize\n")
+
+    @classmethod
+    def shuffle(cls, value: str, mask: str) -> str:
+        return f"__shfl_xor({value}, {mask})"
+
+
+class OpenCLPrinter(SimtPrinter):
+    dialect = "opencl"
+    kernel_head = "__kernel __attribute__((reqd_work_group_size({block}, 1, 1))) void"
+    helper_qualifier = "static inline"
+    pointer_space = "__global "
+    restrict = "restrict"
+    thread_index = "(int)get_local_id(0)"
+    block_index = "get_group_id(0)"
+    block_count = "get_num_groups(0)"
+    barrier = "barrier(CLK_LOCAL_MEM_FENCE | CLK_GLOBAL_MEM_FENCE);"
+    bitcasts = ("as_float", "as_uint")
+    int64_suffix = "L"
+    float_math = {"exp": "exp", "log": "log", "tanh": "tanh", "erf": "erf", "sin": "sin",
+                  "cos": "cos", "rsqrt": "rsqrt"}
+    math_names = {"fabsf": "fabs", "sqrtf": "sqrt", "powf": "pow"}
+    storage_types = {DType.float32: "float", DType.float64: "double",
+                     DType.float16: "ushort", DType.bfloat16: "ushort", DType.int32: "int",
+                     DType.int64: "long", DType.bool: "uchar"}
+    compute_types = {DType.float32: "float", DType.float64: "double", DType.int32: "int",
+                     DType.int64: "long", DType.bool: "int"}
+
+    @classmethod
+    def double_header(cls) -> list[str]:
+        return ["#pragma OPENCL EXTENSION cl_khr_fp64 : enable", ""]
+
+    @classmethod
+    def scratch_param(cls) -> str:
+        return "__local long *scratch"
+
+    @classmethod
+    def reduce_body(cls, t: str, combine: str) -> list[str]:
+        return [
+            f"    __local {t} *s = (__local {t} *)scratch;",
+            "    int t = (int)get_local_id(0), n = (int)get_local_size(0);",
+            f"    {cls.barrier}",
+            "    s[t] = v;",
+            f"    {cls.barrier}",
+            "    for (int o = n / 2; o > 0; o >>= 1) {",
+            f"        if (t < o) {{ {t} a = s[t], b = s[t + o]; "
+            f"s[t] = {combine.format('a', 'b')}; }}",
+            f"        {cls.barrier}",
+            "    }",
+            "    return s[0];"]
+
+    def kernel_params(self, program: Program) -> list[str]:
+        out = []
+        for b in program.params:
+            t = self.storage_types[b.dtype]
+            if b.role is Role.INPUT:        # inputs: covering storage + logical element 0
+                out.append(f"__global const {t} *restrict {self.ident('buf', b.name + '_base')}")
+                out.append(f"long {self.ident('buf', b.name + '_offset')}")
+            else:
+                out.append(f"__global {t} *restrict {self.ident('buf', b.name)}")
+        return out
+
+    def param_prologue(self, program: Program) -> list[str]:
+        return [f"    __global const {self.storage_types[b.dtype]} *restrict "
+                f"{self.ident('buf', b.name)} = {self.ident('buf', b.name + '_base')} + "
+                f"{self.ident('buf', b.name + '_offset')};"
+                for b in program.params if b.role is Role.INPUT]
+
+    def declare_locals(self, locals_: list[Buffer], offsets: dict[str, int]) -> list[str]:
+        return [f"    __local {self.compute_types[b.dtype.compute]} "
+                f"{self.ident('buf', b.name)}[{b.size}];" for b in locals_]
+
+    def dynamic_shared(self, nbytes: int) -> int:
+        return 0
+
+    def scratch_decl(self) -> str:
+        return f"__local long pf_red[{self.block_size}];"
+
+
+DIALECTS = {"cuda": CudaPrinter, "hip": HipPrinter, "opencl": OpenCLPrinter}

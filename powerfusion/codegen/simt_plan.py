@@ -1,0 +1,162 @@
+"""What the SIMT printer decides before it prints: launch shape and barrier placement.
+
+Launch shape: threads per block (a power of two, a multiple of the warp), how many
+blocks can share the CORES loop (only when their units touch disjoint memory), the
+LOCAL arrays, and whether 32-bit index arithmetic is exact.
+
+Barriers: a `Use` is one access to memory other threads of a block can see, with the
+thread that makes it: ("lane", index) inside a SIMD loop (iteration i runs on thread
+i % BLOCK, so an equal index in loops of equal extent is the same thread), ("one",) for
+a row-level store (thread 0), ("all",) for a row-level read, ("any",) when unknown.
+Two uses conflict when one writes and another thread may be the other's.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from ..errors import UnsupportedError
+from ..gir.expr import Expr, Var
+from ..gir.ir import (Buffer, Compute, IndexValue, Level, Loop, Parallel, Program, Stmt,
+                      accesses, walk)
+
+MAX_BLOCK = 1024            # threads per block: the most every SIMT device takes
+ITEMS_PER_THREAD = 4        # block size aims at this many elements of a row per thread
+ELEMENTWISE_BLOCK = 256     # kernels without block reductions need no bigger blocks
+
+
+# -- launch shape ---------------------------------------------------------------------------
+def _thread_loops(stmts: tuple[Stmt, ...]):
+    for s in stmts:
+        if isinstance(s, Loop):
+            if s.kind is Parallel.SIMD:
+                yield s
+            else:
+                yield from _thread_loops(s.body)
+
+
+def block_size(program: Program, warp: int, max_block: int) -> int:
+    loops = list(_thread_loops(program.body))
+    if not loops:
+        return warp
+    reduces = any(isinstance(s, Compute) and s.is_accumulate
+                  for lp in loops for s, _ in walk(lp.body))
+    extent = max(lp.var.extent for lp in loops)
+    want = 1 << max(0, math.ceil(math.log2(max(1, -(-extent // ITEMS_PER_THREAD)))))
+    cap = max_block if reduces else min(ELEMENTWISE_BLOCK, max_block)
+    cap = 1 << (cap.bit_length() - 1)        # a power of two: the reduction trees halve it
+    return max(warp, min(want, cap))
+
+
+def blocks_of(program: Program) -> tuple[int, str]:
+    """(blocks, why one): the CORES extent when the units touch disjoint memory."""
+    from ..passes.util import split_region
+
+    cores = [s for s in program.body if isinstance(s, Loop) and s.kind is Parallel.CORES]
+    if len(cores) != 1:
+        return 1, "the program has no single parallel loop"
+    for s in program.body:
+        if s is not cores[0] and any(a.buffer.level is not Level.REGISTER
+                                     for t, _ in walk((s,)) for a in accesses(t)[1]):
+            return 1, "it writes memory outside its parallel loop"
+    p = cores[0].var
+    written = {a.buffer.name for t, _ in walk(cores[0].body) for a in accesses(t)[1]
+               if a.buffer.level is Level.GLOBAL}
+    regions: dict[str, set] = {}
+    for t, _ in walk(cores[0].body):
+        for a in accesses(t)[0] + accesses(t)[1]:
+            if a.buffer.name not in written:
+                continue
+            split = split_region(a.index, p)
+            if split is None:
+                return 1, f"{a.buffer.name}[{a.index}] is not one region per unit"
+            base, local = split
+            stride = base.substitute({p: 1}).const - base.substitute({p: 0}).const
+            if base != base.substitute({p: 0}) + Expr.of(p) * stride or \
+                    local.bounds()[1] >= abs(stride) and p.extent > 1:
+                return 1, f"{a.buffer.name}: units' regions may overlap"
+            regions.setdefault(a.buffer.name, set()).add(base)
+    if any(len(bases) > 1 for bases in regions.values()):
+        return 1, "a buffer is reached at different bases"
+    return cores[0].var.extent, ""
+
+
+def local_buffers(program: Program) -> list[Buffer]:
+    seen: dict[str, Buffer] = {}
+    for s, _ in walk(program.body):
+        reads, writes = accesses(s)
+        for a in reads + writes:
+            if a.buffer.level is Level.LOCAL:
+                seen.setdefault(a.buffer.name, a.buffer)
+    return list(seen.values())
+
+
+def _magnitude(e: Expr) -> int:
+    total = abs(e.const)
+    for atom, c in e.terms:
+        lo, hi = atom.bounds()
+        inner = 0 if isinstance(atom, Var) else _magnitude(atom.arg)
+        total = max(total, inner) + abs(c) * max(abs(lo), abs(hi))
+    return total
+
+
+def fits_int32(program: Program) -> bool:
+    """Can every index expression (and every partial sum of it) be a 32-bit int?"""
+    limit = 2**31 - 1
+    for s, loops in walk(program.body):
+        if isinstance(s, Loop):
+            if s.var.extent + MAX_BLOCK * 2048 > limit:
+                return False
+            continue
+        reads, writes = accesses(s)
+        exprs = [a.index for a in reads + writes]
+        if isinstance(s, Compute):
+            exprs += [o.index for o in s.srcs if isinstance(o, IndexValue)]
+        if any(_magnitude(e) > limit for e in exprs):
+            return False
+    return True
+
+
+# -- barriers -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Use:
+    buffer: str
+    who: tuple          # ("lane", index) | ("one",) thread 0 | ("all",) | ("any",)
+    write: bool
+
+
+def conflict(a: Use, b: Use) -> bool:
+    if a.buffer != b.buffer or not (a.write or b.write):
+        return False
+    return not (a.who == b.who and a.who[0] in ("lane", "one"))
+
+
+class Hazards:
+    """Shared accesses since the last barrier."""
+
+    def __init__(self):
+        self.uses: list[Use] = []
+
+    def conflicts(self, uses: list[Use]) -> bool:
+        return any(conflict(a, b) for a in uses for b in self.uses)
+
+    def add(self, uses: list[Use]) -> None:
+        self.uses += [u for u in uses if u not in self.uses]
+
+    def clear(self) -> None:
+        self.uses = []
+
+
+def check_lanes(uses: list[Use], loop: Loop) -> None:
+    """Inside one SIMD loop, threads run side by side: no element may pass between them."""
+    for k, a in enumerate(uses):
+        if a.write and a.who[0] != "lane":
+            raise UnsupportedError(
+                f"SIMT codegen: SIMD loop {loop.var.name} writes {a.buffer} at an element "
+                "that does not follow the loop index; several threads would store it")
+        for b in uses[k + 1:]:
+            if conflict(a, b):
+                raise UnsupportedError(
+                    f"SIMT codegen: SIMD loop {loop.var.name} passes values between its "
+                    f"iterations through {a.buffer}; its threads run side by side")

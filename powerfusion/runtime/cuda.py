@@ -1,0 +1,246 @@
+"""CUDA runtime through NVIDIA's cuda-python: NVRTC compile (cuda.core), load, launch.
+
+A plan runs on torch CUDA tensors (on torch's current stream; results are torch
+tensors), on anything with `__cuda_array_interface__` (CuPy; results are torch tensors
+when torch is there), or on numpy arrays (copied in and out; the contract of
+`compiler.Executable.run`). cubins are cached on disk under a key of the source, the
+GPU architecture and the NVRTC version.
+
+Nothing here is imported until a CUDA plan runs: machines without a GPU or without
+cuda-python never load it. It has not run on a GPU in this repository's CI.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import threading
+
+import numpy as np
+
+from ..errors import CompileError, UnsupportedError
+from ..gir.ir import Role
+from .cache import DiskCache, atomic_write_bytes, cache_dir, cache_key, ensure_private_dir
+
+MAX_STATIC_SHARED = 48 * 1024      # beyond this a kernel must opt in to dynamic shared memory
+
+
+def _core():
+    try:
+        import cuda.core as core
+        if not hasattr(core, "Program"):            # cuda.core < 0.3
+            import cuda.core.experimental as core
+    except ImportError:
+        raise UnsupportedError("target='cuda' needs NVIDIA's cuda-python: "
+                               "pip install cuda-python cuda-core") from None
+    return core
+
+
+def _driver():
+    try:
+        from cuda.bindings import driver
+    except ImportError:                             # cuda-python < 12.6
+        from cuda import cuda as driver
+    return driver
+
+
+def _check(result):
+    """The value of a cuda.bindings call, raising on an error status."""
+    err, *rest = result if isinstance(result, tuple) else (result,)
+    if int(err) != 0:
+        raise RuntimeError(f"CUDA driver error {err}")
+    return rest[0] if len(rest) == 1 else rest
+
+
+@functools.cache
+def device():
+    core = _core()
+    try:
+        dev = core.Device()
+        dev.set_current()
+    except Exception as exc:
+        raise UnsupportedError(f"target='cuda': no usable CUDA device ({exc})") from None
+    return dev
+
+
+def _arch() -> str:
+    major, minor = device().compute_capability
+    return f"sm_{major}{minor}"
+
+
+# -- compiler --------------------------------------------------------------------------------
+_modules: dict[str, object] = {}
+_lock = threading.Lock()
+
+
+def load(source: str):
+    """The loaded module (cuda.core ObjectCode) of source; NVRTC runs once per disk key."""
+    core = _core()
+    arch = _arch()
+    key = cache_key(source, arch, ".".join(map(str, _nvrtc_version())))
+    with _lock:
+        if key in _modules:
+            return _modules[key]
+        cache = DiskCache(cache_dir() / "cuda")
+        path = cache.lookup(key, ".cubin")
+        if path is None:
+            path = cache.store(key, ".cubin",
+                               lambda out: out.write_bytes(_nvrtc(core, source, arch, key)))
+        _modules[key] = core.ObjectCode.from_cubin(path.read_bytes())
+        return _modules[key]
+
+
+def _nvrtc_version() -> tuple[int, ...]:
+    try:
+        from cuda.bindings import nvrtc
+    except ImportError:
+        from cuda import nvrtc
+    return tuple(_check(nvrtc.nvrtcVersion()))
+
+
+def _nvrtc(core, source: str, arch: str, key: str) -> bytes:
+    options = core.ProgramOptions(arch=arch, std="c++17")
+    try:
+        return bytes(core.Program(source, code_type="c++", options=options)
+                     .compile("cubin").code)
+    except Exception as exc:
+        kept = ensure_private_dir(cache_dir() / "failed") / f"cuda-{key[:16]}.cu"
+        atomic_write_bytes(kept, source.encode())
+        raise CompileError(f"NVRTC failed for {arch}",
+                           command=["nvrtc", f"--gpu-architecture={arch}"],
+                           stderr=str(exc), source_path=str(kept)) from None
+
+
+def _allow_shared(kernel, nbytes: int) -> None:
+    if nbytes <= MAX_STATIC_SHARED:
+        return
+    driver = _driver()
+    attr = driver.CUfunction_attribute.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES
+    handle = kernel._handle
+    if isinstance(handle, driver.CUkernel):
+        _check(driver.cuKernelSetAttribute(attr, nbytes, handle, device().device_id))
+    else:
+        _check(driver.cuFuncSetAttribute(handle, attr, nbytes))
+
+
+class _TorchStream:
+    """torch's current stream, in the protocol cuda.core accepts."""
+
+    def __init__(self, handle: int):
+        self.handle = handle
+
+    def __cuda_stream__(self):
+        return (0, self.handle)
+
+
+# -- executable ------------------------------------------------------------------------------
+class CudaExecutable:
+    """A plan's kernels in one CUDA module, loaded on first run."""
+
+    def __init__(self, plan, module):
+        self.plan, self.module, self.source = plan, module, module.source
+        self._kernels = None
+
+    def kernels(self) -> dict:
+        if self._kernels is None:
+            code = load(self.source)
+            self._kernels = {}
+            for k in self.module.kernels:
+                kernel = code.get_kernel(k.name)
+                _allow_shared(kernel, k.shared_bytes)
+                self._kernels[k.name] = kernel
+        return self._kernels
+
+    def _launch(self, program, pointers: dict[str, int], stream) -> None:
+        core = _core()
+        config = self.module.kernel(program.name)
+        grid = config.grid(device().properties.multiprocessor_count)
+        launch = core.LaunchConfig(grid=grid, block=config.block,
+                                   shmem_size=config.shared_bytes)
+        args = [ctypes.c_void_p(pointers[p.name]) for p in program.params]
+        core.launch(stream, launch, self.kernels()[program.name], *args)
+
+    def run(self, inputs):
+        """numpy in, numpy out (copies); torch CUDA tensors or CUDA arrays in, torch out."""
+        if inputs and all(_on_gpu(a) for a in inputs):
+            return self._run_on_device(inputs)
+        return self._run_from_host(inputs)
+
+    def _run_from_host(self, inputs) -> list[np.ndarray]:
+        from ..compiler import execute
+        from ..gir.interpreter import as_storage
+
+        driver = _driver()
+        stream = device().default_stream
+        allocations: dict[str, tuple[int, int]] = {}   # name -> (device pointer, base)
+
+        def launch(program, arrays) -> None:
+            pointers = {}
+            for p in program.params:
+                if p.name not in allocations:
+                    array = arrays[p.name]
+                    flat, base = as_storage(array) if p.role is Role.INPUT else (array, 0)
+                    flat = np.ascontiguousarray(flat)
+                    ptr = int(_check(driver.cuMemAlloc(max(1, flat.nbytes))))
+                    if p.role is Role.INPUT and flat.nbytes:
+                        _check(driver.cuMemcpyHtoD(ptr, flat.ctypes.data, flat.nbytes))
+                    allocations[p.name] = (ptr, base)
+                ptr, base = allocations[p.name]
+                pointers[p.name] = ptr + base * p.dtype.itemsize
+            self._launch(program, pointers, stream)
+            stream.sync()
+            for p in program.params:
+                if p.role is not Role.INPUT and p.name in self.plan.buffers \
+                        and arrays[p.name].nbytes:
+                    _check(driver.cuMemcpyDtoH(arrays[p.name].ctypes.data,
+                                               allocations[p.name][0], arrays[p.name].nbytes))
+
+        try:
+            return execute(self.plan, inputs, launch)
+        finally:
+            for ptr, _ in allocations.values():
+                driver.cuMemFree(ptr)
+
+    def _run_on_device(self, inputs):
+        import torch
+
+        tensors = [a if isinstance(a, torch.Tensor) else torch.as_tensor(a, device="cuda")
+                   for a in inputs]
+        stream = device().create_stream(_TorchStream(torch.cuda.current_stream().cuda_stream))
+        values: dict[str, torch.Tensor] = dict(zip(self.plan.input_names, tensors))
+        for name, buf in self.plan.buffers.items():
+            if buf.role is not Role.INPUT:
+                values[name] = torch.empty(max(1, buf.nbytes), dtype=torch.uint8,
+                                           device=tensors[0].device)
+        for ck in self.plan.kernels:
+            if not all(ck.kernel.shape):
+                continue
+            for p in ck.program.params:
+                values.setdefault(p.name, torch.empty(max(1, p.nbytes), dtype=torch.uint8,
+                                                      device=tensors[0].device))
+            self._launch(ck.program, {p.name: values[p.name].data_ptr()
+                                      for p in ck.program.params}, stream)
+        return [_as_output(spec, shape, self.plan.buffers, values, tensors)
+                for spec, shape in zip(self.plan.outputs, self.plan.out_shapes)]
+
+
+def _on_gpu(a) -> bool:
+    if hasattr(a, "is_cuda"):
+        return bool(a.is_cuda)
+    return hasattr(a, "__cuda_array_interface__")
+
+
+def _as_output(spec, shape, buffers, values, tensors):
+    """One graph output as a torch tensor: a kernel's buffer, an input, or a constant."""
+    import math
+
+    import torch
+
+    if spec[0] == "input":
+        return tensors[spec[1]].reshape(shape).clone()
+    if spec[0] == "const":
+        return torch.full(shape, spec[1], dtype=getattr(torch, str(spec[2])),
+                          device=tensors[0].device)
+    dtype = buffers[spec[1]].dtype
+    raw = values[spec[1]][:dtype.itemsize * math.prod(shape)]
+    return raw.view(getattr(torch, str(dtype))).reshape(shape)

@@ -1,0 +1,128 @@
+"""A plan run on a SIMT device: the compiler's contract, one class per runtime.
+
+`compile_plan_simt(plan, dialect)` prints the plan's kernels in the dialect and returns
+an executable whose `.source` is exactly what the runtime compiles (so explain can show
+it without the device) and whose `.run(inputs)` follows `compiler.Executable.run`:
+numpy storage arrays per graph input, with the strides used at plan time, in; fresh
+C-contiguous numpy arrays per graph output (bfloat16 as uint16) out.
+
+`simt_target(dialect)` is the Target the plan is made for: shared memory as the device
+has it, less what the printer reserves for its reduction scratch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from ..codegen.simt import MAX_BLOCK, REDUCE_SCRATCH, SHARED_ALIGN, SimtModule, build_simt
+from ..errors import UnsupportedError
+from ..gir.ir import Level, Program, Role
+from ..targets import MemoryLevel, Target
+from ..targets.target import shipped
+
+DIALECTS = ("cuda", "hip", "opencl")
+
+
+def simt_target(dialect: str) -> Target:
+    """The Target a plan for this dialect is made for."""
+    if dialect == "opencl":
+        from . import opencl
+
+        dev = opencl.device().device
+        reserve = MAX_BLOCK * 8                 # the __local reduction tree
+        return Target(
+            name="opencl", family="simt", cores=max(1, int(dev.max_compute_units)),
+            simd_bytes=16,
+            memory=(MemoryLevel(Level.GLOBAL, int(dev.global_mem_size), 100e9, "device"),
+                    MemoryLevel(Level.LOCAL, max(0, int(dev.local_mem_size) - reserve),
+                                1e12, "block"),
+                    MemoryLevel(Level.REGISTER, 1024, 1e13, "thread")))
+    names = {"cuda": "h100", "hip": "mi250"}
+    if dialect not in names:
+        raise UnsupportedError(f"SIMT dialect {dialect!r}: choose one of {list(DIALECTS)}")
+    target = shipped(names[dialect])
+    # static reduction scratch and the padding of each LOCAL array to SHARED_ALIGN
+    reserve = REDUCE_SCRATCH * 8 + 16 * SHARED_ALIGN
+    return dataclasses.replace(target, memory=tuple(
+        dataclasses.replace(m, capacity=m.capacity - reserve) if m.level is Level.LOCAL
+        else m for m in target.memory))
+
+
+def compile_plan_simt(plan, dialect: str):
+    """An executable for plan's kernels in dialect ("cuda", "hip", "opencl")."""
+    programs = [ck.program for ck in plan.kernels]
+    if dialect == "opencl":
+        from . import opencl
+
+        largest = int(opencl.device().device.max_work_group_size)
+        return OpenCLExecutable(plan, build_simt(programs, dialect, min(MAX_BLOCK, largest)))
+    module = build_simt(programs, dialect)
+    if dialect == "cuda":
+        from .cuda import CudaExecutable
+
+        return CudaExecutable(plan, module)
+    if dialect == "hip":
+        return SourceOnlyExecutable(plan, module)
+    raise UnsupportedError(f"SIMT dialect {dialect!r}: choose one of {list(DIALECTS)}")
+
+
+class SourceOnlyExecutable:
+    """A plan whose source can be shown and compiled offline but not run here."""
+
+    def __init__(self, plan, module: SimtModule):
+        self.plan, self.module, self.source = plan, module, module.source
+
+    def run(self, inputs) -> list[np.ndarray]:
+        raise UnsupportedError(f"target={self.module.dialect!r}: PowerFusion has no runtime "
+                               "for it yet; its source (.source) compiles with hipcc")
+
+
+class OpenCLExecutable(SourceOnlyExecutable):
+    """Kernels built once (lazily, on first run); each run copies in, launches, copies out."""
+
+    def __init__(self, plan, module: SimtModule):
+        super().__init__(plan, module)
+        self._kernels = None
+
+    def kernels(self) -> dict:
+        if self._kernels is None:
+            from . import opencl
+
+            program = opencl.build(self.source)
+            self._kernels = {k.name: opencl.OpenCLKernel(program, k.name)
+                             for k in self.module.kernels}
+        return self._kernels
+
+    def run(self, inputs) -> list[np.ndarray]:
+        from ..compiler import execute
+        from ..gir.interpreter import as_storage
+        from . import opencl
+
+        kernels = self.kernels()
+        units = int(opencl.device().device.max_compute_units)
+        on_device: dict[str, object] = {}
+        input_offsets: dict[str, int] = {}
+        plan_buffers = self.plan.buffers
+
+        def launch(program: Program, arrays: dict[str, np.ndarray]) -> None:
+            config = self.module.kernel(program.name)
+            args = []
+            for p in program.params:
+                if p.name not in on_device:
+                    if p.role is Role.INPUT:
+                        flat, base = as_storage(arrays[p.name])
+                        on_device[p.name] = opencl.to_device(flat)
+                        input_offsets[p.name] = base
+                    else:
+                        on_device[p.name] = opencl.empty(arrays[p.name].nbytes)
+                args.append(on_device[p.name])
+                if p.role is Role.INPUT:
+                    args.append(np.int64(input_offsets[p.name]))
+            kernels[program.name](config.grid(units), config.block, args)
+            for p in program.params:    # what the caller (or a later kernel's host view) sees
+                if p.role is not Role.INPUT and p.name in plan_buffers:
+                    opencl.to_host(on_device[p.name], arrays[p.name])
+
+        return execute(self.plan, inputs, launch)
