@@ -8,6 +8,7 @@ executable in memory; the compiler keeps the binaries on disk.
 from __future__ import annotations
 
 import functools
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -149,8 +150,27 @@ def _trace_prepared(fn, bound, tensors: list[_TensorArg]):
     return trace_bound(fn, bound, values)
 
 
-def jit(fn=None, *, target: str = "cpu"):
-    """Compile fn on first call per signature: `@pf.jit` or `@pf.jit(target="cpu")`."""
+def default_target() -> str:
+    """$POWERFUSION_TARGET, else "cpu": lets a whole test suite run on another backend."""
+    return os.environ.get("POWERFUSION_TARGET", "cpu")
+
+
+def _checked_target(target: str | None) -> str:
+    from .targets import TARGETS
+
+    target = target or default_target()
+    if target not in TARGETS:
+        raise UnsupportedError(f"target: expected one of {', '.join(TARGETS)}, got {target!r}")
+    return target
+
+
+def jit(fn=None, *, target: str | None = None):
+    """Compile fn on first call per signature: `@pf.jit` or `@pf.jit(target="cpu")`.
+
+    target: "cpu" (C + OpenMP), "opencl", "cuda" or "hip"; default $POWERFUSION_TARGET
+    or "cpu".
+    """
+    target = _checked_target(target)
     if fn is None:
         return lambda f: JitFunction(f, target)
     if not callable(fn):
@@ -165,7 +185,7 @@ def explain(fn, *args, target: str | None = None, **kwargs):
     if isinstance(fn, JitFunction):
         target = target or fn.target
         fn = fn.fn
-    target = target or "cpu"
+    target = _checked_target(target)
     bound = flatten_arguments(fn, args, kwargs)
     tensors, _ = prepare_arguments(bound.labels, bound.values, target)
     graph, _ = _trace_prepared(fn, bound, tensors)

@@ -2,6 +2,8 @@
 
   powerfusion demo      compile four transformer kernels, check them, time them
   powerfusion explain   GIR, bytes moved and generated C of one builtin example
+  powerfusion probe     measure bandwidth at each memory level, write a target file
+  powerfusion bench     the benchmark suite against numpy, torch eager, torch.compile
 
 The examples are plain numpy code: `pf.jit` compiles them unchanged, the same code
 run by numpy in float32 is the numpy baseline, and run in float64 it is the reference.
@@ -350,7 +352,80 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--target", default="cpu")
     explain.add_argument("--source", action="store_true", help="also print the full source")
     explain.set_defaults(run=cmd_explain)
+
+    probe = sub.add_parser(
+        "probe", help="measure bandwidth at each memory level and write a target file",
+        description="Measure the CPU's bandwidth at each memory level (DRAM copy, a "
+                    "half-L2 per-core working set, a 16 KB L1 one) with a small C + "
+                    "OpenMP kernel, print them, and write a target file the cost model "
+                    "reads.")
+    probe.add_argument("--out", default=None,
+                       help="target file to write (default: $POWERFUSION_CACHE_DIR or "
+                            "~/.cache/powerfusion, /target-cpu.json)")
+    probe.add_argument("--threads", type=int, default=0,
+                       help="threads (OMP_NUM_THREADS; default: all cores)")
+    probe.add_argument("--quick", action="store_true", help="shorter trials")
+    probe.set_defaults(run=cmd_probe)
+
+    bench = sub.add_parser(
+        "bench", help="run the benchmark suite against numpy, torch eager and torch.compile",
+        description="Memory-intensive subgraphs at the shapes of real models, timed "
+                    "interleaved against numpy, torch eager and torch.compile; prints "
+                    "GB/s, the fraction of the measured copy bandwidth and speedups, and "
+                    "writes JSON, Markdown and a PNG plot.")
+    suite = _bench_suite()
+    if suite is not None:
+        suite.add_arguments(bench)
+    bench.set_defaults(run=cmd_bench)
     return parser
+
+
+# -- probe, bench -------------------------------------------------------------------------
+def cmd_probe(args) -> int:
+    if args.threads:
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)    # read when OpenMP starts
+    from .targets import probe
+
+    start = time.perf_counter()
+    results = probe.measure(quick=args.quick)
+    path = probe.write_target(results, args.out)
+    print(f"Memory bandwidth of this CPU ({probe.cpu_model()}), read + write bytes / time, "
+          "best of several trials:")
+    print(probe.format_results(results))
+    print(f"\nwrote {path} ({time.perf_counter() - start:.1f} s)")
+    return 0
+
+
+def _bench_suite():
+    """benchmarks/suite.py of the source tree this package runs from (None when absent:
+    an installed package without its repository)."""
+    import importlib.util
+    from pathlib import Path
+
+    name = "benchmarks.suite"
+    if name in sys.modules:
+        return sys.modules[name]
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "suite.py"
+    if not path.exists():
+        return None
+    spec = importlib.util.spec_from_file_location(name, path)
+    suite = importlib.util.module_from_spec(spec)
+    sys.modules[name] = suite
+    try:
+        spec.loader.exec_module(suite)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return suite
+
+
+def cmd_bench(args) -> int:
+    suite = _bench_suite()
+    if suite is None:
+        print("powerfusion bench: benchmarks/suite.py not found; run it from a checkout of "
+              "the PowerFusion repository", file=sys.stderr)
+        return 2
+    return suite.run(args)
 
 
 def _version() -> str:

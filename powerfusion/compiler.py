@@ -220,13 +220,25 @@ def _storage_dtype(dtype: DType) -> np.dtype:
     return np.dtype(np.uint16) if dtype is DType.bfloat16 else dtype.to_numpy()
 
 
-def compile_graph(graph: Graph, *, input_strides, target: str = "cpu") -> Executable:
+def compile_graph(graph: Graph, *, input_strides, target: str = "cpu"):
+    """An executable for the target: C + OpenMP on the CPU, or a SIMT dialect."""
     plan = plan_graph(graph, input_strides, get_target(target))
-    return Executable(plan, generate_source(plan))
+    if target == "cpu":
+        return Executable(plan, generate_source(plan))
+    from .runtime.simt_executable import compile_plan_simt
+
+    return compile_plan_simt(plan, target)
 
 
 def explain_graph(graph: Graph, *, input_strides, target: str = "cpu"):
+    """The report of what compile_graph would build; needs no device."""
     from .report import Report
 
     plan = plan_graph(graph, input_strides, get_target(target))
-    return Report.from_plan(plan, generate_source(plan), input_strides)
+    if target == "cpu":
+        source = generate_source(plan)
+    else:
+        from .codegen.simt import emit_simt
+
+        source = emit_simt([ck.program for ck in plan.kernels], target)
+    return Report.from_plan(plan, source, input_strides)

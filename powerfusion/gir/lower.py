@@ -49,6 +49,13 @@ def identity(op: Op, dtype: DType) -> Const:
     return Const(-hi - 1 if op is Op.MAX else hi, dtype)
 
 
+def _loop(var: Var, body: list[Stmt]) -> list[Stmt]:
+    """An inner loop over var; none at all when it runs once (its index is then 0)."""
+    if var.extent == 1:
+        return list(body)
+    return [Loop(var, Parallel.SIMD, tuple(body))]
+
+
 class _Lowering:
     def __init__(self, kernel: Kernel, schedule: Schedule, name: str,
                  storage: dict[int, Storage]):
@@ -82,7 +89,7 @@ class _Lowering:
             return self.lower_reduce(n)
         if self.is_full(n):                     # full-size: its own inner loop
             i = Var(self.fresh("i"), self.schedule.inner_extent)
-            return [Loop(i, Parallel.SIMD, tuple(self.lower_elementwise(n, self.index(n, i))))]
+            return _loop(i, self.lower_elementwise(n, self.index(n, i)))
         row = reshape_index(self.row_index(), self.kernel.row_shape, n.shape)
         return self.lower_elementwise(n, row)   # per-row: once per p
 
@@ -118,7 +125,7 @@ class _Lowering:
         loads, value = self.operand(src, self.schedule.domain_index(self.p, i))
         update = Compute(REDUCE_COMBINE[n.op], acc, (acc, value))
         return [Compute(None, acc, (identity(n.op, n.dtype),)),
-                Loop(i, Parallel.SIMD, tuple(loads) + (update,)),
+                *_loop(i, list(loads) + [update]),
                 *self.store(n, acc, self.row_index())]
 
     def lower_copy(self, root: Node) -> list[Stmt]:
@@ -129,8 +136,7 @@ class _Lowering:
             reg = self.reg(root.dtype)
             loads = loads + [Compute(None, reg, (value,))]
             value = reg
-        return [Loop(i, Parallel.SIMD, tuple(loads) + tuple(self.store(root, value, index,
-                                                                       temp=False)))]
+        return _loop(i, list(loads) + self.store(root, value, index, temp=False))
 
     # -- operands and results -------------------------------------------------------
     def operand(self, s: Node, index: tuple[Expr, ...]):

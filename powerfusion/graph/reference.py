@@ -133,7 +133,8 @@ def _movement(n: Node, src: np.ndarray) -> np.ndarray:
     if n.op is Op.EXPAND:
         return np.broadcast_to(src, n.shape)
     if n.op is Op.SLICE:
-        return src[tuple(slice(*b) for b in n.arg)]
+        # a normalised stop of -1 means 'before index 0', which slice() reads as the end
+        return src[tuple(slice(a, b if b >= 0 else None, c) for a, b, c in n.arg)]
     if n.op is Op.SHIFT:
         axis, offset = n.arg
         index = np.clip(np.arange(n.shape[axis]) - offset, 0, src.shape[axis] - 1)

@@ -1,12 +1,22 @@
-from .target import MemoryLevel, Target, detect_cpu
+"""Targets as data: what the passes and the cost model know about a device."""
 
-__all__ = ["MemoryLevel", "Target", "detect_cpu", "get_target"]
+from .target import MemoryLevel, Target, detect_cpu, shipped, shipped_names
+
+__all__ = ["MemoryLevel", "Target", "detect_cpu", "get_target", "shipped", "shipped_names",
+           "TARGETS", "SIMT_TARGETS"]
+
+SIMT_TARGETS = ("cuda", "hip", "opencl")
+TARGETS = ("cpu",) + SIMT_TARGETS
 
 
 def get_target(name: str) -> Target:
+    """The Target a jit target name compiles for."""
     from ..errors import UnsupportedError
 
     if name == "cpu":
         return detect_cpu()
-    raise UnsupportedError(f"target={name!r}: supported targets are 'cpu' "
-                           "(GPU targets 'cuda', 'hip', 'opencl' are planned)")
+    if name in SIMT_TARGETS:
+        from ..runtime.simt_executable import simt_target
+
+        return simt_target(name)
+    raise UnsupportedError(f"target={name!r}: expected one of {', '.join(TARGETS)}")

@@ -1,0 +1,1054 @@
+"""`torch.compile(model, backend="powerfusion")`: PyTorch models as they are.
+
+How a model gets here: TorchDynamo captures an FX graph of torch calls and hands it
+to `powerfusion_backend`; AOTAutograd (with PyTorch's core-aten decompositions)
+turns it into aten graphs — forward, backward, or one inference graph — and calls
+`compile_aten_graph` on each. That function:
+
+1. classifies every aten op: one PowerFusion can replay on frontend `Tensor`s (the
+   table `HANDLERS` below: element-wise ops, casts, reductions, normalisations,
+   softmax, views, concatenation, constants), one left to PyTorch by design (matmul,
+   convolution, attention, embedding, indexing, random numbers, creation of tensors,
+   mutation), or one it does not know (logged once, counted as a fallback);
+2. partitions the graph into maximal cycle-free regions of supported ops (torch's
+   `CapabilityBasedPartitioner`; views at a region's edges stay outside, where
+   PyTorch makes them for free);
+3. replaces each region by a `Region` module: on its first call with a given
+   signature (shape, strides and dtype of every tensor argument) it replays the
+   region's aten ops on frontend Tensors — so numpy's shape rules from
+   `frontend.build` apply once, and torch's dtype rules are enforced by casting to
+   the dtype each aten node's metadata records — compiles the resulting Graph with
+   `compile_graph`, and runs it on the torch tensors' storage, zero-copy.
+
+Never break the user's model: a region that fails to trace, compile or run falls
+back to PyTorch's eager aten calls for good, with one warning on the "powerfusion"
+logger naming the op and the reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import operator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.fx
+from torch.fx.node import _get_qualified_name
+
+from ..dtypes import DType, as_dtype
+from ..errors import UnsupportedError
+from ..graph.graph import Graph, Node
+from ..graph.ops import Op
+from . import build
+from . import functions as F
+from . import torch_stats as stats
+from .torch_stats import compile_stats, reset_compile_stats
+from .tracing import Tensor
+
+__all__ = ["powerfusion_backend", "compile_aten_graph", "register", "compile_stats",
+           "reset_compile_stats", "Region"]
+
+logger = logging.getLogger("powerfusion")
+aten = torch.ops.aten
+prims = torch.ops.prims
+
+BACKEND_NAME = "powerfusion"
+REGION_PREFIX = "powerfusion_region_"
+
+_TORCH_DTYPES = {torch.bool: DType.bool, torch.int32: DType.int32, torch.int64: DType.int64,
+                 torch.float16: DType.float16, torch.bfloat16: DType.bfloat16,
+                 torch.float32: DType.float32, torch.float64: DType.float64}
+_TO_TORCH = {v: k for k, v in _TORCH_DTYPES.items()}
+
+
+class _Fallback(Exception):
+    """Why one aten op could not be replayed; carries the op's name."""
+
+
+# -- values of the replay ------------------------------------------------------------------
+@dataclass(frozen=True)
+class Splat:
+    """A tensor all of whose elements are one constant (aten.full, scalar_tensor):
+    it joins element-wise ops as a scalar and is only materialised as an output."""
+
+    value: Any
+    dtype: DType
+    shape: tuple[int, ...]
+
+
+def _dt(torch_dtype) -> DType:
+    try:
+        return _TORCH_DTYPES[torch_dtype]
+    except KeyError:
+        raise _Fallback(f"dtype {torch_dtype} is not supported by PowerFusion") from None
+
+
+def _concrete(shape) -> tuple[int, ...] | None:
+    """A meta shape as ints, or None when some size is symbolic."""
+    out = []
+    for s in shape:
+        if isinstance(s, int):
+            out.append(s)
+        elif isinstance(s, torch.SymInt) and s.node.is_constant():
+            out.append(int(s))
+        else:
+            return None
+    return tuple(out)
+
+
+class Ctx:
+    """What a handler may know about its aten node: the recorded output metadata."""
+
+    def __init__(self, node: torch.fx.Node):
+        self.node = node
+        self.meta = node.meta.get("val")
+
+    @property
+    def dtype(self) -> DType:
+        return _dt(self.meta.dtype)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        shape = _concrete(self.meta.shape)
+        if shape is None:
+            raise _Fallback("symbolic output shape")
+        return shape
+
+    def arg_meta(self, k: int):
+        """Metadata of positional argument k: a fake tensor, or the Python scalar."""
+        a = self.node.args[k]
+        return a.meta.get("val") if isinstance(a, torch.fx.Node) else a
+
+
+def _tensor(x, what: str = "operand") -> Tensor:
+    if isinstance(x, Tensor):
+        return x
+    if isinstance(x, Splat):
+        raise _Fallback(f"{what} is a constant-filled tensor used by an op that needs it "
+                        "materialised")
+    raise _Fallback(f"{what}: expected a tensor, got {type(x).__name__}")
+
+
+def _operand(x, dtype: DType):
+    """An element-wise operand converted to the op's compute dtype; Python scalars stay
+    weakly typed, so they adopt the dtype of the tensors they meet."""
+    if isinstance(x, Tensor):
+        return x.astype(dtype)
+    if isinstance(x, Splat):
+        return Tensor(build.const(x.value, dtype))
+    if isinstance(x, (bool, int, float)):
+        if dtype.is_float and not isinstance(x, bool):
+            return float(x)
+        return x
+    raise _Fallback(f"operand of type {type(x).__name__}")
+
+
+def _finish(value, meta):
+    """A handler's result made to agree with the aten node's recorded dtype and shape."""
+    if isinstance(meta, (tuple, list)):
+        if not isinstance(value, (tuple, list)) or len(value) != len(meta):
+            raise _Fallback("unexpected number of results")
+        return type(value)(_finish(v, m) for v, m in zip(value, meta))
+    if not isinstance(meta, torch.Tensor):
+        return value
+    dtype = _dt(meta.dtype)
+    shape = _concrete(meta.shape)
+    if isinstance(value, (bool, int, float)):
+        value = Splat(value, dtype, shape)
+    if isinstance(value, Splat):
+        if shape is None:
+            raise _Fallback("constant tensor of symbolic shape")
+        return Splat(build.scalar_value(value.value, dtype), dtype, shape)
+    if not isinstance(value, Tensor):
+        raise _Fallback(f"unexpected result {type(value).__name__}")
+    if value.node.op is Op.CONST:
+        if shape is None:
+            raise _Fallback("constant tensor of symbolic shape")
+        return Splat(build.scalar_value(value.node.arg, dtype), dtype, shape)
+    value = value.astype(dtype)
+    if shape is not None and value.shape != shape:
+        if build.broadcast_shapes(value.shape, shape) != shape:
+            raise _Fallback(f"replayed shape {value.shape} differs from PyTorch's {shape}")
+        value = Tensor(build.expand(value.node, shape))
+    return value
+
+
+# -- handlers: one aten op each, on frontend Tensors ----------------------------------------
+HANDLERS: dict = {}
+PREDICATES: dict = {}       # aten op -> fn(fx node) -> reason it can't be taken, or None
+ELEMENTWISE: set = set()
+
+
+def handles(*targets, elementwise: bool = False, check=None):
+    def deco(fn):
+        for t in targets:
+            HANDLERS[t] = fn
+            if check is not None:
+                PREDICATES[t] = check
+            if elementwise:
+                ELEMENTWISE.add(t)
+        return fn
+    return deco
+
+
+def _unary(op_fn):
+    def handler(ctx, x):
+        return op_fn(_operand(x, ctx.dtype))
+    return handler
+
+
+for _target, _fn in [
+        (aten.exp.default, F.exp), (aten.log.default, F.log), (aten.sqrt.default, F.sqrt),
+        (aten.rsqrt.default, F.rsqrt), (aten.tanh.default, F.tanh), (aten.erf.default, F.erf),
+        (aten.sigmoid.default, F.sigmoid), (aten.sin.default, F.sin),
+        (aten.cos.default, F.cos), (aten.silu.default, F.silu), (aten.relu.default, F.relu),
+        (aten.abs.default, abs), (aten.neg.default, operator.neg),
+        (aten.reciprocal.default, lambda x: 1.0 / x)]:
+    handles(_target, elementwise=True)(_unary(_fn))
+
+
+@handles(aten.gelu.default, elementwise=True)
+def _gelu(ctx, x, approximate="none"):
+    return F.gelu(_operand(x, ctx.dtype), approximate=approximate)
+
+
+def _binary(fn):
+    def handler(ctx, a, b, **kw):
+        return fn(_operand(a, ctx.dtype), _operand(b, ctx.dtype), **kw)
+    return handler
+
+
+def _add(a, b, alpha=1):
+    return a + (b if alpha == 1 else b * alpha)
+
+
+def _sub(a, b, alpha=1):
+    return a - (b if alpha == 1 else b * alpha)
+
+
+def _no_rounding(node):
+    mode = node.kwargs.get("rounding_mode", node.args[2] if len(node.args) > 2 else None)
+    return None if mode is None else f"rounding_mode={mode!r} is not supported"
+
+
+handles(aten.add.Tensor, aten.add.Scalar, elementwise=True)(_binary(_add))
+handles(aten.sub.Tensor, aten.sub.Scalar, elementwise=True)(_binary(_sub))
+handles(aten.rsub.Tensor, aten.rsub.Scalar, elementwise=True)(
+    _binary(lambda a, b, alpha=1: _sub(b, a, alpha)))
+handles(aten.mul.Tensor, aten.mul.Scalar, elementwise=True)(_binary(operator.mul))
+handles(aten.div.Tensor, aten.div.Scalar, elementwise=True)(_binary(operator.truediv))
+handles(aten.div.Tensor_mode, aten.div.Scalar_mode, elementwise=True, check=_no_rounding)(
+    _binary(lambda a, b, rounding_mode=None: a / b))
+handles(aten.maximum.default, elementwise=True)(_binary(F.maximum))
+handles(aten.minimum.default, elementwise=True)(_binary(F.minimum))
+
+
+@handles(aten.pow.Tensor_Scalar, aten.pow.Tensor_Tensor, aten.pow.Scalar, elementwise=True)
+def _pow(ctx, a, b):
+    a, b = _operand(a, ctx.dtype), _operand(b, ctx.dtype)
+    if isinstance(a, Tensor):
+        return a ** b
+    return Tensor(build.binary(Op.POW, a, b.node))
+
+
+@handles(aten.clamp.default, aten.clamp.Tensor, elementwise=True)
+def _clamp(ctx, x, min=None, max=None):  # noqa: A002 - aten's names
+    x = _operand(x, ctx.dtype)
+    if min is not None:
+        x = F.maximum(x, _operand(min, ctx.dtype))
+    if max is not None:
+        x = F.minimum(x, _operand(max, ctx.dtype))
+    return x
+
+
+handles(aten.clamp_min.default, aten.clamp_min.Tensor, elementwise=True)(
+    lambda ctx, x, m: _clamp(ctx, x, min=m))
+handles(aten.clamp_max.default, aten.clamp_max.Tensor, elementwise=True)(
+    lambda ctx, x, m: _clamp(ctx, x, max=m))
+
+
+def _meta_for_promotion(m):
+    if isinstance(m, torch.Tensor):
+        return torch.empty((1,) * m.dim(), dtype=m.dtype, device="meta")
+    return m
+
+
+def _comparison(op: Op):
+    def handler(ctx, a, b):
+        dtype = _dt(torch.result_type(_meta_for_promotion(ctx.arg_meta(0)),
+                                      _meta_for_promotion(ctx.arg_meta(1))))
+        a, b = _operand(a, dtype), _operand(b, dtype)
+        if not isinstance(a, Tensor):
+            a = Tensor(build.const(a, dtype))
+        return Tensor(build.compare(op, a.node, b.node if isinstance(b, Tensor) else b))
+    return handler
+
+
+for _name, _op in [("eq", Op.EQ), ("ne", Op.NE), ("lt", Op.LT), ("le", Op.LE),
+                   ("gt", Op.GT), ("ge", Op.GE)]:
+    _packet = getattr(aten, _name)
+    handles(_packet.Tensor, _packet.Scalar, elementwise=True)(_comparison(_op))
+
+
+def _truth(x) -> Tensor:
+    if isinstance(x, Splat):
+        return Tensor(build.const(bool(x.value), DType.bool))
+    return Tensor(build.to_bool(_tensor(x).node))
+
+
+def _bool_inputs(node):
+    for a in node.all_input_nodes:
+        m = a.meta.get("val")
+        if isinstance(m, torch.Tensor) and m.dtype is not torch.bool:
+            return f"bitwise op on {m.dtype} (PowerFusion has them on bool only)"
+    return None
+
+
+handles(aten.logical_and.default, elementwise=True)(
+    lambda ctx, a, b: Tensor(build.logical(Op.AND, _truth(a).node, _truth(b).node)))
+handles(aten.logical_or.default, elementwise=True)(
+    lambda ctx, a, b: Tensor(build.logical(Op.OR, _truth(a).node, _truth(b).node)))
+handles(aten.logical_xor.default, elementwise=True)(
+    lambda ctx, a, b: _truth(a) != _truth(b))
+handles(aten.logical_not.default, elementwise=True)(lambda ctx, a: ~_truth(a))
+handles(aten.bitwise_and.Tensor, elementwise=True, check=_bool_inputs)(
+    lambda ctx, a, b: _truth(a) & _truth(b))
+handles(aten.bitwise_or.Tensor, elementwise=True, check=_bool_inputs)(
+    lambda ctx, a, b: _truth(a) | _truth(b))
+handles(aten.bitwise_xor.Tensor, elementwise=True, check=_bool_inputs)(
+    lambda ctx, a, b: _truth(a) != _truth(b))
+handles(aten.bitwise_not.default, elementwise=True, check=_bool_inputs)(
+    lambda ctx, a: ~_truth(a))
+handles(aten.isnan.default, elementwise=True)(lambda ctx, a: a != a)
+
+
+@handles(aten.where.self, elementwise=True)
+def _where(ctx, cond, a, b):
+    return F.where(_truth(cond), _operand(a, ctx.dtype), _operand(b, ctx.dtype))
+
+
+@handles(aten.masked_fill.Scalar, aten.masked_fill.Tensor, elementwise=True)
+def _masked_fill(ctx, x, mask, value):
+    return F.where(_truth(mask), _operand(value, ctx.dtype), _operand(x, ctx.dtype))
+
+
+@handles(aten._to_copy.default, prims.convert_element_type.default,
+         check=lambda node: _same_device(node))
+def _cast(ctx, x, *args, **kwargs):
+    if isinstance(x, Splat):
+        return x
+    return _tensor(x).astype(ctx.dtype)
+
+
+def _same_device(node):
+    out, src = node.meta.get("val"), node.args[0].meta.get("val")
+    if out.device != src.device:
+        return f"copy from {src.device} to {out.device}"
+    if kwargs_layout := node.kwargs.get("layout"):
+        if kwargs_layout is not torch.strided:
+            return f"layout {kwargs_layout}"
+    return None
+
+
+handles(aten.clone.default, aten.alias.default, aten.detach.default,
+        aten.lift_fresh_copy.default)(lambda ctx, x, **kw: x)
+
+
+# constants
+@handles(aten.full.default)
+def _full(ctx, size, fill_value, **kw):
+    return Splat(fill_value, ctx.dtype, ctx.shape)
+
+
+handles(aten.full_like.default)(lambda ctx, x, fill_value, **kw:
+                                Splat(fill_value, ctx.dtype, ctx.shape))
+handles(aten.scalar_tensor.default)(lambda ctx, s, **kw: Splat(s, ctx.dtype, ()))
+handles(aten.zeros_like.default)(lambda ctx, x, **kw: Splat(0, ctx.dtype, ctx.shape))
+handles(aten.ones_like.default)(lambda ctx, x, **kw: Splat(1, ctx.dtype, ctx.shape))
+
+
+def _constant_fill(node):
+    value = node.args[1] if node.target in (aten.full.default, aten.full_like.default) \
+        else node.args[0] if node.target is aten.scalar_tensor.default else 0
+    if not isinstance(value, (bool, int, float)):
+        return f"fill value of type {type(value).__name__}"
+    return None
+
+
+for _t in (aten.full.default, aten.full_like.default, aten.scalar_tensor.default):
+    PREDICATES[_t] = _constant_fill
+
+
+# reductions
+def _axes(dim):
+    if dim is None:
+        return None
+    if isinstance(dim, (list, tuple)):
+        return tuple(dim) if len(dim) else None     # aten: an empty list reduces all
+    return (dim,)
+
+
+@handles(aten.sum.dim_IntList, aten.sum.default)
+def _sum(ctx, x, dim=None, keepdim=False, *, dtype=None):
+    x = _tensor(x)
+    return x.astype(ctx.dtype).sum(axis=_axes(dim), keepdims=keepdim)
+
+
+@handles(aten.mean.dim, aten.mean.default)
+def _mean(ctx, x, dim=None, keepdim=False, *, dtype=None):
+    x = _tensor(x)
+    return x.astype(ctx.dtype).mean(axis=_axes(dim), keepdims=keepdim)
+
+
+handles(aten.amax.default)(lambda ctx, x, dim=(), keepdim=False:
+                           _tensor(x).max(axis=_axes(dim), keepdims=keepdim))
+handles(aten.amin.default)(lambda ctx, x, dim=(), keepdim=False:
+                           _tensor(x).min(axis=_axes(dim), keepdims=keepdim))
+
+
+def _any_all(op):
+    def handler(ctx, x, dim=None, keepdim=False):
+        t = _truth(x).astype(DType.int32)
+        axis = _axes(dim)
+        r = t.max(axis=axis, keepdims=keepdim) if op == "any" \
+            else t.min(axis=axis, keepdims=keepdim)
+        return r != 0
+    return handler
+
+
+handles(aten.any.dim, aten.any.dims, aten.any.default)(_any_all("any"))
+handles(aten.all.dim, aten.all.dims, aten.all.default)(_any_all("all"))
+
+
+def _var_mean(x: Tensor, dim, correction, keepdim):
+    axes = build.normalize_axes(_axes(dim), x.shape)
+    count = math.prod(x.shape[a] for a in axes)
+    correction = 1 if correction is None else correction
+    mean = x.mean(axis=axes, keepdims=True)
+    d = x - mean
+    var = (d * d).sum(axis=axes, keepdims=keepdim) / float(builtins_max(count - correction, 0))
+    return var, (mean if keepdim else mean.reshape(tuple(
+        n for k, n in enumerate(x.shape) if k not in axes)))
+
+
+builtins_max = max
+
+
+@handles(aten.var.correction)
+def _var(ctx, x, dim=None, *, correction=None, keepdim=False):
+    return _var_mean(_tensor(x).astype(ctx.dtype), dim, correction, keepdim)[0]
+
+
+@handles(aten.var_mean.correction)
+def _var_mean_h(ctx, x, dim=None, *, correction=None, keepdim=False):
+    return _var_mean(_tensor(x).astype(_dt(ctx.meta[0].dtype)), dim, correction, keepdim)
+
+
+# normalisations and softmax
+def _acc(dtype: DType) -> DType:
+    return dtype.compute if dtype.is_float else DType.float32
+
+
+@handles(aten.native_layer_norm.default)
+def _layer_norm(ctx, x, normalized_shape, weight, bias, eps):
+    x = _tensor(x)
+    acc = _acc(x.dtype)
+    axes = tuple(range(x.ndim - len(normalized_shape), x.ndim))
+    xf = x.astype(acc)
+    mean = xf.mean(axis=axes, keepdims=True)
+    d = xf - mean
+    rstd = F.rsqrt((d * d).mean(axis=axes, keepdims=True) + float(eps))
+    out = d * rstd
+    if weight is not None:
+        out = out * _tensor(weight).astype(acc)
+    if bias is not None:
+        out = out + _tensor(bias).astype(acc)
+    return out, mean, rstd
+
+
+@handles(aten._softmax.default)
+def _softmax(ctx, x, dim, half_to_float=False):
+    xf = _tensor(x).astype(_acc(_tensor(x).dtype))
+    e = F.exp(xf - xf.max(axis=dim, keepdims=True))
+    return e / e.sum(axis=dim, keepdims=True)
+
+
+@handles(aten._log_softmax.default)
+def _log_softmax(ctx, x, dim, half_to_float=False):
+    xf = _tensor(x).astype(_acc(_tensor(x).dtype))
+    shifted = xf - xf.max(axis=dim, keepdims=True)
+    return shifted - F.log(F.exp(shifted).sum(axis=dim, keepdims=True))
+
+
+# views and layout
+def _view(ctx, x, size, *rest, **kw):
+    if isinstance(x, Splat):
+        return Splat(x.value, x.dtype, ctx.shape)
+    return _tensor(x).reshape(tuple(int(s) for s in size))
+
+
+handles(aten.view.default, aten._unsafe_view.default, aten.reshape.default)(_view)
+
+
+def _unsqueeze(ctx, x, dim):
+    if isinstance(x, Splat):
+        return Splat(x.value, x.dtype, ctx.shape)
+    x = _tensor(x)
+    dim = build.normalize_axis(dim, x.ndim + 1, x.shape)
+    return x.reshape(x.shape[:dim] + (1,) + x.shape[dim:])
+
+
+def _squeeze(ctx, x, dim=None):
+    if isinstance(x, Splat):
+        return Splat(x.value, x.dtype, ctx.shape)
+    x = _tensor(x)
+    if dim is None:
+        dims = range(x.ndim)
+    else:
+        dims = [build.normalize_axis(d, x.ndim, x.shape) if x.ndim else 0
+                for d in (dim if isinstance(dim, (list, tuple)) else (dim,))]
+    drop = {d for d in dims if x.ndim and x.shape[d] == 1}
+    return x.reshape(tuple(n for k, n in enumerate(x.shape) if k not in drop))
+
+
+handles(aten.unsqueeze.default)(_unsqueeze)
+handles(aten.squeeze.default, aten.squeeze.dim, aten.squeeze.dims)(_squeeze)
+
+
+@handles(aten.expand.default)
+def _expand(ctx, x, size, implicit=False):
+    if isinstance(x, Splat):
+        return Splat(x.value, x.dtype, ctx.shape)
+    x = _tensor(x)
+    size = [int(s) for s in size]
+    padded = (1,) * (len(size) - x.ndim) + x.shape
+    target = tuple(p if s == -1 else s for p, s in zip(padded, size))
+    return Tensor(build.expand(x.node, target))
+
+
+@handles(aten.permute.default)
+def _permute(ctx, x, dims):
+    if isinstance(x, Splat):
+        return Splat(x.value, x.dtype, ctx.shape)
+    return _tensor(x).transpose(tuple(dims))
+
+
+@handles(aten.transpose.int)
+def _transpose(ctx, x, dim0, dim1):
+    if isinstance(x, Splat):
+        return Splat(x.value, x.dtype, ctx.shape)
+    x = _tensor(x)
+    perm = list(range(x.ndim))
+    a, b = (build.normalize_axis(d, x.ndim, x.shape) for d in (dim0, dim1))
+    perm[a], perm[b] = perm[b], perm[a]
+    return x.transpose(tuple(perm))
+
+
+handles(aten.t.default)(lambda ctx, x: _transpose(ctx, x, 0, -1) if _tensor(x).ndim == 2 else x)
+
+
+def _index(x: Tensor, dim: int, item):
+    dim = build.normalize_axis(dim, x.ndim, x.shape)
+    return x[(slice(None),) * dim + (item,)]
+
+
+@handles(aten.slice.Tensor)
+def _slice(ctx, x, dim=0, start=None, end=None, step=1):
+    if isinstance(x, Splat):
+        return Splat(x.value, x.dtype, ctx.shape)
+    return _index(_tensor(x), dim, slice(start, end, step))
+
+
+@handles(aten.select.int)
+def _select(ctx, x, dim, index):
+    if isinstance(x, Splat):
+        return Splat(x.value, x.dtype, ctx.shape)
+    return _index(_tensor(x), dim, int(index))
+
+
+@handles(aten.split_with_sizes.default)
+def _split_with_sizes(ctx, x, split_sizes, dim=0):
+    x = _tensor(x)
+    out, start = [], 0
+    for n in split_sizes:
+        out.append(_index(x, dim, slice(start, start + int(n))))
+        start += int(n)
+    return out
+
+
+@handles(aten.split.Tensor)
+def _split(ctx, x, split_size, dim=0):
+    x = _tensor(x)
+    length = x.shape[build.normalize_axis(dim, x.ndim, x.shape)]
+    sizes = [builtins_min(split_size, length - s) for s in range(0, length, split_size)]
+    return _split_with_sizes(ctx, x, sizes or [0], dim)
+
+
+builtins_min = min
+
+
+@handles(aten.cat.default)
+def _cat(ctx, tensors, dim=0):
+    parts = [_tensor(t, "cat operand") for t in tensors]
+    parts = [p for p in parts if not (p.shape == (0,) and ctx.meta.dim() != 1)]
+    return F.concatenate([p.astype(ctx.dtype) for p in parts], axis=dim)
+
+
+# ops left to PyTorch by design: heavy compute, data-dependent addressing, randomness,
+# creation of tensors whose values vary, mutation. They run as aten calls, silently.
+_LIBRARY_PACKETS = {
+    "mm", "bmm", "addmm", "baddbmm", "addbmm", "matmul", "linear", "dot", "mv", "addmv",
+    "convolution", "convolution_backward", "_convolution",
+    "embedding", "embedding_dense_backward", "_embedding_bag",
+    "_scaled_dot_product_flash_attention_for_cpu",
+    "_scaled_dot_product_flash_attention_for_cpu_backward",
+    "_scaled_dot_product_efficient_attention", "_scaled_dot_product_flash_attention",
+    "_scaled_dot_product_attention_math", "scaled_dot_product_attention",
+    "_scaled_dot_product_efficient_attention_backward",
+    "_scaled_dot_product_flash_attention_backward",
+    "native_dropout", "native_dropout_backward", "bernoulli", "rand", "rand_like",
+    "randn", "randn_like", "randint", "randint_like", "randperm", "uniform", "normal",
+    "index", "index_put", "index_select", "gather", "scatter", "scatter_add",
+    "scatter_reduce", "slice_scatter", "select_scatter", "diagonal_scatter",
+    "as_strided_scatter", "index_add", "index_copy", "embedding_renorm",
+    "arange", "empty", "empty_like", "empty_strided", "empty_permuted", "zeros", "ones",
+    "full", "full_like", "scalar_tensor", "new_empty", "new_full", "new_zeros", "new_ones",
+    "copy", "copy_", "resize_", "set_", "as_strided", "_local_scalar_dense",
+}
+
+
+def _op_name(node: torch.fx.Node) -> str:
+    target = node.target
+    if isinstance(target, torch._ops.OpOverload):
+        return f"{target.namespace}.{target._schema.name.split('::')[-1]}." \
+               f"{target._overloadname}"
+    return getattr(target, "__name__", str(target))
+
+
+def _is_library(node: torch.fx.Node) -> bool:
+    target = node.target
+    if isinstance(target, torch._ops.OpOverload):
+        return target.overloadpacket.__name__ in _LIBRARY_PACKETS
+    return False
+
+
+def _produces_tensors(node: torch.fx.Node) -> bool:
+    val = node.meta.get("val")
+    if isinstance(val, (tuple, list)):
+        return any(isinstance(v, torch.Tensor) for v in val)
+    return isinstance(val, torch.Tensor)
+
+
+def _tensor_metas(node: torch.fx.Node):
+    vals = [node.meta.get("val")] + [a.meta.get("val") for a in node.all_input_nodes]
+    for v in vals:
+        for m in (v if isinstance(v, (tuple, list)) else (v,)):
+            if isinstance(m, torch.Tensor):
+                yield m
+
+
+def _unsupported_reason(node: torch.fx.Node) -> str | None:
+    """None when PowerFusion can take this aten node, else why not."""
+    if node.target not in HANDLERS:
+        return "PowerFusion has no lowering for this op"
+    for m in _tensor_metas(node):
+        if m.device.type != "cpu":
+            return f"a tensor on {m.device}: the torch backend runs PowerFusion kernels " \
+                   "on the CPU only for now"
+        if m.dtype not in _TORCH_DTYPES:
+            return f"dtype {m.dtype} is not supported by PowerFusion"
+        if m.layout is not torch.strided:
+            return f"layout {m.layout} is not supported"
+    check = PREDICATES.get(node.target)
+    return check(node) if check is not None else None
+
+
+def _warn(op: str, reason: str) -> None:
+    if stats.first_time((op, reason)):
+        logger.warning("PowerFusion: %s runs eagerly in PyTorch: %s", op, reason)
+
+
+# -- regions -------------------------------------------------------------------------------
+_EAGER = object()
+
+
+def _signature(args) -> tuple:
+    key = []
+    for a in args:
+        if isinstance(a, torch.Tensor):
+            key.append((tuple(a.shape), a.stride(), a.dtype, a.device.type))
+        elif isinstance(a, (list, tuple)):
+            key.append(_signature(a))
+        else:
+            key.append((type(a).__name__, repr(a)))
+    return tuple(key)
+
+
+def _flat_tensors(args, out: list) -> list:
+    """The tensors among args (lists and tuples of tensors opened), in order."""
+    for a in args:
+        if isinstance(a, torch.Tensor):
+            out.append(a)
+        elif isinstance(a, (list, tuple)):
+            _flat_tensors(a, out)
+    return out
+
+
+def _storage(t: torch.Tensor) -> np.ndarray:
+    """The tensor's elements as a numpy view of the same memory (bfloat16 as uint16)."""
+    t = t.detach()
+    if t.is_conj():
+        t = t.resolve_conj()
+    if t.is_neg():
+        t = t.resolve_neg()
+    if t.dtype is torch.bfloat16:
+        return t.view(torch.int16).numpy().view(np.uint16)
+    return t.numpy()
+
+
+def _from_storage(a: np.ndarray, dtype: DType) -> torch.Tensor:
+    if dtype is DType.bfloat16:
+        return torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
+    return torch.from_numpy(a)
+
+
+@dataclass
+class _Compiled:
+    executable: Any                  # None when every output is a constant
+    tensor_args: tuple[int, ...]     # which of the flattened tensors are graph inputs
+    outputs: tuple                   # ("graph", k, dtype, order), ("arg", k)
+                                     # (flattened tensor k, returned as it is),
+                                     # ("copy", k, order) (a copy of it) or
+                                     # ("full", value, dtype, shape, order); order:
+                                     # the layout PyTorch gives that result
+
+
+def _layout_order(meta) -> tuple[int, ...] | None:
+    """The order of meta's dims from outermost to innermost in memory (by decreasing
+    stride; size-1 dims keep their place), or None when that is the logical order."""
+    if not isinstance(meta, torch.Tensor):
+        return None
+    shape, strides = _concrete(meta.shape), _concrete(meta.stride())
+    if shape is None or strides is None:
+        return None
+    big = [d for d in range(len(shape)) if shape[d] != 1]
+    ranked = iter(sorted(big, key=lambda d: (-strides[d], d)))
+    order = tuple(next(ranked) if shape[d] != 1 else d for d in range(len(shape)))
+    return None if order == tuple(range(len(shape))) else order
+
+
+def _inverse(order: tuple[int, ...]) -> tuple[int, ...]:
+    inv = [0] * len(order)
+    for k, d in enumerate(order):
+        inv[d] = k
+    return tuple(inv)
+
+
+def _passes_through(fx: torch.fx.Node) -> bool:
+    """Whether the region returns this value as PyTorch would: the very argument."""
+    while fx.op == "call_function" and fx.target is operator.getitem:
+        fx = fx.args[0]
+    return fx.op == "placeholder"
+
+
+class Region(torch.nn.Module):
+    """A run of aten ops compiled by PowerFusion per call signature; the original
+    aten calls (`self.eager`) are kept to fall back on."""
+
+    def __init__(self, eager: torch.fx.GraphModule, label: str):
+        super().__init__()
+        self.eager = eager
+        self.label = label
+        self.ops = [_op_name(n) for n in eager.graph.nodes
+                    if n.op == "call_function" and n.target is not operator.getitem]
+        out = next(n for n in eager.graph.nodes if n.op == "output")
+        self.single = not isinstance(out.args[0], (tuple, list))
+        self.cache: dict[tuple, _Compiled] = {}
+        self.failed = False
+
+    def forward(self, *args):
+        if self.failed:
+            return self.eager(*args)
+        key = _signature(args)
+        compiled = self.cache.get(key)
+        if compiled is None:
+            compiled = self._compile(args)
+            if compiled is None:
+                return self.eager(*args)
+            self.cache[key] = compiled
+        try:
+            return self._run(compiled, args)
+        except Exception as e:           # noqa: BLE001 - never break the model
+            self._give_up(", ".join(dict.fromkeys(self.ops)),
+                          f"running the compiled kernels failed: {type(e).__name__}: {e}")
+            return self.eager(*args)
+
+    def _run(self, compiled: _Compiled, args):
+        outs = []
+        flat = _flat_tensors(args, [])
+        if compiled.executable is not None:
+            outs = compiled.executable.run([_storage(flat[k]) for k in compiled.tensor_args])
+        results = []
+        for spec in compiled.outputs:
+            if spec[0] == "graph":
+                _, k, dtype, order = spec
+                out = outs[k]
+                if not out.flags.c_contiguous:   # a copied input keeps its layout
+                    out = np.ascontiguousarray(out)
+                t = _from_storage(out, dtype)
+                results.append(t if order is None else t.permute(_inverse(order)))
+            elif spec[0] == "arg":
+                results.append(flat[spec[1]])
+            elif spec[0] == "copy":
+                _, k, order = spec
+                src = flat[k]
+                results.append(torch.empty_permuted(
+                    src.shape, order or tuple(range(src.dim())), dtype=src.dtype).copy_(src))
+            else:
+                _, value, dtype, shape, order = spec
+                results.append(torch.empty_permuted(
+                    shape, order or tuple(range(len(shape))), dtype=_TO_TORCH[dtype]
+                ).fill_(value))
+        return results[0] if self.single else tuple(results)
+
+    def _compile(self, args) -> _Compiled | None:
+        from ..compiler import compile_graph
+
+        try:
+            graph, tensor_args, outputs = self._trace(args)
+            flat = _flat_tensors(args, [])
+            exe = None
+            if graph.outputs:
+                exe = compile_graph(graph, input_strides=tuple(
+                    tuple(flat[k].stride()) for k in tensor_args), target="cpu")
+        except _Fallback as e:
+            self._give_up(e.args[1] if len(e.args) > 1 else ", ".join(self.ops), e.args[0])
+            return None
+        except Exception as e:           # noqa: BLE001 - never break the model
+            op = getattr(e, "powerfusion_op", None) or ", ".join(dict.fromkeys(self.ops))
+            self._give_up(op, f"{type(e).__name__}: {e}")
+            return None
+        stats.count("compiles")
+        if exe is not None:
+            stats.count("kernels", len(exe.plan.kernels))
+        return _Compiled(exe, tensor_args, outputs)
+
+    def _trace(self, args):
+        env: dict[torch.fx.Node, Any] = {}
+        inputs, tensor_args, flat_of = [], [], {}
+        nodes = list(self.eager.graph.nodes)
+        placeholders = [n for n in nodes if n.op == "placeholder"]
+        counter = iter(range(1 << 62))
+
+        def symbolic(a):
+            if isinstance(a, torch.Tensor):
+                k = next(counter)
+                node = Node(Op.INPUT, (), tuple(a.shape), _dt(a.dtype), len(inputs))
+                inputs.append(node)
+                tensor_args.append(k)
+                flat_of[id(node)] = k
+                return Tensor(node)
+            if isinstance(a, (list, tuple)):
+                return type(a)(symbolic(b) for b in a)
+            return a
+
+        for ph, a in zip(placeholders, args):
+            env[ph] = symbolic(a)
+        result = None
+        for n in nodes:
+            if n.op == "call_function":
+                a = torch.fx.node.map_arg(n.args, lambda x: env[x])
+                kw = torch.fx.node.map_arg(n.kwargs, lambda x: env[x])
+                if n.target is operator.getitem:
+                    env[n] = a[0][a[1]]
+                    continue
+                try:
+                    env[n] = _finish(HANDLERS[n.target](Ctx(n), *a, **kw), n.meta.get("val"))
+                except _Fallback as e:
+                    raise _Fallback(e.args[0], _op_name(n)) from e
+                except Exception as e:
+                    e.powerfusion_op = _op_name(n)
+                    raise
+            elif n.op == "output":
+                result = torch.fx.node.map_arg(n.args[0], lambda x: env[x])
+                out_nodes = n.args[0]
+        values = [result] if self.single else list(result)
+        out_nodes = [out_nodes] if self.single else list(out_nodes)
+        graph_outputs, outputs = [], []
+        for v, fx in zip(values, out_nodes):
+            # results are laid out as PyTorch lays them out (the order of their
+            # strides): aten views downstream may rely on it
+            order = _layout_order(fx.meta.get("val"))
+            if isinstance(v, Splat):
+                outputs.append(("full", v.value, v.dtype, v.shape, order))
+            elif isinstance(v, Tensor) and v.node.op is Op.INPUT and _passes_through(fx):
+                # an argument (or an item of a list argument) returned as it is
+                outputs.append(("arg", flat_of[id(v.node)]))
+            elif isinstance(v, Tensor) and v.node.op is Op.INPUT:
+                outputs.append(("copy", flat_of[id(v.node)], order))     # a clone
+            else:
+                v = _tensor(v, "region output")
+                outputs.append(("graph", len(graph_outputs), v.dtype, order))
+                graph_outputs.append(v.node if order is None else
+                                     build.permute(v.node, order))
+        graph = Graph(tuple(inputs), tuple(graph_outputs), {"name": self.label})
+        return graph, tuple(tensor_args), tuple(outputs)
+
+    def _give_up(self, op: str, reason: str) -> None:
+        if not self.failed:
+            self.failed = True
+            stats.count_ops("fused_ops", self.ops, -1)
+            stats.count_ops("fallback_ops", self.ops)
+        _warn(op, reason)
+
+
+# -- the aten-graph compiler -----------------------------------------------------------------
+_NON_COMPUTE = [aten.view.default, aten._unsafe_view.default, aten.reshape.default,
+                aten.permute.default, aten.transpose.int, aten.t.default,
+                aten.expand.default, aten.unsqueeze.default, aten.squeeze.default,
+                aten.squeeze.dim, aten.squeeze.dims, aten.slice.Tensor, aten.select.int,
+                aten.alias.default, aten.detach.default, aten.split_with_sizes.default,
+                aten.split.Tensor]
+_NON_COMPUTE_NAMES = [_get_qualified_name(t) for t in _NON_COMPUTE]
+_NON_COMPUTE_SET = set(_NON_COMPUTE) | {operator.getitem}
+
+
+class _Support:
+    """OperatorSupport for the partitioner, from decisions made once per node."""
+
+    def __init__(self, supported: set):
+        self.supported = supported
+
+    def is_node_supported(self, submodules, node: torch.fx.Node) -> bool:
+        return node in self.supported
+
+
+def _classify(gm: torch.fx.GraphModule) -> set:
+    supported = set()
+    for node in gm.graph.nodes:
+        if node.op != "call_function":
+            continue
+        if node.target is operator.getitem:
+            if node.args[0] in supported:
+                supported.add(node)
+            continue
+        if not _produces_tensors(node):
+            continue                     # arithmetic on sizes and the like
+        if node.target in HANDLERS:
+            reason = _unsupported_reason(node)
+            if reason is None:
+                supported.add(node)
+                continue
+            if _is_library(node):
+                stats.count("library_ops")
+                continue
+            _warn(_op_name(node), reason)
+            stats.count_ops("fallback_ops", [_op_name(node)])
+        elif _is_library(node):
+            stats.count("library_ops")
+        else:
+            _warn(_op_name(node), "PowerFusion has no lowering for this op")
+            stats.count_ops("fallback_ops", [_op_name(node)])
+    return supported
+
+
+def partition(gm: torch.fx.GraphModule, label: str = "graph") -> torch.fx.GraphModule:
+    """gm with each maximal run of supported ops replaced by a `Region` module."""
+    from torch.fx.passes.infra.partitioner import CapabilityBasedPartitioner
+
+    supported = _classify(gm)
+    partitioner = CapabilityBasedPartitioner(
+        gm, _Support(supported), allows_single_node_partition=True,
+        non_compute_ops=_NON_COMPUTE_NAMES)
+    parts = partitioner.propose_partitions()
+    partitioner.remove_bookend_non_compute_ops(parts)
+    parts = [p for p in parts
+             if any(n.target not in _NON_COMPUTE_SET for n in p.nodes)]
+    # library ops the partition left out are counted; supported ops left out run eagerly
+    if not parts:
+        return gm
+    fused = partitioner.fuse_partitions(parts, prefix=REGION_PREFIX)
+    for node in fused.graph.nodes:
+        if node.op == "call_module" and node.target.startswith(REGION_PREFIX):
+            sub = fused.get_submodule(node.target)
+            region = Region(sub, f"{label}.{node.target}")
+            setattr(fused, node.target, region)
+            stats.count("regions")
+            stats.count_ops("fused_ops", region.ops)
+    fused.recompile()
+    return fused
+
+
+def _copy(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
+    """A copy of gm's graph (node metadata shared, not deep-copied: it holds fake
+    tensors) on the same submodules, so a failed partitioning leaves gm intact."""
+    graph = torch.fx.Graph()
+    out = graph.graph_copy(gm.graph, {})
+    graph.output(out)
+    return torch.fx.GraphModule(gm, graph)
+
+
+def compile_aten_graph(gm: torch.fx.GraphModule, example_inputs, kind: str = "forward"):
+    """fw/bw/inference compiler for AOTAutograd: a boxed callable running gm with its
+    memory-intensive regions as PowerFusion kernels."""
+    from functorch.compile import make_boxed_func
+
+    stats.count("graphs")
+    try:
+        compiled = partition(_copy(gm), label=kind)
+    except Exception as e:               # noqa: BLE001 - never break the model
+        _warn(f"the whole {kind} graph", f"partitioning failed: {type(e).__name__}: {e}")
+        compiled = gm
+    return make_boxed_func(compiled.forward)
+
+
+_DECOMPOSITIONS = None
+
+
+def decompositions() -> dict:
+    """PyTorch's core-aten decompositions, but for attention: normalisations, softmax
+    and GELU stay whole (PowerFusion takes them as they are), and fused attention
+    stays a library call (its CPU decomposition gives wrong gradients in training:
+    the backward op reads a logsumexp the decomposed forward does not produce)."""
+    global _DECOMPOSITIONS
+    if _DECOMPOSITIONS is None:
+        from torch._decomp import core_aten_decompositions
+        _DECOMPOSITIONS = {op: fn for op, fn in core_aten_decompositions().items()
+                           if "scaled_dot_product" not in str(op)}
+    return _DECOMPOSITIONS
+
+
+def powerfusion_backend(gm: torch.fx.GraphModule, example_inputs, **kwargs):
+    """The torch.compile backend: `torch.compile(model, backend="powerfusion")`."""
+    from functools import partial
+
+    from torch._dynamo.backends.common import aot_autograd
+
+    backend = aot_autograd(
+        fw_compiler=partial(compile_aten_graph, kind="forward"),
+        bw_compiler=partial(compile_aten_graph, kind="backward"),
+        inference_compiler=partial(compile_aten_graph, kind="inference"),
+        decompositions=decompositions())
+    return backend(gm, example_inputs, **kwargs)
+
+
+def register() -> None:
+    """Make backend="powerfusion" known to torch.compile in this process, unless the
+    installed package's entry point already provides it (torch loads that itself)."""
+    from torch._dynamo.backends import registry
+
+    if BACKEND_NAME in registry._COMPILER_FNS:
+        return
+    try:
+        from importlib.metadata import entry_points
+        if any(ep.name == BACKEND_NAME for ep in entry_points(group="torch_dynamo_backends")):
+            return
+    except Exception:                    # noqa: BLE001 - metadata is optional here
+        pass
+    registry.register_backend(compiler_fn=powerfusion_backend, name=BACKEND_NAME)
+
+
+register()

@@ -1,0 +1,239 @@
+"""torch.compile(model, backend="powerfusion"): models as they are, against eager PyTorch.
+
+The Hugging Face models are built from small configs with random weights (no
+downloads). Each compile runs gcc, so the models are kept to one or two layers.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import powerfusion.frontend.torch_backend as tb  # noqa: E402
+from powerfusion.frontend.torch_backend import compile_stats, reset_compile_stats  # noqa: E402
+
+nn = torch.nn
+
+
+@pytest.fixture(autouse=True)
+def _fresh():
+    torch._dynamo.reset()
+    reset_compile_stats()
+    torch.manual_seed(0)
+    yield
+    torch._dynamo.reset()
+
+
+def _compile(model):
+    return torch.compile(model, backend="powerfusion")
+
+
+class MLP(nn.Module):
+    def __init__(self, d=32, hidden=64, out=8):
+        super().__init__()
+        self.fc1 = nn.Linear(d, hidden)
+        self.norm = nn.LayerNorm(hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, out)
+
+    def forward(self, x):
+        return torch.softmax(self.fc2(self.act(self.norm(self.fc1(x)))), dim=-1)
+
+
+def _grads(model):
+    return {n: p.grad.detach().clone() for n, p in model.named_parameters()
+            if p.grad is not None}
+
+
+def _assert_grads_close(model, ref, rtol=1e-3, atol=1e-4):
+    got = _grads(model)
+    assert got.keys() == ref.keys()
+    for name, g in got.items():
+        scale = max(ref[name].abs().max().item(), 1.0)
+        torch.testing.assert_close(g, ref[name], rtol=rtol, atol=atol * scale, msg=name)
+
+
+def test_backend_is_registered():
+    assert "powerfusion" in torch._dynamo.list_backends()
+
+
+def test_mlp_forward_matches_eager():
+    model = MLP().eval()
+    x = torch.randn(4, 10, 32)
+    with torch.no_grad():
+        expected = model(x)
+        got = _compile(model)(x)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    stats = compile_stats()
+    assert stats["graphs"] == 1 and stats["kernels"] > 0 and stats["fused_ops"] > 0
+    for op in ("aten.native_layer_norm.default", "aten.gelu.default", "aten._softmax.default"):
+        assert stats["fused_by_op"].get(op, 0) >= 1, (op, stats)
+    assert stats["fallback_ops"] == 0 and stats["library_ops"] >= 2     # the two addmm
+
+
+def test_mlp_backward_matches_eager():
+    model = MLP()
+    x = torch.randn(6, 32)
+    weights = torch.linspace(-1, 1, 8)
+    (model(x) * weights).sum().backward()
+    ref = _grads(model)
+    model.zero_grad()
+    (_compile(model)(x) * weights).sum().backward()
+    _assert_grads_close(model, ref)
+    stats = compile_stats()
+    assert stats["graphs"] == 2          # forward and backward
+    assert stats["kernels"] > 0 and stats["fallback_ops"] == 0
+
+
+def test_new_shapes_recompile_and_match():
+    model = MLP().eval()
+    compiled = torch.compile(model, backend="powerfusion", dynamic=False)
+    with torch.no_grad():
+        for shape in [(3, 32), (5, 7, 32), (3, 32)]:
+            x = torch.randn(*shape)
+            torch.testing.assert_close(compiled(x), model(x), rtol=1e-5, atol=1e-5)
+
+
+def test_non_contiguous_and_bfloat16_inputs():
+    def f(x, y):
+        return torch.nn.functional.silu(x.transpose(0, 1) * 2 + y).sum(dim=-1)
+
+    x = torch.randn(16, 12)
+    y = torch.randn(12, 16)
+    torch.testing.assert_close(_compile(f)(x, y), f(x, y), rtol=1e-5, atol=1e-5)
+    xb, yb = x.bfloat16(), y.bfloat16()
+    torch.testing.assert_close(_compile(f)(xb, yb), f(xb, yb), rtol=2e-2, atol=2e-2)
+
+
+class WithCumsum(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.norm = nn.LayerNorm(16)
+
+    def forward(self, x):
+        return torch.relu(torch.cumsum(self.norm(x), dim=-1)) * 0.5
+
+
+def test_unknown_op_runs_eagerly_with_one_warning(caplog):
+    model = WithCumsum().eval()
+    x = torch.randn(3, 16)
+    with caplog.at_level(logging.WARNING, logger="powerfusion"), torch.no_grad():
+        compiled = _compile(model)
+        got = compiled(x)
+        got2 = compiled(x)
+    torch.testing.assert_close(got, model(x), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got2, got)
+    warnings = [r for r in caplog.records
+                if r.name == "powerfusion" and r.levelno == logging.WARNING]
+    assert len(warnings) == 1, [r.getMessage() for r in warnings]
+    assert "cumsum" in warnings[0].getMessage()
+    stats = compile_stats()
+    assert stats["fallback_by_op"] == {"aten.cumsum.default": 1}
+    assert stats["fused_by_op"].get("aten.native_layer_norm.default") == 1
+
+
+def test_compile_failure_falls_back_with_one_warning(caplog, monkeypatch):
+    import powerfusion.compiler as compiler
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("simulated code generation failure")
+
+    monkeypatch.setattr(compiler, "compile_graph", broken)
+    model = MLP().eval()
+    x = torch.randn(4, 32)
+    with caplog.at_level(logging.WARNING, logger="powerfusion"), torch.no_grad():
+        compiled = _compile(model)
+        got, again = compiled(x), compiled(x)
+    torch.testing.assert_close(got, model(x), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(again, got)
+    warnings = [r.getMessage() for r in caplog.records if r.name == "powerfusion"]
+    assert len(warnings) == 2            # two regions: LayerNorm+GELU, and softmax
+    assert all("simulated code generation failure" in w for w in warnings)
+    stats = compile_stats()
+    assert stats["fused_ops"] == 0 and stats["fallback_ops"] == 3 and stats["kernels"] == 0
+
+
+def test_reset_compile_stats():
+    with torch.no_grad():
+        _compile(MLP().eval())(torch.randn(2, 32))
+    assert compile_stats()["graphs"] == 1
+    reset_compile_stats()
+    stats = compile_stats()
+    assert all(stats[k] == 0 for k in ("graphs", "regions", "kernels", "fused_ops",
+                                        "fallback_ops", "library_ops"))
+
+
+# -- Hugging Face transformers ------------------------------------------------------------
+def _bert(layers=2):
+    transformers = pytest.importorskip("transformers")
+    config = transformers.BertConfig(
+        hidden_size=64, num_hidden_layers=layers, num_attention_heads=4,
+        intermediate_size=128, vocab_size=100, max_position_embeddings=64,
+        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+        attn_implementation="eager")
+    return transformers.BertModel(config)
+
+
+def _gpt2(layers=2):
+    transformers = pytest.importorskip("transformers")
+    config = transformers.GPT2Config(
+        n_embd=64, n_layer=layers, n_head=4, vocab_size=100, n_positions=64,
+        bos_token_id=0, eos_token_id=0, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+        attn_implementation="eager")
+    return transformers.GPT2LMHeadModel(config)
+
+
+def _llama(layers=2):
+    transformers = pytest.importorskip("transformers")
+    config = transformers.LlamaConfig(
+        hidden_size=64, num_hidden_layers=layers, num_attention_heads=4,
+        num_key_value_heads=2, intermediate_size=128, vocab_size=100,
+        max_position_embeddings=64, bos_token_id=0, eos_token_id=0, pad_token_id=0)
+    return transformers.LlamaForCausalLM(config)
+
+
+# per model: ops whose PowerFusion kernels prove normalisation, softmax, activation
+_EXPECTED = {
+    "bert": ["aten.native_layer_norm.default", "aten._softmax.default",
+             "aten.gelu.default"],
+    "gpt2": ["aten.native_layer_norm.default", "aten._softmax.default",
+             "aten.tanh.default"],                              # gelu_new, written out
+    "llama": ["aten.rsqrt.default", "aten.mean.dim",          # RMSNorm, written out
+              "aten.sigmoid.default"],                          # SiLU
+}
+
+
+@pytest.mark.parametrize("name", ["bert", "gpt2", "llama"])
+def test_transformers_forward_matches_eager(name):
+    model = {"bert": _bert, "gpt2": _gpt2, "llama": _llama}[name]().eval()
+    ids = torch.randint(0, 100, (2, 12))
+    with torch.no_grad():
+        expected = model(input_ids=ids)[0]
+        got = _compile(model)(input_ids=ids)[0]
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+    stats = compile_stats()
+    assert stats["kernels"] > 0 and stats["fused_ops"] > 0
+    for op in _EXPECTED[name]:
+        assert stats["fused_by_op"].get(op, 0) >= 1, (op, stats)
+    assert stats["library_ops"] > 0      # the matmuls stayed with PyTorch
+
+
+def test_transformers_backward_matches_eager():
+    model = _bert(layers=1).train()
+    ids = torch.randint(0, 100, (2, 12))
+    weights = torch.linspace(-1, 1, 64)
+
+    def loss(m):
+        return (m(input_ids=ids)[0] * weights).sum()
+
+    loss(model).backward()
+    ref = _grads(model)
+    model.zero_grad()
+    loss(_compile(model)).backward()
+    _assert_grads_close(model, ref)
+    stats = compile_stats()
+    assert stats["graphs"] == 2 and stats["kernels"] > 0
+    assert stats["fused_by_op"].get("aten._softmax.default", 0) >= 1
