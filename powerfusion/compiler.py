@@ -7,6 +7,7 @@ reports what each stage made instead of loading code.
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -143,12 +144,13 @@ class Executable:
         self.source = source
         names = [ck.program.name for ck in plan.kernels]
         self._kernels = load_kernels(source, names) if names else {}
+        self._pool = BufferPool()
 
     def run(self, inputs) -> list[np.ndarray]:
         def launch(program: Program, arrays: dict[str, np.ndarray]) -> None:
             self._kernels[program.name]([arrays[p.name].ctypes.data for p in program.params])
 
-        return execute(self.plan, inputs, launch)
+        return execute(self.plan, inputs, launch, self._pool)
 
 
 class InterpretedExecutable:
@@ -181,18 +183,43 @@ class InterpretedExecutable:
         return execute(self.plan, inputs, launch)
 
 
-def execute(plan: Plan, inputs, launch) -> list[np.ndarray]:
+class BufferPool:
+    """Reuses output and scratch arrays the caller no longer holds.
+
+    A fresh large array costs a page fault per 4 KB on first touch, often more than the
+    kernel itself; an array only this pool references can be written again.
+    """
+
+    KEEP = 2     # arrays kept per buffer: one the caller holds, one to reuse
+
+    def __init__(self):
+        self.arrays: dict[str, list[np.ndarray]] = {}
+
+    def get(self, name: str, shape, dtype) -> np.ndarray:
+        kept = self.arrays.setdefault(name, [])
+        for k in range(len(kept)):
+            # referenced by the list, by this frame's lookup and by getrefcount's argument
+            if sys.getrefcount(kept[k]) <= 2:
+                return kept[k]
+        array = np.empty(shape, dtype)
+        if len(kept) < self.KEEP:
+            kept.append(array)
+        return array
+
+
+def execute(plan: Plan, inputs, launch, pool: BufferPool | None = None) -> list[np.ndarray]:
     """Run a plan's kernels in order: allocate what they write, launch, collect outputs."""
+    get = pool.get if pool is not None else (lambda _n, shape, dtype: np.empty(shape, dtype))
     arrays: dict[str, np.ndarray] = dict(zip(plan.input_names, inputs))
     for name, buf in plan.buffers.items():
         if buf.role is not Role.INPUT:
-            arrays[name] = np.empty(buf.shape, _storage_dtype(buf.dtype))
+            arrays[name] = get(name, buf.shape, _storage_dtype(buf.dtype))
     for ck in plan.kernels:
         if math.prod(ck.kernel.shape) == 0:
             continue
         for p in ck.program.params:
             if p.name not in arrays:     # a temp that stayed in global memory
-                arrays[p.name] = np.empty(p.shape, _storage_dtype(p.dtype))
+                arrays[p.name] = get(p.name, p.shape, _storage_dtype(p.dtype))
         launch(ck.program, arrays)
     outs = []
     for spec, shape in zip(plan.outputs, plan.out_shapes):
