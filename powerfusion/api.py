@@ -111,10 +111,11 @@ class _Compiled:
 class JitFunction:
     """A function compiled per call signature; call it like the original."""
 
-    def __init__(self, fn, target: str = "cpu"):
+    def __init__(self, fn, target: str = "cpu", tune: bool = False):
         functools.update_wrapper(self, fn)
         self.fn = fn
         self.target = target
+        self.tune = tune
         self.cache: dict[tuple, _Compiled] = {}
         self.traces = 0          # how many times fn was traced (tests read it)
 
@@ -131,7 +132,8 @@ class JitFunction:
             graph, structure = _trace_prepared(self.fn, bound, tensors)
             self.traces += 1
             exe = compile_graph(graph, input_strides=tuple(t.strides for t in tensors),
-                                target=self.target)
+                                target=self.target,
+                                tune_with=[t.storage for t in tensors] if self.tune else None)
             compiled = _Compiled(exe, structure, tuple(o.dtype for o in graph.outputs))
             self.cache[key] = compiled
         outs = compiled.executable.run([t.storage for t in tensors])
@@ -164,18 +166,20 @@ def _checked_target(target: str | None) -> str:
     return target
 
 
-def jit(fn=None, *, target: str | None = None):
+def jit(fn=None, *, target: str | None = None, tune: bool = False):
     """Compile fn on first call per signature: `@pf.jit` or `@pf.jit(target="cpu")`.
 
     target: "cpu" (C + OpenMP), "opencl", "cuda" or "hip"; default $POWERFUSION_TARGET
-    or "cpu".
+    or "cpu". tune: on the first call per signature, time the cost model's top
+    candidates on the real inputs and keep the winner in the tuning database (the
+    next run, in any process, starts tuned).
     """
     target = _checked_target(target)
     if fn is None:
-        return lambda f: JitFunction(f, target)
+        return lambda f: JitFunction(f, target, tune)
     if not callable(fn):
         raise PowerFusionError(f"pf.jit expects a function, got {type(fn).__name__}")
-    return JitFunction(fn, target)
+    return JitFunction(fn, target, tune)
 
 
 def explain(fn, *args, target: str | None = None, **kwargs):

@@ -56,34 +56,50 @@ class Plan:
 KERNEL_OVERHEAD_BYTES = 64 * 1024   # a launch costs about as much as moving this much
 
 
-def plan_graph(graph: Graph, input_strides, target: Target) -> Plan:
-    """Partition, lower and optimise under each alternative computation; keep the one
-    the cost model prices lowest (bytes moved at the outermost level, plus launches)."""
+def candidate_plans(graph: Graph, input_strides, target: Target,
+                    placements: tuple[str, ...] = ("local",)) -> list[tuple[str, Plan, int]]:
+    """Every (computation, placement) point worth considering, each with its plan and
+    the cost model's price (bytes moved at the outermost level, plus launches),
+    cheapest first."""
     roots = []
     for o in graph.outputs:
         base = o
         while base.op is Op.RESHAPE:     # a reshape of a C-contiguous result is free
             base = base.srcs[0]
         roots.append(base)
-    candidates = [("as written", roots)]
+    computations = [("as written", roots)]
     for name, rewrite in REWRITES.items():
         rewritten = rewrite(roots)
         if rewritten is not None:
-            candidates.append((name, rewritten))
-    best, table = None, []
-    for name, cand in candidates:
-        plan = _plan_roots(graph, cand, input_strides, target)
-        cost = sum(global_bytes(ck.program) + KERNEL_OVERHEAD_BYTES for ck in plan.kernels)
-        table.append((name, cost))
-        if best is None or cost < best[1]:
-            best = (plan, cost, name)
-    plan = best[0]
-    plan.choice = best[2]
-    plan.alternatives = table
-    return plan
+            computations.append((name, rewritten))
+    out = []
+    for name, cand in computations:
+        for placement in placements:
+            plan = _plan_roots(graph, cand, input_strides, target, placement)
+            cost = sum(global_bytes(ck.program) + KERNEL_OVERHEAD_BYTES for ck in plan.kernels)
+            label = name if placement == "local" else f"{name}, rows {placement}"
+            plan.choice = label
+            out.append((label, plan, cost))
+    out.sort(key=lambda c: c[2])        # stable: "as written" wins ties
+    table = [(label, cost) for label, _, cost in out]
+    for _, plan, _ in out:
+        plan.alternatives = table
+    return out
 
 
-def _plan_roots(graph: Graph, roots: list[Node], input_strides, target: Target) -> Plan:
+def plan_graph(graph: Graph, input_strides, target: Target, choice: str | None = None) -> Plan:
+    """Partition, lower and optimise under each alternative computation; keep the one
+    the cost model prices lowest, or the named `choice` (a tuner's measured winner)."""
+    placements = ("local",) if choice is None or "rows" not in choice else ("local", "global")
+    candidates = candidate_plans(graph, input_strides, target, placements)
+    for label, plan, _ in candidates:
+        if label == choice:
+            return plan
+    return candidates[0][1]
+
+
+def _plan_roots(graph: Graph, roots: list[Node], input_strides, target: Target,
+                placement: str = "local") -> Plan:
     out_specs = []
     canon = canonicalize(roots)
     storage: dict[int, Storage] = {}
@@ -118,7 +134,7 @@ def _plan_roots(graph: Graph, roots: list[Node], input_strides, target: Target) 
                 buffers[buf.name] = buf
     compiled = []
     for n, kern in enumerate(kernels):
-        sched = default_schedule(kern.shape, kern.reduce_axes, target.cores)
+        sched = default_schedule(kern.shape, kern.reduce_axes, target.cores, placement)
         naive = lower(kern, sched, f"pf_kernel_{n}", storage)
         log = PassLog()
         program = optimize(naive, target, sched.placement, log)
@@ -247,11 +263,26 @@ def _storage_dtype(dtype: DType) -> np.dtype:
     return np.dtype(np.uint16) if dtype is DType.bfloat16 else dtype.to_numpy()
 
 
-def compile_graph(graph: Graph, *, input_strides, target: str = "cpu"):
-    """An executable for the target: C + OpenMP on the CPU, or a SIMT dialect."""
+def compile_graph(graph: Graph, *, input_strides, target: str = "cpu", tune_with=None):
+    """An executable for the target: C + OpenMP on the CPU, or a SIMT dialect.
+
+    On the CPU a winner recorded in the tuning database is used; `tune_with` (the
+    caller's input arrays) measures the candidates first when there is none.
+    """
     plan = plan_graph(graph, input_strides, get_target(target))
     if target == "cpu":
-        return Executable(plan, generate_source(plan))
+        from .search import tuning_db
+
+        source = generate_source(plan)
+        entry = tuning_db.lookup(target, tuning_db.key_of(source))
+        if entry is None and tune_with is not None:
+            from .search.tuner import tune
+
+            entry = {"choice": tune(graph, input_strides, plan.target, tune_with).choice}
+        if entry is not None and entry.get("choice") != plan.choice:
+            plan = plan_graph(graph, input_strides, plan.target, entry["choice"])
+            source = generate_source(plan)
+        return Executable(plan, source)
     from .runtime.simt_executable import compile_plan_simt
 
     return compile_plan_simt(plan, target)

@@ -1,0 +1,88 @@
+"""The tuner: compile and time the cost model's top candidates on this machine.
+
+Candidates are points of the search space that the cost model prices: alternative
+computations (as written, online softmax, one-pass variance) crossed with the
+placement knob promote leaves open (rows on chip, or re-read from global memory).
+The model ranks them; the tuner measures the first few within a time budget and
+records the winner, and whether the model's first choice was it.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..graph.graph import Graph
+from ..targets import Target
+from . import tuning_db
+
+
+@dataclass
+class TuneResult:
+    choice: str                          # the measured winner's label
+    model_choice: str                    # the cost model's first choice
+    seconds: dict[str, float]            # median seconds per measured candidate
+    key: str
+
+    @property
+    def model_was_right(self) -> bool:
+        return self.choice == self.model_choice
+
+
+def tune(graph: Graph, input_strides, target: Target, inputs, *, top: int = 4,
+         budget_s: float = 20.0, repeat: int = 9, progress: bool = True) -> TuneResult:
+    """Measure the top candidates on `inputs` (the caller's storage arrays)."""
+    from ..compiler import Executable, candidate_plans, generate_source
+
+    candidates = candidate_plans(graph, input_strides, target, ("local", "global"))
+    key = tuning_db.key_of(generate_source(candidates[0][1]))
+    seconds: dict[str, float] = {}
+    seen_sources: set[str] = set()
+    start = time.perf_counter()
+    shortlist = candidates[:top]
+    for n, (label, plan, _cost) in enumerate(shortlist):
+        if time.perf_counter() - start > budget_s and seconds:
+            break
+        source = generate_source(plan)
+        if source in seen_sources:      # the same code as a faster-ranked candidate
+            continue
+        seen_sources.add(source)
+        exe = Executable(plan, source)
+        seconds[label] = _median_time(exe, inputs, repeat)
+        if progress:
+            _bar(n + 1, len(shortlist), label, seconds[label])
+    choice = min(seconds, key=seconds.get)
+    result = TuneResult(choice, candidates[0][0], seconds, key)
+    tuning_db.record(target.name, key, {"choice": choice, "model_choice": result.model_choice,
+                                        "seconds": seconds})
+    return result
+
+
+def _median_time(exe, inputs, repeat: int) -> float:
+    exe.run(inputs)                     # warm: page in outputs, spin up threads
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        exe.run(inputs)
+        times.append(time.perf_counter() - t)
+    return float(np.median(times))
+
+
+def _bar(done: int, total: int, label: str, seconds: float) -> None:
+    width = 20
+    filled = width * done // max(total, 1)
+    sys.stderr.write(f"\r  tuning [{'#' * filled}{'.' * (width - filled)}] {done}/{total} "
+                     f"{label}: {seconds * 1e3:.3f} ms   ")
+    if done == total:
+        sys.stderr.write("\n")
+    sys.stderr.flush()
+
+
+def model_accuracy(target: str) -> tuple[int, int]:
+    """(times the cost model's first choice was the measured best, kernels tuned)."""
+    entries = tuning_db.load(target).values()
+    right = sum(1 for e in entries if e.get("choice") == e.get("model_choice"))
+    return right, len(entries)

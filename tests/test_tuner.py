@@ -1,0 +1,39 @@
+"""The tuner measures candidates, records the winner, and later runs start tuned."""
+
+import numpy as np
+
+import powerfusion as pf
+from powerfusion.search import tuner, tuning_db
+
+
+def softmax(x):
+    e = np.exp(x - x.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def test_tuning_records_a_measured_winner_that_later_runs_use(tmp_path, monkeypatch):
+    monkeypatch.setenv("POWERFUSION_CACHE_DIR", str(tmp_path))
+    x = np.random.default_rng(0).standard_normal((16, 256)).astype(np.float32)
+    tuned = pf.jit(softmax, tune=True)
+    np.testing.assert_allclose(tuned(x), softmax(x.astype(np.float64)), rtol=1e-5, atol=1e-7)
+    entries = tuning_db.load("cpu")
+    assert len(entries) == 1
+    (entry,) = entries.values()
+    assert entry["choice"] in entry["seconds"] and len(entry["seconds"]) >= 2
+    assert all(s > 0 for s in entry["seconds"].values())
+    # a fresh function, not asking to tune, starts from the recorded winner
+    later = pf.jit(softmax)
+    np.testing.assert_allclose(later(x), softmax(x.astype(np.float64)), rtol=1e-5, atol=1e-7)
+    (compiled,) = later.cache.values()
+    assert compiled.executable.plan.choice == entry["choice"]
+    right, total = tuner.model_accuracy("cpu")
+    assert total == 1 and right in (0, 1)
+
+
+def test_a_corrupt_tuning_database_is_ignored_and_rewritten(tmp_path, monkeypatch):
+    monkeypatch.setenv("POWERFUSION_CACHE_DIR", str(tmp_path))
+    tuning_db.db_path("cpu").write_text("{ not json")
+    x = np.ones((4, 64), np.float32)
+    y = pf.jit(softmax, tune=True)(x)
+    np.testing.assert_allclose(y, np.full((4, 64), 1 / 64), rtol=1e-6)
+    assert len(tuning_db.load("cpu")) == 1
