@@ -9,6 +9,7 @@
 """
 
 from .api import JitFunction, explain, jit
+from .frontend.torch_stats import compile_stats, reset_compile_stats
 from .dtypes import DType
 from .errors import CompileError, DTypeError, PowerFusionError, ShapeError, UnsupportedError
 from .frontend.functions import (abs, concatenate, cos, erf, exp, gelu, log, max, maximum,
@@ -26,6 +27,7 @@ float32 = DType.float32
 float64 = DType.float64
 
 __all__ = [
+    "compile_stats", "reset_compile_stats",
     "jit", "explain", "JitFunction", "DType",
     "PowerFusionError", "ShapeError", "DTypeError", "UnsupportedError", "CompileError",
     "where", "maximum", "minimum", "exp", "log", "sqrt", "rsqrt", "abs", "tanh", "erf",
