@@ -12,8 +12,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-import powerfusion.frontend.torch_backend as tb  # noqa: E402
-from powerfusion.frontend.torch_backend import compile_stats, reset_compile_stats  # noqa: E402
+from powerfusion.frontend.torch_backend import compile_stats, reset_compile_stats
 
 nn = torch.nn
 
@@ -139,7 +138,7 @@ def test_unknown_op_runs_eagerly_with_one_warning(caplog):
 
 
 def test_compile_failure_falls_back_with_one_warning(caplog, monkeypatch):
-    import powerfusion.compiler as compiler
+    from powerfusion import compiler
 
     def broken(*args, **kwargs):
         raise RuntimeError("simulated code generation failure")

@@ -27,6 +27,7 @@ logger naming the op and the reason.
 
 from __future__ import annotations
 
+import builtins
 import logging
 import math
 import operator
@@ -38,8 +39,7 @@ import torch
 import torch.fx
 from torch.fx.node import _get_qualified_name
 
-from ..dtypes import DType, as_dtype
-from ..errors import UnsupportedError
+from ..dtypes import DType
 from ..graph.graph import Graph, Node
 from ..graph.ops import Op
 from . import build
@@ -48,8 +48,14 @@ from . import torch_stats as stats
 from .torch_stats import compile_stats, reset_compile_stats
 from .tracing import Tensor
 
-__all__ = ["powerfusion_backend", "compile_aten_graph", "register", "compile_stats",
-           "reset_compile_stats", "Region"]
+__all__ = [
+    "Region",
+    "compile_aten_graph",
+    "compile_stats",
+    "powerfusion_backend",
+    "register",
+    "reset_compile_stats",
+]
 
 logger = logging.getLogger("powerfusion")
 aten = torch.ops.aten
@@ -255,7 +261,7 @@ def _pow(ctx, a, b):
 
 
 @handles(aten.clamp.default, aten.clamp.Tensor, elementwise=True)
-def _clamp(ctx, x, min=None, max=None):  # noqa: A002 - aten's names
+def _clamp(ctx, x, min=None, max=None):
     x = _operand(x, ctx.dtype)
     if min is not None:
         x = F.maximum(x, _operand(min, ctx.dtype))
@@ -322,7 +328,7 @@ handles(aten.bitwise_xor.Tensor, elementwise=True, check=_bool_inputs)(
     lambda ctx, a, b: _truth(a) != _truth(b))
 handles(aten.bitwise_not.default, elementwise=True, check=_bool_inputs)(
     lambda ctx, a: ~_truth(a))
-handles(aten.isnan.default, elementwise=True)(lambda ctx, a: a != a)
+handles(aten.isnan.default, elementwise=True)(lambda ctx, a: a != a)  # noqa: PLR0124
 
 
 @handles(aten.where.self, elementwise=True)
@@ -347,9 +353,9 @@ def _same_device(node):
     out, src = node.meta.get("val"), node.args[0].meta.get("val")
     if out.device != src.device:
         return f"copy from {src.device} to {out.device}"
-    if kwargs_layout := node.kwargs.get("layout"):
-        if kwargs_layout is not torch.strided:
-            return f"layout {kwargs_layout}"
+    layout = node.kwargs.get("layout")
+    if layout is not None and layout is not torch.strided:
+        return f"layout {layout}"
     return None
 
 
@@ -429,12 +435,9 @@ def _var_mean(x: Tensor, dim, correction, keepdim):
     correction = 1 if correction is None else correction
     mean = x.mean(axis=axes, keepdims=True)
     d = x - mean
-    var = (d * d).sum(axis=axes, keepdims=keepdim) / float(builtins_max(count - correction, 0))
+    var = (d * d).sum(axis=axes, keepdims=keepdim) / float(builtins.max(count - correction, 0))
     return var, (mean if keepdim else mean.reshape(tuple(
         n for k, n in enumerate(x.shape) if k not in axes)))
-
-
-builtins_max = max
 
 
 @handles(aten.var.correction)
@@ -547,7 +550,7 @@ def _transpose(ctx, x, dim0, dim1):
     return x.transpose(tuple(perm))
 
 
-handles(aten.t.default)(lambda ctx, x: _transpose(ctx, x, 0, -1) if _tensor(x).ndim == 2 else x)
+handles(aten.t.default)(lambda ctx, x: _transpose(ctx, x, 0, -1))
 
 
 def _index(x: Tensor, dim: int, item):
@@ -583,11 +586,8 @@ def _split_with_sizes(ctx, x, split_sizes, dim=0):
 def _split(ctx, x, split_size, dim=0):
     x = _tensor(x)
     length = x.shape[build.normalize_axis(dim, x.ndim, x.shape)]
-    sizes = [builtins_min(split_size, length - s) for s in range(0, length, split_size)]
+    sizes = [builtins.min(split_size, length - s) for s in range(0, length, split_size)]
     return _split_with_sizes(ctx, x, sizes or [0], dim)
-
-
-builtins_min = min
 
 
 @handles(aten.cat.default)
@@ -959,6 +959,12 @@ def partition(gm: torch.fx.GraphModule, label: str = "graph") -> torch.fx.GraphM
     """gm with each maximal run of supported ops replaced by a `Region` module."""
     from torch.fx.passes.infra.partitioner import CapabilityBasedPartitioner
 
+    for node in gm.graph.nodes:
+        m = node.meta.get("val") if node.op == "placeholder" else None
+        if isinstance(m, torch.Tensor) and m.device.type != "cpu":
+            _warn(f"the {label} graph", f"its tensors are on {m.device}; the torch backend "
+                  "runs PowerFusion kernels on the CPU only for now")
+            return gm
     supported = _classify(gm)
     partitioner = CapabilityBasedPartitioner(
         gm, _Support(supported), allows_single_node_partition=True,
@@ -1046,7 +1052,7 @@ def register() -> None:
         from importlib.metadata import entry_points
         if any(ep.name == BACKEND_NAME for ep in entry_points(group="torch_dynamo_backends")):
             return
-    except Exception:                    # noqa: BLE001 - metadata is optional here
+    except Exception:                    # noqa: BLE001, S110 - metadata is optional here
         pass
     registry.register_backend(compiler_fn=powerfusion_backend, name=BACKEND_NAME)
 
