@@ -17,6 +17,7 @@ the detected CPU) that `measured_cpu()` reads back.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -258,23 +259,30 @@ def write_target(results: list[Measurement], path: str | os.PathLike | None = No
 def measured_cpu(path: str | os.PathLike | None = None) -> Target:
     """This CPU with the bandwidths `powerfusion probe` measured, when its file exists
     and was written on this kind of machine (same CPU model and core count); else
-    `detect_cpu()`. Capacities always come from the machine, bandwidths from the file."""
+    `detect_cpu()`. Capacities always come from the machine, bandwidths from the file.
+    Cheap to call often: the file is read again only when it changes."""
     path = Path(path) if path else default_path()
+    try:
+        stamp = path.stat()
+    except OSError:
+        return detect_cpu()
+    return _measured(str(path), stamp.st_mtime_ns, stamp.st_size)
+
+
+@functools.lru_cache(maxsize=8)
+def _measured(path: str, _mtime_ns: int, _size: int) -> Target:
     detected = detect_cpu()
     try:
-        text = path.read_text()
+        text = Path(path).read_text()
         probed = Target.from_json(text)
         record = json.loads(text).get("probe", {})
-    except (OSError, ValueError, KeyError, TypeError):
+        cores = int(record.get("cores", detected.cores))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return detected
-    if record.get("cpu_model", cpu_model()) != cpu_model() or \
-            int(record.get("cores", detected.cores)) != detected.cores:
+    if record.get("cpu_model", cpu_model()) != cpu_model() or cores != detected.cores:
         return detected
-    measured = {}
-    for m in probed.memory:
-        if m.bandwidth > 0:
-            measured[m.level] = m.bandwidth
-    return detected.with_bandwidths(measured)
+    return detected.with_bandwidths(
+        {m.level: m.bandwidth for m in probed.memory if m.bandwidth > 0})
 
 
 def format_results(results: list[Measurement]) -> str:
