@@ -1,0 +1,1 @@
+"""PowerFusion's benchmarks: `python -m benchmarks.suite` or `powerfusion bench`."""

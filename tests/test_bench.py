@@ -1,0 +1,98 @@
+"""`powerfusion bench` and `powerfusion probe` run, check out and write what they promise.
+
+Smoke tests only: quick shapes, no torch.compile, nothing timed is asserted on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from powerfusion.gir.ir import Level
+from powerfusion.targets import Target, detect_cpu
+
+
+def _run(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    return subprocess.run([sys.executable, "-m", "powerfusion", *args], capture_output=True,
+                          text=True, timeout=timeout, env=env, check=False)
+
+
+def test_bench_quick_writes_results(tmp_path):
+    pytest.importorskip("torch")
+    result = _run("bench", "--quick", "--cases", "softmax,layernorm", "--no-torch-compile",
+                  "--repeats", "2", "--out", str(tmp_path))
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    written = sorted(p.name for p in tmp_path.iterdir())
+    [json_name] = [n for n in written if n.endswith(".json")]
+    assert json_name.startswith("cpu-") and json_name.replace(".json", ".md") in written
+    data = json.loads((tmp_path / json_name).read_text())
+    assert {"machine", "copy_bandwidth", "summary", "cases", "date", "repeats"} <= set(data)
+    assert {"cpu", "cores", "numpy", "torch", "threads"} <= set(data["machine"])
+    assert data["copy_bandwidth"]["gbps"] > 0
+    assert [c["name"] for c in data["cases"]] == ["softmax", "layernorm"]
+    for case in data["cases"]:
+        assert case["correct"], case
+        assert case["min_global_bytes"] > 0
+        assert {"pf", "numpy", "torch"} <= set(case["ms"])
+        assert {"numpy", "torch"} <= set(case["speedup"])
+        assert case["error"]["pf"]["max_abs"] < 1e-4
+        assert 0 < case["fraction_of_copy"]
+    summary = data["summary"]
+    assert summary["correct"] == summary["cases"] == 2
+    assert "torch_compile" not in summary["geomean_speedup"]
+    assert summary["median_fraction_of_copy"] > 0
+    assert "geometric mean" in result.stdout and "softmax" in result.stdout
+
+
+def test_bench_rejects_an_unknown_case(tmp_path):
+    result = _run("bench", "--quick", "--cases", "no_such_case", "--out", str(tmp_path))
+    assert result.returncode != 0
+    assert "no_such_case" in result.stdout + result.stderr
+
+
+def test_suite_cases_are_plain_numpy():
+    from powerfusion.cli import _bench_suite
+
+    suite = _bench_suite()
+    for case in suite.CASES.values():
+        args = case.inputs(quick=True)
+        out = (case.numpy_fn or case.fn)(*args)
+        for y in out if isinstance(out, tuple) else (out,):
+            assert y.size and (y.dtype == args[0].dtype or y.dtype.kind == "f"), case.name
+
+
+def test_probe_writes_a_target(tmp_path):
+    out = tmp_path / "target.json"
+    result = _run("probe", "--quick", "--out", str(out))
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    assert "global" in result.stdout and "GB/s" in result.stdout
+    target = Target.from_json(out.read_text())
+    assert target.family == "cpu" and target.cores == detect_cpu().cores
+    for level in Level:
+        assert target.bandwidth(level) > 0
+        assert target.capacity(level) == detect_cpu().capacity(level)
+
+
+def test_measured_cpu_reads_the_probe_file(tmp_path):
+    from powerfusion.targets import probe
+
+    path = tmp_path / "target-cpu.json"
+    assert probe.measured_cpu(path) == detect_cpu()          # no file: the detected one
+    results = [probe.Measurement("global", 1 << 28, 12.5e9, 2, "test"),
+               probe.Measurement("local", 1 << 18, 150e9, 2, "test")]
+    probe.write_target(results, path)
+    measured = probe.measured_cpu(path)
+    assert measured.bandwidth(Level.GLOBAL) == 12.5e9
+    assert measured.bandwidth(Level.LOCAL) == 150e9
+    assert measured.bandwidth(Level.REGISTER) == detect_cpu().bandwidth(Level.REGISTER)
+    data = json.loads(path.read_text())
+    data["probe"]["cpu_model"] = "some other CPU"            # a file from another machine
+    path.write_text(json.dumps(data))
+    assert probe.measured_cpu(path) == detect_cpu()
+    path.write_text("{not json")
+    assert probe.measured_cpu(path) == detect_cpu()
