@@ -14,7 +14,9 @@ def get_target(name: str) -> Target:
     from ..errors import UnsupportedError
 
     if name == "cpu":
-        return detect_cpu()
+        from .probe import measured_cpu     # probed bandwidths when `powerfusion probe` ran
+
+        return measured_cpu()
     if name in SIMT_TARGETS:
         from ..runtime.simt_executable import simt_target
 
