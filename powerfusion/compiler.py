@@ -16,7 +16,7 @@ from .dtypes import DType
 from .graph.alternatives import REWRITES
 from .graph.canonical import canonicalize
 from .graph.graph import Graph, Node
-from .graph.ops import Op
+from .graph.ops import Group, Op
 from .graph.partition import Kernel, partition
 from .graph.views import contiguous_strides
 from .gir.ir import Buffer, Level, Program, Role
@@ -134,13 +134,35 @@ def _plan_roots(graph: Graph, roots: list[Node], input_strides, target: Target,
                 buffers[buf.name] = buf
     compiled = []
     for n, kern in enumerate(kernels):
-        sched = default_schedule(kern.shape, kern.reduce_axes, target.cores, placement)
+        sched = default_schedule(kern.shape, kern.reduce_axes, target.cores, placement,
+                                 by_columns=target.family == "cpu" and _by_columns(kern))
         naive = lower(kern, sched, f"pf_kernel_{n}", storage)
         log = PassLog()
         program = optimize(naive, target, sched.placement, log)
         compiled.append(CompiledKernel(kern, sched, naive, program, log))
     return Plan(graph, target, compiled, out_specs, [o.shape for o in graph.outputs], buffers,
                 input_names)
+
+
+def _by_columns(kern: Kernel) -> bool:
+    """Is this a single reduction over leading axes whose results nothing full-size
+    reads? Then streaming the reduced axes beats striding through them."""
+    reductions = [n for n in kern.nodes if n.op in Group.REDUCE]
+    last = len(kern.shape) - 1
+    if len(reductions) != 1 or not kern.reduce_axes or last in kern.reduce_axes:
+        return False
+    full = math.prod(kern.shape)
+    if any(math.prod(r.shape) == full for r in kern.roots):
+        return False
+    red = reductions[0]
+    upstream: set[int] = set()
+    stack = [red]
+    while stack:                       # everything the reduction reads, views included
+        n = stack.pop()
+        if id(n) not in upstream:
+            upstream.add(id(n))
+            stack.extend(n.srcs)
+    return all(math.prod(n.shape) != full or id(n) in upstream for n in kern.nodes)
 
 
 # -- code and execution -------------------------------------------------------------------

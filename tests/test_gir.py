@@ -317,9 +317,11 @@ def test_printer_shows_header_loops_and_statements():
 def test_printer_declares_local_buffers_and_is_deterministic():
     tile = Buffer("tile", Level.LOCAL, F16, (N,))
     r = reg("r", F16)
-    build = lambda: prog((X, Z), loop(P, CORES, loop(I, SIMD, Move(r, at(X, ROW)),  # noqa: E731
-                                                     Move(at(tile, I), r),
-                                                     Move(at(Z, ROW), r))))
+
+    def build():
+        return prog((X, Z), loop(P, CORES, loop(I, SIMD, Move(r, at(X, ROW)),
+                                                Move(at(tile, I), r), Move(at(Z, ROW), r))))
+
     text = format_program(build())
     assert text.splitlines()[1] == "  local tile: float16[8]"
     assert text == format_program(build()) == str(build())

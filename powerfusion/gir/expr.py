@@ -277,13 +277,17 @@ def _eval_atom(atom: Atom, env):
                                                                            atom.hi)
 
 
+def _arg_str(e: Expr) -> str:
+    return f"({e})" if len(e.terms) + bool(e.const) > 1 else str(e)
+
+
 def _atom_str(atom: Atom) -> str:
     if isinstance(atom, Var):
         return atom.name
     if isinstance(atom, Div):
-        return f"({atom.arg} // {atom.by})"
+        return f"({_arg_str(atom.arg)} // {atom.by})"
     if isinstance(atom, Mod):
-        return f"({atom.arg} % {atom.by})"
+        return f"({_arg_str(atom.arg)} % {atom.by})"
     return f"clamp({atom.arg}, {atom.lo}, {atom.hi})"
 
 

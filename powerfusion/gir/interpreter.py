@@ -27,7 +27,8 @@ overflow wraps; transcendentals run in the compute dtype, erf through math.erf.
 from __future__ import annotations
 
 import math
-from typing import Callable, Mapping, Union
+from collections.abc import Callable, Mapping
+from typing import ClassVar
 
 import numpy as np
 
@@ -35,9 +36,9 @@ from ..dtypes import DType, promote
 from ..graph.ops import Group, Op
 from ..graph.reference import bfloat16_to_float32, float32_to_bfloat16_bits
 from .check import GIRError
-from .ir import Access, Buffer, Compute, Const, IndexValue, Level, Loop, Move, Program, Role
+from .ir import Access, Buffer, Compute, Const, Level, Loop, Move, Program, Role
 
-Storage = Union[np.ndarray, tuple[np.ndarray, int]]
+Storage = np.ndarray | tuple[np.ndarray, int]
 
 
 # -- dtypes ----------------------------------------------------------------------------
@@ -183,7 +184,7 @@ class _Machine:
         args = [convert(self.operand(o), d, narrow=False) for o, d in zip(s.srcs, wanted)]
         self.write(s.dst, convert(OPS[s.op](*args), dst, narrow=s.op is Op.CAST))
 
-    STATEMENTS = {Loop: loop, Move: move, Compute: compute}
+    STATEMENTS: ClassVar[dict] = {Loop: loop, Move: move, Compute: compute}
 
     def operand(self, o) -> np.generic:
         if isinstance(o, Access):

@@ -75,7 +75,9 @@ class _Lowering:
 
     def program(self) -> Program:
         body: list[Stmt] = []
-        for n in self.kernel.nodes:
+        if self.schedule.columns:
+            body = self.lower_by_columns()
+        for n in ([] if self.schedule.columns else self.kernel.nodes):
             body.extend(self.lower_node(n))
         for r in self.kernel.roots:     # roots that are views or leaves: a plain copy
             if r.op in Group.MOVEMENT or r.op in Group.LEAF:
@@ -102,6 +104,42 @@ class _Lowering:
         """n's index at iteration (p, i): the kernel's index, through a reshape if n's
         shape is another arrangement of the same elements."""
         return reshape_index(self.schedule.domain_index(self.p, i), self.kernel.shape, n.shape)
+
+    def lower_by_columns(self) -> list[Stmt]:
+        """One reduction over leading axes: each unit owns `columns` kept elements,
+        accumulates them in a LOCAL tile while the reduced axes stream row by row,
+        then finishes the per-element work. Every read walks memory contiguously."""
+        (red,) = [n for n in self.kernel.nodes if n.op in Group.REDUCE]
+        sched, width = self.schedule, self.schedule.columns
+        tile = Buffer(self.fresh("acc_tile"), Level.LOCAL, red.dtype.compute, (width,))
+        t0, t1, t2 = (Var(self.fresh("t"), width) for _ in range(3))
+        r = Var(self.fresh("r"), math.prod(self.kernel.shape[k] for k in self.kernel.reduce_axes))
+        start = self.reg(red.dtype)
+        init = [Compute(None, start, (identity(red.op, red.dtype),)), Move(Access(tile, Expr.of(t0)),
+                                                                         start)]
+        index = sched.column_index(self.p, t1, r)
+        step: list[Stmt] = []
+        for n in self.kernel.nodes:                     # what the reduction reads
+            if n is not red and self.is_full(n):
+                step.extend(self.lower_elementwise(n, reshape_index(index, self.kernel.shape,
+                                                                    n.shape)))
+        loads, value = self.operand(red.srcs[0], index)
+        acc, total = self.reg(red.dtype), self.reg(red.dtype)
+        step += [*loads, Move(acc, Access(tile, Expr.of(t1))),
+                 Compute(REDUCE_COMBINE[red.op], total, (acc, value)),
+                 Move(Access(tile, Expr.of(t1)), total)]
+        row = sched.column_index(self.p, t2, None)
+        done = self.reg(red.dtype)
+        finish: list[Stmt] = [Move(done, Access(tile, Expr.of(t2))), *self.store(red, done, row)]
+        after = False
+        for n in self.kernel.nodes:                     # per-element work on the result
+            after = after or n is red
+            if after and n is not red:
+                finish.extend(self.lower_elementwise(
+                    n, reshape_index(row, self.kernel.row_shape, n.shape)))
+        return [Loop(t0, Parallel.SIMD, tuple(init)),
+                Loop(r, Parallel.SERIAL, (Loop(t1, Parallel.SIMD, tuple(step)),)),
+                Loop(t2, Parallel.SIMD, tuple(finish))]
 
     def row_index(self) -> tuple[Expr, ...]:
         return self.schedule.domain_index(self.p, None)

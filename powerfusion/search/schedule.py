@@ -25,9 +25,17 @@ class Schedule:
     reduce_axes: tuple[int, ...]
     tile: int = 0                   # element-wise kernels: inner extent
     placement: str = "local"        # rows that must stay live: "local" if they fit, or "global"
+    columns: int = 0                # reductions over leading axes: kept elements per unit,
+                                    # vectorised while the reduced axes stream (0: by rows)
+
+    @property
+    def kept_extent(self) -> int:
+        return math.prod(n for k, n in enumerate(self.shape) if k not in self.reduce_axes)
 
     @property
     def outer_extent(self) -> int:
+        if self.columns:
+            return self.kept_extent // self.columns
         if self.reduce_axes:
             return math.prod(n for k, n in enumerate(self.shape) if k not in self.reduce_axes)
         return math.prod(self.shape) // self.tile if self.tile else 1
@@ -37,6 +45,19 @@ class Schedule:
         if self.reduce_axes:
             return math.prod(self.shape[k] for k in self.reduce_axes)
         return self.tile if self.tile else math.prod(self.shape)
+
+    def column_index(self, p: Var, t: Var, r: Var | None) -> tuple[Expr, ...]:
+        """Index into S of kept element p*columns + t at reduced position r (0 if None)."""
+        kept = [k for k in range(len(self.shape)) if k not in self.reduce_axes]
+        index: list[Expr] = [Expr(0)] * len(self.shape)
+        flat = Expr.of(p) * self.columns + t
+        for k, e in zip(kept, unflatten(flat, tuple(self.shape[k] for k in kept))):
+            index[k] = e
+        if r is not None:
+            red = tuple(self.shape[k] for k in self.reduce_axes)
+            for k, e in zip(self.reduce_axes, unflatten(Expr.of(r), red)):
+                index[k] = e
+        return tuple(index)
 
     def domain_index(self, p: Var, i: Var | None) -> tuple[Expr, ...]:
         """The index into S of iteration (p, i); reduced axes are 0 when i is None."""
@@ -55,12 +76,27 @@ class Schedule:
 
 
 def default_schedule(shape: tuple[int, ...], reduce_axes: tuple[int, ...], cores: int,
-                     placement: str = "local") -> Schedule:
-    """The cost model's pick without tuning: enough parallel pieces, long inner loops."""
+                     placement: str = "local", by_columns: bool = False) -> Schedule:
+    """The cost model's pick without tuning: enough parallel pieces, long inner loops.
+
+    by_columns: the reduction leaves the innermost axis alone, so walking a row of
+    the reduced axes would stride through memory; stream the reduced axes instead.
+    """
     if reduce_axes:
-        return Schedule(shape, reduce_axes, 0, placement)
+        kept = math.prod(n for k, n in enumerate(shape) if k not in reduce_axes)
+        tile = _column_tile(kept, cores) if by_columns else 0
+        return Schedule(shape, reduce_axes, 0, placement, tile)
     n = math.prod(shape)
     return Schedule(shape, (), _tile(n, shape[-1] if shape else 1, cores), placement)
+
+
+def _column_tile(kept: int, cores: int) -> int:
+    """Kept elements per unit: a divisor of `kept` up to 1024, leaving >= 2 per core."""
+    best = 0
+    for t in range(8, min(kept, 1024) + 1):
+        if kept % t == 0 and (kept // t >= 2 * cores or best == 0):
+            best = t
+    return best
 
 
 def _tile(n: int, last: int, cores: int) -> int:
