@@ -147,13 +147,17 @@ class OpenCLKernel:
 
 # -- allocator -------------------------------------------------------------------------------
 def to_device(array: np.ndarray):
-    """A read-only device copy of a C-contiguous array (at least one byte)."""
+    """A device copy of an array (at least one byte), uploaded before this returns.
+
+    An explicit blocking copy, not COPY_HOST_PTR on a temporary: an implementation
+    may defer that copy until after the temporary is gone.
+    """
     cl = _cl()
-    flags = cl.mem_flags.READ_ONLY | cl.mem_flags.COPY_HOST_PTR
     data = np.ascontiguousarray(array).reshape(-1).view(np.uint8)
-    if data.size == 0:
-        data = np.zeros(1, np.uint8)
-    return cl.Buffer(device().context, flags, hostbuf=data)
+    buffer = cl.Buffer(device().context, cl.mem_flags.READ_ONLY, size=max(1, data.size))
+    if data.size:
+        cl.enqueue_copy(device().queue, buffer, data, is_blocking=True)
+    return buffer
 
 
 def empty(nbytes: int):
