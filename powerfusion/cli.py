@@ -309,6 +309,50 @@ def cmd_explain(args) -> int:
     if args.source:
         print("\nGenerated source:\n")
         print(report.source)
+    if args.graph:
+        print(_write_graph(report.to_dot(naive=args.naive), args.graph))
+    return 0
+
+
+def _write_graph(dot: str, path: str) -> str:
+    """Write DOT text, or render it with Graphviz when the name asks for an image."""
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    out = Path(path)
+    if out.suffix in (".svg", ".png"):
+        exe = shutil.which("dot")
+        if exe is None:
+            fallback = out.with_suffix(".dot")
+            fallback.write_text(dot)
+            return (f"Graphviz's `dot` is not installed (apt-get install graphviz); "
+                    f"wrote the DOT text to {fallback} instead")
+        subprocess.run([exe, f"-T{out.suffix[1:]}", "-o", str(out)], input=dot.encode(),
+                       check=True)
+        return f"rendered the GIR-Graph to {out}"
+    out.write_text(dot)
+    return f"wrote the GIR-Graph (Graphviz DOT) to {out}"
+
+
+def cmd_tune(args) -> int:
+    from .frontend import trace
+    from .search.tuner import model_accuracy, tune
+    from .targets import get_target
+
+    ex = EXAMPLES[args.example]
+    inputs = ex.inputs(args.shape or ex.shape, np.dtype("float32"))
+    graph, _ = trace(ex.fn, inputs)
+    strides = [tuple(s // a.itemsize for s in a.strides) for a in inputs]
+    result = tune(graph, strides, get_target("cpu"), list(inputs), budget_s=args.budget)
+    print(f"{ex.name}: measured (median ms):")
+    for label, sec in sorted(result.seconds.items(), key=lambda kv: kv[1]):
+        mark = " <- winner" if label == result.choice else ""
+        model = " (cost model's first choice)" if label == result.model_choice else ""
+        print(f"  {label:32s} {sec * 1e3:9.3f}{mark}{model}")
+    right, total = model_accuracy("cpu")
+    print(f"cost model's first choice was the measured best for {right} of {total} tuned "
+          "kernels in the tuning database")
     return 0
 
 
@@ -351,7 +395,24 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--dtype", choices=["float32", "float16"], default="float32")
     explain.add_argument("--target", default="cpu")
     explain.add_argument("--source", action="store_true", help="also print the full source")
+    explain.add_argument("--graph", metavar="FILE", default=None,
+                         help="write the GIR-Graph: FILE.dot as Graphviz text; FILE.svg or "
+                              "FILE.png rendered with Graphviz's `dot` when installed")
+    explain.add_argument("--naive", action="store_true",
+                         help="with --graph: the graph before the passes")
     explain.set_defaults(run=cmd_explain)
+
+    tune = sub.add_parser(
+        "tune", help="time the cost model's top candidates for a builtin example and keep "
+                     "the winner in the tuning database",
+        description="Compile and time the cost model's top candidates (alternative "
+                    "computations x placements) for a builtin example on this machine; the "
+                    "winner goes to the tuning database, so later runs start tuned.")
+    tune.add_argument("example", choices=sorted(EXAMPLES))
+    tune.add_argument("--shape", type=_parse_shape, default=None,
+                      help="shape of x, e.g. 4096x768 (default: the demo's shape)")
+    tune.add_argument("--budget", type=float, default=20.0, help="seconds to spend at most")
+    tune.set_defaults(run=cmd_tune)
 
     probe = sub.add_parser(
         "probe", help="measure bandwidth at each memory level and write a target file",

@@ -62,3 +62,25 @@ def test_explain_prints_the_report():
     result = _run("-m", "powerfusion", "explain", "rmsnorm", "--shape", "8x256", "--source")
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     assert "global bytes" in result.stdout and "Generated source" in result.stdout
+
+
+def test_explain_writes_the_gir_graph(tmp_path):
+    from powerfusion.cli import main
+
+    out = tmp_path / "softmax.dot"
+    assert main(["explain", "softmax", "--shape", "8x64", "--graph", str(out)]) == 0
+    text = out.read_text()
+    assert text.startswith("digraph") and "color=" in text
+    naive = tmp_path / "naive.dot"
+    assert main(["explain", "softmax", "--shape", "8x64", "--graph", str(naive),
+                 "--naive"]) == 0
+    assert "color=red" in naive.read_text()      # global round trips before the passes
+
+
+def test_tune_command_records_a_winner(tmp_path, monkeypatch, capsys):
+    from powerfusion.cli import main
+
+    monkeypatch.setenv("POWERFUSION_CACHE_DIR", str(tmp_path))
+    assert main(["tune", "softmax", "--shape", "16x128", "--budget", "10"]) == 0
+    printed = capsys.readouterr().out
+    assert "winner" in printed and "tuned kernels" in printed
