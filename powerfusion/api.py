@@ -131,9 +131,9 @@ class JitFunction:
         if compiled is None:
             graph, structure = _trace_prepared(self.fn, bound, tensors)
             self.traces += 1
+            tuning = {"tune_with": [t.storage for t in tensors]} if self.tune else {}
             exe = compile_graph(graph, input_strides=tuple(t.strides for t in tensors),
-                                target=self.target,
-                                tune_with=[t.storage for t in tensors] if self.tune else None)
+                                target=self.target, **tuning)
             compiled = _Compiled(exe, structure, tuple(o.dtype for o in graph.outputs))
             self.cache[key] = compiled
         outs = compiled.executable.run([t.storage for t in tensors])
