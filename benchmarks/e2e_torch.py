@@ -29,13 +29,9 @@ RESULTS = Path(__file__).resolve().parent / "results" / "e2e_torch_cpu.json"
 
 
 def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+    from powerfusion.targets.probe import cpu_model
+
+    return cpu_model()
 
 
 def machine_info() -> dict:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .ir import Compute, Level, Loop, Move, Program, accesses, walk
+from .ir import Level, Loop, Program, accesses, walk
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from ..gir.expr import Expr, Var, flatten, unflatten
 from .graph import Node
-from .ops import Group, Op
+from .ops import Group
 from .views import through_views
 
 
