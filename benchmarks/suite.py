@@ -29,7 +29,6 @@ import math
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 import traceback
@@ -40,6 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from powerfusion.cli import layernorm, rmsnorm  # the demo's numpy definitions
+from powerfusion.runtime.cpu import command_output
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 BASELINES = ("numpy", "torch", "torch_compile")
@@ -548,21 +548,13 @@ def machine_info(threads: int) -> dict:
         info["powerfusion"] = powerfusion.__version__
     except (ImportError, AttributeError):
         pass
-    gcc = _capture(["gcc", "--version"]).splitlines()
+    gcc = command_output(["gcc", "--version"]).splitlines()
     info["gcc"] = gcc[0] if gcc else None
-    commit = _capture(["git", "-C", str(Path(__file__).resolve().parent), "rev-parse",
+    commit = command_output(["git", "-C", str(Path(__file__).resolve().parent), "rev-parse",
                        "--short", "HEAD"]).strip()
     info["commit"] = commit or None
     info["load_average_start"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     return info
-
-
-def _capture(cmd: list[str]) -> str:
-    try:
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=10,
-                              check=False).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        return ""
 
 
 # -- reporting ---------------------------------------------------------------------------------

@@ -12,13 +12,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .dtypes import DType
 from .graph.alternatives import REWRITES
 from .graph.canonical import canonicalize
 from .graph.graph import Graph, Node
 from .graph.ops import Group, Op
 from .graph.partition import Kernel, partition
 from .graph.views import contiguous_strides
+from .gir.interpreter import storage_dtype
 from .gir.ir import Buffer, Level, Program, Role
 from .gir.lower import Storage, lower
 from .passes.pipeline import PassLog, optimize
@@ -251,13 +251,13 @@ def execute(plan: Plan, inputs, launch, pool: BufferPool | None = None) -> list[
     arrays: dict[str, np.ndarray] = dict(zip(plan.input_names, inputs))
     for name, buf in plan.buffers.items():
         if buf.role is not Role.INPUT:
-            arrays[name] = get(name, buf.shape, _storage_dtype(buf.dtype))
+            arrays[name] = get(name, buf.shape, storage_dtype(buf.dtype))
     for ck in plan.kernels:
         if math.prod(ck.kernel.shape) == 0:
             continue
         for p in ck.program.params:
             if p.name not in arrays:     # a temp that stayed in global memory
-                arrays[p.name] = get(p.name, p.shape, _storage_dtype(p.dtype))
+                arrays[p.name] = get(p.name, p.shape, storage_dtype(p.dtype))
         launch(ck.program, arrays)
     outs = []
     for spec, shape in zip(plan.outputs, plan.out_shapes):
@@ -266,7 +266,7 @@ def execute(plan: Plan, inputs, launch, pool: BufferPool | None = None) -> list[
         elif spec[0] == "input":
             outs.append(np.array(inputs[spec[1]]).reshape(shape))
         else:
-            outs.append(np.full(shape, spec[1], _storage_dtype(spec[2])))
+            outs.append(np.full(shape, spec[1], storage_dtype(spec[2])))
     return _unalias(outs)
 
 
@@ -279,10 +279,6 @@ def _unalias(outs: list[np.ndarray]) -> list[np.ndarray]:
         result.append(a.copy() if base in seen else a)
         seen.add(base)
     return result
-
-
-def _storage_dtype(dtype: DType) -> np.dtype:
-    return np.dtype(np.uint16) if dtype is DType.bfloat16 else dtype.to_numpy()
 
 
 def compile_graph(graph: Graph, *, input_strides, target: str = "cpu", tune_with=None):

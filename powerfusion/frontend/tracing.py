@@ -7,6 +7,7 @@ numpy's own functions reach it through `__array_ufunc__` / `__array_function__`.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -243,15 +244,21 @@ class Arguments:
     call: Callable[[list], Any]       # calls the function with replaced values
 
 
+@functools.lru_cache(maxsize=512)
+def _signature(fn) -> inspect.Signature | None:
+    """fn's signature, worked out once per function (every jitted call binds to it)."""
+    if inspect.isfunction(inspect.unwrap(fn)) or inspect.ismethod(fn):
+        try:
+            return inspect.signature(fn)
+        except (TypeError, ValueError):
+            pass                      # no usable signature: name arguments by position
+    return None
+
+
 def flatten_arguments(fn, args: tuple, kwargs: dict) -> Arguments:
     """Bind args to fn's signature; each value gets a label like "argument 1 ('w')"
     that error messages can name."""
-    sig = None
-    if inspect.isfunction(inspect.unwrap(fn)) or inspect.ismethod(fn):
-        try:
-            sig = inspect.signature(fn)
-        except (TypeError, ValueError):
-            pass                      # no usable signature: name arguments by position
+    sig = _signature(fn)
     if sig is None:
         names = [f"argument {k}" for k in range(len(args))] + [repr(k) for k in kwargs]
 

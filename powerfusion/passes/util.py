@@ -52,10 +52,7 @@ def rename_var(stmts: tuple[Stmt, ...], old: Var, new: Var) -> tuple[Stmt, ...]:
             return a
         return Access(a.buffer, a.index.substitute({old: new}))
 
-    out = []
-    for s in map_accesses(stmts, fix):
-        out.append(s)
-    return _rename_index_values(tuple(out), old, new)
+    return _rename_index_values(map_accesses(stmts, fix), old, new)
 
 
 def _rename_index_values(stmts, old, new):

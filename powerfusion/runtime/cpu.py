@@ -51,10 +51,10 @@ def compiler_command() -> list[str]:
 
 @functools.cache
 def _identity(cc: tuple[str, ...]) -> str:
-    version = _capture([*cc, "--version"]).splitlines()
+    version = command_output([*cc, "--version"]).splitlines()
     parts = [version[0] if version else "unknown compiler"]
     # -march=native means different code on different machines: key on what it resolves to
-    target = _capture([*cc, "-march=native", "-Q", "--help=target"])
+    target = command_output([*cc, "-march=native", "-Q", "--help=target"])
     march = re.search(r"^\s*-march=\s+(\S+)", target, re.MULTILINE)
     if march:
         parts.append(f"march={march.group(1)}")
@@ -67,7 +67,7 @@ def compiler_identity() -> str:
     return _identity(tuple(compiler_command()))
 
 
-def _capture(cmd: list[str]) -> str:
+def command_output(cmd: list[str]) -> str:
     try:
         return subprocess.run(cmd, capture_output=True, text=True, timeout=30,
                               check=False).stdout
