@@ -23,14 +23,15 @@ from .frontend.tracing import TensorSpec, flatten_arguments, is_torch_tensor, tr
 class _TensorArg:
     """A tensor argument made ready for the executable: storage array and layout."""
 
-    kind: str                    # "numpy" or "torch"
-    storage: np.ndarray          # what exe.run takes (bfloat16 as uint16)
+    kind: str                    # "numpy", "torch" or "torch_cuda"
+    storage: Any                 # what exe.run takes: a numpy array (bfloat16 as uint16),
+                                 # or for "torch_cuda" the CUDA tensor itself
     dtype: DType
     strides: tuple[int, ...]     # in elements
 
     @property
     def key(self) -> tuple:
-        return (self.kind, self.storage.shape, self.dtype, self.strides)
+        return (self.kind, tuple(self.storage.shape), self.dtype, self.strides)
 
     @property
     def spec(self) -> TensorSpec:
@@ -62,16 +63,26 @@ def _numpy_arg(array: np.ndarray, label: str) -> _TensorArg:
 def _torch_arg(tensor, label: str, target: str) -> _TensorArg:
     import torch
 
-    if tensor.device.type != "cpu" and target == "cpu":
-        raise UnsupportedError(f"{label}: a torch tensor on {tensor.device}, but this "
-                               "function compiles for target 'cpu'; move it with .cpu()")
     dtype = as_dtype(tensor.dtype, what=label)
     tensor = tensor.detach().resolve_conj().resolve_neg()
+    if tensor.device.type == "cuda" and target == "cuda":
+        return _TensorArg("torch_cuda", tensor, dtype, tuple(tensor.stride()))
+    if tensor.device.type != "cpu":
+        hint = ("; move it with .cpu()" if target != "cuda"
+                else "; target 'cuda' takes CUDA tensors and host arrays")
+        raise UnsupportedError(f"{label}: a torch tensor on {tensor.device}, but this "
+                               f"function compiles for target {target!r}{hint}")
     if dtype is DType.bfloat16:
         storage = tensor.view(torch.int16).numpy().view(np.uint16)
     else:
         storage = tensor.numpy()
     return _TensorArg("torch", storage, dtype, tuple(tensor.stride()))
+
+
+def _is_host_tensor(value) -> bool:
+    if is_torch_tensor(value):
+        return value.device.type != "cuda"
+    return isinstance(value, (np.ndarray, np.generic))
 
 
 def prepare_arguments(labels: list[str], values: list, target: str):
@@ -87,11 +98,18 @@ def prepare_arguments(labels: list[str], values: list, target: str):
             continue
         tensors.append(arg)
         key.append(arg.key)
+    kinds = {t.kind == "torch_cuda" for t in tensors}
+    if len(kinds) > 1:
+        host = next(lab for lab, v in zip(labels, values) if _is_host_tensor(v))
+        raise UnsupportedError(f"{host}: a host array among CUDA tensors; pass every "
+                               "tensor argument on the CUDA device, or none")
     return tensors, tuple(key)
 
 
 def _result(storage: np.ndarray, dtype: DType, kind: str):
     """An executable's storage array as the kind of array that came in, zero-copy."""
+    if kind == "torch_cuda":
+        return storage                  # the CUDA runtime returns torch tensors already
     if kind == "torch":
         import torch
 
@@ -118,6 +136,7 @@ class JitFunction:
         self.tune = tune
         self.cache: dict[tuple, _Compiled] = {}
         self.traces = 0          # how many times fn was traced (tests read it)
+        self.device_calls: dict[tuple, _Compiled] = {}   # all-CUDA-tensor calls, by _device_key
 
     def __repr__(self) -> str:
         return f"<pf.jit {getattr(self.fn, '__name__', self.fn)!r} target={self.target!r}>"
@@ -125,6 +144,10 @@ class JitFunction:
     def __call__(self, *args, **kwargs):
         from .compiler import compile_graph
 
+        if self.device_calls and not kwargs:
+            compiled = self.device_calls.get(_device_key(args))
+            if compiled is not None:
+                return _structured(compiled, compiled.executable.run(list(args)))
         bound = flatten_arguments(self.fn, args, kwargs)
         tensors, key = prepare_arguments(bound.labels, bound.values, self.target)
         compiled = self.cache.get(key)
@@ -136,12 +159,30 @@ class JitFunction:
                                 target=self.target, **tuning)
             compiled = _Compiled(exe, structure, tuple(o.dtype for o in graph.outputs))
             self.cache[key] = compiled
+        if not kwargs and tensors and len(tensors) == len(args) and \
+                all(t.kind == "torch_cuda" for t in tensors):
+            self.device_calls[_device_key(args)] = compiled
         outs = compiled.executable.run([t.storage for t in tensors])
         kind = tensors[0].kind if tensors else "numpy"
-        results = [_result(o, d, kind) for o, d in zip(outs, compiled.out_dtypes)]
-        if compiled.structure == "single":
-            return results[0]
-        return list(results) if compiled.structure == "list" else tuple(results)
+        return _structured(compiled, [_result(o, d, kind)
+                                      for o, d in zip(outs, compiled.out_dtypes)])
+
+
+def _device_key(args: tuple):
+    """The signature of a call whose arguments are all plain CUDA tensors (None if not):
+    such calls skip argument preparation once compiled (kernels are microseconds)."""
+    try:
+        if all(a.is_cuda and not a.is_neg() for a in args):
+            return tuple((a.dtype, a.shape, a.stride()) for a in args)
+    except AttributeError:
+        pass
+    return None
+
+
+def _structured(compiled: _Compiled, results: list):
+    if compiled.structure == "single":
+        return results[0]
+    return list(results) if compiled.structure == "list" else tuple(results)
 
 
 def _trace_prepared(fn, bound, tensors: list[_TensorArg]):

@@ -3,7 +3,10 @@
 The mapping keeps the interpreter's meaning (loops run in order) on a grid of blocks:
 
 - the CORES loop -> blocks, grid-stride: `for (p = block; p < P; p += blocks)`;
-- a SIMD loop in its body -> the block's threads: `for (i = tid; i < I; i += BLOCK)`.
+- a SIMD loop in its body -> the block's threads, in chunks of C consecutive elements
+  (one 128-bit access of the narrowest buffer): thread t takes i in [tC, tC + C), then
+  [(t + BLOCK)C, ...), and so on. Chunk-aligned loads and stores move as vectors; the
+  elements of a chunk are computed one by one (unrolled).
   An accumulator it updates becomes a per-thread partial, combined after the loop by a
   block reduction (warp shuffles and a shared scratch; a local-memory tree on OpenCL)
   whose result every thread holds;
@@ -11,8 +14,9 @@ The mapping keeps the interpreter's meaning (loops run in order) on a grid of bl
   store to memory there is made by thread 0;
 - LOCAL buffers -> one shared (`__local`) array per block;
 - a barrier goes between two statements when one writes memory that the other touches
-  through another thread. Every SIMD loop maps iteration i to thread i % BLOCK, so the
-  same index expression in two loops of one extent is the same thread: no barrier.
+  through another thread. Every SIMD loop of a kernel maps iteration i to thread
+  (i / C) % BLOCK, so the same index expression in two loops of one extent is the same
+  thread: no barrier.
 
 Dialects are thin subclasses (qualifiers, index builtins, barrier, shuffle, type and
 math names). The op table, constants and index expressions are the C printer's.
@@ -33,8 +37,8 @@ from ..gir.ir import (Access, Buffer, Compute, Const, IndexValue, Level, Loop, M
                       Program, Role, Stmt, accesses, walk)
 from ..graph.ops import Op
 from .c import CPrinter, _plan_registers
-from .simt_plan import (MAX_BLOCK, Hazards, Use, block_size, blocks_of, check_lanes,
-                        fits_int32, local_buffers)
+from .simt_plan import (MAX_BLOCK, VECTOR_BYTES, Hazards, Use, block_size, blocks_of,
+                        check_lanes, chunk_of, fits_int32, local_buffers, vector_accesses)
 
 SHARED_ALIGN = 16           # bytes: LOCAL arrays start 128-bit aligned in shared memory
 REDUCE_SCRATCH = 32         # 8-byte slots of the reduction scratch (one per warp)
@@ -178,6 +182,8 @@ class SimtPrinter(CPrinter):
         self.hazards = Hazards()
         self.pending: list[Use] = []             # row-level reads of the statement at hand
         self.constants: dict[str, object] = {}    # registers last set to a constant
+        self.chunk = 1                            # elements per thread and chunk
+        self.slots: dict[tuple[str, object], str] = {}  # vector access -> its array
 
     # -- the module's shared text -----------------------------------------------------
     @classmethod
@@ -254,7 +260,8 @@ class SimtPrinter(CPrinter):
                 raise UnsupportedError(f"parameter {b.name} is at level {b.level.value}")
         self.index_type = self.compute_types[DType.int32 if fits_int32(program)
                                              else DType.int64]
-        self.block_size = block_size(program, self.warp, self.max_block)
+        self.chunk = chunk_of(program, lambda b: b.dtype.itemsize)
+        self.block_size = block_size(program, self.warp, self.max_block, self.chunk)
         blocks, why = blocks_of(program)
         locals_ = local_buffers(program)
         shared, offsets = 0, {}
@@ -355,8 +362,11 @@ class SimtPrinter(CPrinter):
                 self.emit(f"{self.compute_types[reg.dtype.compute]} {saved[reg.name]} = {name};")
                 self.emit(f"{name} = {self.literal(identity.value, identity.dtype, reg.dtype)};")
         self.thread_loop_var = loop.var
-        self.body(loop, path, f"for ({idx} {var} = pf_tid; {var} < {n}; "
-                              f"{var} += {self.block_size}) {{")
+        if self.chunk == 1:
+            self.body(loop, path, f"for ({idx} {var} = pf_tid; {var} < {n}; "
+                                  f"{var} += {self.block_size}) {{")
+        else:
+            self.chunked_loop(loop, path)
         self.thread_loop_var = None
         for reg, op in accumulators:
             dtype = reg.dtype.compute
@@ -369,6 +379,70 @@ class SimtPrinter(CPrinter):
                 self.emit(f"{name} = {combine.format(saved[reg.name], name)};")
         if accumulators:
             self.hazards.clear()             # the block reduction synchronised the block
+
+    def chunked_loop(self, loop: Loop, path) -> None:
+        """Each thread takes `chunk` consecutive elements at a time: the loop's
+        chunk-aligned loads are vector loads into small arrays before the elements are
+        computed (unrolled), its stores vector stores after them."""
+        var, n, idx, v = self.ident("var", loop.var.name), loop.var.extent, \
+            self.index_type, self.chunk
+        first = Var(loop.var.name + "_0", n)
+        start = self.ident("var", first.name)
+        self.emit(f"for ({idx} {start} = pf_tid * {v}; {start} < {n}; "
+                  f"{start} += {self.block_size * v}) {{")
+        self.depth += 1
+        found = vector_accesses(loop, v)
+        moves = [s for s in loop.body if isinstance(s, Move)]
+        stores = []
+        for a, load in [(m.src, True) for m in moves] + [(m.dst, False) for m in moves]:
+            key = (a.buffer.name, a.index)
+            if key not in found or key in self.slots:
+                continue
+            array = self.ident("vec", f"{a.buffer.name}_v")
+            self.slots[key] = array
+            element = (self.storage_types[a.buffer.dtype] if a.buffer.level is Level.GLOBAL
+                       else self.compute_types[a.buffer.dtype.compute])
+            self.emit(self.vector_array(element, array, v))
+            address = f"{self.ident('buf', a.buffer.name)} + " \
+                      f"{self.index(a.index.substitute({loop.var: first}))}"
+            if load:
+                self.emit(self.vector_copy(element, address, array, v, load=True))
+            else:
+                stores.append(self.vector_copy(element, address, array, v, load=False))
+        self.emit("#pragma unroll")
+        self.emit(f"for (int pf_v = 0; pf_v < {v}; ++pf_v) {{")
+        self.depth += 1
+        if n % v:
+            self.emit(f"if ({start} + pf_v >= {n}) break;")
+        at = len(self.lines)
+        self.block(loop.body, path)
+        if any(re.search(rf"\b{var}\b", line) for line in self.lines[at:]):
+            self.lines.insert(at, "    " * self.depth + f"const {idx} {var} = {start} + pf_v;")
+        self.depth -= 1
+        self.emit("}")
+        for line in stores:
+            self.emit(line)
+        self.slots.clear()
+        self.depth -= 1
+        self.emit("}")
+
+    def vector_array(self, element: str, array: str, v: int) -> str:
+        return f"__align__(16) {element} {array}[{v}];"
+
+    def vector_copy(self, element: str, address: str, array: str, v: int, load: bool) -> str:
+        """Copy v elements between memory at address and the array, in 128-bit pieces
+        (the runtime passes 16-byte-aligned buffers; the start is a chunk multiple)."""
+        nbytes = v * _SIZES[element]
+        piece = min(nbytes, VECTOR_BYTES)
+        kind = {2: "unsigned short", 4: "unsigned int", 8: "uint2", 16: "uint4"}[piece]
+        step = piece // _SIZES[element]
+        parts = []
+        for k in range(nbytes // piece):
+            mem, reg = f"(({address}) + {k * step})", f"({array} + {k * step})"
+            src, dst = (mem, reg) if load else (reg, mem)
+            const = "const " if load else ""
+            parts.append(f"*({kind} *){dst} = *({const}{kind} *){src};")
+        return " ".join(parts)
 
     def accumulators(self, loop: Loop) -> list[tuple[Buffer, Op]]:
         """Outer registers the loop updates: only as `r = op(r, x)`, never read otherwise."""
@@ -398,6 +472,11 @@ class SimtPrinter(CPrinter):
     def read(self, a: Access) -> str:
         if self.thread_loop_var is None and self.shared(a.buffer):
             self.pending.append(Use(a.buffer.name, ("all",), False))
+        array = self.slots.get((a.buffer.name, a.index))
+        if array is not None:
+            load = f"{array}[pf_v]"
+            return self.load_16[a.buffer.dtype].format(load) if a.buffer.level is Level.GLOBAL \
+                and a.buffer.dtype in self.load_16 else load
         return super().read(a)
 
     def compute(self, c: Compute, path) -> None:
@@ -414,6 +493,17 @@ class SimtPrinter(CPrinter):
             if self.shared(a.buffer):
                 uses.append(Use(a.buffer.name, ("one",), True))
             self.sync_before(uses)
+        array = self.slots.get((a.buffer.name, a.index))
+        if array is not None:               # into the chunk's array; stored after the loop
+            b = a.buffer
+            if b.level is Level.GLOBAL:
+                value = self.convert(value, src, b.dtype, round16=False)
+                value = self.store_16[b.dtype].format(value) if b.dtype in self.store_16 \
+                    else value
+            else:
+                value = self.convert(value, src, b.dtype, round16)
+            self.emit(f"{array}[pf_v] = {value};")
+            return
         if a.buffer.level is Level.REGISTER or self.thread_loop_var is not None:
             super().write(a, value, src, path, round16)
             return
@@ -472,6 +562,10 @@ class SimtPrinter(CPrinter):
                     who = ("lane", a.index.substitute({loop.var: lane}))
                 out.append(Use(a.buffer.name, who, is_write))
         return out
+
+
+_SIZES = {"float": 4, "double": 8, "unsigned short": 2, "ushort": 2, "int": 4,
+          "long long": 8, "long": 8, "unsigned char": 1, "uchar": 1}
 
 
 # -- identities of the accumulations a block reduction combines ----------------------------
@@ -572,6 +666,15 @@ class OpenCLPrinter(SimtPrinter):
 
     def dynamic_shared(self, nbytes: int) -> int:
         return 0
+
+    def vector_array(self, element: str, array: str, v: int) -> str:
+        return f"{element} {array}[{v}];"
+
+    def vector_copy(self, element: str, address: str, array: str, v: int, load: bool) -> str:
+        # vloadn/vstoren need only the element's alignment (inputs carry any offset)
+        if load:
+            return f"vstore{v}(vload{v}(0, {address}), 0, {array});"
+        return f"vstore{v}(vload{v}(0, {array}), 0, {address});"
 
     def scratch_decl(self) -> str:
         return f"__local long pf_red[{self.block_size}];"

@@ -2,11 +2,12 @@
 
 Launch shape: threads per block (a power of two, a multiple of the warp), how many
 blocks can share the CORES loop (only when their units touch disjoint memory), the
-LOCAL arrays, and whether 32-bit index arithmetic is exact.
+LOCAL arrays, whether 32-bit index arithmetic is exact, and the chunk: how many
+consecutive elements a thread takes at a time (one 128-bit vector access).
 
 Barriers: a `Use` is one access to memory other threads of a block can see, with the
 thread that makes it: ("lane", index) inside a SIMD loop (iteration i runs on thread
-i % BLOCK, so an equal index in loops of equal extent is the same thread), ("one",) for
+(i / chunk) % BLOCK, so an equal index in loops of equal extent is the same thread), ("one",) for
 a row-level store (thread 0), ("all",) for a row-level read, ("any",) when unknown.
 Two uses conflict when one writes and another thread may be the other's.
 """
@@ -14,15 +15,19 @@ Two uses conflict when one writes and another thread may be the other's.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 
 from ..errors import UnsupportedError
 from ..gir.expr import Expr, Var
-from ..gir.ir import (Buffer, Compute, IndexValue, Level, Loop, Parallel, Program, Stmt,
-                      accesses, walk)
+from ..gir.ir import (Buffer, Compute, IndexValue, Level, Loop, Move, Parallel, Program,
+                      Stmt, accesses, walk)
 
 MAX_BLOCK = 1024            # threads per block: the most every SIMT device takes
-ITEMS_PER_THREAD = 4        # block size aims at this many elements of a row per thread
+# block size aims at this many elements of a row per thread ($POWERFUSION_SIMT_ITEMS
+# overrides it, for experiments on a device)
+ITEMS_PER_THREAD = int(os.environ.get("POWERFUSION_SIMT_ITEMS", "16"))
+VECTOR_BYTES = 16           # one 128-bit load or store per thread and chunk
 ELEMENTWISE_BLOCK = 256     # kernels without block reductions need no bigger blocks
 
 
@@ -36,14 +41,16 @@ def _thread_loops(stmts: tuple[Stmt, ...]):
                 yield from _thread_loops(s.body)
 
 
-def block_size(program: Program, warp: int, max_block: int) -> int:
+def block_size(program: Program, warp: int, max_block: int, chunk: int = 1) -> int:
+    """Threads per block: about ITEMS_PER_THREAD elements (at least one chunk) each."""
     loops = list(_thread_loops(program.body))
     if not loops:
         return warp
     reduces = any(isinstance(s, Compute) and s.is_accumulate
                   for lp in loops for s, _ in walk(lp.body))
     extent = max(lp.var.extent for lp in loops)
-    want = 1 << max(0, math.ceil(math.log2(max(1, -(-extent // ITEMS_PER_THREAD)))))
+    per_thread = max(ITEMS_PER_THREAD, chunk)
+    want = 1 << max(0, math.ceil(math.log2(max(1, -(-extent // per_thread)))))
     cap = max_block if reduces else min(ELEMENTWISE_BLOCK, max_block)
     cap = 1 << (cap.bit_length() - 1)        # a power of two: the reduction trees halve it
     return max(warp, min(want, cap))
@@ -160,3 +167,52 @@ def check_lanes(uses: list[Use], loop: Loop) -> None:
                 raise UnsupportedError(
                     f"SIMT codegen: SIMD loop {loop.var.name} passes values between its "
                     f"iterations through {a.buffer}; its threads run side by side")
+
+
+# -- vector chunks ---------------------------------------------------------------------------
+def chunk_of(program: Program, itemsize) -> int:
+    """Elements per thread and chunk of every SIMD loop: one VECTOR_BYTES access of the
+    narrowest global buffer (at most 8). Every SIMD loop of a kernel uses the same
+    chunk, so element i belongs to thread (i / chunk) % BLOCK in all of them."""
+    if os.environ.get("POWERFUSION_SIMT_VECTOR", "1") == "0":
+        return 1
+    sizes = [itemsize(b) for b in program.params]
+    return max(1, min(8, VECTOR_BYTES // min(sizes))) if sizes else 1
+
+
+def vector_accesses(loop: Loop, chunk: int) -> set[tuple[str, Expr]]:
+    """(buffer, index) of the loop's top-level Moves that can move a whole chunk at once:
+    global or local memory, unit stride in the loop variable, chunk-aligned otherwise,
+    and a buffer the loop only reads or only writes (loads go first, stores last)."""
+    if chunk == 1 or loop.var.extent % chunk:
+        return set()
+    reads, writes = set(), set()
+    for s, _ in walk(loop.body):
+        r, w = accesses(s)
+        reads |= {a.buffer.name for a in r}
+        writes |= {a.buffer.name for a in w}
+    out = set()
+    for s in loop.body:
+        if not isinstance(s, Move):
+            continue
+        for a, other_way in ((s.src, writes), (s.dst, reads)):
+            if a.buffer.level is not Level.REGISTER and a.buffer.name not in other_way \
+                    and _chunk_aligned(a.index, loop.var, chunk):
+                out.add((a.buffer.name, a.index))
+    return out
+
+
+def _chunk_aligned(index: Expr, var: Var, chunk: int) -> bool:
+    if index.const % chunk:
+        return False
+    seen = False
+    for atom, c in index.terms:
+        if not isinstance(atom, Var):
+            return False
+        if atom == var:
+            seen = c == 1
+            if not seen:
+                return False
+        elif c % chunk:
+            return False
+    return seen

@@ -12,7 +12,6 @@ cuda-python never load it. It has not run on a GPU in this repository's CI.
 
 from __future__ import annotations
 
-import ctypes
 import functools
 import threading
 
@@ -23,6 +22,7 @@ from ..gir.ir import Role
 from .cache import DiskCache, atomic_write_bytes, cache_dir, cache_key, ensure_private_dir
 
 MAX_STATIC_SHARED = 48 * 1024      # beyond this a kernel must opt in to dynamic shared memory
+ALIGN = 16          # kernels move 128-bit vectors: every buffer's element 0 is this aligned
 
 
 def _core():
@@ -116,7 +116,7 @@ def _allow_shared(kernel, nbytes: int) -> None:
         return
     driver = _driver()
     attr = driver.CUfunction_attribute.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES
-    handle = kernel._handle
+    handle = getattr(kernel, "handle", None) or kernel._handle
     if isinstance(handle, driver.CUkernel):
         _check(driver.cuKernelSetAttribute(attr, nbytes, handle, device().device_id))
     else:
@@ -133,6 +133,17 @@ class _TorchStream:
         return (0, self.handle)
 
 
+@functools.cache
+def _stream_of(handle: int):
+    """cuda.core's view of a torch stream (one wrapper per stream, made once)."""
+    return device().create_stream(_TorchStream(handle))
+
+
+@functools.cache
+def _multiprocessors() -> int:
+    return device().properties.multiprocessor_count
+
+
 # -- executable ------------------------------------------------------------------------------
 class CudaExecutable:
     """A plan's kernels in one CUDA module, loaded on first run."""
@@ -142,23 +153,23 @@ class CudaExecutable:
         self._kernels = None
 
     def kernels(self) -> dict:
+        """name -> (cuda.core Kernel, LaunchConfig), made once."""
         if self._kernels is None:
+            core = _core()
             code = load(self.source)
             self._kernels = {}
             for k in self.module.kernels:
                 kernel = code.get_kernel(k.name)
                 _allow_shared(kernel, k.shared_bytes)
-                self._kernels[k.name] = kernel
+                config = core.LaunchConfig(grid=k.grid(_multiprocessors()), block=k.block,
+                                           shmem_size=k.shared_bytes)
+                self._kernels[k.name] = (kernel, config)
         return self._kernels
 
     def _launch(self, program, pointers: dict[str, int], stream) -> None:
-        core = _core()
-        config = self.module.kernel(program.name)
-        grid = config.grid(device().properties.multiprocessor_count)
-        launch = core.LaunchConfig(grid=grid, block=config.block,
-                                   shmem_size=config.shared_bytes)
-        args = [ctypes.c_void_p(pointers[p.name]) for p in program.params]
-        core.launch(stream, launch, self.kernels()[program.name], *args)
+        kernel, config = self.kernels()[program.name]
+        args = [np.uint64(pointers[p.name]) for p in program.params]   # 8-byte pointers
+        _core().launch(stream, config, kernel, *args)
 
     def run(self, inputs):
         """numpy in, numpy out (copies); torch CUDA tensors or CUDA arrays in, torch out."""
@@ -172,7 +183,7 @@ class CudaExecutable:
 
         driver = _driver()
         stream = device().default_stream
-        allocations: dict[str, tuple[int, int]] = {}   # name -> (device pointer, base)
+        allocations: dict[str, tuple[int, int, int]] = {}  # name -> (pointer, base, raw)
 
         def launch(program, arrays) -> None:
             pointers = {}
@@ -181,11 +192,12 @@ class CudaExecutable:
                     array = arrays[p.name]
                     flat, base = as_storage(array) if p.role is Role.INPUT else (array, 0)
                     flat = np.ascontiguousarray(flat)
-                    ptr = int(_check(driver.cuMemAlloc(max(1, flat.nbytes))))
+                    raw = int(_check(driver.cuMemAlloc(flat.nbytes + ALIGN)))
+                    ptr = raw + (-base * p.dtype.itemsize) % ALIGN   # element 0 aligned
                     if p.role is Role.INPUT and flat.nbytes:
                         _check(driver.cuMemcpyHtoD(ptr, flat.ctypes.data, flat.nbytes))
-                    allocations[p.name] = (ptr, base)
-                ptr, base = allocations[p.name]
+                    allocations[p.name] = (ptr, base, raw)
+                ptr, base, _ = allocations[p.name]
                 pointers[p.name] = ptr + base * p.dtype.itemsize
             self._launch(program, pointers, stream)
             stream.sync()
@@ -198,49 +210,72 @@ class CudaExecutable:
         try:
             return execute(self.plan, inputs, launch)
         finally:
-            for ptr, _ in allocations.values():
-                driver.cuMemFree(ptr)
+            for _, _, raw in allocations.values():
+                driver.cuMemFree(raw)
 
     def _run_on_device(self, inputs):
         import torch
 
-        tensors = [a if isinstance(a, torch.Tensor) else torch.as_tensor(a, device="cuda")
-                   for a in inputs]
-        stream = device().create_stream(_TorchStream(torch.cuda.current_stream().cuda_stream))
+        tensors = [_aligned(a if isinstance(a, torch.Tensor)
+                            else torch.as_tensor(a, device="cuda")) for a in inputs]
+        stream = _stream_of(_current_stream(torch))
         values: dict[str, torch.Tensor] = dict(zip(self.plan.input_names, tensors))
-        for name, buf in self.plan.buffers.items():
-            if buf.role is not Role.INPUT:
-                values[name] = torch.empty(max(1, buf.nbytes), dtype=torch.uint8,
-                                           device=tensors[0].device)
-        for ck in self.plan.kernels:
-            if not all(ck.kernel.shape):
-                continue
-            for p in ck.program.params:
-                values.setdefault(p.name, torch.empty(max(1, p.nbytes), dtype=torch.uint8,
-                                                      device=tensors[0].device))
-            self._launch(ck.program, {p.name: values[p.name].data_ptr()
-                                      for p in ck.program.params}, stream)
-        return [_as_output(spec, shape, self.plan.buffers, values, tensors)
-                for spec, shape in zip(self.plan.outputs, self.plan.out_shapes)]
+        for name, shape, dtype in self._allocations:
+            values[name] = torch.empty(shape, dtype=dtype, device=tensors[0].device)
+        for program in self._programs:
+            self._launch(program, {p.name: values[p.name].data_ptr() for p in program.params},
+                         stream)
+        outs, seen = [], set()
+        for spec, shape in zip(self.plan.outputs, self.plan.out_shapes):
+            if spec[0] == "buffer":
+                out = values[spec[1]].view(shape)
+                outs.append(out.clone() if spec[1] in seen else out)   # no aliased results
+                seen.add(spec[1])
+            elif spec[0] == "input":
+                outs.append(tensors[spec[1]].reshape(shape).clone())
+            else:
+                outs.append(torch.full(shape, spec[1], dtype=getattr(torch, str(spec[2])),
+                                       device=tensors[0].device))
+        return outs
+
+    @functools.cached_property
+    def _programs(self) -> list:
+        return [ck.program for ck in self.plan.kernels if all(ck.kernel.shape)]
+
+    @functools.cached_property
+    def _allocations(self) -> list[tuple[str, tuple, object]]:
+        """(name, shape, torch dtype) of every buffer the kernels write."""
+        import torch
+
+        found = {n: b for n, b in self.plan.buffers.items() if b.role is not Role.INPUT}
+        for program in self._programs:
+            for p in program.params:
+                if p.name not in found and p.name not in self.plan.input_names:
+                    found[p.name] = p
+        return [(n, tuple(b.shape), getattr(torch, str(b.dtype))) for n, b in found.items()]
+
+
+def _current_stream(torch) -> int:
+    """The handle of torch's current CUDA stream (the raw call skips a Stream object)."""
+    raw = getattr(torch._C, "_cuda_getCurrentRawStream", None)
+    if raw is not None:
+        return raw(torch.cuda.current_device())
+    return torch.cuda.current_stream().cuda_stream
+
+
+def _aligned(t):
+    """t, or a copy of it with the same strides whose element 0 is ALIGN-byte aligned."""
+    if t.data_ptr() % ALIGN == 0 or t.numel() == 0:
+        return t
+    import torch
+
+    span = 1 + sum((n - 1) * s for n, s in zip(t.shape, t.stride()))
+    storage = torch.empty(span, dtype=t.dtype, device=t.device)
+    storage.copy_(torch.as_strided(t, (span,), (1,)))
+    return storage.as_strided(t.shape, t.stride())
 
 
 def _on_gpu(a) -> bool:
     if hasattr(a, "is_cuda"):
         return bool(a.is_cuda)
     return hasattr(a, "__cuda_array_interface__")
-
-
-def _as_output(spec, shape, buffers, values, tensors):
-    """One graph output as a torch tensor: a kernel's buffer, an input, or a constant."""
-    import math
-
-    import torch
-
-    if spec[0] == "input":
-        return tensors[spec[1]].reshape(shape).clone()
-    if spec[0] == "const":
-        return torch.full(shape, spec[1], dtype=getattr(torch, str(spec[2])),
-                          device=tensors[0].device)
-    dtype = buffers[spec[1]].dtype
-    raw = values[spec[1]][:dtype.itemsize * math.prod(shape)]
-    return raw.view(getattr(torch, str(dtype))).reshape(shape)

@@ -25,19 +25,33 @@ from ..targets.target import shipped
 DIALECTS = ("cuda", "hip", "opencl")
 
 
+# An OpenCL device described when none is here (explain without a device): what
+# PoCL and most GPUs offer at least.
+_GENERIC_OPENCL = {"units": 16, "global": 4 << 30, "local": 32 << 10, "work_group": 256}
+
+
+def _opencl_limits() -> dict:
+    """The OpenCL device's limits, or the generic ones when there is no device."""
+    from . import opencl
+
+    try:
+        dev = opencl.device().device
+    except UnsupportedError:
+        return _GENERIC_OPENCL
+    return {"units": max(1, int(dev.max_compute_units)), "global": int(dev.global_mem_size),
+            "local": int(dev.local_mem_size), "work_group": int(dev.max_work_group_size)}
+
+
 def simt_target(dialect: str) -> Target:
     """The Target a plan for this dialect is made for."""
     if dialect == "opencl":
-        from . import opencl
-
-        dev = opencl.device().device
+        limits = _opencl_limits()
         reserve = MAX_BLOCK * 8                 # the __local reduction tree
         return Target(
-            name="opencl", family="simt", cores=max(1, int(dev.max_compute_units)),
-            simd_bytes=16,
-            memory=(MemoryLevel(Level.GLOBAL, int(dev.global_mem_size), 100e9, "device"),
-                    MemoryLevel(Level.LOCAL, max(0, int(dev.local_mem_size) - reserve),
-                                1e12, "block"),
+            name="opencl", family="simt", cores=limits["units"], simd_bytes=16,
+            memory=(MemoryLevel(Level.GLOBAL, limits["global"], 100e9, "device"),
+                    MemoryLevel(Level.LOCAL, max(0, limits["local"] - reserve), 1e12,
+                                "block"),
                     MemoryLevel(Level.REGISTER, 1024, 1e13, "thread")))
     names = {"cuda": "h100", "hip": "mi250"}
     if dialect not in names:
@@ -54,9 +68,7 @@ def compile_plan_simt(plan, dialect: str):
     """An executable for plan's kernels in dialect ("cuda", "hip", "opencl")."""
     programs = [ck.program for ck in plan.kernels]
     if dialect == "opencl":
-        from . import opencl
-
-        largest = int(opencl.device().device.max_work_group_size)
+        largest = _opencl_limits()["work_group"]
         return OpenCLExecutable(plan, build_simt(programs, dialect, min(MAX_BLOCK, largest)))
     module = build_simt(programs, dialect)
     if dialect == "cuda":
