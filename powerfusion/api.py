@@ -147,7 +147,7 @@ class JitFunction:
         if self.device_calls and not kwargs:
             compiled = self.device_calls.get(_device_key(args))
             if compiled is not None:
-                return _structured(compiled, compiled.executable.run(list(args)))
+                return _structured(compiled, compiled.executable.run_device(list(args)))
         bound = flatten_arguments(self.fn, args, kwargs)
         tensors, key = prepare_arguments(bound.labels, bound.values, self.target)
         compiled = self.cache.get(key)

@@ -13,6 +13,7 @@ cuda-python never load it. It has not run on a GPU in this repository's CI.
 from __future__ import annotations
 
 import functools
+import math
 import threading
 
 import numpy as np
@@ -216,51 +217,70 @@ class CudaExecutable:
     def _run_on_device(self, inputs):
         import torch
 
-        tensors = [_aligned(a if isinstance(a, torch.Tensor)
-                            else torch.as_tensor(a, device="cuda")) for a in inputs]
-        stream = _stream_of(_current_stream(torch))
-        values: dict[str, torch.Tensor] = dict(zip(self.plan.input_names, tensors))
+        return self.run_device([a if isinstance(a, torch.Tensor)
+                                else torch.as_tensor(a, device="cuda") for a in inputs])
+
+    def run_device(self, tensors: list) -> list:
+        """torch CUDA tensors in (with the strides the plan was made for), torch tensors
+        out, launched on torch's current stream. Kept lean: it is the per-call cost of
+        every jitted call on CUDA tensors."""
+        import torch
+
+        tensors = [_aligned(t) for t in tensors]
+        device = tensors[0].device
+        stream = _stream_of(_current_stream(torch, device.index))
+        values = dict(zip(self.plan.input_names, tensors))
         for name, shape, dtype in self._allocations:
-            values[name] = torch.empty(shape, dtype=dtype, device=tensors[0].device)
-        for program in self._programs:
-            self._launch(program, {p.name: values[p.name].data_ptr() for p in program.params},
-                         stream)
+            values[name] = torch.empty(shape, dtype=dtype, device=device)
+        launch = _core().launch
+        for names, kernel, config in self._launches:
+            launch(stream, config, kernel, *[np.uint64(values[n].data_ptr()) for n in names])
         outs, seen = [], set()
         for spec, shape in zip(self.plan.outputs, self.plan.out_shapes):
             if spec[0] == "buffer":
-                out = values[spec[1]].view(shape)
+                out = values[spec[1]]
+                out = out if out.shape == shape else out.view(shape)
                 outs.append(out.clone() if spec[1] in seen else out)   # no aliased results
                 seen.add(spec[1])
             elif spec[0] == "input":
                 outs.append(tensors[spec[1]].reshape(shape).clone())
             else:
                 outs.append(torch.full(shape, spec[1], dtype=getattr(torch, str(spec[2])),
-                                       device=tensors[0].device))
+                                       device=device))
         return outs
 
     @functools.cached_property
-    def _programs(self) -> list:
-        return [ck.program for ck in self.plan.kernels if all(ck.kernel.shape)]
+    def _launches(self) -> list:
+        """(parameter names, kernel, launch config) of each kernel with work, in order."""
+        kernels = self.kernels()
+        return [([p.name for p in ck.program.params],) + kernels[ck.program.name]
+                for ck in self.plan.kernels if all(ck.kernel.shape)]
 
     @functools.cached_property
     def _allocations(self) -> list[tuple[str, tuple, object]]:
-        """(name, shape, torch dtype) of every buffer the kernels write."""
+        """(name, shape, torch dtype) of every buffer the kernels write; a graph output
+        gets the output's shape (no view per call)."""
         import torch
 
         found = {n: b for n, b in self.plan.buffers.items() if b.role is not Role.INPUT}
-        for program in self._programs:
-            for p in program.params:
+        for ck in self.plan.kernels:
+            for p in ck.program.params if all(ck.kernel.shape) else ():
                 if p.name not in found and p.name not in self.plan.input_names:
                     found[p.name] = p
-        return [(n, tuple(b.shape), getattr(torch, str(b.dtype))) for n, b in found.items()]
+        shapes = {n: tuple(b.shape) for n, b in found.items()}
+        for spec, shape in zip(self.plan.outputs, self.plan.out_shapes):
+            if spec[0] == "buffer" and spec[1] in shapes and \
+                    math.prod(shape) == math.prod(shapes[spec[1]]):
+                shapes[spec[1]] = tuple(shape)
+        return [(n, shapes[n], getattr(torch, str(b.dtype))) for n, b in found.items()]
 
 
-def _current_stream(torch) -> int:
+def _current_stream(torch, index: int | None) -> int:
     """The handle of torch's current CUDA stream (the raw call skips a Stream object)."""
     raw = getattr(torch._C, "_cuda_getCurrentRawStream", None)
     if raw is not None:
-        return raw(torch.cuda.current_device())
-    return torch.cuda.current_stream().cuda_stream
+        return raw(torch.cuda.current_device() if index is None else index)
+    return torch.cuda.current_stream(index).cuda_stream
 
 
 def _aligned(t):
