@@ -237,6 +237,37 @@ def test_16bit_loads_and_stores(tmp_path, dtype):
     np.testing.assert_array_equal(res.view(npt), ref)
 
 
+def test_stashed_bf16_row_is_not_rounded_twice(tmp_path):
+    """A bf16 row stashed as float32 is exact in bf16: reading it back into a bf16
+    register needs no rounding; a stashed computed value (x * 1.1) still gets one."""
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    rows, cols = 8, 64
+    p, i1, i2 = Var("p", rows), Var("i1", cols), Var("i2", cols)
+    x = glob("x", BF16, (rows, cols), Role.INPUT)
+    out, out2 = (glob(n, BF16, (rows, cols), Role.OUTPUT) for n in ("out", "out2"))
+    raw = Buffer("raw", Level.LOCAL, F32, (cols,))
+    prod = Buffer("prod", Level.LOCAL, F32, (cols,))
+    a, m, b, c = reg("a", BF16), reg("m", BF16), reg("b", BF16), reg("c", BF16)
+    flat1, flat2 = E(p) * cols + i1, E(p) * cols + i2
+    body = (
+        Loop(i1, Parallel.SIMD, (Move(a, at(x, flat1)), Move(at(raw, i1), a),
+                                 Compute(Op.MUL, m, (a, Const(1.1, BF16))),
+                                 Move(at(prod, i1), m))),
+        Loop(i2, Parallel.SIMD, (Move(b, at(raw, i2)), Move(c, at(prod, i2)),
+                                 Move(at(out, flat2), b), Move(at(out2, flat2), c))),
+    )
+    prog = Program("stash16", (x, out, out2), (Loop(p, Parallel.CORES, body),))
+    src = emit_c(prog)
+    assert "b = raw[i2];" in src and "pf_f32_to_bf16(prod[i2])" in src, src
+    xv = np.random.default_rng(5).standard_normal((rows, cols)).astype(ml_dtypes.bfloat16)
+    res, res2 = np.zeros((rows, cols), np.uint16), np.zeros((rows, cols), np.uint16)
+    run(prog, tmp_path, xv.view(np.uint16), res, res2)
+    np.testing.assert_array_equal(res, xv.view(np.uint16))
+    k = np.float32(ml_dtypes.bfloat16(1.1))
+    ref = (xv.astype(np.float32) * k).astype(ml_dtypes.bfloat16)
+    np.testing.assert_array_equal(res2.view(ml_dtypes.bfloat16), ref)
+
+
 def test_cast_rounds_truncates_and_tests(tmp_path):
     n = 4096
     i = Var("i", n)

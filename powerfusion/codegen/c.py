@@ -118,6 +118,7 @@ class CPrinter:
     store_16 = {DType.float16: "pf_f32_to_f16({})", DType.bfloat16: "pf_f32_to_bf16({})"}
     float_suffix = {DType.float32: "f", DType.float64: ""}
     parallel_threshold = 32768       # below this much work, the parallel region runs on one thread
+    exact16: dict = {}               # per kernel (see _exact_16bit); none known: always round
     alignment = 64
 
     def __init__(self):
@@ -146,6 +147,7 @@ class CPrinter:
         self.params = {b.name: b for b in program.params}
         params = [self.param(k, b) for k, b in enumerate(program.params)]
         self.predeclare, self.inline = _plan_registers(program.body)
+        self.exact16 = _exact_16bit(program.body, tuple(self.store_16))
         self.block(program.body, ())
         body, self.lines = self.lines, []
         self.alloc_locals(list(self.outer_locals.values()))
@@ -189,8 +191,9 @@ class CPrinter:
             if isinstance(s, Loop):
                 self.loop(s, path + (k,))
             elif isinstance(s, Move):   # into a 16-bit buffer rounds, unless already exact
-                exact = s.src.buffer.level is not Level.REGISTER \
-                    and s.src.buffer.dtype is s.dst.buffer.dtype
+                exact = (s.src.buffer.level is not Level.REGISTER
+                         and s.src.buffer.dtype is s.dst.buffer.dtype) \
+                    or self.exact16.get(s.src.buffer.name) is s.dst.buffer.dtype
                 self.write(s.dst, self.read(s.src), s.src.buffer.dtype, path + (k,),
                            round16=not exact)
             else:
@@ -437,6 +440,37 @@ def _round_to(value, dtype: DType):
     if v == v:                      # round to nearest even on the top 16 bits of a float32
         bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
     return float(np.array(bits, np.uint32).view(np.float32))
+
+
+def _exact_16bit(body: tuple[Stmt, ...], narrow: tuple[DType, ...]) -> dict[str, DType]:
+    """Registers and LOCAL buffers whose every value is exact in one 16-bit dtype:
+    loaded from, rounded to or cast to it (a bfloat16 row stashed on chip as float32,
+    say). Moving such a value into that dtype again needs no rounding."""
+    writes: dict[str, list] = {}
+    for s, _ in walk(body):
+        if isinstance(s, (Move, Compute)) and s.dst.buffer.level is not Level.GLOBAL:
+            writes.setdefault(s.dst.buffer.name, []).append(s)
+    exact: dict[str, DType] = {}
+
+    def value(s) -> DType | None:
+        dst = s.dst.buffer.dtype
+        if dst in narrow and (isinstance(s, Move) or s.op is Op.CAST):
+            return dst                          # rounded to dst on the way in
+        if isinstance(s, Compute) or dst not in (DType.float32, DType.float64):
+            return None
+        src = s.src.buffer                      # widening keeps the value
+        return src.dtype if src.level is not Level.REGISTER and src.dtype in narrow \
+            else exact.get(src.name)
+
+    changed = True
+    while changed:              # a fixpoint: stashes feed registers feed stashes
+        changed = False
+        for name, stmts in writes.items():
+            found = {value(s) for s in stmts}
+            if len(found) == 1 and None not in found and name not in exact:
+                exact[name] = found.pop()
+                changed = True
+    return exact
 
 
 def _inner_work(stmts: tuple[Stmt, ...]) -> int:

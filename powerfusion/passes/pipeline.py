@@ -12,6 +12,7 @@ from .hoist import hoist
 from .merge import merge
 from .promote import promote
 from .reuse import reuse
+from .split import split_div
 from .traffic import footprint
 
 
@@ -41,4 +42,6 @@ def optimize(program: Program, target: Target, placement: str = "local",
     p = log.record("promote", promote(p, target, placement, log.decisions))  # live rows on chip
     p = log.record("drop", drop(p))                # what promote's choices left unread
     p = log.record("reuse", reuse(p))              # on-chip buffers share storage when they can
+    if target.family == "cpu":                     # i // K in a vector loop: contiguous runs
+        p = log.record("split", split_div(p))
     return p
