@@ -310,7 +310,7 @@ def test_softmax_needs_no_barrier_beyond_its_reductions():
     assert kernel.count("pf_block_") == 2       # the row max and the row sum
     (launch,) = module.kernels
     assert launch.block == 64 and launch.blocks == 4      # 16 elements per thread
-    assert launch.shared_bytes == 2 * 4000      # the stashed row and the exponentials
+    assert launch.shared_bytes == 0      # the stashed row and exponentials: registers
 
 
 def _reverse_rows(rows: int, n: int) -> Program:
@@ -333,16 +333,29 @@ def test_rows_move_in_128_bit_chunks():
     bfloat16: eight. A row that is not a multiple of the chunk moves element-wise."""
     kernel = _kernel_text(_module(G.softmax(4, 1000)).source)
     assert "*(const uint4 *)((in0 + i" in kernel and "*(uint4 *)((out0 + i" in kernel
-    assert "#pragma unroll" in kernel and "pf_tid * 4" in kernel
-    assert "pf_tid * 8" in _kernel_text(_module(_bf16_rows(4, 520)).source)
+    assert "#pragma unroll" in kernel and "(pf_k * 64 + pf_tid) * 4" in kernel
+    assert "(pf_k * 64 + pf_tid) * 8" in _kernel_text(_module(_bf16_rows(4, 520)).source)
     ragged = _kernel_text(_module(G.softmax(4, 1001)).source)
-    assert "uint4" not in ragged and ">= 1001) break;" in ragged
+    assert "uint4" not in ragged and ">= 1001) continue;" in ragged
+
+
+def test_rows_a_thread_reads_back_itself_stay_in_registers():
+    """softmax's stashed row and exponentials: each thread re-reads only what it wrote,
+    so they are per-thread arrays (no shared memory); a row read back at another
+    thread's element (reversed) stays in shared memory, behind barriers."""
+    module = _module(G.softmax(4, 4096))
+    kernel = _kernel_text(module.source)
+    assert "this thread's part of the row" in kernel and "pf_smem" not in kernel
+    assert module.kernels[0].shared_bytes == 0 and "__syncthreads" not in kernel
+    assert "for (int pf_k = 0; pf_k < 4; ++pf_k)" in kernel     # 256 threads x 4 chunks
+    shared = _kernel_text(emit_simt([_reverse_rows(5, 300)], "cuda"))
+    assert "this thread's part" not in shared and "__syncthreads" in shared
 
 
 def test_chunks_can_be_switched_off(monkeypatch):
     monkeypatch.setenv("POWERFUSION_SIMT_VECTOR", "0")
     kernel = _kernel_text(_module(G.softmax(4, 1000)).source)
-    assert "uint4" not in kernel and "pf_v" not in kernel
+    assert "uint4" not in kernel and "pf_v < 1;" in kernel      # one element at a time
 
 
 def test_reading_another_threads_element_puts_barriers_around_it():

@@ -38,7 +38,8 @@ from ..gir.ir import (Access, Buffer, Compute, Const, IndexValue, Level, Loop, M
 from ..graph.ops import Op
 from .c import CPrinter, _plan_registers
 from .simt_plan import (MAX_BLOCK, VECTOR_BYTES, Hazards, Use, block_size, blocks_of,
-                        check_lanes, chunk_of, fits_int32, local_buffers, vector_accesses)
+                        check_lanes, chunk_of, fits_int32, local_buffers, private_rows,
+                        vector_accesses)
 
 SHARED_ALIGN = 16           # bytes: LOCAL arrays start 128-bit aligned in shared memory
 REDUCE_SCRATCH = 32         # 8-byte slots of the reduction scratch (one per warp)
@@ -183,6 +184,7 @@ class SimtPrinter(CPrinter):
         self.pending: list[Use] = []             # row-level reads of the statement at hand
         self.constants: dict[str, object] = {}    # registers last set to a constant
         self.chunk = 1                            # elements per thread and chunk
+        self.private: dict[str, int] = {}         # LOCAL rows held in registers
         self.slots: dict[tuple[str, object], str] = {}  # vector access -> its array
 
     # -- the module's shared text -----------------------------------------------------
@@ -263,7 +265,8 @@ class SimtPrinter(CPrinter):
         self.chunk = chunk_of(program, lambda b: b.dtype.itemsize)
         self.block_size = block_size(program, self.warp, self.max_block, self.chunk)
         blocks, why = blocks_of(program)
-        locals_ = local_buffers(program)
+        self.private = private_rows(program, self.block_size, self.chunk)
+        locals_ = [b for b in local_buffers(program) if b.name not in self.private]
         shared, offsets = 0, {}
         for b in locals_:
             offsets[b.name] = shared
@@ -274,6 +277,9 @@ class SimtPrinter(CPrinter):
         body, self.lines = self.lines, []
         prologue = [f"    const int pf_tid = {self.thread_index};"]
         prologue += self.declare_locals(locals_, offsets)
+        prologue += [f"    {self.compute_types[b.dtype.compute]} {self.ident('buf', b.name)}"
+                     f"[{self.private[b.name]}];   // this thread's part of the row"
+                     for b in local_buffers(program) if b.name in self.private]
         if self.helpers:
             prologue.append("    " + self.scratch_decl())
         if why:
@@ -362,7 +368,7 @@ class SimtPrinter(CPrinter):
                 self.emit(f"{self.compute_types[reg.dtype.compute]} {saved[reg.name]} = {name};")
                 self.emit(f"{name} = {self.literal(identity.value, identity.dtype, reg.dtype)};")
         self.thread_loop_var = loop.var
-        if self.chunk == 1:
+        if self.chunk == 1 and not self.touches_private(loop):
             self.body(loop, path, f"for ({idx} {var} = pf_tid; {var} < {n}; "
                                   f"{var} += {self.block_size}) {{")
         else:
@@ -388,10 +394,49 @@ class SimtPrinter(CPrinter):
             self.index_type, self.chunk
         first = Var(loop.var.name + "_0", n)
         start = self.ident("var", first.name)
-        self.emit(f"for ({idx} {start} = pf_tid * {v}; {start} < {n}; "
-                  f"{start} += {self.block_size * v}) {{")
+        declared = self.chunk_header(loop, start)
+        stores = self.vector_loads(loop, first)
+        self.emit("#pragma unroll")
+        self.emit(f"for (int pf_v = 0; pf_v < {v}; ++pf_v) {{")
         self.depth += 1
-        found = vector_accesses(loop, v)
+        if n % v:
+            self.emit(f"if ({start} + pf_v >= {n}) continue;")
+        at = len(self.lines)
+        self.block(loop.body, path)
+        if _mentions(self.lines[at:], var):
+            self.lines.insert(at, "    " * self.depth + f"const {idx} {var} = {start} + pf_v;")
+        self.depth -= 1
+        self.emit("}")
+        for line in stores:
+            self.emit(line)
+        self.slots.clear()
+        self.depth -= 1
+        self.emit("}")
+        if declared is not None and not _mentions(self.lines[declared + 1:], start):
+            del self.lines[declared]
+
+    def chunk_header(self, loop: Loop, start: str) -> int | None:
+        """Opens the loop over this thread's chunks; the line declaring `start` (the
+        chunk's first element) when it is a statement of its own."""
+        n, v, block = loop.var.extent, self.chunk, self.block_size
+        if not self.touches_private(loop):
+            self.emit(f"for ({self.index_type} {start} = pf_tid * {v}; {start} < {n}; "
+                      f"{start} += {block * v}) {{")
+            self.depth += 1
+            return None
+        self.emit("#pragma unroll")          # a constant trip count: registers stay registers
+        self.emit(f"for (int pf_k = 0; pf_k < {-(-n // (block * v))}; ++pf_k) {{")
+        self.depth += 1
+        self.emit(f"const {self.index_type} {start} = (pf_k * {block} + pf_tid) * {v};")
+        declared = len(self.lines) - 1
+        if n % (block * v):
+            self.emit(f"if ({start} >= {n}) continue;   // one exit: the loop unrolls")
+        return declared
+
+    def vector_loads(self, loop: Loop, first: Var) -> list[str]:
+        """Emits the chunk's vector loads; returns its vector stores (made after it)."""
+        v = self.chunk
+        found = {k for k in vector_accesses(loop, v) if k[0] not in self.private}
         moves = [s for s in loop.body if isinstance(s, Move)]
         stores = []
         for a, load in [(m.src, True) for m in moves] + [(m.dst, False) for m in moves]:
@@ -405,26 +450,19 @@ class SimtPrinter(CPrinter):
             self.emit(self.vector_array(element, array, v))
             address = f"{self.ident('buf', a.buffer.name)} + " \
                       f"{self.index(a.index.substitute({loop.var: first}))}"
+            copy = self.vector_copy(element, address, array, v, load=load)
             if load:
-                self.emit(self.vector_copy(element, address, array, v, load=True))
+                self.emit(copy)
             else:
-                stores.append(self.vector_copy(element, address, array, v, load=False))
-        self.emit("#pragma unroll")
-        self.emit(f"for (int pf_v = 0; pf_v < {v}; ++pf_v) {{")
-        self.depth += 1
-        if n % v:
-            self.emit(f"if ({start} + pf_v >= {n}) break;")
-        at = len(self.lines)
-        self.block(loop.body, path)
-        if any(re.search(rf"\b{var}\b", line) for line in self.lines[at:]):
-            self.lines.insert(at, "    " * self.depth + f"const {idx} {var} = {start} + pf_v;")
-        self.depth -= 1
-        self.emit("}")
-        for line in stores:
-            self.emit(line)
-        self.slots.clear()
-        self.depth -= 1
-        self.emit("}")
+                stores.append(copy)
+        return stores
+
+    def touches_private(self, loop: Loop) -> bool:
+        return any(a.buffer.name in self.private for s, _ in walk(loop.body)
+                   for a in sum(accesses(s), []))
+
+    def private_slot(self, a: Access) -> str:
+        return f"{self.ident('buf', a.buffer.name)}[pf_k * {self.chunk} + pf_v]"
 
     def vector_array(self, element: str, array: str, v: int) -> str:
         return f"__align__(16) {element} {array}[{v}];"
@@ -472,6 +510,8 @@ class SimtPrinter(CPrinter):
     def read(self, a: Access) -> str:
         if self.thread_loop_var is None and self.shared(a.buffer):
             self.pending.append(Use(a.buffer.name, ("all",), False))
+        if a.buffer.name in self.private:
+            return self.private_slot(a)
         array = self.slots.get((a.buffer.name, a.index))
         if array is not None:
             load = f"{array}[pf_v]"
@@ -493,6 +533,10 @@ class SimtPrinter(CPrinter):
             if self.shared(a.buffer):
                 uses.append(Use(a.buffer.name, ("one",), True))
             self.sync_before(uses)
+        if a.buffer.name in self.private:
+            self.emit(f"{self.private_slot(a)} = "
+                      f"{self.convert(value, src, a.buffer.dtype, round16)};")
+            return
         array = self.slots.get((a.buffer.name, a.index))
         if array is not None:               # into the chunk's array; stored after the loop
             b = a.buffer
@@ -530,9 +574,11 @@ class SimtPrinter(CPrinter):
         self.hazards.clear()
 
     def shared(self, buf: Buffer) -> bool:
-        """Memory other threads of the block may touch: LOCAL and non-input global."""
-        return buf.level is Level.LOCAL or (buf.level is Level.GLOBAL
-                                             and buf.role is not Role.INPUT)
+        """Memory other threads of the block may touch: LOCAL (but rows held in
+        registers) and non-input global."""
+        if buf.level is Level.LOCAL:
+            return buf.name not in self.private
+        return buf.level is Level.GLOBAL and buf.role is not Role.INPUT
 
     def row_accesses(self, s: Stmt) -> list[Use]:
         if isinstance(s, Loop):
@@ -562,6 +608,10 @@ class SimtPrinter(CPrinter):
                     who = ("lane", a.index.substitute({loop.var: lane}))
                 out.append(Use(a.buffer.name, who, is_write))
         return out
+
+
+def _mentions(lines: list[str], name: str) -> bool:
+    return any(re.search(rf"\b{name}\b", line) for line in lines)
 
 
 _SIZES = {"float": 4, "double": 8, "unsigned short": 2, "ushort": 2, "int": 4,

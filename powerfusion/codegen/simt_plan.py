@@ -216,3 +216,31 @@ def _chunk_aligned(index: Expr, var: Var, chunk: int) -> bool:
         elif c % chunk:
             return False
     return seen
+
+
+# -- rows in registers -----------------------------------------------------------------------
+MAX_PRIVATE = 32            # elements of one LOCAL row a thread may hold in registers
+
+
+def private_rows(program: Program, block: int, chunk: int) -> dict[str, int]:
+    """LOCAL buffers every thread can hold its own part of, in registers: each access is
+    a statement directly in a SIMD loop over the whole buffer, at the loop's own index.
+    Under the chunked mapping the thread that writes element i is the one that reads it
+    back, so no other thread ever needs it. name -> elements per thread."""
+    seen: dict[str, int] = {}
+    refused: set[str] = set()
+    for s, loops in walk(program.body):
+        if isinstance(s, Loop):
+            continue
+        reads, writes = accesses(s)
+        for a in reads + writes:
+            b = a.buffer
+            if b.level is not Level.LOCAL:
+                continue
+            simd = [lp for lp in loops if lp.kind is Parallel.SIMD]
+            if len(simd) != 1 or loops[-1] is not simd[0] or a.index != Expr.of(simd[0].var) \
+                    or simd[0].var.extent != b.size:
+                refused.add(b.name)
+            seen[b.name] = b.size
+    per_thread = {n: -(-size // (block * chunk)) * chunk for n, size in seen.items()}
+    return {n: k for n, k in per_thread.items() if n not in refused and k <= MAX_PRIVATE}
