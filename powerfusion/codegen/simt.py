@@ -36,7 +36,7 @@ from ..gir.expr import Var
 from ..gir.ir import (Access, Buffer, Compute, Const, IndexValue, Level, Loop, Move, Parallel,
                       Program, Role, Stmt, accesses, walk)
 from ..graph.ops import Op
-from .c import CPrinter, _plan_registers
+from .c import CPrinter, _exact_16bit, _plan_registers
 from .simt_plan import (MAX_BLOCK, VECTOR_BYTES, Hazards, Use, block_size, blocks_of,
                         check_lanes, chunk_of, fits_int32, local_buffers, private_rows,
                         vector_accesses)
@@ -273,6 +273,7 @@ class SimtPrinter(CPrinter):
             shared += -(-b.size * np.dtype(self.compute_types_np[b.dtype.compute]).itemsize
                         // SHARED_ALIGN) * SHARED_ALIGN
         self.predeclare, self.inline = _plan_registers(program.body)
+        self.exact16 = _exact_16bit(program.body, tuple(self.store_16))
         self.block(program.body, ())
         body, self.lines = self.lines, []
         prologue = [f"    const int pf_tid = {self.thread_index};"]
