@@ -96,3 +96,18 @@ def test_measured_cpu_reads_the_probe_file(tmp_path):
     assert probe.measured_cpu(path) == detect_cpu()
     path.write_text("{not json")
     assert probe.measured_cpu(path) == detect_cpu()
+
+
+def test_startup_reports_cold_cached_and_tuned_first_calls(tmp_path):
+    """benchmarks/startup.py: one case, three fresh processes, one JSON row."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    result = subprocess.run([sys.executable, "-m", "benchmarks.startup", "--cases",
+                             "layernorm", "--out", str(tmp_path)], cwd=root,
+                            capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    [written] = list(tmp_path.iterdir())
+    data = json.loads(written.read_text())
+    [row] = data["cases"]
+    assert row["case"] == "layernorm"
+    assert 0 < row["cached_s"] and 0 < row["cold_s"] and 0 < row["tune_s"]
+    assert data["summary"]["max_cached_s"] == row["cached_s"]
