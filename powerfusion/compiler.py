@@ -54,6 +54,7 @@ class Plan:
 
 
 KERNEL_OVERHEAD_BYTES = 64 * 1024   # a launch costs about as much as moving this much
+BLOCKS_PER_UNIT = 4                 # blocks per GPU multiprocessor for full bandwidth
 
 
 def candidate_plans(graph: Graph, input_strides, target: Target,
@@ -76,7 +77,7 @@ def candidate_plans(graph: Graph, input_strides, target: Target,
     for name, cand in computations:
         for placement in placements:
             plan = _plan_roots(graph, cand, input_strides, target, placement)
-            cost = sum(global_bytes(ck.program) + KERNEL_OVERHEAD_BYTES for ck in plan.kernels)
+            cost = sum(kernel_cost(ck, target) for ck in plan.kernels)
             label = name if placement == "local" else f"{name}, rows {placement}"
             plan.choice = label
             out.append((label, plan, cost))
@@ -85,6 +86,16 @@ def candidate_plans(graph: Graph, input_strides, target: Target,
     for _, plan, _ in out:
         plan.alternatives = table
     return out
+
+
+def kernel_cost(ck: CompiledKernel, target: Target) -> float:
+    """The cost model: bytes moved at the outermost level plus a launch, scaled up when
+    the kernel has fewer parallel units than a GPU needs to keep its memory busy (a few
+    blocks per multiprocessor); a CPU's few cores are filled by any real kernel."""
+    cost = global_bytes(ck.program) + KERNEL_OVERHEAD_BYTES
+    if target.family == "simt":
+        cost *= max(1.0, BLOCKS_PER_UNIT * target.cores / max(1, ck.schedule.outer_extent))
+    return cost
 
 
 def plan_graph(graph: Graph, input_strides, target: Target, choice: str | None = None) -> Plan:
@@ -134,8 +145,10 @@ def _plan_roots(graph: Graph, roots: list[Node], input_strides, target: Target,
                 buffers[buf.name] = buf
     compiled = []
     for n, kern in enumerate(kernels):
+        simt = target.family == "simt"      # a GPU multiprocessor wants several blocks
         sched = default_schedule(kern.shape, kern.reduce_axes, target.cores, placement,
-                                 by_columns=target.family == "cpu" and _by_columns(kern))
+                                 by_columns=_by_columns(kern), min_columns=128 if simt else 8,
+                                 units_per_core=2 * BLOCKS_PER_UNIT if simt else 2)
         naive = lower(kern, sched, f"pf_kernel_{n}", storage)
         log = PassLog()
         program = optimize(naive, target, sched.placement, log)

@@ -106,6 +106,8 @@ CASES = {
     "float16_softmax": lambda: half_softmax(F16),
     "bfloat16_softmax": lambda: half_softmax(BF16),
     "ragged_softmax": lambda: G.softmax(5, 1001),        # rows not a multiple of a chunk
+    "split_column_sum": lambda: reduction(Op.SUM, (8192, 40), (0,)),
+    "split_column_max": lambda: reduction(Op.MAX, (16, 512, 24), (0, 1)),
     "bfloat16_rows": lambda: _bf16_rows(4, 520),
 }
 TRANSCENDENTAL = {"elementwise", "float64_sum_exp", "softmax", "masked_softmax", "long_softmax",
@@ -350,6 +352,22 @@ def test_rows_a_thread_reads_back_itself_stay_in_registers():
     assert "for (int pf_k = 0; pf_k < 4; ++pf_k)" in kernel     # 256 threads x 4 chunks
     shared = _kernel_text(emit_simt([_reverse_rows(5, 300)], "cuda"))
     assert "this thread's part" not in shared and "__syncthreads" in shared
+
+
+def test_a_gpu_splits_a_long_column_reduction_and_a_cpu_does_not():
+    """sum over 65536 rows of 1024 columns: as written, a GPU gets 8 blocks of 128
+    columns; split into 256-row partials it gets 2048, for 1 MB more traffic. The cost
+    model prices the missing parallelism on the GPU only."""
+    from powerfusion.targets import get_target
+
+    graph = reduction(Op.SUM, (65536, 1024), (0,))
+    gpu = plan_graph(graph, G.strides_of(graph), get_target("cuda"))
+    cpu = plan_graph(graph, G.strides_of(graph), get_target("cpu"))
+    assert gpu.choice == "split columns" and cpu.choice == "as written"
+    first = gpu.kernels[0]
+    assert first.schedule.columns == 128 and first.schedule.outer_extent == 2048
+    kernel = _kernel_text(build_simt([ck.program for ck in gpu.kernels], "cuda").source)
+    assert "#pragma unroll 4" in kernel and "*(const uint4 *)((in0 + " in kernel
 
 
 def test_chunks_can_be_switched_off(monkeypatch):

@@ -337,14 +337,20 @@ class SimtPrinter(CPrinter):
             self.repeated_body(loop, path, header)
             self.in_cores = False
             return
-        self.repeated_body(loop, path, f"for ({idx} {var} = 0; {var} < {n}; ++{var}) {{")
+        # rows streamed through thread loops: unrolled, the loads of the next rows go out
+        # before the adds of this one wait for theirs
+        streams = all(isinstance(s, Loop) and s.kind is Parallel.SIMD for s in loop.body)
+        self.repeated_body(loop, path, f"for ({idx} {var} = 0; {var} < {n}; ++{var}) {{",
+                           "#pragma unroll 4" if streams else None)
 
-    def repeated_body(self, loop: Loop, path, header: str) -> None:
+    def repeated_body(self, loop: Loop, path, header: str, pragma: str | None = None) -> None:
         """A loop every thread runs in step: its next iteration may need a barrier
         against what the last one left unsynchronised."""
         everything = self.loop_accesses(loop)
         if self.hazards.conflicts(everything):  # entering: against what came before
             self.emit_barrier()
+        if pragma:
+            self.emit(pragma)
         self.emit(header)
         self.depth += 1
         self.block(loop.body, path)

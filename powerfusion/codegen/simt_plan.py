@@ -207,8 +207,10 @@ def _chunk_aligned(index: Expr, var: Var, chunk: int) -> bool:
         return False
     seen = False
     for atom, c in index.terms:
-        if not isinstance(atom, Var):
-            return False
+        if not isinstance(atom, Var):       # p // 2 and the like: uniform over the loop
+            if var in atom.arg.vars() or c % chunk:
+                return False
+            continue
         if atom == var:
             seen = c == 1
             if not seen:

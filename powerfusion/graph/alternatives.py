@@ -7,7 +7,10 @@ row does not fit on chip:
   rescaling (sum_t s_t * exp(m_t - m)); the row is then read twice, not three times;
 - one-pass variance: sum and sum of squares of x - x[0] (shifting by the row's first
   element keeps the subtraction well conditioned), instead of a second pass over
-  x - mean.
+  x - mean;
+- split columns: a reduction down many rows (leading axes) as partial results over
+  groups of SPLIT_ROWS rows, then a reduction of the partials: more units of work
+  run in parallel for a few more bytes (what a GPU needs for a column sum).
 
 A rewrite is a function roots -> roots | None (None: nothing to rewrite).
 """
@@ -168,4 +171,32 @@ def _is_mean_of(mu: Node, a: Node, axes) -> bool:
     return red is not None and red.srcs[0] is a and red.arg == axes
 
 
-REWRITES = {"online softmax": online_softmax, "one-pass variance": one_pass_variance}
+# -- split columns ---------------------------------------------------------------------
+SPLIT_ROWS = 256            # rows per partial result
+
+
+def split_columns(roots: list[Node]) -> list[Node] | None:
+    """r = reduce(a) over leading axes of R rows -> reduce(reduce(a') over groups of
+    SPLIT_ROWS rows) over the groups, a' = a reshaped to (R/SPLIT_ROWS, SPLIT_ROWS, ...)."""
+    mapping: dict[int, Node] = {}
+    for r in _all_nodes(roots):
+        if r.op not in (Op.SUM, Op.MAX, Op.MIN) or r.dtype.compute is not r.dtype:
+            continue
+        a, axes = r.srcs[0], r.arg
+        lead = len(axes)
+        if axes != tuple(range(lead)) or lead == len(a.shape):
+            continue
+        rows = 1
+        for n in a.shape[:lead]:
+            rows *= n
+        if rows < 16 * SPLIT_ROWS or rows % SPLIT_ROWS:
+            continue
+        count = rows // SPLIT_ROWS
+        partial = _reduce(r.op, _reshape(a, (count, SPLIT_ROWS, *a.shape[lead:])), (1,))
+        # the partials as (count, 1, ..., 1, kept): their reduction has r's shape
+        mapping[id(r)] = _reduce(r.op, _reshape(partial, (count, *r.shape[1:])), (0,))
+    return _substitute(roots, mapping) if mapping else None
+
+
+REWRITES = {"online softmax": online_softmax, "one-pass variance": one_pass_variance,
+            "split columns": split_columns}

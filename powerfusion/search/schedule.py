@@ -76,25 +76,29 @@ class Schedule:
 
 
 def default_schedule(shape: tuple[int, ...], reduce_axes: tuple[int, ...], cores: int,
-                     placement: str = "local", by_columns: bool = False) -> Schedule:
+                     placement: str = "local", by_columns: bool = False,
+                     min_columns: int = 8, units_per_core: int = 2) -> Schedule:
     """The cost model's pick without tuning: enough parallel pieces, long inner loops.
 
     by_columns: the reduction leaves the innermost axis alone, so walking a row of
-    the reduced axes would stride through memory; stream the reduced axes instead.
+    the reduced axes would stride through memory; stream the reduced axes instead,
+    at least `min_columns` kept elements per unit (a GPU wants whole coalesced rows),
+    `units_per_core` units per core where the kept elements allow.
     """
     if reduce_axes:
         kept = math.prod(n for k, n in enumerate(shape) if k not in reduce_axes)
-        tile = _column_tile(kept, cores) if by_columns else 0
+        tile = _column_tile(kept, cores * units_per_core, min_columns) if by_columns else 0
         return Schedule(shape, reduce_axes, 0, placement, tile)
     n = math.prod(shape)
     return Schedule(shape, (), _tile(n, shape[-1] if shape else 1, cores), placement)
 
 
-def _column_tile(kept: int, cores: int) -> int:
-    """Kept elements per unit: a divisor of `kept` up to 1024, leaving >= 2 per core."""
+def _column_tile(kept: int, units: int, smallest: int = 8) -> int:
+    """Kept elements per unit: the largest divisor of `kept` from `smallest` up to 1024
+    that leaves at least `units` units, else the smallest divisor."""
     best = 0
-    for t in range(8, min(kept, 1024) + 1):
-        if kept % t == 0 and (kept // t >= 2 * cores or best == 0):
+    for t in range(min(smallest, kept), min(kept, 1024) + 1):
+        if kept % t == 0 and (kept // t >= units or best == 0):
             best = t
     return best
 
