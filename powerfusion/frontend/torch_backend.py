@@ -655,9 +655,8 @@ def _unsupported_reason(node: torch.fx.Node) -> str | None:
     if node.target not in HANDLERS:
         return "PowerFusion has no lowering for this op"
     for m in _tensor_metas(node):
-        if m.device.type != "cpu":
-            return f"a tensor on {m.device}: the torch backend runs PowerFusion kernels " \
-                   "on the CPU only for now"
+        if m.device.type not in DEVICES:
+            return f"a tensor on {m.device}: PowerFusion runs on the CPU and CUDA GPUs"
         if m.dtype not in _TORCH_DTYPES:
             return f"dtype {m.dtype} is not supported by PowerFusion"
         if m.layout is not torch.strided:
@@ -695,6 +694,14 @@ def _flat_tensors(args, out: list) -> list:
         elif isinstance(a, (list, tuple)):
             _flat_tensors(a, out)
     return out
+
+
+# device type -> PowerFusion target; a region's tensors are all on one device
+DEVICES = {"cpu": "cpu", "cuda": "cuda"}
+
+
+def _device_of(flat: list) -> torch.device:
+    return flat[0].device if flat else torch.device("cpu")
 
 
 def _storage(t: torch.Tensor) -> np.ndarray:
@@ -789,16 +796,25 @@ class Region(torch.nn.Module):
     def _run(self, compiled: _Compiled, args):
         outs = []
         flat = _flat_tensors(args, [])
+        device = _device_of(flat)
+        on_gpu = device.type == "cuda"
         if compiled.executable is not None:
-            outs = compiled.executable.run([_storage(flat[k]) for k in compiled.tensor_args])
+            if on_gpu:          # torch tensors in and out, on torch's current stream
+                outs = compiled.executable.run_device([flat[k] for k in compiled.tensor_args])
+            else:
+                outs = compiled.executable.run([_storage(flat[k])
+                                                for k in compiled.tensor_args])
         results = []
         for spec in compiled.outputs:
             if spec[0] == "graph":
                 _, k, dtype, order = spec
-                out = outs[k]
-                if not out.flags.c_contiguous:   # a copied input keeps its layout
-                    out = np.ascontiguousarray(out)
-                t = _from_storage(out, dtype)
+                if on_gpu:
+                    t = outs[k].contiguous()
+                else:
+                    out = outs[k]
+                    if not out.flags.c_contiguous:   # a copied input keeps its layout
+                        out = np.ascontiguousarray(out)
+                    t = _from_storage(out, dtype)
                 results.append(t if order is None else t.permute(_inverse(order)))
             elif spec[0] == "arg":
                 results.append(flat[spec[1]])
@@ -806,12 +822,13 @@ class Region(torch.nn.Module):
                 _, k, order = spec
                 src = flat[k]
                 results.append(torch.empty_permuted(
-                    src.shape, order or tuple(range(src.dim())), dtype=src.dtype).copy_(src))
+                    src.shape, order or tuple(range(src.dim())), dtype=src.dtype,
+                    device=device).copy_(src))
             else:
                 _, value, dtype, shape, order = spec
                 results.append(torch.empty_permuted(
-                    shape, order or tuple(range(len(shape))), dtype=_TO_TORCH[dtype]
-                ).fill_(value))
+                    shape, order or tuple(range(len(shape))), dtype=_TO_TORCH[dtype],
+                    device=device).fill_(value))
         return results[0] if self.single else tuple(results)
 
     def _compile(self, args) -> _Compiled | None:
@@ -823,7 +840,8 @@ class Region(torch.nn.Module):
             exe = None
             if graph.outputs:
                 exe = compile_graph(graph, input_strides=tuple(
-                    tuple(flat[k].stride()) for k in tensor_args), target="cpu")
+                    tuple(flat[k].stride()) for k in tensor_args),
+                    target=DEVICES[_device_of(flat).type])
         except _Fallback as e:
             self._give_up(e.args[1] if len(e.args) > 1 else ", ".join(self.ops), e.args[0])
             return None
@@ -959,12 +977,15 @@ def partition(gm: torch.fx.GraphModule, label: str = "graph") -> torch.fx.GraphM
     """gm with each maximal run of supported ops replaced by a `Region` module."""
     from torch.fx.passes.infra.partitioner import CapabilityBasedPartitioner
 
-    for node in gm.graph.nodes:
-        m = node.meta.get("val") if node.op == "placeholder" else None
-        if isinstance(m, torch.Tensor) and m.device.type != "cpu":
-            _warn(f"the {label} graph", f"its tensors are on {m.device}; the torch backend "
-                  "runs PowerFusion kernels on the CPU only for now")
-            return gm
+    devices = {m.device for node in gm.graph.nodes if node.op == "placeholder"
+               for m in [node.meta.get("val")] if isinstance(m, torch.Tensor)}
+    unsupported = [d for d in devices if d.type not in DEVICES]
+    if unsupported or len(devices) > 1:
+        why = (f"its tensors are on {unsupported[0]}; PowerFusion runs on the CPU and CUDA "
+               "GPUs" if unsupported else f"its tensors are on several devices "
+               f"({', '.join(sorted(map(str, devices)))})")
+        _warn(f"the {label} graph", why)
+        return gm
     supported = _classify(gm)
     partitioner = CapabilityBasedPartitioner(
         gm, _Support(supported), allows_single_node_partition=True,
