@@ -76,6 +76,8 @@ def test_probe_writes_a_target(tmp_path):
     for level in Level:
         assert target.bandwidth(level) > 0
         assert target.capacity(level) == detect_cpu().capacity(level)
+    assert target.l1_bytes == detect_cpu().l1_bytes > 0
+    assert Target.from_json(target.to_json()) == target
 
 
 def test_measured_cpu_reads_the_probe_file(tmp_path):

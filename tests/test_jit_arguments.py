@@ -163,3 +163,33 @@ def test_jit_numpy_bfloat16_with_ml_dtypes(compiled):
     out = pf.jit(lambda x: x * 2 + x)(x.T)
     assert out.dtype == ml_dtypes.bfloat16
     np.testing.assert_array_equal(out.astype(np.float32), (x.T * 2 + x.T).astype(np.float32))
+
+
+def test_jit_repeat_calls_with_plain_arrays_take_the_fast_path(compiled):
+    f = pf.jit(lambda x, y: x * y + 1)
+    x, y = sample((3, 4), np.float32), sample((3, 4), np.float32)
+    assert_same(f(x, y), x * y + 1)
+    assert len(f.host_calls) == 1
+    x2 = x + 5                                       # new data, same signature
+    assert_same(f(x2, y), x2 * y + 1)
+    assert_same(f(x2.T, y.T), x2.T * y.T + 1)        # new strides: traced, then cached
+    assert f.traces == 2 and len(f.host_calls) == 2
+    # arguments that need preparation never enter (or hit) the fast path, and still work
+    swapped = x.astype(x.dtype.newbyteorder(">"))
+    assert_same(f(swapped, y), x * y + 1)
+    raw = np.zeros(3 * 4 * 4 + 1, np.uint8)[1:].view(np.float32).reshape(3, 4)   # misaligned
+    raw[...] = x
+    assert not raw.flags.aligned
+    assert_same(f(raw, y), x * y + 1)
+    assert_same(f(x, y=y), x * y + 1)                # a keyword: the full path
+    assert len(f.host_calls) == 2
+
+
+def test_jit_fast_path_keeps_bfloat16_results(compiled):
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    f = pf.jit(lambda x: x + x)
+    x = sample((4, 6), np.float32).astype(ml_dtypes.bfloat16)
+    first, second = f(x), f(x)
+    assert len(f.host_calls) == 1
+    assert first.dtype == second.dtype == ml_dtypes.bfloat16
+    np.testing.assert_array_equal(second.astype(np.float32), (x + x).astype(np.float32))

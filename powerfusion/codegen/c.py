@@ -50,6 +50,9 @@ def _math_header() -> str:
 _F, _NUM, _ALL = "f32 f64", "f32 f64 int", "f32 f64 int bool"
 _FMAX = "(({0} > {1} || {0} != {0}) ? {0} : {1})"   # NaN-propagating, branch-free
 _FMIN = "(({0} < {1} || {0} != {0}) ? {0} : {1})"
+# a max/min accumulator whose NaN flag is kept beside it needs no NaN test of its own:
+# one vmaxps/vminps per step instead of compare, compare, or, blend
+_FLAGGED = {Op.MAXIMUM: "({0} > {1} ? {0} : {1})", Op.MINIMUM: "({0} < {1} ? {0} : {1})"}
 
 # (op, families, C expression template). Families: f32 (float, pf_math.h),
 # f64 (double, libm), int (int32_t/int64_t), bool (int 0/1).
@@ -317,6 +320,7 @@ class CPrinter:
         flag = self.nan_flags.get(c.dst.buffer.name) if c.is_accumulate else None
         if flag is not None:
             self.emit(f"{flag} |= ({args[1]} != {args[1]});")
+            template = _FLAGGED.get(c.op, template)
         self.write(c.dst, template.format(*args), result, path, round16=False)
 
     # -- operands -------------------------------------------------------------------

@@ -3,7 +3,9 @@
 Within one loop body (or from an enclosing scope into a nested one) the second load
 simply reuses the first register. Across sibling loops of one parallel unit the value
 must outlive the first loop: the first loop also stashes it in on-chip (LOCAL)
-memory and the later loops read it there, if the unit's whole region fits.
+memory and the later loops read it there, if the unit's whole region fits (on a CPU:
+fits in half the L1 cache; a larger stash sits in L2 beside its source and only adds
+stores: 512 x 50257 cross-entropy ran 7.6 ms with a 200 KB stash, 5.2 ms without).
 """
 
 from __future__ import annotations
@@ -19,8 +21,10 @@ def merge(program: Program, target: Target) -> Program:
     par = cores_loop(program)
     if par is None:
         return program
-    body = _stash_across_loops(par, target.capacity(Level.LOCAL) - local_bytes_in_use(
-        program.body))
+    budget = target.capacity(Level.LOCAL) - local_bytes_in_use(program.body)
+    if target.l1_bytes:         # a CPU: a stash pays only while it stays in L1 (target.py)
+        budget = min(budget, target.l1_bytes // 2)
+    body = _stash_across_loops(par, budget)
     if body == par.body:
         return program
     return program.with_body((Loop(par.var, par.kind, body),))

@@ -30,6 +30,10 @@ class Target:
     cores: int
     simd_bytes: int
     memory: tuple[MemoryLevel, ...] = field(default=())
+    # a CPU core's L1 data cache, in bytes; 0 where LOCAL memory is a scratchpad (GPUs).
+    # Beyond it a copy kept on chip lives in L2 beside its source, so re-reading the
+    # source costs no more than reading the copy, and the copy's stores are wasted.
+    l1_bytes: int = 0
 
     def capacity(self, level: Level) -> int:
         return self.memory_level(level).capacity
@@ -45,7 +49,7 @@ class Target:
 
     def to_json(self) -> str:
         data = {"name": self.name, "family": self.family, "cores": self.cores,
-                "simd_bytes": self.simd_bytes,
+                "simd_bytes": self.simd_bytes, "l1_bytes": self.l1_bytes,
                 "memory": [{"level": m.level.value, "capacity": m.capacity,
                             "bandwidth": m.bandwidth, "shared_by": m.shared_by}
                            for m in self.memory]}
@@ -56,7 +60,7 @@ class Target:
         d = json.loads(text)
         return cls(d["name"], d["family"], int(d["cores"]), int(d["simd_bytes"]), tuple(
             MemoryLevel(Level(m["level"]), int(m["capacity"]), float(m["bandwidth"]),
-                        m["shared_by"]) for m in d["memory"]))
+                        m["shared_by"]) for m in d["memory"]), int(d.get("l1_bytes", 0)))
 
     def with_bandwidths(self, measured: dict[Level, float]) -> "Target":
         """The same target with measured bandwidths (from `powerfusion probe`)."""
@@ -100,9 +104,13 @@ def detect_cpu() -> Target:
         pass
     simd = 64 if " avx512f" in flags else 32 if " avx2" in flags else 16
     cache = "/sys/devices/system/cpu/cpu0/cache"
-    l2 = 512 * 1024
+    l1, l2 = 32 * 1024, 512 * 1024
     for idx in range(4):
-        if _read_int(f"{cache}/index{idx}/level", 0) == 2:
+        level = _read_int(f"{cache}/index{idx}/level", 0)
+        if level == 1 and Path(f"{cache}/index{idx}/type").exists() \
+                and Path(f"{cache}/index{idx}/type").read_text().strip() == "Data":
+            l1 = _read_int(f"{cache}/index{idx}/size", l1)
+        elif level == 2:
             l2 = _read_int(f"{cache}/index{idx}/size", l2)
     return Target(
         name="cpu", family="cpu", cores=cores or 1, simd_bytes=simd,
@@ -111,4 +119,5 @@ def detect_cpu() -> Target:
             # a core's tile must leave room in L2 for what streams through it
             MemoryLevel(Level.LOCAL, l2 // 2, 200e9, "core"),
             MemoryLevel(Level.REGISTER, 32 * simd, 2e12, "lane"),
-        ))
+        ),
+        l1_bytes=l1)
