@@ -196,6 +196,14 @@ def test_compile_error_is_not_cached(kernel_cache):
             compile_shared("int broken( { return 0; }", name="bad2")
 
 
+def test_a_call_to_an_undeclared_helper_fails_to_compile(kernel_cache):
+    """Not a warning and an unresolved symbol at load time: a typed error, at compile time."""
+    from powerfusion.runtime.cpu import compile_shared
+
+    with pytest.raises(pf.CompileError, match="implicit"):
+        compile_shared("void k(void **args) { pf_no_such_helper(args[0]); }", name="undeclared")
+
+
 def test_compile_error_can_be_constructed_with_details():
     err = pf.CompileError("failed", command=["gcc", "-c", "k.c"], stderr="k.c:1: error: x",
                           source_path="/tmp/k.c")

@@ -33,6 +33,8 @@ from .cache import (
 DEFAULT_FLAGS: tuple[str, ...] = (
     "-O3", "-march=native", "-fopenmp", "-fno-math-errno", "-fno-trapping-math",
     "-fPIC", "-shared", "-std=gnu11",
+    # a helper the generated code calls but the header lacks must fail here, not at dlopen
+    "-Werror=implicit-function-declaration",
 )
 LIBS: tuple[str, ...] = ("-lm",)     # after the source, where the linker wants them
 COMPILE_TIMEOUT_S = 120.0
