@@ -286,7 +286,10 @@ static inline float pf_f16_to_f32(uint16_t h) {
     o += 0x38000000u;                                    /* (127-15) << 23 */
     uint32_t o_inf = o + 0x38000000u;                    /* inf/NaN: exponent 255 */
     uint32_t o_sub = pf__asuint(pf__asfloat(o + 0x00800000u) - 0x1p-14f);
-    o = e == 0x0f800000u ? o_inf : (e == 0u ? o_sub : o);
+    /* selects as masks: GCC 12 miscompiles these two nested ?: with AVX-512 when the
+     * loop also holds a max and a min reduction (a wrong max, tests/test_ops.py) */
+    uint32_t is_inf = -(uint32_t)(e == 0x0f800000u), is_sub = -(uint32_t)(e == 0u);
+    o = (o_inf & is_inf) | (o_sub & is_sub) | (o & ~(is_inf | is_sub));
     return pf__asfloat(o | ((hu & 0x8000u) << 16));
 }
 /* f32 -> f16, round to nearest even (F. Giesen's float_to_half_fast3_rtne). */
