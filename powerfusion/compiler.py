@@ -16,8 +16,9 @@ from .graph.alternatives import REWRITES
 from .graph.canonical import canonicalize
 from .graph.graph import Graph, Node
 from .graph.ops import Group, Op
-from .graph.partition import Kernel, partition
-from .graph.views import contiguous_strides
+from .graph.partition import Kernel, partition, reshape_index
+from .graph.views import contiguous_strides, strided_offset, through_views
+from .gir.expr import Expr, Var
 from .gir.interpreter import storage_dtype
 from .gir.ir import Buffer, Level, Program, Role
 from .gir.lower import Storage, lower
@@ -148,13 +149,41 @@ def _plan_roots(graph: Graph, roots: list[Node], input_strides, target: Target,
         simt = target.family == "simt"      # a GPU multiprocessor wants several blocks
         sched = default_schedule(kern.shape, kern.reduce_axes, target.cores, placement,
                                  by_columns=_by_columns(kern), min_columns=128 if simt else 8,
-                                 units_per_core=2 * BLOCKS_PER_UNIT if simt else 2)
+                                 units_per_core=2 * BLOCKS_PER_UNIT if simt else 2,
+                                 transpose=_transpose_tile(kern, storage) if simt else ())
         naive = lower(kern, sched, f"pf_kernel_{n}", storage)
         log = PassLog()
-        program = optimize(naive, target, sched.placement, log)
+        program = optimize(naive, target, sched.placement, log, sched.transpose)
         compiled.append(CompiledKernel(kern, sched, naive, program, log))
     return Plan(graph, target, compiled, out_specs, [o.shape for o in graph.outputs], buffers,
                 input_names)
+
+
+TRANSPOSE_TILE = 32     # a warp's width: one tile row is one coalesced access
+
+
+def _transpose_tile(kern: Kernel, storage: dict[int, Storage]) -> tuple[int, ...]:
+    """(rows, cols) of the tile a GPU stages a layout change through, or () for none.
+
+    An element-wise kernel over (..., R, C) whose stored input is contiguous down R (its
+    stride along C is neither 0 nor 1, along R it is 1) reads strided whichever way
+    the threads walk: each unit takes a tile, reads it column by column and writes it
+    row by row (passes/stage.py)."""
+    if kern.reduce_axes or len(kern.shape) < 2 or min(kern.shape[-2:]) < 8:
+        return ()
+    axes = tuple(Var(f"a{k}", n) for k, n in enumerate(kern.shape))
+    index = tuple(Expr.of(v) for v in axes)
+    reads = [s for n in kern.nodes for s in n.srcs]
+    reads += [r for r in kern.roots if r.op in Group.MOVEMENT]
+    for node in reads:
+        base, at = through_views(node, reshape_index(index, kern.shape, node.shape))
+        if id(base) not in storage or base.op is not Op.INPUT:
+            continue
+        offset = strided_offset(at, storage[id(base)].strides)
+        step = [offset.substitute({v: 1}) - offset.substitute({v: 0}) for v in axes[-2:]]
+        if step[0] == Expr(1) and step[1] not in (Expr(0), Expr(1)):
+            return tuple(min(TRANSPOSE_TILE, n) for n in kern.shape[-2:])
+    return ()
 
 
 def _by_columns(kern: Kernel) -> bool:

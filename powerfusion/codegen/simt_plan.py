@@ -18,10 +18,13 @@ import math
 import os
 from dataclasses import dataclass
 
+import numpy as np
+
 from ..errors import UnsupportedError
-from ..gir.expr import Expr, Var
+from ..gir.expr import Clamp, Expr, Var
 from ..gir.ir import (Buffer, Compute, IndexValue, Level, Loop, Move, Parallel, Program,
                       Stmt, accesses, walk)
+from ..passes.util import split_region
 
 MAX_BLOCK = 1024            # threads per block: the most every SIMT device takes
 # block size aims at this many elements of a row per thread ($POWERFUSION_SIMT_ITEMS
@@ -58,8 +61,6 @@ def block_size(program: Program, warp: int, max_block: int, chunk: int = 1) -> i
 
 def blocks_of(program: Program) -> tuple[int, str]:
     """(blocks, why one): the CORES extent when the units touch disjoint memory."""
-    from ..passes.util import split_region
-
     cores = [s for s in program.body if isinstance(s, Loop) and s.kind is Parallel.CORES]
     if len(cores) != 1:
         return 1, "the program has no single parallel loop"
@@ -70,23 +71,85 @@ def blocks_of(program: Program) -> tuple[int, str]:
     p = cores[0].var
     written = {a.buffer.name for t, _ in walk(cores[0].body) for a in accesses(t)[1]
                if a.buffer.level is Level.GLOBAL}
+    why = _overlap(cores[0], written)
+    if why and _tiles(cores[0], written):
+        why = ""
+    return (1, why) if why else (p.extent, "")
+
+
+def _overlap(cores: Loop, written: set[str]) -> str:
+    """Why units' regions of the written buffers may overlap ("" when they cannot): each
+    unit must reach each one in a contiguous region of its own."""
+    p = cores.var
     regions: dict[str, set] = {}
-    for t, _ in walk(cores[0].body):
+    for t, _ in walk(cores.body):
         for a in accesses(t)[0] + accesses(t)[1]:
             if a.buffer.name not in written:
                 continue
             split = split_region(a.index, p)
             if split is None:
-                return 1, f"{a.buffer.name}[{a.index}] is not one region per unit"
+                return f"{a.buffer.name}[{a.index}] is not one region per unit"
             base, local = split
             stride = base.substitute({p: 1}).const - base.substitute({p: 0}).const
             if base != base.substitute({p: 0}) + Expr.of(p) * stride or \
                     local.bounds()[1] >= abs(stride) and p.extent > 1:
-                return 1, f"{a.buffer.name}: units' regions may overlap"
+                return f"{a.buffer.name}: units' regions may overlap"
             regions.setdefault(a.buffer.name, set()).add(base)
     if any(len(bases) > 1 for bases in regions.values()):
-        return 1, "a buffer is reached at different bases"
-    return cores[0].var.extent, ""
+        return "a buffer is reached at different bases"
+    return ""
+
+
+def _tiles(cores: Loop, written: set[str]) -> bool:
+    """Units whose regions interleave (2-D tiles) but never share an element: each
+    written buffer is reached at one index, whose element names its unit."""
+    indices: dict[str, set] = {}
+    for t, _ in walk(cores.body):
+        for a in accesses(t)[0] + accesses(t)[1]:
+            if a.buffer.name in written:
+                indices.setdefault(a.buffer.name, set()).add(a.index)
+    return bool(indices) and all(len(ix) == 1 and _units_disjoint(next(iter(ix)), cores.var)
+                                 for ix in indices.values())
+
+
+def _units_disjoint(index: Expr, p: Var) -> bool:
+    """Does the element `index` names determine the unit p that touches it?
+
+    The index must be mixed-radix digits: each term's coefficient exceeds what all
+    smaller terms can add up to, so the element gives every term's value. A term of p
+    alone gives its value; a term clamp(g*q(p) + l) with 0 <= l < g, whose clamp never
+    cuts g*q, gives q (a transpose tile's edge lanes clamped onto its last row or
+    column). The values p gives must tell every p apart."""
+    terms = sorted(index.terms, key=lambda t: t[1])
+    reach = 0                               # the most the smaller terms add up to
+    digits = []
+    for atom, c in terms:
+        lo, hi = atom.bounds()
+        if c <= reach or lo < 0:
+            return False
+        reach += c * hi
+        if p not in Expr.of(atom).vars():
+            continue
+        if isinstance(atom, Var) or atom.arg.vars() == {p} and not isinstance(atom, Clamp):
+            digits.append(Expr.of(atom))
+            continue
+        if not isinstance(atom, Clamp):
+            return False
+        split = split_region(atom.arg, p)
+        if split is None:
+            return False
+        base, local = split
+        g = math.gcd(base.const, *(k for _, k in base.terms))
+        (b_lo, b_hi), (l_lo, l_hi) = base.bounds(), local.bounds()
+        if g <= 0 or l_lo < 0 or l_hi >= g or b_lo < atom.lo or b_hi > atom.hi:
+            return False
+        digits.append(base // g)
+    if not digits or p.extent > 1 << 22:
+        return False
+    units = np.arange(p.extent, dtype=np.int64)
+    values = np.stack([np.broadcast_to(np.asarray(d.evaluate({p: units}), np.int64),
+                                       units.shape) for d in digits])
+    return np.unique(values, axis=1).shape[1] == p.extent
 
 
 def local_buffers(program: Program) -> list[Buffer]:

@@ -13,6 +13,7 @@ from .merge import merge
 from .promote import promote
 from .reuse import reuse
 from .split import split_div
+from .stage import stage_tiles
 from .traffic import footprint
 
 
@@ -31,7 +32,7 @@ class PassLog:
 
 
 def optimize(program: Program, target: Target, placement: str = "local",
-             log: PassLog | None = None) -> Program:
+             log: PassLog | None = None, transpose: tuple[int, ...] = ()) -> Program:
     log = log if log is not None else PassLog()
     p = log.record("naive", program)
     p = log.record("forward", forward(p))          # fuse loops; stored values reach their uses
@@ -44,4 +45,6 @@ def optimize(program: Program, target: Target, placement: str = "local",
     p = log.record("reuse", reuse(p))              # on-chip buffers share storage when they can
     if target.family == "cpu":                     # i // K in a vector loop: contiguous runs
         p = log.record("split", split_div(p))
+    if transpose:                                  # a transpose schedule's tile (SIMT):
+        p = log.record("stage", stage_tiles(p, transpose))  # strided reads via LOCAL
     return p

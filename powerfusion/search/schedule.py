@@ -27,6 +27,13 @@ class Schedule:
     placement: str = "local"        # rows that must stay live: "local" if they fit, or "global"
     columns: int = 0                # reductions over leading axes: kept elements per unit,
                                     # vectorised while the reduced axes stream (0: by rows)
+    transpose: tuple[int, ...] = () # element-wise layout changes on a GPU: (rows, cols) of
+                                    # the tile over the last two axes each unit owns
+
+    def tiles(self) -> tuple[int, int]:
+        """Tiles along the last two axes; edge tiles may stick out of the shape."""
+        (tr, tc), (rows, cols) = self.transpose, self.shape[-2:]
+        return -(-rows // tr), -(-cols // tc)
 
     @property
     def kept_extent(self) -> int:
@@ -34,6 +41,8 @@ class Schedule:
 
     @property
     def outer_extent(self) -> int:
+        if self.transpose:
+            return math.prod(self.shape[:-2]) * math.prod(self.tiles())
         if self.columns:
             return self.kept_extent // self.columns
         if self.reduce_axes:
@@ -42,6 +51,8 @@ class Schedule:
 
     @property
     def inner_extent(self) -> int:
+        if self.transpose:
+            return math.prod(self.transpose)
         if self.reduce_axes:
             return math.prod(self.shape[k] for k in self.reduce_axes)
         return self.tile if self.tile else math.prod(self.shape)
@@ -61,6 +72,8 @@ class Schedule:
 
     def domain_index(self, p: Var, i: Var | None) -> tuple[Expr, ...]:
         """The index into S of iteration (p, i); reduced axes are 0 when i is None."""
+        if self.transpose:
+            return self._tile_index(p, i)
         if not self.reduce_axes:
             flat = Expr.of(p) * self.inner_extent + (Expr.of(i) if i is not None else 0)
             return unflatten(flat, self.shape)
@@ -74,21 +87,38 @@ class Schedule:
                 index[k] = e
         return tuple(index)
 
+    def _tile_index(self, p: Var, i: Var | None) -> tuple[Expr, ...]:
+        """Unit p owns one (rows x cols) tile of the last two axes, row-major in i. An
+        edge tile that sticks out of the shape clamps its lanes onto the last row or
+        column: they recompute and rewrite that element with the same value, and no
+        element belongs to two units."""
+        (tr, tc), (rows, cols) = self.transpose, self.shape[-2:]
+        n_rows, n_cols = self.tiles()
+        local = Expr.of(i) if i is not None else Expr(0)
+        batch = unflatten(Expr.of(p) // (n_rows * n_cols), self.shape[:-2])
+        row = ((Expr.of(p) // n_cols) % n_rows * tr + local // tc).clamp(0, rows - 1)
+        col = (Expr.of(p) % n_cols * tc + local % tc).clamp(0, cols - 1)
+        return (*batch, row, col)
+
 
 def default_schedule(shape: tuple[int, ...], reduce_axes: tuple[int, ...], cores: int,
                      placement: str = "local", by_columns: bool = False,
-                     min_columns: int = 8, units_per_core: int = 2) -> Schedule:
+                     min_columns: int = 8, units_per_core: int = 2,
+                     transpose: tuple[int, ...] = ()) -> Schedule:
     """The cost model's pick without tuning: enough parallel pieces, long inner loops.
 
     by_columns: the reduction leaves the innermost axis alone, so walking a row of
     the reduced axes would stride through memory; stream the reduced axes instead,
     at least `min_columns` kept elements per unit (a GPU wants whole coalesced rows),
     `units_per_core` units per core where the kept elements allow.
+    transpose: (rows, cols) of a tile over the last two axes (see Schedule.transpose).
     """
     if reduce_axes:
         kept = math.prod(n for k, n in enumerate(shape) if k not in reduce_axes)
         tile = _column_tile(kept, cores * units_per_core, min_columns) if by_columns else 0
         return Schedule(shape, reduce_axes, 0, placement, tile)
+    if transpose:
+        return Schedule(shape, (), 0, placement, transpose=tuple(transpose))
     n = math.prod(shape)
     return Schedule(shape, (), _tile(n, shape[-1] if shape else 1, cores), placement)
 
