@@ -237,8 +237,9 @@ class CPrinter:
 
     def parallel_loop(self, loop: Loop, path, header: str, clause: str) -> None:
         work = loop.var.extent * _inner_work(loop.body)
+        # each thread's own LOCAL buffers; those filled before the loop are shared
         local = {a.buffer.name: a.buffer for s, _ in walk(loop.body) for a in sum(accesses(s), [])
-                 if a.buffer.level is Level.LOCAL}
+                 if a.buffer.level is Level.LOCAL and a.buffer.name not in self.outer_locals}
         self.emit(f"#pragma omp parallel if({work} > {self.parallel_threshold})")
         self.emit("{")
         self.depth += 1

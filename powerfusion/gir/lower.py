@@ -187,12 +187,16 @@ class _Lowering:
         if base.op is Op.CONST:
             return [], Const(base.arg, base.dtype)
         if id(base) in self.temps:
+            # a 16-bit intermediate is float32 wherever it lives (register, chip or
+            # memory): reading it back does not round, so where the schedule keeps it
+            # does not change its value
             buf, offset = self.temps[id(base)], flatten(at, base.shape)
+            reg = self.reg(buf.dtype)
         else:
             st = self.storage[id(base)]
             buf, offset = st.buffer, strided_offset(at, st.strides)
             self.params[buf.name] = buf
-        reg = self.reg(base.dtype)
+            reg = self.reg(base.dtype)
         return [Move(reg, Access(buf, offset))], reg
 
     def store(self, n: Node, value: Access, index: tuple[Expr, ...],

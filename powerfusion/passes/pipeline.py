@@ -10,6 +10,7 @@ from .drop import drop
 from .forward import forward
 from .hoist import hoist
 from .merge import merge
+from .preload import preload
 from .promote import promote
 from .reuse import reuse
 from .split import split_div
@@ -45,6 +46,7 @@ def optimize(program: Program, target: Target, placement: str = "local",
     p = log.record("reuse", reuse(p))              # on-chip buffers share storage when they can
     if target.family == "cpu":                     # i // K in a vector loop: contiguous runs
         p = log.record("split", split_div(p))
+        p = log.record("preload", preload(p, target))  # shared 16-bit rows widened once
     if transpose:                                  # a transpose schedule's tile (SIMT):
         p = log.record("stage", stage_tiles(p, transpose))  # strided reads via LOCAL
     return p

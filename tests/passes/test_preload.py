@@ -1,0 +1,51 @@
+"""preload: 16-bit rows every parallel unit reads alike are widened once, before the loop."""
+
+import numpy as np
+import pytest
+from support import layernorm, moves, plan_of, rand
+
+import powerfusion as pf
+from powerfusion.compiler import InterpretedExecutable
+from powerfusion.gir.ir import Level, Loop, Parallel, buffers
+
+ml_dtypes = pytest.importorskip("ml_dtypes")
+BF16 = np.dtype(ml_dtypes.bfloat16)
+
+
+def bf16(*shape, seed=0):
+    return rand(*shape, seed=seed).astype(BF16)
+
+
+def widened(program) -> set[str]:
+    return {name for name, b in buffers(program).items()
+            if b.level is Level.LOCAL and name.endswith("_wide")}
+
+
+def test_weight_and_bias_rows_are_widened_once_before_the_parallel_loop():
+    _, plan = plan_of(layernorm, bf16(64, 256), bf16(256), bf16(256))
+    program = plan.kernels[0].program
+    fills = [s for s in program.body if isinstance(s, Loop) and s.kind is Parallel.SIMD]
+    (par,) = [s for s in program.body if isinstance(s, Loop) and s.kind is Parallel.CORES]
+    assert len(fills) == 2 and widened(program) == {"in1_wide", "in2_wide"}     # w and b
+    inside = {m.src.buffer.name for m in moves(Loop(par.var, par.kind, par.body), "global")}
+    assert inside == {"in0"}                                    # only x is read per row
+    assert all(m.dst.buffer.dtype.name == "float32" for f in fills for m in f.body
+               if m.dst.buffer.level is Level.LOCAL)
+
+
+def test_not_for_float32_nor_for_operands_that_differ_per_unit():
+    _, plan = plan_of(layernorm, rand(64, 256), rand(256), rand(256))     # float32: a copy
+    assert not widened(plan.kernels[0].program)
+    _, plan = plan_of(lambda x, s: x.sum(-1) * s[:, 0], bf16(64, 256), bf16(64, 256))
+    assert not widened(plan.kernels[0].program)                 # s is read per row
+
+
+def test_preload_changes_no_value():
+    args = (bf16(64, 256), bf16(256, seed=1), bf16(256, seed=2))
+    _, plan = plan_of(layernorm, *args)
+    before, after = (InterpretedExecutable(plan, stage).run(list(args))[0]
+                     for stage in ("split", "preload"))
+    np.testing.assert_array_equal(before, after)                # bit for bit
+    got = np.asarray(pf.jit(layernorm)(*args)).astype(np.float64)
+    want = after.view(BF16).astype(np.float64)
+    np.testing.assert_allclose(got, want, rtol=2 ** -7, atol=2 ** -7)
