@@ -8,8 +8,10 @@ torch eager and by torch.compile (Inductor, dynamic=False, warmed up first).
 All candidates of a case are timed interleaved (benchmarking.interleaved: one sample
 of each in turn), and each figure is a median. GB/s counts the bytes a case must move
 (`pf.explain(...).min_global_bytes`: every input read once, every output written
-once); "% copy" is PowerFusion's GB/s over the copy bandwidth measured at the start
-(and end) of the same run by the probe's DRAM copy.
+once); "% copy" is PowerFusion's GB/s over the copy bandwidth of the same run: the
+median of the probe's DRAM copy sampled at the start, between the cases and at the
+end (on a shared machine it swings by 2x within minutes: one sample at a quiet moment
+is no yardstick for medians taken over the whole run).
 
     powerfusion bench                      the whole suite, float32 and bf16
     powerfusion bench --quick              small shapes, few repeats (a smoke test)
@@ -671,7 +673,9 @@ def to_markdown(results: list[Result], machine: dict, copy: dict, summary: dict,
         f"{_fmt_load(machine.get('load_average_end'))}.")
     method = (
         f"Copy bandwidth (probe's DRAM copy, read + write, same run): {copy['gbps']:.1f} "
-        f"GB/s (numpy's one-thread copy: {copy.get('numpy_gbps', 0):.1f} GB/s). Times are "
+        f"GB/s, the median of {len(copy.get('samples_gbps', [0]))} samples taken between "
+        f"the cases (highest {copy.get('max_gbps', copy['gbps']):.1f} GB/s; numpy's "
+        f"one-thread copy: {copy.get('numpy_gbps', 0):.1f} GB/s). Times are "
         f"medians of {meta['repeats']} interleaved samples; GB/s counts each input read "
         "once and each output written once; `vs X` is X's time over PowerFusion's.")
     quick = " (--quick: small shapes, a smoke test, not a measurement)" if meta["quick"] else ""
@@ -785,6 +789,7 @@ def run(args) -> int:
     copy_start = probe.copy_bandwidth()
     print(f"copy bandwidth (probe, {probe.DRAM_BYTES >> 20} MB read + write): "
           f"{copy_start / 1e9:.1f} GB/s\n", flush=True)
+    copies = [copy_start]       # sampled between cases too: the machine's noise comes and goes
 
     results = []
     started = time.perf_counter()
@@ -805,13 +810,18 @@ def run(args) -> int:
         for note in res.notes or []:
             print(f"{'':<18} note: {note}", flush=True)
         gc.collect()
+        if not quick:
+            copies.append(probe.copy_bandwidth(trials=3))
 
     copy_end = probe.copy_bandwidth()
-    copy = {"gbps": max(copy_start, copy_end) / 1e9, "start_gbps": copy_start / 1e9,
-            "end_gbps": copy_end / 1e9, "numpy_gbps": probe.numpy_copy_bandwidth() / 1e9,
-            "bytes": probe.DRAM_BYTES,
+    copies.append(copy_end)
+    copy = {"gbps": statistics.median(copies) / 1e9, "start_gbps": copy_start / 1e9,
+            "end_gbps": copy_end / 1e9, "max_gbps": max(copies) / 1e9,
+            "samples_gbps": [c / 1e9 for c in copies],
+            "numpy_gbps": probe.numpy_copy_bandwidth() / 1e9, "bytes": probe.DRAM_BYTES,
             "how": "probe.copy_bandwidth(): memcpy on every thread, read + write bytes / "
-                   "time, best of 5; the larger of the runs at start and end"}
+                   "time, best of a few trials; sampled at the start, after every case and "
+                   "at the end; the median of those samples, as every time here is a median"}
     machine["load_average_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     summary = summarise(results, copy["gbps"])
     meta = {"date": time.strftime("%Y-%m-%dT%H:%M:%S"), "quick": quick, "repeats": repeats,
