@@ -15,7 +15,7 @@ from ..gir.expr import Expr, Var
 from ..gir.ir import (Access, Buffer, Level, Loop, Move, Parallel, Program, Role, accesses,
                       buffers, map_accesses, walk)
 from ..targets import Target
-from .util import cores_loop
+from .util import cores_loop, fresh_name
 
 NARROW = (DType.float16, DType.bfloat16)
 
@@ -51,21 +51,12 @@ def preload(program: Program, target: Target) -> Program:
                                      if isinstance(s, Loop)}
     fills, wide = [], {}
     for name, (src, n) in chosen.items():
-        buf = Buffer(_fresh(f"{name}_wide", names), Level.LOCAL, DType.float32, (n,))
-        j = Var(_fresh("j", names), n)
-        reg = Access(Buffer(_fresh(f"{name}_w", names), Level.REGISTER, src.dtype))
+        buf = Buffer(fresh_name(f"{name}_wide", names), Level.LOCAL, DType.float32, (n,))
+        j = Var(fresh_name("j", names), n)
+        reg = Access(Buffer(fresh_name(f"{name}_w", names), Level.REGISTER, src.dtype))
         fills.append(Loop(j, Parallel.SIMD, (Move(reg, Access(src, Expr.of(j))),
                                               Move(Access(buf, Expr.of(j)), reg))))
         wide[name] = buf
     body = map_accesses(par.body, lambda a: Access(wide[a.buffer.name], a.index)
                         if a.buffer.name in wide else a)
     return program.with_body((*fills, Loop(par.var, par.kind, body)))
-
-
-def _fresh(base: str, names: set[str]) -> str:
-    name, k = base, 0
-    while name in names:
-        k += 1
-        name = f"{base}{k}"
-    names.add(name)
-    return name

@@ -15,7 +15,7 @@ from ..gir.expr import Expr, Var
 from ..gir.ir import (Access, Compute, IndexValue, Loop, Parallel, Program, Stmt,
                       map_accesses, walk)
 from .hoist import hoist
-from .util import map_loops
+from .util import fresh_name, map_loops
 
 MIN_INNER = 16          # a shorter inner loop costs more in overhead than it saves
 
@@ -34,7 +34,7 @@ def _split(s: Stmt, names: set[str]) -> Stmt:
     if not any(_tangled(e, i) for e in _indices(s.body)):
         return s
     for k in _divisors(n):
-        o, j = Var(_fresh(i.name + "o", names), n // k), Var(_fresh(i.name + "i", names), k)
+        o, j = Var(fresh_name(i.name + "o", names), n // k), Var(fresh_name(i.name + "i", names), k)
         body = _substitute(s.body, i, Expr.of(o) * k + j)
         if not any(_tangled(e, j) for e in _indices(body)):
             names |= {o.name, j.name}
@@ -75,11 +75,3 @@ def _substitute(stmts: tuple[Stmt, ...], v: Var, e: Expr) -> tuple[Stmt, ...]:
                                            if isinstance(o, IndexValue) else o for o in s.srcs))
         out.append(s)
     return tuple(out)
-
-
-def _fresh(base: str, names: set[str]) -> str:
-    name, n = base, 1
-    while name in names:
-        n += 1
-        name = f"{base}{n}"
-    return name

@@ -17,6 +17,7 @@ import numpy as np
 from ..gir.expr import Expr, Var
 from ..gir.ir import (Access, Buffer, Level, Loop, Move, Parallel, Program, Stmt, accesses,
                       buffers, walk)
+from .util import fresh_name
 
 
 def stage_tiles(program: Program, tile: tuple[int, int]) -> Program:
@@ -46,7 +47,7 @@ def _stage_loop(loop: Loop, tile, names: set[str], p: Var, written: set[str]
                 ) -> list[Stmt]:
     rows, cols = tile
     i = loop.var
-    s = Var(_fresh(i.name + "_t", names), i.extent)
+    s = Var(fresh_name(i.name + "_t", names), i.extent)
     column_major = Expr.of(s) % rows * cols + Expr.of(s) // rows   # i at tile position s
     staged: dict[tuple[str, Expr], Access] = {}
     loads: list[Stmt] = []
@@ -58,9 +59,9 @@ def _stage_loop(loop: Loop, tile, names: set[str], p: Var, written: set[str]
             key = (st.src.buffer.name, st.src.index)
             if key not in staged:
                 src = st.src.buffer
-                buf = Buffer(_fresh(f"{src.name}_tile", names), Level.LOCAL,
+                buf = Buffer(fresh_name(f"{src.name}_tile", names), Level.LOCAL,
                              src.dtype, (rows * (cols + 1),))
-                reg = Access(Buffer(_fresh("rt", names), Level.REGISTER, src.dtype))
+                reg = Access(Buffer(fresh_name("rt", names), Level.REGISTER, src.dtype))
                 at = st.src.index.substitute({i: column_major})
                 loads += [Move(reg, Access(src, at)),     # coalesced along the input
                           Move(Access(buf, Expr.of(s) % rows * (cols + 1) + Expr.of(s) // rows),
@@ -87,12 +88,3 @@ def _transposed(a: Access, i: Var, p: Var, tile) -> bool:
     down_column = np.diff(grid, axis=0)
     return (along_row.size > 0 and not np.isin(along_row, (0, 1)).all()
             and down_column.size > 0 and (down_column == 1).all())
-
-
-def _fresh(base: str, names: set[str]) -> str:
-    name, k = base, 0
-    while name in names:
-        k += 1
-        name = f"{base}{k}"
-    names.add(name)
-    return name

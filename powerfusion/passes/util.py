@@ -135,3 +135,13 @@ def cores_loop(program) -> Loop | None:
             and program.body[0].kind is Parallel.CORES:
         return program.body[0]
     return None
+
+
+def fresh_name(base: str, taken: set[str]) -> str:
+    """base, or base1, base2, ...: the first not in `taken`, which then holds it too."""
+    name, k = base, 0
+    while name in taken:
+        k += 1
+        name = f"{base}{k}"
+    taken.add(name)
+    return name
