@@ -58,11 +58,16 @@ KERNEL_OVERHEAD_BYTES = 64 * 1024   # a launch costs about as much as moving thi
 BLOCKS_PER_UNIT = 4                 # blocks per GPU multiprocessor for full bandwidth
 
 
+STREAMING = ", streaming stores"     # label suffix of a plan whose output rows stream
+
+
 def candidate_plans(graph: Graph, input_strides, target: Target,
-                    placements: tuple[str, ...] = ("local",)) -> list[tuple[str, Plan, int]]:
-    """Every (computation, placement) point worth considering, each with its plan and
-    the cost model's price (bytes moved at the outermost level, plus launches),
-    cheapest first."""
+                    placements: tuple[str, ...] = ("local",),
+                    streams: tuple[bool, ...] = (False,)) -> list[tuple[str, Plan, int]]:
+    """Every (computation, placement, streaming stores) point worth considering, each
+    with its plan and the cost model's price (bytes moved at the outermost level, plus
+    launches), cheapest first. The model does not price streaming stores (they won on
+    one suite case in four here, see passes/stream.py): a tie it never breaks for them."""
     roots = []
     for o in graph.outputs:
         base = o
@@ -77,11 +82,13 @@ def candidate_plans(graph: Graph, input_strides, target: Target,
     out = []
     for name, cand in computations:
         for placement in placements:
-            plan = _plan_roots(graph, cand, input_strides, target, placement)
-            cost = sum(kernel_cost(ck, target) for ck in plan.kernels)
-            label = name if placement == "local" else f"{name}, rows {placement}"
-            plan.choice = label
-            out.append((label, plan, cost))
+            for stream in streams:
+                plan = _plan_roots(graph, cand, input_strides, target, placement, stream)
+                cost = sum(kernel_cost(ck, target) for ck in plan.kernels)
+                label = name if placement == "local" else f"{name}, rows {placement}"
+                label += STREAMING if stream else ""
+                plan.choice = label
+                out.append((label, plan, cost))
     out.sort(key=lambda c: c[2])        # stable: "as written" wins ties
     table = [(label, cost) for label, _, cost in out]
     for _, plan, _ in out:
@@ -103,7 +110,8 @@ def plan_graph(graph: Graph, input_strides, target: Target, choice: str | None =
     """Partition, lower and optimise under each alternative computation; keep the one
     the cost model prices lowest, or the named `choice` (a tuner's measured winner)."""
     placements = ("local",) if choice is None or "rows" not in choice else ("local", "global")
-    candidates = candidate_plans(graph, input_strides, target, placements)
+    streams = (False, True) if choice is not None and choice.endswith(STREAMING) else (False,)
+    candidates = candidate_plans(graph, input_strides, target, placements, streams)
     for label, plan, _ in candidates:
         if label == choice:
             return plan
@@ -111,7 +119,7 @@ def plan_graph(graph: Graph, input_strides, target: Target, choice: str | None =
 
 
 def _plan_roots(graph: Graph, roots: list[Node], input_strides, target: Target,
-                placement: str = "local") -> Plan:
+                placement: str = "local", stream: bool = False) -> Plan:
     out_specs = []
     canon = canonicalize(roots)
     storage: dict[int, Storage] = {}
@@ -150,10 +158,11 @@ def _plan_roots(graph: Graph, roots: list[Node], input_strides, target: Target,
         sched = default_schedule(kern.shape, kern.reduce_axes, target.cores, placement,
                                  by_columns=_by_columns(kern), min_columns=128 if simt else 8,
                                  units_per_core=2 * BLOCKS_PER_UNIT if simt else 2,
-                                 transpose=_transpose_tile(kern, storage) if simt else ())
+                                 transpose=_transpose_tile(kern, storage) if simt else (),
+                                 stream=stream and not simt)
         naive = lower(kern, sched, f"pf_kernel_{n}", storage)
         log = PassLog()
-        program = optimize(naive, target, sched.placement, log, sched.transpose)
+        program = optimize(naive, target, sched.placement, log, sched.transpose, sched.stream)
         compiled.append(CompiledKernel(kern, sched, naive, program, log))
     return Plan(graph, target, compiled, out_specs, [o.shape for o in graph.outputs], buffers,
                 input_names)

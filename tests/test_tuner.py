@@ -37,3 +37,21 @@ def test_a_corrupt_tuning_database_is_ignored_and_rewritten(tmp_path, monkeypatc
     y = pf.jit(softmax, tune=True)(x)
     np.testing.assert_allclose(y, np.full((4, 64), 1 / 64), rtol=1e-6)
     assert len(tuning_db.load("cpu")) == 1
+
+
+def test_the_tuner_also_times_streaming_stores_and_a_later_run_can_use_them(tmp_path,
+                                                                          monkeypatch):
+    monkeypatch.setenv("POWERFUSION_CACHE_DIR", str(tmp_path))
+    x = np.random.default_rng(1).standard_normal((64, 512)).astype(np.float32)
+    pf.jit(softmax, tune=True)(x)
+    (entry,) = tuning_db.load("cpu").values()
+    streamed = [label for label in entry["seconds"] if label.endswith("streaming stores")]
+    assert streamed == [entry["model_choice"] + ", streaming stores"]
+    # force the streaming variant as the recorded winner: a later run compiles it
+    key = next(iter(tuning_db.load("cpu")))
+    tuning_db.record("cpu", key, {**entry, "choice": streamed[0]})
+    later = pf.jit(softmax)
+    np.testing.assert_allclose(later(x), softmax(x.astype(np.float64)), rtol=1e-5, atol=1e-7)
+    (compiled,) = later.cache.values()
+    assert compiled.executable.plan.choice == streamed[0]
+    assert "pf_stream_f32(" in compiled.executable.source

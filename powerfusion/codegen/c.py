@@ -205,6 +205,13 @@ class CPrinter:
 
     def loop(self, loop: Loop, path: tuple[int, ...]) -> None:
         var, n = self.ident("var", loop.var.name), loop.var.extent
+        if _streamed_row(loop):           # a row on chip to memory, past the caches
+            (move,) = loop.body
+            dst = self.index(move.dst.index.substitute({loop.var: 0}))
+            self.note_local(move.src.buffer)
+            self.emit(f"pf_stream_f32({self.ident('buf', move.dst.buffer.name)} + {dst}, "
+                      f"{self.ident('buf', move.src.buffer.name)}, {n});")
+            return
         has_loops = any(isinstance(s, Loop) for s in loop.body)
         parallel = (loop.kind is Parallel.CORES and not self.in_parallel) or (
             loop.kind is Parallel.SIMD and not has_loops)
@@ -248,6 +255,8 @@ class CPrinter:
         self.in_parallel = True
         self.body(loop, path, header)
         self.in_parallel = False
+        if any(isinstance(s, Move) and s.stream for s, _ in walk(loop.body)):
+            self.emit("pf_stream_fence();      /* each thread's streaming stores, visible */")
         self.free_locals(list(local.values()))
         self.depth -= 1
         self.emit("}")
@@ -445,6 +454,19 @@ def _round_to(value, dtype: DType):
     if v == v:                      # round to nearest even on the top 16 bits of a float32
         bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
     return float(np.array(bits, np.uint32).view(np.float32))
+
+
+def _streamed_row(loop: Loop) -> bool:
+    """A SIMD loop that only moves a float32 LOCAL row, element i to a contiguous global
+    run at base + i, as a streaming store (passes/stream.py makes these)."""
+    if loop.kind is not Parallel.SIMD or len(loop.body) != 1:
+        return False
+    (m,) = loop.body
+    i = Expr.of(loop.var)
+    return isinstance(m, Move) and m.stream and m.src.index == i \
+        and m.dst.buffer.level is Level.GLOBAL and m.src.buffer.level is Level.LOCAL \
+        and m.dst.buffer.dtype is DType.float32 and m.src.buffer.dtype is DType.float32 \
+        and m.dst.index - m.dst.index.substitute({loop.var: 0}) == i
 
 
 def _exact_16bit(body: tuple[Stmt, ...], narrow: tuple[DType, ...]) -> dict[str, DType]:

@@ -115,10 +115,12 @@ class Move:
 
     dst: Access
     src: Access
+    stream: bool = False    # a store that bypasses the caches (its row is not read again soon)
 
     def __str__(self) -> str:
         return (f"move {self.dst} <- {self.src}"
-                f"   ({self.src.buffer.level.value} -> {self.dst.buffer.level.value})")
+                f"   ({self.src.buffer.level.value} -> {self.dst.buffer.level.value}"
+                f"{', streaming' if self.stream else ''})")
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,7 +202,7 @@ def map_accesses(stmts: tuple[Stmt, ...], fn) -> tuple[Stmt, ...]:
             body = map_accesses(s.body, fn)
             out.append(s if body == s.body else Loop(s.var, s.kind, body))
         elif isinstance(s, Move):
-            out.append(Move(fn(s.dst), fn(s.src)))
+            out.append(Move(fn(s.dst), fn(s.src), s.stream))
         else:
             out.append(Compute(s.op, fn(s.dst), tuple(fn(a) if isinstance(a, Access) else a
                                                       for a in s.srcs)))

@@ -15,6 +15,7 @@ from .promote import promote
 from .reuse import reuse
 from .split import split_div
 from .stage import stage_tiles
+from .stream import stream_stores
 from .traffic import footprint
 
 
@@ -33,7 +34,8 @@ class PassLog:
 
 
 def optimize(program: Program, target: Target, placement: str = "local",
-             log: PassLog | None = None, transpose: tuple[int, ...] = ()) -> Program:
+             log: PassLog | None = None, transpose: tuple[int, ...] = (),
+             stream: bool = False) -> Program:
     log = log if log is not None else PassLog()
     p = log.record("naive", program)
     p = log.record("forward", forward(p))          # fuse loops; stored values reach their uses
@@ -47,6 +49,8 @@ def optimize(program: Program, target: Target, placement: str = "local",
     if target.family == "cpu":                     # i // K in a vector loop: contiguous runs
         p = log.record("split", split_div(p))
         p = log.record("preload", preload(p, target))  # shared 16-bit rows widened once
+        if stream:                                 # a schedule knob the tuner tries:
+            p = log.record("stream", stream_stores(p))     # output rows past the caches
     if transpose:                                  # a transpose schedule's tile (SIMT):
         p = log.record("stage", stage_tiles(p, transpose))  # strided reads via LOCAL
     return p

@@ -29,6 +29,7 @@ class Schedule:
                                     # vectorised while the reduced axes stream (0: by rows)
     transpose: tuple[int, ...] = () # element-wise layout changes on a GPU: (rows, cols) of
                                     # the tile over the last two axes each unit owns
+    stream: bool = False            # CPU: output rows written with streaming stores
 
     def tiles(self) -> tuple[int, int]:
         """Tiles along the last two axes; edge tiles may stick out of the shape."""
@@ -104,7 +105,7 @@ class Schedule:
 def default_schedule(shape: tuple[int, ...], reduce_axes: tuple[int, ...], cores: int,
                      placement: str = "local", by_columns: bool = False,
                      min_columns: int = 8, units_per_core: int = 2,
-                     transpose: tuple[int, ...] = ()) -> Schedule:
+                     transpose: tuple[int, ...] = (), stream: bool = False) -> Schedule:
     """The cost model's pick without tuning: enough parallel pieces, long inner loops.
 
     by_columns: the reduction leaves the innermost axis alone, so walking a row of
@@ -112,15 +113,17 @@ def default_schedule(shape: tuple[int, ...], reduce_axes: tuple[int, ...], cores
     at least `min_columns` kept elements per unit (a GPU wants whole coalesced rows),
     `units_per_core` units per core where the kept elements allow.
     transpose: (rows, cols) of a tile over the last two axes (see Schedule.transpose).
+    stream: write output rows with streaming stores (see Schedule.stream).
     """
     if reduce_axes:
         kept = math.prod(n for k, n in enumerate(shape) if k not in reduce_axes)
         tile = _column_tile(kept, cores * units_per_core, min_columns) if by_columns else 0
-        return Schedule(shape, reduce_axes, 0, placement, tile)
+        return Schedule(shape, reduce_axes, 0, placement, tile, stream=stream)
     if transpose:
         return Schedule(shape, (), 0, placement, transpose=tuple(transpose))
     n = math.prod(shape)
-    return Schedule(shape, (), _tile(n, shape[-1] if shape else 1, cores), placement)
+    return Schedule(shape, (), _tile(n, shape[-1] if shape else 1, cores), placement,
+                    stream=stream)
 
 
 def _column_tile(kept: int, units: int, smallest: int = 8) -> int:

@@ -1,0 +1,59 @@
+"""stream: float32 output rows go through a LOCAL row and leave with streaming stores."""
+
+import numpy as np
+import pytest
+from support import CPU, assert_stages_match_oracle, rand, softmax
+
+from powerfusion.compiler import (Executable, InterpretedExecutable, generate_source,
+                                  plan_graph)
+from powerfusion.frontend import trace
+from powerfusion.gir.ir import Level, Loop, Move, Parallel, walk
+
+
+def plans(fn, *args):
+    """The cost model's plan and the same with streaming stores."""
+    graph, _ = trace(fn, args)
+    strides = [tuple(s // a.itemsize for s in a.strides) for a in args]
+    plain = plan_graph(graph, strides, CPU)
+    return plain, plan_graph(graph, strides, CPU, plain.choice + ", streaming stores")
+
+
+def test_the_output_row_is_written_on_chip_then_streamed():
+    _, streamed = plans(softmax, rand(8, 256))
+    program = streamed.kernels[0].program
+    moves = [s for s, _ in walk(program.body) if isinstance(s, Move)]
+    to_out = [m for m in moves if m.dst.buffer.name == "out0"]
+    assert len(to_out) == 1 and to_out[0].stream
+    assert to_out[0].src.buffer.level is Level.LOCAL
+    (loop,) = [s for s, _ in walk(program.body) if isinstance(s, Loop) and s.body == (to_out[0],)]
+    assert loop.kind is Parallel.SIMD and loop.var.extent == 256
+    source = generate_source(streamed)
+    assert "pf_stream_f32(out0 + 256*p, out0_row, 256);" in source
+    assert source.count("pf_stream_fence();") == 1
+
+
+@pytest.mark.parametrize("shape", [(8, 256), (3, 100), (5, 1000)], ids=str)
+def test_streaming_changes_no_bit(shape):
+    x = rand(*shape) * 4
+    plain, streamed = plans(softmax, x)
+    a, b = (Executable(p, generate_source(p)).run([x])[0] for p in (plain, streamed))
+    np.testing.assert_array_equal(a, b)          # same arithmetic, other stores
+    np.testing.assert_allclose(a, softmax(x.astype(np.float64)), rtol=1e-5, atol=1e-7)
+
+
+def test_stream_keeps_meaning():
+    x = rand(4, 128)
+    _, streamed = plans(softmax, x)
+    before, after = (InterpretedExecutable(streamed, stage).run([x])[0]
+                     for stage in ("preload", "stream"))
+    np.testing.assert_array_equal(before, after)
+    assert_stages_match_oracle(softmax, x, stages=["naive", "optimized"])
+
+
+def test_not_for_short_rows_nor_16_bit_outputs():
+    import ml_dtypes
+
+    _, short = plans(softmax, rand(8, 32))
+    assert not any(isinstance(s, Move) and s.stream for s, _ in walk(short.kernels[0].program.body))
+    _, half = plans(softmax, rand(8, 256).astype(ml_dtypes.bfloat16))
+    assert not any(isinstance(s, Move) and s.stream for s, _ in walk(half.kernels[0].program.body))
