@@ -1,45 +1,97 @@
-"""split: a vector loop whose indices divide its variable becomes two loops.
+"""split: a vector loop whose indices divide or clamp its variable becomes plain loops.
 
 A flattened row often reads a smaller operand through `i // K` or `i % K` (group
 norm's per-channel weight is `w[i // HW]`). In a SIMD loop that is an integer divide
 and a gather per lane. Writing i = o*K + j, with K the period of those atoms, makes
 every index affine in j: the inner loop reads contiguous runs and broadcasts the
 rest, and loads that depend only on o leave it (hoist).
+
+A concatenation reads each part through a clamped index (rotary embedding's
+rotate_half: `x[clamp(j, 0, 63) + 64]` for j < 64, `x[clamp(j - 64, 0, 63)]` past it).
+The vector loop is then cut where the clamps start and stop biting: in each piece
+every clamp is the identity or a constant, the index is affine again, and the
+select between the parts is decided by the piece (the C compiler folds it).
 """
 
 from __future__ import annotations
 
 import math
 
-from ..gir.expr import Expr, Var
+from ..gir.expr import Clamp, Expr, Var
 from ..gir.ir import (Access, Compute, IndexValue, Loop, Parallel, Program, Stmt,
                       map_accesses, walk)
 from .hoist import hoist
 from .util import fresh_name, map_loops
 
 MIN_INNER = 16          # a shorter inner loop costs more in overhead than it saves
+MIN_PIECE = 8           # nor is a piece of a loop cut at clamps worth a loop of its own
 
 
 def split_div(program: Program) -> Program:
     names = {lp.var.name for lp, _ in walk(program.body) if isinstance(lp, Loop)}
-    body = map_loops(program.body, lambda seq: tuple(_split(s, names) for s in seq))
+    body = map_loops(program.body,
+                     lambda seq: tuple(t for s in seq for t in _split(s, names)))
     return program if body == program.body else hoist(program.with_body(body))
 
 
-def _split(s: Stmt, names: set[str]) -> Stmt:
+def _split(s: Stmt, names: set[str]) -> tuple[Stmt, ...]:
     if not isinstance(s, Loop) or s.kind is not Parallel.SIMD \
             or any(isinstance(t, Loop) for t in s.body):
-        return s
+        return (s,)
     i, n = s.var, s.var.extent
     if not any(_tangled(e, i) for e in _indices(s.body)):
-        return s
+        return (s,)
+    pieces = _pieces(s.body, i, names)
+    if pieces is not None:
+        return pieces
     for k in _divisors(n):
         o, j = Var(fresh_name(i.name + "o", names), n // k), Var(fresh_name(i.name + "i", names), k)
-        body = _substitute(s.body, i, Expr.of(o) * k + j)
-        if not any(_tangled(e, j) for e in _indices(body)):
-            names |= {o.name, j.name}
-            return Loop(o, Parallel.SERIAL, (Loop(j, Parallel.SIMD, body),))
-    return s
+        pieces = _pieces(_substitute(s.body, i, Expr.of(o) * k + j), j, names)
+        if pieces is not None:
+            return (Loop(o, Parallel.SERIAL, pieces),)
+    return (s,)
+
+
+def _pieces(body: tuple[Stmt, ...], j: Var, names: set[str]) -> tuple[Loop, ...] | None:
+    """body as SIMD loops over j, all indices affine in j: one loop if they are, else
+    one per range of j between the points where a clamp of j starts or stops biting;
+    None if that does not untangle them."""
+    if not any(_tangled(e, j) for e in _indices(body)):
+        return (Loop(j, Parallel.SIMD, body),)
+    cuts = _clamp_edges(body, j)
+    if not cuts:
+        return None
+    bounds = [0, *cuts, j.extent]
+    if any(b - a < MIN_PIECE for a, b in zip(bounds, bounds[1:])):
+        return None
+    loops = []
+    for a, b in zip(bounds, bounds[1:]):
+        piece = Var(fresh_name(f"{j.name}_{a}", names), b - a)
+        sub = _substitute(body, j, Expr.of(piece) + a)
+        if any(_tangled(e, piece) for e in _indices(sub)):
+            return None
+        loops.append(Loop(piece, Parallel.SIMD, sub))
+    return tuple(loops)
+
+
+def _clamp_edges(body: tuple[Stmt, ...], j: Var) -> list[int] | None:
+    """Values of j in (0, extent) where some clamp(±j + c, lo, hi) starts or stops
+    clamping; None if j is tangled in anything else."""
+    edges = set()
+    for e in _indices(body):
+        for atom, _ in e.terms:
+            if isinstance(atom, Var) or j not in atom.arg.vars():
+                continue
+            if not isinstance(atom, Clamp):
+                return None
+            c = dict((a, k) for a, k in atom.arg.terms if isinstance(a, Var)).get(j)
+            rest = atom.arg - Expr.of(j) * c if c is not None else None
+            if c not in (1, -1) or rest.vars():
+                return None
+            r = rest.const       # arg = c*j + r: within [lo, hi] for j in [first, last]
+            first, last = (atom.lo - r, atom.hi - r) if c == 1 else (r - atom.hi, r - atom.lo)
+            edges |= {first, last + 1}
+    return sorted(x for x in edges if 0 < x < j.extent)
 
 
 def _divisors(n: int) -> list[int]:

@@ -43,3 +43,46 @@ def test_nothing_to_split_is_the_same_object():
     _, plan = plan_of(lambda x: x * 2.0, rand(4, 64))
     program = plan.kernels[0].program
     assert split_div(program) is program
+
+
+def rotate_half(x, cos, sin):
+    half = x.shape[-1] // 2
+    return x * cos + np.concatenate([-x[..., half:], x[..., :half]], axis=-1) * sin
+
+
+def _clamps_in_simd_loops(program):
+    from powerfusion.gir.expr import Clamp
+
+    return [e for var, indices in _simd_indices(program) for e in indices
+            if any(isinstance(a, Clamp) and var in a.arg.vars() for a, _ in e.terms)]
+
+
+def test_a_concatenation_is_cut_where_its_parts_meet():
+    x, c, s = rand(2, 16, 64), rand(16, 64), rand(16, 64)
+    _, plan = plan_of(rotate_half, x, c, s)
+    program = plan.kernels[0].program
+    assert not _clamps_in_simd_loops(program)          # every piece reads contiguously
+    simd = [lp for lp in loops(program) if lp.kind is Parallel.SIMD]
+    assert sorted(lp.var.extent for lp in simd) == [32, 32]
+    assert_stages_match_oracle(rotate_half, x, c, s, stages=["naive", "optimized"])
+
+
+def test_three_parts_of_one_row_and_a_flat_concatenation():
+    three = lambda a, b: np.concatenate([a * 2.0, b, -a], axis=-1) + 1.0
+    a, b = rand(6, 24), rand(6, 40)
+    _, plan = plan_of(three, a, b)
+    assert not _clamps_in_simd_loops(plan.kernels[0].program)
+    assert_stages_match_oracle(three, a, b, stages=["naive", "optimized"])
+    flat = lambda u, v: np.concatenate([u, v * 3.0]) - 0.5
+    u, v = rand(100), rand(156)
+    _, plan = plan_of(flat, u, v)
+    assert not _clamps_in_simd_loops(plan.kernels[0].program)
+    assert_stages_match_oracle(flat, u, v, stages=["naive", "optimized"])
+
+
+def test_pieces_too_short_to_pay_stay_one_loop():
+    short = lambda a, b: np.concatenate([a, b], axis=-1) * 2.0
+    _, plan = plan_of(short, rand(64, 3), rand(64, 61))          # a piece of 3 elements
+    assert_stages_match_oracle(short, rand(64, 3), rand(64, 61), stages=["naive", "optimized"])
+    assert all(lp.var.extent >= 8 or lp.kind is not Parallel.SIMD
+               for lp in loops(plan.kernels[0].program))
