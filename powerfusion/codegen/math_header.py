@@ -19,3 +19,10 @@ def math_header() -> str:
     ``pf_f32_to_f16``, ``pf_bf16_to_f32``, ``pf_f32_to_bf16``.
     """
     return (Path(__file__).parent / HEADER_NAME).read_text(encoding="utf-8")
+
+
+@functools.lru_cache(maxsize=1)
+def stream_header() -> str:
+    """Return the text of ``pf_stream.h``: ``pf_stream_f32`` (non-temporal stores of a
+    float32 row) and ``pf_stream_fence``."""
+    return (Path(__file__).parent / "pf_stream.h").read_text(encoding="utf-8")
