@@ -66,8 +66,9 @@ def candidate_plans(graph: Graph, input_strides, target: Target,
                     streams: tuple[bool, ...] = (False,)) -> list[tuple[str, Plan, int]]:
     """Every (computation, placement, streaming stores) point worth considering, each
     with its plan and the cost model's price (bytes moved at the outermost level, plus
-    launches), cheapest first. The model does not price streaming stores (they won on
-    one suite case in four here, see passes/stream.py): a tie it never breaks for them."""
+    launches), cheapest first. The model does not price streaming stores (whether they
+    pay changes with the machine's memory load, see docs/architecture.md): a tie it
+    never breaks for them."""
     roots = []
     for o in graph.outputs:
         base = o

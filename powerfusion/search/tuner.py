@@ -37,27 +37,35 @@ class TuneResult:
 def tune(graph: Graph, input_strides, target: Target, inputs, *, top: int = 4,
          budget_s: float = 20.0, repeat: int = 9, progress: bool = True) -> TuneResult:
     """Measure the top candidates on `inputs` (the caller's storage arrays)."""
+    from ..benchmarking import interleaved
     from ..compiler import STREAMING, Executable, candidate_plans, generate_source
 
     streams = (False, True) if target.family == "cpu" else (False,)
     candidates = candidate_plans(graph, input_strides, target, ("local", "global"), streams)
     plain = [c for c in candidates if not c[0].endswith(STREAMING)]
     key = tuning_db.key_of(generate_source(plain[0][1]))
-    seconds: dict[str, float] = {}
-    seen_sources: set[str] = set()
     start = time.perf_counter()
     shortlist = plain[:top] + [c for c in candidates if c[0] == plain[0][0] + STREAMING]
+    exes: dict[str, Executable] = {}
+    seen_sources: set[str] = set()
     for n, (label, plan, _cost) in enumerate(shortlist):
-        if time.perf_counter() - start > budget_s and seconds:
+        if time.perf_counter() - start > budget_s and exes:
             break
         source = generate_source(plan)
         if source in seen_sources:      # the same code as a faster-ranked candidate
             continue
         seen_sources.add(source)
-        exe = Executable(plan, source)
-        seconds[label] = _median_time(exe, inputs, repeat)
+        exes[label] = Executable(plan, source)
         if progress:
-            _bar(n + 1, len(shortlist), label, seconds[label])
+            _bar(n + 1, len(shortlist), f"compiled {label}")
+    # timed in turn, one sample of each per round: on a shared machine the memory
+    # bandwidth swings within seconds, and back-to-back runs would time the swing
+    samples = interleaved({label: (lambda e=e: e.run(inputs)) for label, e in exes.items()},
+                          repeats=repeat)
+    seconds = {label: float(np.median(t)) for label, t in samples.items()}
+    if progress:
+        sys.stderr.write("\n  timed in turn: " + ", ".join(f"{label} {t * 1e3:.3f} ms"
+                                                        for label, t in seconds.items()) + "\n")
     choice = min(seconds, key=seconds.get)
     result = TuneResult(choice, plain[0][0], seconds, key)
     tuning_db.record(target.name, key, {"choice": choice, "model_choice": result.model_choice,
@@ -65,23 +73,11 @@ def tune(graph: Graph, input_strides, target: Target, inputs, *, top: int = 4,
     return result
 
 
-def _median_time(exe, inputs, repeat: int) -> float:
-    exe.run(inputs)                     # warm: page in outputs, spin up threads
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        exe.run(inputs)
-        times.append(time.perf_counter() - t)
-    return float(np.median(times))
-
-
-def _bar(done: int, total: int, label: str, seconds: float) -> None:
+def _bar(done: int, total: int, label: str) -> None:
     width = 20
     filled = width * done // max(total, 1)
     sys.stderr.write(f"\r  tuning [{'#' * filled}{'.' * (width - filled)}] {done}/{total} "
-                     f"{label}: {seconds * 1e3:.3f} ms   ")
-    if done == total:
-        sys.stderr.write("\n")
+                     f"{label}   ")
     sys.stderr.flush()
 
 
