@@ -20,7 +20,7 @@ class Report:
     decisions: list = field(default_factory=list)   # per kernel: promote's placement choices
     kernels: int = 0
     choice: str = "as written"     # the alternative computation the cost model picked
-    alternatives: list = field(default_factory=list)   # (name, estimated bytes) considered
+    alternatives: list = field(default_factory=list)   # (name, estimated seconds) considered
     programs: list = field(default_factory=list, repr=False)        # optimised GIR values
     naive_programs: list = field(default_factory=list, repr=False)
 
@@ -69,7 +69,7 @@ class Report:
         for level, rw in self.traffic.items():
             lines.append(f"  {level:>8}: read {rw['read']:>14,} B   write {rw['write']:>14,} B")
         if len(self.alternatives) > 1:
-            options = ", ".join(f"{n}: {c:,} B" for n, c in self.alternatives)
+            options = ", ".join(f"{n}: {c * 1e6:,.1f} us" for n, c in self.alternatives)
             lines.append(f"  computation: {self.choice} (considered {options})")
         for k, steps in enumerate(self.passes):
             chain = " -> ".join(f"{name} {b:,}" for name, b in steps)

@@ -106,3 +106,14 @@ def test_dot_export_names_levels():
     assert dot.startswith("digraph") and "color=darkgreen" in dot
     naive = report_of(softmax(8, 64)).to_dot(naive=True)
     assert "color=red" in naive          # global round trips before the passes
+
+
+def test_rows_on_chip_read_once_instead_of_twice_win_the_tie_in_global_bytes():
+    # a group of 10240 elements fits on chip either way (same global bytes); the
+    # one-pass variance reads it there once instead of twice, and the time model
+    # (bytes at each level over its bandwidth) sees that
+    report = report_of(group_norm(8, 320, 32, 32, 32))
+    assert report.choice == "one-pass variance"
+    costs = dict(report.alternatives)
+    assert costs["one-pass variance"] < costs["as written"]
+    assert " us" in str(report) and "considered" in str(report)
