@@ -22,7 +22,7 @@ def math_header() -> str:
 
 
 @functools.lru_cache(maxsize=1)
-def stream_header() -> str:
-    """Return the text of ``pf_stream.h``: ``pf_stream_f32`` (non-temporal stores of a
-    float32 row) and ``pf_stream_fence``."""
-    return (Path(__file__).parent / "pf_stream.h").read_text(encoding="utf-8")
+def rows_header() -> str:
+    """Return the text of ``pf_rows.h``: ``pf_stream_f32`` (non-temporal stores of a
+    float32 row), ``pf_stream_fence`` and ``pf_f32_to_bf16_row``."""
+    return (Path(__file__).parent / "pf_rows.h").read_text(encoding="utf-8")

@@ -15,7 +15,7 @@ from .promote import promote
 from .reuse import reuse
 from .split import split_div
 from .stage import stage_tiles
-from .stream import stream_stores
+from .rows import rows_out
 from .traffic import footprint
 
 
@@ -49,8 +49,9 @@ def optimize(program: Program, target: Target, placement: str = "local",
     if target.family == "cpu":                     # i // K in a vector loop: contiguous runs
         p = log.record("split", split_div(p))
         p = log.record("preload", preload(p, target))  # shared 16-bit rows widened once
-        if stream:                                 # a schedule knob the tuner tries:
-            p = log.record("stream", stream_stores(p))     # output rows past the caches
+        bf16 = "avx512_bf16" in target.features    # rows rounded in one instruction;
+        if stream or bf16:                         # streaming: a knob the tuner tries
+            p = log.record("rows", rows_out(p, target, stream=stream, bf16=bf16))
     if transpose:                                  # a transpose schedule's tile (SIMT):
         p = log.record("stage", stage_tiles(p, transpose))  # strided reads via LOCAL
     return p

@@ -34,6 +34,9 @@ class Target:
     # Beyond it a copy kept on chip lives in L2 beside its source, so re-reading the
     # source costs no more than reading the copy, and the copy's stores are wasted.
     l1_bytes: int = 0
+    # instruction-set extensions the code generator may use beyond the SIMD width
+    # (CPU: "avx512_bf16" converts 16 float32 to bfloat16 in one instruction)
+    features: tuple[str, ...] = ()
 
     def capacity(self, level: Level) -> int:
         return self.memory_level(level).capacity
@@ -50,6 +53,7 @@ class Target:
     def to_json(self) -> str:
         data = {"name": self.name, "family": self.family, "cores": self.cores,
                 "simd_bytes": self.simd_bytes, "l1_bytes": self.l1_bytes,
+                "features": list(self.features),
                 "memory": [{"level": m.level.value, "capacity": m.capacity,
                             "bandwidth": m.bandwidth, "shared_by": m.shared_by}
                            for m in self.memory]}
@@ -60,12 +64,16 @@ class Target:
         d = json.loads(text)
         return cls(d["name"], d["family"], int(d["cores"]), int(d["simd_bytes"]), tuple(
             MemoryLevel(Level(m["level"]), int(m["capacity"]), float(m["bandwidth"]),
-                        m["shared_by"]) for m in d["memory"]), int(d.get("l1_bytes", 0)))
+                        m["shared_by"]) for m in d["memory"]), int(d.get("l1_bytes", 0)),
+                   tuple(d.get("features", ())))
 
     def with_bandwidths(self, measured: dict[Level, float]) -> "Target":
         """The same target with measured bandwidths (from `powerfusion probe`)."""
         return replace(self, memory=tuple(
             replace(m, bandwidth=measured.get(m.level, m.bandwidth)) for m in self.memory))
+
+
+KNOWN_FEATURES = ("avx512_bf16",)      # the ones some pass makes use of
 
 
 def _read_int(path: str, default: int) -> int:
@@ -120,4 +128,4 @@ def detect_cpu() -> Target:
             MemoryLevel(Level.LOCAL, l2 // 2, 200e9, "core"),
             MemoryLevel(Level.REGISTER, 32 * simd, 2e12, "lane"),
         ),
-        l1_bytes=l1)
+        l1_bytes=l1, features=tuple(f for f in KNOWN_FEATURES if f" {f} " in flags + " "))

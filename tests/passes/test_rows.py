@@ -20,7 +20,7 @@ def plans(fn, *args):
 
 def test_the_output_row_is_written_on_chip_then_streamed():
     plain, streamed = plans(softmax, rand(8, 256))
-    assert "pf_stream" not in generate_source(plain)    # nor its <immintrin.h>: slow to parse
+    assert "immintrin" not in generate_source(plain)     # pf_rows.h: slow to parse, left out
     program = streamed.kernels[0].program
     moves = [s for s, _ in walk(program.body) if isinstance(s, Move)]
     to_out = [m for m in moves if m.dst.buffer.name == "out0"]
@@ -46,7 +46,7 @@ def test_stream_keeps_meaning():
     x = rand(4, 128)
     _, streamed = plans(softmax, x)
     before, after = (InterpretedExecutable(streamed, stage).run([x])[0]
-                     for stage in ("preload", "stream"))
+                     for stage in ("preload", "rows"))
     np.testing.assert_array_equal(before, after)
     assert_stages_match_oracle(softmax, x, stages=["naive", "optimized"])
 
@@ -58,3 +58,27 @@ def test_not_for_short_rows_nor_16_bit_outputs():
     assert not any(isinstance(s, Move) and s.stream for s, _ in walk(short.kernels[0].program.body))
     _, half = plans(softmax, rand(8, 256).astype(ml_dtypes.bfloat16))
     assert not any(isinstance(s, Move) and s.stream for s, _ in walk(half.kernels[0].program.body))
+
+
+def test_bfloat16_rows_are_rounded_whole_where_the_cpu_has_the_instruction():
+    import ml_dtypes
+    from dataclasses import replace
+
+    from support import layernorm
+
+    bf16 = lambda *shape, seed=0: rand(*shape, seed=seed).astype(ml_dtypes.bfloat16)  # noqa: E731
+    args = (bf16(64, 256), bf16(256, seed=1), bf16(256, seed=2))
+    graph, _ = trace(layernorm, args)
+    strides = [tuple(s // a.itemsize for s in a.strides) for a in args]
+    with_it = plan_graph(graph, strides, replace(CPU, features=("avx512_bf16",)))
+    without = plan_graph(graph, strides, replace(CPU, features=()))
+    source = generate_source(with_it)
+    assert "pf_f32_to_bf16_row(out0 + 256*p, out0_row, 256);" in source
+    assert "pf_f32_to_bf16_row" not in generate_source(without)
+    assert "pf_stream_f32(" not in source.split("void pf_kernel")[1]   # rounded, not streamed
+    storage = [a.view(np.uint16) for a in args]
+    a, b = (Executable(p, generate_source(p)).run(storage)[0] for p in (with_it, without))
+    np.testing.assert_array_equal(a, b)                # the same bits either way
+    # a row that would not fit beside the stash in half of L1 stays element by element
+    tight = plan_graph(graph, strides, replace(CPU, features=("avx512_bf16",), l1_bytes=2048))
+    assert "pf_f32_to_bf16_row" not in generate_source(tight)
