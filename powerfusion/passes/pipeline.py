@@ -15,7 +15,7 @@ from .promote import promote
 from .reuse import reuse
 from .split import split_div
 from .stage import stage_tiles
-from .rows import rows_out
+from .rows import copies_past_cache, rows_out
 from .traffic import footprint
 
 
@@ -50,7 +50,8 @@ def optimize(program: Program, target: Target, placement: str = "local",
         p = log.record("split", split_div(p))
         p = log.record("preload", preload(p, target))  # shared 16-bit rows widened once
         bf16 = "avx512_bf16" in target.features    # rows rounded in one instruction;
-        if stream or bf16:                         # streaming: a knob the tuner tries
+        stream = stream or copies_past_cache(p, target)   # streaming: a knob the tuner
+        if stream or bf16:                         # tries, the default for big copies
             p = log.record("rows", rows_out(p, target, stream=stream, bf16=bf16))
     if transpose:                                  # a transpose schedule's tile (SIMT):
         p = log.record("stage", stage_tiles(p, transpose))  # strided reads via LOCAL

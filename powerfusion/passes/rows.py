@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from ..dtypes import DType
 from ..gir.expr import Expr, Var
-from ..gir.ir import (Access, Buffer, Level, Loop, Move, Parallel, Program, Role, Stmt,
+from ..gir.ir import (Access, Buffer, Compute, Level, Loop, Move, Parallel, Program, Role, Stmt,
                       buffers, walk)
 from ..targets import Target
 from .util import fresh_name, local_bytes_in_use
@@ -39,6 +39,15 @@ def rows_out(program: Program, target: Target, *, stream: bool, bf16: bool) -> P
     room = (target.l1_bytes or target.capacity(Level.LOCAL)) // 2 \
         - local_bytes_in_use(program.body)
     return program.with_body(_seq(program.body, names, dtypes, room))
+
+
+def copies_past_cache(program: Program, target: Target) -> bool:
+    """A pure layout change (moves, no instruction) whose output outgrows every core's
+    L2 together: the one kind of kernel streaming stores always paid for here (a
+    head transpose, 18% while memory was slow), as in the C library's large memcpy."""
+    moves_only = not any(isinstance(s, Compute) for s, _ in walk(program.body))
+    written = sum(b.nbytes for b in program.params if b.role is Role.OUTPUT)
+    return moves_only and written > 2 * target.capacity(Level.LOCAL) * target.cores
 
 
 def _seq(stmts: tuple[Stmt, ...], names: set[str], dtypes, room: int) -> tuple[Stmt, ...]:

@@ -82,3 +82,19 @@ def test_bfloat16_rows_are_rounded_whole_where_the_cpu_has_the_instruction():
     # a row that would not fit beside the stash in half of L1 stays element by element
     tight = plan_graph(graph, strides, replace(CPU, features=("avx512_bf16",), l1_bytes=2048))
     assert "pf_f32_to_bf16_row" not in generate_source(tight)
+
+
+def test_a_big_layout_change_streams_by_default_a_small_one_does_not():
+    from dataclasses import replace
+
+    heads = lambda x: x.transpose(0, 2, 1, 3)       # (B, S, H, D) -> (B, H, S, D), a copy  # noqa: E731
+    small_l2 = replace(CPU, memory=tuple(replace(m, capacity=4096) if m.level is Level.LOCAL
+                                         else m for m in CPU.memory))
+    x = rand(1, 64, 8, 64)                           # 128 KB out: past 2 x 2 x 4 KB of "L2"
+    for target, streams in ((small_l2, True), (CPU, False)):
+        graph, _ = trace(heads, (x,))
+        plan = plan_graph(graph, [tuple(s // 4 for s in x.strides)], target)
+        source = generate_source(plan)
+        assert ("pf_stream_f32(" in source) is streams, target
+        out = Executable(plan, source).run([x])[0]
+        np.testing.assert_array_equal(out.reshape(1, 8, 64, 64), heads(x))
