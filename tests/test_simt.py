@@ -420,3 +420,17 @@ def test_a_running_value_read_inside_a_simd_loop_is_refused():
 def test_unknown_dialect_is_refused():
     with pytest.raises(UnsupportedError, match="dialect"):
         emit_simt([], "metal")
+
+
+def test_chunk_alignment_sees_through_divisions_by_multiples_of_the_chunk():
+    from powerfusion.codegen.simt_plan import _chunk_aligned
+    from powerfusion.gir.expr import Expr, Var
+
+    i, p = Var("i", 1024), Var("p", 8)
+    tile = Expr.of(i) // 32 * 512 + Expr.of(i) % 32 + Expr.of(p) * 16384
+    assert _chunk_aligned(tile, i, 4)                        # a transpose tile's row
+    assert _chunk_aligned(Expr.of(i) % 96, i, 4)             # a broadcast row w[i % 96]
+    assert not _chunk_aligned(Expr.of(i) % 30, i, 4)         # wraps inside a chunk
+    assert not _chunk_aligned(Expr.of(i) // 32 * 6 + Expr.of(i) % 32, i, 4)   # misaligned
+    assert not _chunk_aligned(Expr.of(i) + Expr.of(i) % 32, i, 4)             # stride 2
+    assert not _chunk_aligned((Expr.of(i) % 32) * 33, i, 4)  # a padded column

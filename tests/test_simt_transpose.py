@@ -74,24 +74,30 @@ def test_opencl_transposed_input_layouts_match_numpy(rng):
     assert_close(got, x.astype(np.float64) * 3.0 - 1.0, "float32")
 
 
-def _reads_of(kernel: str, buffer: str) -> list[tuple[str, str]]:
-    """(thread-loop variable, index expression) of every read of `buffer`."""
+def _reads_of(kernel: str, buffer: str) -> list[tuple[str, str, int]]:
+    """(loop variable, index expression, elements per position) of every read of
+    `buffer`: an element read in the chunk's loop, or a 128-bit load of the chunk (4
+    floats at the chunk's first position: OpenCL's vload4, CUDA's uint4)."""
     out, var = [], None
     for line in kernel.splitlines():
         m = re.search(r"const int (\w+) = \w+_0 \+ pf_v;", line)
         if m:
             var = m.group(1)
         for m in re.finditer(rf"= {buffer}\[(.*)\];", line):
-            out.append((var, m.group(1)))
+            out.append((var, m.group(1), 1))
+        m = re.search(rf"vload4\(0, {buffer} \+ (.*)\), 0, \w+\);", line) or \
+            re.search(rf"\*\(const uint4 \*\)\(\({buffer} \+ (.*)\) \+ 0\);", line)
+        if m:
+            out.append((re.search(r"\(\((\w+_0)\)", m.group(1)).group(1), m.group(1), 4))
     return out
 
 
-def _lane_addresses(index: str, var: str, lanes: int) -> list[int]:
-    """The C index expression at p = 0 for loop positions 0 .. lanes-1 (ints >= 0, so
-    C's / is Python's //)."""
+def _lane_addresses(index: str, var: str, lanes: int, step: int = 1) -> list[int]:
+    """The C index expression at p = 0 for loop positions 0, step, .. (lanes of them;
+    ints >= 0, so C's / is Python's //)."""
     expr = index.replace("/", "//")
     env = {"p": 0, "pf_clampi": lambda x, lo, hi: min(max(x, lo), hi)}
-    return [eval(expr, {}, dict(env, **{var: k})) for k in range(lanes)]
+    return [eval(expr, {}, dict(env, **{var: step * k})) for k in range(lanes)]
 
 
 @pytest.mark.parametrize("target", ["opencl", "cuda"])
@@ -107,10 +113,11 @@ def test_transpose_reads_coalesced_into_a_padded_tile(target, shape, rng):
     assert "one block runs every p" not in kernel                    # tiles run in parallel
     reads = _reads_of(kernel, "in0")
     assert reads, kernel
-    for var, index in reads:          # 32 neighbouring positions: 32 neighbouring elements
-        addresses = _lane_addresses(index, var, 32)
-        assert addresses == list(range(addresses[0], addresses[0] + 32)), (index, addresses)
-    for var, index in _reads_of(kernel, "in0_tile"):        # the tile: one row, row-major
+    for var, index, width in reads:    # 32 neighbouring elements, read by neighbours
+        addresses = _lane_addresses(index, var, 32 // width, width)
+        assert addresses == list(range(addresses[0], addresses[0] + 32, width)), (index, addresses)
+    assert any(width == 4 for _, _, width in reads) == (shape[1] % 32 == 0)  # 128-bit loads
+    for var, index, _ in _reads_of(kernel, "in0_tile"):     # the tile: one row, row-major
         assert _lane_addresses(index, var, 32) == list(range(32))
 
 

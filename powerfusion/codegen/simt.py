@@ -450,7 +450,9 @@ class SimtPrinter(CPrinter):
             key = (a.buffer.name, a.index)
             if key not in found or key in self.slots:
                 continue
-            array = self.ident("vec", f"{a.buffer.name}_v")
+            # a buffer read at two places (x[i] and x[i + H]) gets two arrays
+            others = sum(1 for k in self.slots if k[0] == a.buffer.name)
+            array = self.ident("vec", f"{a.buffer.name}_v" + (str(others + 1) if others else ""))
             self.slots[key] = array
             element = (self.storage_types[a.buffer.dtype] if a.buffer.level is Level.GLOBAL
                        else self.compute_types[a.buffer.dtype.compute])

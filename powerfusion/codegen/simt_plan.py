@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import UnsupportedError
-from ..gir.expr import Clamp, Expr, Var
+from ..gir.expr import Clamp, Div, Expr, Mod, Var
 from ..gir.ir import (Buffer, Compute, IndexValue, Level, Loop, Move, Parallel, Program,
                       Stmt, accesses, walk)
 from ..passes.util import split_region
@@ -266,17 +266,26 @@ def vector_accesses(loop: Loop, chunk: int) -> set[tuple[str, Expr]]:
 
 
 def _chunk_aligned(index: Expr, var: Var, chunk: int) -> bool:
+    """Is index, over a chunk-aligned run of `chunk` values of var, one aligned run of
+    consecutive elements? The run moves with var (or var % k), everything else stays:
+    other variables, and var // k, times multiples of the chunk. With k a multiple of
+    the chunk, var // k is fixed and var % k consecutive within the run (a transpose
+    tile's column, a row broadcast w[i % N])."""
     if index.const % chunk:
         return False
     seen = False
     for atom, c in index.terms:
-        if not isinstance(atom, Var):       # p // 2 and the like: uniform over the loop
-            if var in atom.arg.vars() or c % chunk:
+        whole = isinstance(atom, (Div, Mod)) and atom.arg == Expr.of(var) \
+            and atom.by % chunk == 0
+        if isinstance(atom, Div) and whole:
+            if c % chunk:
                 return False
-            continue
-        if atom == var:
-            seen = c == 1
-            if not seen:
+        elif atom == var or (isinstance(atom, Mod) and whole):
+            if seen or c != 1:
+                return False
+            seen = True
+        elif not isinstance(atom, Var):     # p // 2 and the like: uniform over the loop
+            if var in atom.arg.vars() or c % chunk:
                 return False
         elif c % chunk:
             return False
