@@ -90,7 +90,19 @@ def cases() -> list[GpuCase]:
         if c.dtype == "float32":
             out.append(GpuCase(c.name, c.fn, c.torch_name, c.full, "float32",
                                c.torch_args, c.normwise))
+    # a 2-D transpose: the padded shared-memory tile schedule (the suite's head
+    # transpose keeps its innermost axis and never needs one)
+    out.append(GpuCase("transpose_f32_8192x4096", _transpose, "transpose",
+                       suite._x((8192, 4096)), "float32"))
     return out
+
+
+def _transpose(x):
+    return x.T                          # pf writes the transposed copy
+
+
+def _torch_transpose(x):
+    return x.t().contiguous()
 
 
 def _device_inputs(case: GpuCase, torch):
@@ -271,7 +283,7 @@ def main(argv=None) -> int:
     if args.cases:
         pats = [p.strip() for p in args.cases.split(",") if p.strip()]
         chosen = [c for c in chosen if any(fnmatch.fnmatchcase(c.name, p) for p in pats)]
-    torch_fns = suite._torch_functions()
+    torch_fns = {**suite._torch_functions(), "transpose": _torch_transpose}
     date = datetime.date.today().isoformat()
     machine = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__,
                "cuda_core": cuda.core.__version__,
