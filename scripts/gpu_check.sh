@@ -27,3 +27,6 @@ PY
 POWERFUSION_TARGET=cuda timeout 300 python3 -m pytest -q --maxfail=40 -p no:cacheprovider -n 8 \
     tests/test_ops.py tests/test_composites.py tests/test_random_graphs.py "$@" 2>&1 | tail -80 | tee "$out/cuda-suite.log"
 timeout 200 python3 -m pytest -q -rs -p no:cacheprovider tests/test_simt.py tests/test_cuda.py 2>&1 | tail -30 | tee "$out/simt.log"
+# the padded-tile transposes, run on the GPU (they run on PoCL in CI)
+POWERFUSION_TARGET=cuda timeout 200 python3 -m pytest -q -rs -p no:cacheprovider \
+    tests/test_simt_transpose.py 2>&1 | tail -30 | tee "$out/transpose.log"

@@ -47,6 +47,19 @@ def _kernel(source: str) -> str:
     return source[at:]
 
 
+def _device_target() -> str:
+    """OpenCL (PoCL in CI), or CUDA when the suite runs with POWERFUSION_TARGET=cuda on
+    a GPU machine (scripts/gpu_check.sh)."""
+    if os.environ.get("POWERFUSION_TARGET") == "cuda":
+        torch = pytest.importorskip("torch", reason="torch is not installed")
+        if not torch.cuda.is_available():
+            pytest.skip("POWERFUSION_TARGET=cuda but no CUDA GPU")
+        pytest.importorskip("cuda.core", reason="cuda-python (cuda.core) is not installed")
+        return "cuda"
+    _opencl_or_skip()
+    return "opencl"
+
+
 def _inputs(rng, shapes, dtype="float32"):
     return [make(rng, s, dtype) for s in shapes]
 
@@ -55,10 +68,9 @@ def _inputs(rng, shapes, dtype="float32"):
                                    pytest.param("bfloat16", marks=needs_bf16)])
 @pytest.mark.parametrize("name,shapes", CASES, ids=[f"{n}-{s[0]}" for n, s in CASES])
 def test_opencl_transposes_match_numpy(name, shapes, dtype, rng):
-    _opencl_or_skip()
     fn = FUNCTIONS[name]
     args = _inputs(rng, shapes, dtype)
-    got = pf.jit(fn, target="opencl")(*args)
+    got = pf.jit(fn, target=_device_target())(*args)
     wide = [a.astype(np.float64) for a in args]
     expected = fn(*wide)
     if dtype != "float32":
@@ -68,9 +80,8 @@ def test_opencl_transposes_match_numpy(name, shapes, dtype, rng):
 
 def test_opencl_transposed_input_layouts_match_numpy(rng):
     """A Fortran-ordered input of an element-wise kernel is the same layout change."""
-    _opencl_or_skip()
     x = np.asfortranarray(make(rng, (70, 45)))
-    got = pf.jit(lambda x: x * 3.0 - 1.0, target="opencl")(x)
+    got = pf.jit(lambda x: x * 3.0 - 1.0, target=_device_target())(x)
     assert_close(got, x.astype(np.float64) * 3.0 - 1.0, "float32")
 
 
