@@ -150,8 +150,9 @@ class JitFunction:
             compiled = self.device_calls.get(_device_key(args))
             if compiled is not None:
                 return _structured(compiled, compiled.executable.run_device(list(args)))
-        if self.host_calls and not kwargs:
-            hit = self.host_calls.get(_host_key(args))
+        host_key = None if kwargs else _host_key(args)
+        if host_key is not None and self.host_calls:
+            hit = self.host_calls.get(host_key)
             if hit is not None:
                 compiled, bf16 = hit
                 outs = compiled.executable.run([a.view(np.uint16) if b else a
@@ -172,7 +173,6 @@ class JitFunction:
         if not kwargs and tensors and len(tensors) == len(args) and \
                 all(t.kind == "torch_cuda" for t in tensors):
             self.device_calls[_device_key(args)] = compiled
-        host_key = _host_key(args) if not kwargs and len(tensors) == len(args) else None
         if host_key is not None:        # arguments used as they are: none was copied
             self.host_calls[host_key] = (compiled, tuple(t.dtype is DType.bfloat16
                                                          for t in tensors))

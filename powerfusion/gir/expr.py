@@ -192,6 +192,10 @@ class Expr:
                 out |= atom.arg.vars()
         return frozenset(out)
 
+    def runs_along(self, v: Var) -> bool:
+        """Is self base + v, with base free of v (consecutive elements as v counts up)?"""
+        return self - self.substitute({v: 0}) == Expr.of(v)
+
     def substitute(self, mapping: dict[Var, "ExprLike"]) -> "Expr":
         """Replace variables by expressions (re-simplifying)."""
         if not (self.vars() & mapping.keys()):

@@ -13,9 +13,9 @@ from __future__ import annotations
 from ..dtypes import DType
 from ..gir.expr import Expr, Var
 from ..gir.ir import (Access, Buffer, Level, Loop, Move, Parallel, Program, Role, accesses,
-                      buffers, map_accesses, walk)
+                      map_accesses, walk)
 from ..targets import Target
-from .util import cores_loop, fresh_name
+from .util import cores_loop, fresh_name, taken_names
 
 NARROW = (DType.float16, DType.bfloat16)
 
@@ -24,7 +24,7 @@ def preload(program: Program, target: Target) -> Program:
     par = cores_loop(program)
     if par is None:
         return program
-    budget = (target.l1_bytes or target.capacity(Level.LOCAL)) // 4
+    budget = target.near_bytes // 4
     spans: dict[str, tuple[Buffer, int]] = {}        # input -> (buffer, elements to widen)
     written = {a.buffer.name for s, _ in walk(par.body) for a in accesses(s)[1]}
     for s, loops in walk(par.body):
@@ -47,8 +47,7 @@ def preload(program: Program, target: Target) -> Program:
             chosen[name] = (src, n)
     if not chosen:
         return program
-    names = set(buffers(program)) | {s.var.name for s, _ in walk(program.body)
-                                     if isinstance(s, Loop)}
+    names = taken_names(program)
     fills, wide = [], {}
     for name, (src, n) in chosen.items():
         buf = Buffer(fresh_name(f"{name}_wide", names), Level.LOCAL, DType.float32, (n,))

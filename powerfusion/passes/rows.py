@@ -18,9 +18,9 @@ from __future__ import annotations
 from ..dtypes import DType
 from ..gir.expr import Expr, Var
 from ..gir.ir import (Access, Buffer, Compute, Level, Loop, Move, Parallel, Program, Role, Stmt,
-                      buffers, walk)
+                      walk)
 from ..targets import Target
-from .util import fresh_name, local_bytes_in_use
+from .util import fresh_name, local_bytes_in_use, taken_names
 
 MIN_ROW = 64                # elements: shorter rows would stream partial lines
 
@@ -34,10 +34,8 @@ def rows_out(program: Program, target: Target, *, stream: bool, bf16: bool) -> P
         dtypes[DType.bfloat16] = False
     if not dtypes:
         return program
-    names = set(buffers(program)) | {s.var.name for s, _ in walk(program.body)
-                                     if isinstance(s, Loop)}
-    room = (target.l1_bytes or target.capacity(Level.LOCAL)) // 2 \
-        - local_bytes_in_use(program.body)
+    names = taken_names(program)
+    room = target.near_bytes // 2 - local_bytes_in_use(program.body)
     return program.with_body(_seq(program.body, names, dtypes, room))
 
 
@@ -70,7 +68,7 @@ def _row_loop(loop: Loop, names: set[str], dtypes: dict, room: int) -> list[Stmt
     body: list[Stmt] = []
     for s in loop.body:
         if isinstance(s, Move) and _row_store(s, i, dtypes):
-            key = (s.dst.buffer.name, s.dst.index)
+            key = (s.dst.buffer, s.dst.index)
             if key not in rows:
                 rows[key] = Buffer(fresh_name(f"{s.dst.buffer.name}_row", names), Level.LOCAL,
                                    DType.float32, (n,))
@@ -80,10 +78,8 @@ def _row_loop(loop: Loop, names: set[str], dtypes: dict, room: int) -> list[Stmt
     if not rows:
         return [loop]
     after = []
-    for (name, index), row in rows.items():
+    for (dst, index), row in rows.items():
         j = Var(fresh_name(f"{i.name}_s", names), n)
-        dst = next(s.dst.buffer for s in loop.body if isinstance(s, Move)
-                   and s.dst.buffer.name == name)
         after.append(Loop(j, Parallel.SIMD, (Move(Access(dst, index.substitute({i: j})),
                                                   Access(row, Expr.of(j)),
                                                   stream=dtypes[dst.dtype]),)))
@@ -94,4 +90,4 @@ def _row_store(s: Move, i: Var, dtypes) -> bool:
     """An output element of one of `dtypes` at base + i, base free of i."""
     b = s.dst.buffer
     return (b.level is Level.GLOBAL and b.role is Role.OUTPUT and b.dtype in dtypes
-            and s.dst.index - s.dst.index.substitute({i: 0}) == Expr.of(i))
+            and s.dst.index.runs_along(i))

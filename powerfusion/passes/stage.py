@@ -16,12 +16,12 @@ import numpy as np
 
 from ..gir.expr import Expr, Var
 from ..gir.ir import (Access, Buffer, Level, Loop, Move, Parallel, Program, Stmt, accesses,
-                      buffers, walk)
-from .util import fresh_name
+                      walk)
+from .util import fresh_name, taken_names
 
 
 def stage_tiles(program: Program, tile: tuple[int, int]) -> Program:
-    names = set(buffers(program))
+    names = taken_names(program)
     written = {a.buffer.name for s, _ in walk(program.body) for a in accesses(s)[1]}
     return program.with_body(_stage_seq(program.body, tile, names, None,
                                         written))

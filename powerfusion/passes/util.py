@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..gir.expr import Var
-from ..gir.ir import Access, Compute, Level, Loop, Move, Stmt, accesses, map_accesses, walk
+from ..gir.ir import (Access, Compute, Level, Loop, Move, Stmt, accesses, buffers, map_accesses,
+                      walk)
 
 
 @dataclass(frozen=True)
@@ -135,6 +136,12 @@ def cores_loop(program) -> Loop | None:
             and program.body[0].kind is Parallel.CORES:
         return program.body[0]
     return None
+
+
+def taken_names(program) -> set[str]:
+    """Every buffer and loop-variable name a program uses (what fresh_name must avoid)."""
+    return set(buffers(program)) | {s.var.name for s, _ in walk(program.body)
+                                    if isinstance(s, Loop)}
 
 
 def fresh_name(base: str, taken: set[str]) -> str:

@@ -43,7 +43,8 @@ def tune(graph: Graph, input_strides, target: Target, inputs, *, top: int = 4,
     streams = (False, True) if target.family == "cpu" else (False,)
     candidates = candidate_plans(graph, input_strides, target, ("local", "global"), streams)
     plain = [c for c in candidates if not c[0].endswith(STREAMING)]
-    key = tuning_db.key_of(generate_source(plain[0][1]))
+    first = generate_source(plain[0][1])
+    key = tuning_db.key_of(first)
     start = time.perf_counter()
     shortlist = plain[:top] + [c for c in candidates if c[0] == plain[0][0] + STREAMING]
     exes: dict[str, Executable] = {}
@@ -51,7 +52,7 @@ def tune(graph: Graph, input_strides, target: Target, inputs, *, top: int = 4,
     for n, (label, plan, _cost) in enumerate(shortlist):
         if time.perf_counter() - start > budget_s and exes:
             break
-        source = generate_source(plan)
+        source = first if n == 0 else generate_source(plan)
         if source in seen_sources:      # the same code as a faster-ranked candidate
             continue
         seen_sources.add(source)

@@ -38,6 +38,11 @@ class Target:
     # (CPU: "avx512_bf16" converts 16 float32 to bfloat16 in one instruction)
     features: tuple[str, ...] = ()
 
+    @property
+    def near_bytes(self) -> int:
+        """The on-chip memory nearest a core: its L1 data cache on a CPU, else LOCAL."""
+        return self.l1_bytes or self.capacity(Level.LOCAL)
+
     def capacity(self, level: Level) -> int:
         return self.memory_level(level).capacity
 
