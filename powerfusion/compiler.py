@@ -55,7 +55,10 @@ class Plan:
 
 
 KERNEL_OVERHEAD_BYTES = 64 * 1024   # a launch costs about as much as moving this much
-BLOCKS_PER_UNIT = 4                 # blocks per GPU multiprocessor for full bandwidth
+BLOCKS_PER_UNIT = 4                 # blocks per GPU multiprocessor a schedule aims at
+THREADS_PER_UNIT = 1024             # threads per multiprocessor for full bandwidth: four
+                                    # 256-thread blocks, or one 1024-thread block whose
+                                    # row is on chip (each thread keeps 16 B loads going)
 
 
 STREAMING = ", streaming stores"     # label suffix of a plan whose output rows stream
@@ -108,9 +111,18 @@ def kernel_cost(ck: CompiledKernel, target: Target) -> float:
     moved = footprint(ck.program)
     glob = (sum(moved["global"].values()) + KERNEL_OVERHEAD_BYTES) / target.bandwidth(Level.GLOBAL)
     if target.family == "simt":
-        glob *= max(1.0, BLOCKS_PER_UNIT * target.cores / max(1, ck.schedule.outer_extent))
+        glob *= max(1.0, THREADS_PER_UNIT * target.cores / _threads(ck))
     return glob + sum(sum(moved[lv.value].values()) / target.bandwidth(lv)
                       for lv in (Level.LOCAL, Level.REGISTER))
+
+
+def _threads(ck: CompiledKernel) -> int:
+    """How many GPU threads the kernel keeps busy: its parallel units times the block
+    the SIMT printer gives each (codegen/simt_plan.block_size)."""
+    from .codegen.simt_plan import MAX_BLOCK, block_size, chunk_of
+
+    chunk = chunk_of(ck.program, lambda b: b.dtype.itemsize)
+    return max(1, ck.schedule.outer_extent) * block_size(ck.program, 32, MAX_BLOCK, chunk)
 
 
 def plan_graph(graph: Graph, input_strides, target: Target, choice: str | None = None) -> Plan:
@@ -122,7 +134,20 @@ def plan_graph(graph: Graph, input_strides, target: Target, choice: str | None =
     for label, plan, _ in candidates:
         if label == choice:
             return plan
-    return candidates[0][1]
+    return next((plan for _, plan, _ in candidates if _fits_shared(plan)), candidates[0][1])
+
+
+def _fits_shared(plan: Plan) -> bool:
+    """Does every kernel's shared memory fit a block? Rows kept on chip may use
+    registers beyond LOCAL memory (Target.row_bytes), but only rows each thread holds
+    its own part of; anything else in LOCAL lives in shared memory whole. (If no plan
+    fits, the first one's printer says which kernel does not.)"""
+    if plan.target.family != "simt":
+        return True
+    from .codegen.simt_plan import shared_bytes
+
+    room = plan.target.capacity(Level.LOCAL)
+    return all(shared_bytes(ck.program) <= room for ck in plan.kernels)
 
 
 def _plan_roots(graph: Graph, roots: list[Node], input_strides, target: Target,
@@ -372,7 +397,7 @@ def explain_graph(graph: Graph, *, input_strides, target: str = "cpu"):
     if target == "cpu":
         source = generate_source(plan)
     else:
-        from .codegen.simt import emit_simt
+        from .runtime.simt_executable import simt_module
 
-        source = emit_simt([ck.program for ck in plan.kernels], target)
+        source = simt_module(plan, target).source
     return Report.from_plan(plan, source, input_strides)

@@ -109,10 +109,13 @@ CASES = {
     "split_column_sum": lambda: reduction(Op.SUM, (8192, 40), (0,)),
     "split_column_max": lambda: reduction(Op.MAX, (16, 512, 24), (0, 1)),
     "bfloat16_rows": lambda: _bf16_rows(4, 520),
+    # rows too long for registers: each thread's part partly in shared memory
+    "long_layernorm": lambda: G.layernorm(2, 65536),
+    "long_bfloat16_rows": lambda: _bf16_rows(2, 65536),
 }
 TRANSCENDENTAL = {"elementwise", "float64_sum_exp", "softmax", "masked_softmax", "long_softmax",
                   "reversed_softmax", "float16", "bfloat16", "float16_softmax",
-                  "bfloat16_softmax", "ragged_softmax", "bfloat16_rows"}
+                  "bfloat16_softmax", "ragged_softmax", "bfloat16_rows", "long_bfloat16_rows"}
 
 
 def _inputs(graph: Graph, rng) -> list[np.ndarray]:
@@ -352,6 +355,71 @@ def test_rows_a_thread_reads_back_itself_stay_in_registers():
     assert "for (int pf_k = 0; pf_k < 4; ++pf_k)" in kernel     # 256 threads x 4 chunks
     shared = _kernel_text(emit_simt([_reverse_rows(5, 300)], "cuda"))
     assert "this thread's part" not in shared and "__syncthreads" in shared
+
+
+def test_rows_too_long_for_registers_keep_the_rest_in_shared_memory():
+    """A 65536-element float32 row (256 KB) fits neither the H100's registers nor its
+    shared memory (227 KB), but both together: each of 1024 threads keeps 12 elements in
+    registers and 52 in its slots of shared memory, so the row is read once, not twice
+    (as before: 64% of copy bandwidth). The register chunks unroll; the shared ones
+    index a block-wide slice per slot (a warp reads 32 consecutive words)."""
+    from powerfusion.runtime.simt_executable import simt_target
+
+    graph = G.layernorm(1024, 65536)
+    plan = plan_graph(graph, G.strides_of(graph), simt_target("cuda"))
+    assert len(plan.kernels) == 1
+    module = build_simt([ck.program for ck in plan.kernels], "cuda")
+    kernel = _kernel_text(module.source)
+    assert module.kernels[0].block == 1024
+    assert module.kernels[0].shared_bytes == 52 * 1024 * 4
+    assert "float in0_stash0[12];" in kernel
+    assert "for (int pf_k = 0; pf_k < 3; ++pf_k)" in kernel
+    assert "for (int pf_k = 3; pf_k < 16; ++pf_k)" in kernel
+    assert "in0_stash0_rest[(pf_k * 4 + pf_v - 12) * 1024 + pf_tid]" in kernel
+    assert kernel.count("__syncthreads") == 0       # only the reductions' own
+    # one read of the input, one write of the output, the weight and bias rows, and
+    # each row's first element (the one-pass variance's shift)
+    from powerfusion.passes.traffic import footprint
+    moved = footprint(plan.kernels[0].program)["global"]
+    assert moved["write"] == 1024 * 65536 * 4
+    assert moved["read"] == (1024 * 65536 + 2 * 65536 + 1024) * 4
+
+
+def test_a_vocabulary_wide_log_softmax_keeps_its_rows_on_chip_on_a_gpu():
+    """log_softmax over 256 rows of 50257 (GPT-2's vocabulary): each row (201 KB) fits a
+    1024-thread block's registers and shared memory, so the row is read once. 256
+    such blocks keep a 132-multiprocessor GPU busy (the cost model counts threads, not
+    blocks), so the model no longer prefers the online softmax's more, smaller units
+    (1.5x the bytes)."""
+    from powerfusion.runtime.simt_executable import simt_target
+
+    x = G.inp(0, (256, 50257))
+    mx = G.expand(G.reduce(Op.MAX, x, (1,)), (256, 50257))
+    shifted = G.ew(Op.SUB, x, mx)
+    lse = G.ew(Op.LOG, G.reduce(Op.SUM, G.ew(Op.EXP, shifted), (1,)))
+    graph = Graph((x,), (G.ew(Op.SUB, shifted, G.expand(lse, (256, 50257))),))
+    plan = plan_graph(graph, G.strides_of(graph), simt_target("cuda"))
+    assert plan.choice == "as written" and len(plan.kernels) == 1
+    from powerfusion.passes.traffic import footprint
+    moved = footprint(plan.kernels[0].program)["global"]
+    assert moved == {"read": 256 * 50257 * 4, "write": 256 * 50257 * 4}
+
+
+def test_a_local_array_that_fits_no_shared_memory_is_a_typed_error():
+    """Registers hold only rows each thread keeps its own part of; a row read back at
+    another thread's element lives in shared memory whole. Too big for it: refused
+    before anything is built, naming the kernel."""
+    from types import SimpleNamespace
+
+    from powerfusion.compiler import CompiledKernel
+    from powerfusion.runtime.simt_executable import simt_module, simt_target
+
+    target = simt_target("cuda")
+    program = _reverse_rows(4, 65536)
+    plan = SimpleNamespace(target=target, kernels=[SimpleNamespace(program=program)])
+    with pytest.raises(UnsupportedError, match=r"kernel reverse_rows needs 262144 B of shared"):
+        simt_module(plan, "cuda")
+    assert CompiledKernel       # (the plan above stands in for one of these)
 
 
 def test_a_gpu_splits_a_long_column_reduction_and_a_cpu_does_not():

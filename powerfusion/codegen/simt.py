@@ -38,10 +38,9 @@ from ..gir.ir import (Access, Buffer, Compute, Const, IndexValue, Level, Loop, M
 from ..graph.ops import Op
 from .c import CPrinter, _exact_16bit, _plan_registers
 from .simt_plan import (MAX_BLOCK, VECTOR_BYTES, Hazards, Use, block_size, blocks_of,
-                        check_lanes, chunk_of, fits_int32, local_buffers, private_rows,
+                        check_lanes, chunk_of, fits_int32, local_buffers, row_layout,
                         vector_accesses)
 
-SHARED_ALIGN = 16           # bytes: LOCAL arrays start 128-bit aligned in shared memory
 REDUCE_SCRATCH = 32         # 8-byte slots of the reduction scratch (one per warp)
 
 
@@ -54,6 +53,7 @@ class KernelLaunch:
     block: int                  # threads per block, compiled into the source
     blocks: int                 # most blocks with work: the CORES extent, or 1 (serial)
     shared_bytes: int           # dynamic shared memory per block (CUDA/HIP)
+    local_bytes: int = 0        # every LOCAL array of a block (OpenCL declares them static)
 
     def grid(self, units: int) -> int:
         """Blocks to launch on a device of `units` SMs / compute units: one full wave."""
@@ -184,7 +184,10 @@ class SimtPrinter(CPrinter):
         self.pending: list[Use] = []             # row-level reads of the statement at hand
         self.constants: dict[str, object] = {}    # registers last set to a constant
         self.chunk = 1                            # elements per thread and chunk
-        self.private: dict[str, int] = {}         # LOCAL rows held in registers
+        self.private: dict[str, int] = {}         # LOCAL rows held per thread: elements
+        self.in_regs: dict[str, int] = {}         # of them in registers (the rest: shared)
+        self.rest: dict[str, Buffer] = {}         # private row -> its slots in shared memory
+        self.part: tuple[int, int] | None = None  # the chunks (pf_k) being printed
         self.slots: dict[tuple[str, object], str] = {}  # vector access -> its array
 
     # -- the module's shared text -----------------------------------------------------
@@ -265,34 +268,29 @@ class SimtPrinter(CPrinter):
         self.chunk = chunk_of(program, lambda b: b.dtype.itemsize)
         self.block_size = block_size(program, self.warp, self.max_block, self.chunk)
         blocks, why = blocks_of(program)
-        self.private = private_rows(program, self.block_size, self.chunk)
-        locals_ = [b for b in local_buffers(program) if b.name not in self.private]
-        shared, offsets = 0, {}
-        for b in locals_:
-            offsets[b.name] = shared
-            shared += -(-b.size * np.dtype(self.compute_types_np[b.dtype.compute]).itemsize
-                        // SHARED_ALIGN) * SHARED_ALIGN
+        layout = row_layout(program, self.block_size, self.chunk)
+        self.private, self.in_regs, self.rest = layout.per_thread, layout.in_regs, layout.rest
+        shared, offsets = layout.shared_bytes, layout.offsets()
         self.predeclare, self.inline = _plan_registers(program.body)
         self.exact16 = _exact_16bit(program.body, tuple(self.store_16))
         self.block(program.body, ())
         body, self.lines = self.lines, []
         prologue = [f"    const int pf_tid = {self.thread_index};"]
-        prologue += self.declare_locals(locals_, offsets)
+        prologue += self.declare_locals(list(layout.shared), offsets)
         prologue += [f"    {self.compute_types[b.dtype.compute]} {self.ident('buf', b.name)}"
-                     f"[{self.private[b.name]}];   // this thread's part of the row"
+                     f"[{self.in_regs[b.name]}];   // this thread's part of the row"
+                     + (f" (the rest in {self.ident('buf', self.rest[b.name].name)})"
+                        if b.name in self.rest else "")
                      for b in local_buffers(program) if b.name in self.private]
         if self.helpers:
             prologue.append("    " + self.scratch_decl())
         if why:
             prologue.insert(0, f"    // one block runs every p: {why}")
         self.launch = KernelLaunch(program.name, program.params, self.block_size, blocks,
-                                   self.dynamic_shared(shared))
+                                   self.dynamic_shared(shared), shared)
         head = self.kernel_head.format(block=self.block_size)
         sig = f"{head} {program.name}({', '.join(self.kernel_params(program))}) {{"
         return "\n".join([sig] + self.param_prologue(program) + prologue + body + ["}", ""])
-
-    compute_types_np = {DType.float32: "float32", DType.float64: "float64",
-                        DType.int32: "int32", DType.int64: "int64", DType.bool: "int32"}
 
     def kernel_params(self, program: Program) -> list[str]:
         out = []
@@ -396,12 +394,35 @@ class SimtPrinter(CPrinter):
     def chunked_loop(self, loop: Loop, path) -> None:
         """Each thread takes `chunk` consecutive elements at a time: the loop's
         chunk-aligned loads are vector loads into small arrays before the elements are
-        computed (unrolled), its stores vector stores after them."""
+        computed (unrolled), its stores vector stores after them. A loop over rows held
+        partly in registers, partly in shared memory runs as two loops, one per part."""
+        for part in self.chunk_parts(loop):
+            self.part = part
+            self.chunk_run(loop, path, part)
+        self.part = None
+
+    def chunk_parts(self, loop: Loop) -> list[tuple[int, int] | None]:
+        """The ranges of this thread's chunk numbers (pf_k) the loop runs as one loop
+        each: None for a strided loop (no private rows), else the chunks held in
+        registers and, for a row too long for them, the chunks held in shared memory."""
+        if not self.touches_private(loop):
+            return [None]
+        chunks = -(-loop.var.extent // (self.block_size * self.chunk))
+        rows = {a.buffer.name for s, _ in walk(loop.body) for a in sum(accesses(s), [])
+                if a.buffer.name in self.private}
+        held = {self.in_regs[r] // self.chunk for r in rows}
+        if len(held) != 1:
+            raise UnsupportedError(f"SIMT codegen: SIMD loop {loop.var.name} holds rows "
+                                   "split differently between registers and shared memory")
+        in_regs = held.pop()
+        return [(0, in_regs)] + ([(in_regs, chunks)] if in_regs < chunks else [])
+
+    def chunk_run(self, loop: Loop, path, part: tuple[int, int] | None) -> None:
         var, n, idx, v = self.ident("var", loop.var.name), loop.var.extent, \
             self.index_type, self.chunk
         first = Var(loop.var.name + "_0", n)
         start = self.ident("var", first.name)
-        declared = self.chunk_header(loop, start)
+        declared = self.chunk_header(loop, start, part)
         stores = self.vector_loads(loop, first)
         self.emit("#pragma unroll")
         self.emit(f"for (int pf_v = 0; pf_v < {v}; ++pf_v) {{")
@@ -422,21 +443,24 @@ class SimtPrinter(CPrinter):
         if declared is not None and not _mentions(self.lines[declared + 1:], start):
             del self.lines[declared]
 
-    def chunk_header(self, loop: Loop, start: str) -> int | None:
-        """Opens the loop over this thread's chunks; the line declaring `start` (the
-        chunk's first element) when it is a statement of its own."""
+    def chunk_header(self, loop: Loop, start: str, part: tuple[int, int] | None) -> int | None:
+        """Opens the loop over this thread's chunks `part`; the line declaring `start`
+        (the chunk's first element) when it is a statement of its own."""
         n, v, block = loop.var.extent, self.chunk, self.block_size
-        if not self.touches_private(loop):
+        if part is None:
             self.emit(f"for ({self.index_type} {start} = pf_tid * {v}; {start} < {n}; "
                       f"{start} += {block * v}) {{")
             self.depth += 1
             return None
-        self.emit("#pragma unroll")          # a constant trip count: registers stay registers
-        self.emit(f"for (int pf_k = 0; pf_k < {-(-n // (block * v))}; ++pf_k) {{")
+        lo, hi = part
+        # registers: a constant trip count, unrolled, so registers stay registers; shared
+        # memory: a few chunks at a time, or every load of the row would wait in registers
+        self.emit("#pragma unroll" if lo == 0 else "#pragma unroll 4")
+        self.emit(f"for (int pf_k = {lo}; pf_k < {hi}; ++pf_k) {{")
         self.depth += 1
         self.emit(f"const {self.index_type} {start} = (pf_k * {block} + pf_tid) * {v};")
         declared = len(self.lines) - 1
-        if n % (block * v):
+        if n % (block * v) and hi * block * v > n:
             self.emit(f"if ({start} >= {n}) continue;   // one exit: the loop unrolls")
         return declared
 
@@ -471,7 +495,14 @@ class SimtPrinter(CPrinter):
                    for a in sum(accesses(s), []))
 
     def private_slot(self, a: Access) -> str:
-        return f"{self.ident('buf', a.buffer.name)}[pf_k * {self.chunk} + pf_v]"
+        """This thread's slot of a private row: a register in the chunks held in
+        registers, else (a row too long for them) its place in the row's slice of
+        shared memory, slot j of thread t at (j - in_regs) * BLOCK + t."""
+        name, slot = a.buffer.name, f"pf_k * {self.chunk} + pf_v"
+        if self.part is None or self.part[0] == 0:
+            return f"{self.ident('buf', name)}[{slot}]"
+        return f"{self.ident('buf', self.rest[name].name)}" \
+               f"[({slot} - {self.in_regs[name]}) * {self.block_size} + pf_tid]"
 
     def vector_array(self, element: str, array: str, v: int) -> str:
         return f"__align__(16) {element} {array}[{v}];"

@@ -22,7 +22,8 @@ import numpy as np
 
 from ..errors import UnsupportedError
 from ..gir.expr import Clamp, Div, Expr, Mod, Var
-from ..gir.ir import (Buffer, Compute, IndexValue, Level, Loop, Move, Parallel, Program,
+from ..dtypes import DType
+from ..gir.ir import (Buffer, Compute, IndexValue, Level, Loop, Move, Parallel, Program, Role,
                       Stmt, accesses, walk)
 from ..passes.util import split_region
 
@@ -31,6 +32,7 @@ MAX_BLOCK = 1024            # threads per block: the most every SIMT device take
 # overrides it, for experiments on a device)
 ITEMS_PER_THREAD = int(os.environ.get("POWERFUSION_SIMT_ITEMS", "16"))
 VECTOR_BYTES = 16           # one 128-bit load or store per thread and chunk
+SHARED_ALIGN = 16           # bytes: LOCAL arrays start 128-bit aligned in shared memory
 ELEMENTWISE_BLOCK = 256     # kernels without block reductions need no bigger blocks
 
 
@@ -294,13 +296,22 @@ def _chunk_aligned(index: Expr, var: Var, chunk: int) -> bool:
 
 # -- rows in registers -----------------------------------------------------------------------
 MAX_PRIVATE = 32            # elements of one LOCAL row a thread may hold in registers
+# A longer part of a row keeps this many elements in registers and the rest in shared
+# memory, each slot a block-wide slice (slot j of thread t at (j - R) * BLOCK + t: a
+# warp touches 32 consecutive words, no bank conflict). Registers and shared memory
+# together hold a row neither holds alone: a 65536-element float32 row (256 KB) in a
+# 1024-thread block is 64 KB of registers and 192 KB of shared memory.
+SPILL_REGISTERS = 12
+# registers a block can give its rows beyond shared memory (the Target's LOCAL capacity
+# counts them; see runtime/simt_executable.simt_target)
+ROW_REGISTER_BYTES = SPILL_REGISTERS * 4 * MAX_BLOCK
 
 
 def private_rows(program: Program, block: int, chunk: int) -> dict[str, int]:
-    """LOCAL buffers every thread can hold its own part of, in registers: each access is
-    a statement directly in a SIMD loop over the whole buffer, at the loop's own index.
-    Under the chunked mapping the thread that writes element i is the one that reads it
-    back, so no other thread ever needs it. name -> elements per thread."""
+    """LOCAL buffers every thread can hold its own part of: each access is a statement
+    directly in a SIMD loop over the whole buffer, at the loop's own index. Under the
+    chunked mapping the thread that writes element i is the one that reads it back, so
+    no other thread ever needs it. name -> elements per thread (see `in_registers`)."""
     seen: dict[str, int] = {}
     refused: set[str] = set()
     for s, loops in walk(program.body):
@@ -317,4 +328,57 @@ def private_rows(program: Program, block: int, chunk: int) -> dict[str, int]:
                 refused.add(b.name)
             seen[b.name] = b.size
     per_thread = {n: -(-size // (block * chunk)) * chunk for n, size in seen.items()}
-    return {n: k for n, k in per_thread.items() if n not in refused and k <= MAX_PRIVATE}
+    return {n: k for n, k in per_thread.items() if n not in refused}
+
+
+def in_registers(per_thread: int, chunk: int) -> int:
+    """How many of a thread's `per_thread` elements of a private row live in registers
+    (a whole number of chunks); the others live in its slots of shared memory."""
+    if per_thread <= MAX_PRIVATE:
+        return per_thread
+    return max(chunk, SPILL_REGISTERS // chunk * chunk)
+
+
+@dataclass(frozen=True)
+class RowLayout:
+    """Where a kernel's LOCAL buffers live for a block of `block` threads."""
+
+    per_thread: dict[str, int]      # private rows: elements each thread holds
+    in_regs: dict[str, int]         # of those, how many in registers
+    rest: dict[str, Buffer]         # private row -> its slots beyond in_regs, in shared
+    shared: tuple[Buffer, ...]      # every array in shared memory (whole LOCAL ones, rests)
+
+    @property
+    def shared_bytes(self) -> int:
+        """Shared memory per block, each array padded to SHARED_ALIGN."""
+        return sum(_padded_bytes(b) for b in self.shared)
+
+    def offsets(self) -> dict[str, int]:
+        """Each shared array's byte offset in the block's shared memory."""
+        out, at = {}, 0
+        for b in self.shared:
+            out[b.name] = at
+            at += _padded_bytes(b)
+        return out
+
+
+def _padded_bytes(b: Buffer) -> int:
+    item = 4 if b.dtype.compute is DType.bool else b.dtype.compute.itemsize  # bool: int
+    return -(-b.size * item // SHARED_ALIGN) * SHARED_ALIGN
+
+
+def row_layout(program: Program, block: int, chunk: int) -> RowLayout:
+    per_thread = private_rows(program, block, chunk)
+    in_regs = {n: in_registers(k, chunk) for n, k in per_thread.items()}
+    local = local_buffers(program)
+    rest = {b.name: Buffer(f"{b.name}#rest", Level.LOCAL, b.dtype,
+                           ((per_thread[b.name] - in_regs[b.name]) * block,), Role.TEMP)
+            for b in local if in_regs.get(b.name, 0) < per_thread.get(b.name, 0)}
+    shared = tuple(b for b in local if b.name not in per_thread) + tuple(rest.values())
+    return RowLayout(per_thread, in_regs, rest, shared)
+
+
+def shared_bytes(program: Program, warp: int = 32, max_block: int = MAX_BLOCK) -> int:
+    """The shared memory a block of the printed kernel needs (what the printer lays out)."""
+    chunk = chunk_of(program, lambda b: b.dtype.itemsize)
+    return row_layout(program, block_size(program, warp, max_block, chunk), chunk).shared_bytes

@@ -21,7 +21,7 @@ def merge(program: Program, target: Target) -> Program:
     par = cores_loop(program)
     if par is None:
         return program
-    budget = target.capacity(Level.LOCAL) - local_bytes_in_use(program.body)
+    budget = target.row_bytes - local_bytes_in_use(program.body)
     if target.l1_bytes:         # a CPU: a stash pays only while it stays in L1 (target.py)
         budget = min(budget, target.l1_bytes // 2)
     body = _stash_across_loops(par, budget)

@@ -21,7 +21,7 @@ def promote(program: Program, target: Target, placement: str = "local",
     par = cores_loop(program)
     if par is None:
         return program
-    budget = target.capacity(Level.LOCAL) - local_bytes_in_use(program.body)
+    budget = target.row_bytes - local_bytes_in_use(program.body)
     regions: dict[str, list] = {}
     for s, _ in walk(par.body):
         reads, writes = accesses(s)
@@ -41,7 +41,7 @@ def promote(program: Program, target: Target, placement: str = "local",
             _note(decisions, name, f"stays global ({tile.nbytes} B per unit): "
                                    f"schedule placement={placement!r}")
         elif tile.nbytes > budget:
-            why = f"{tile.nbytes} B per unit exceeds the {budget} B of LOCAL left"
+            why = f"{tile.nbytes} B per unit exceeds the {budget} B left on chip"
             redone = _try_recompute(program, buf)
             if redone is not None:
                 program = redone

@@ -16,7 +16,8 @@ import dataclasses
 
 import numpy as np
 
-from ..codegen.simt import MAX_BLOCK, REDUCE_SCRATCH, SHARED_ALIGN, SimtModule, build_simt
+from ..codegen.simt import MAX_BLOCK, REDUCE_SCRATCH, SimtModule, build_simt
+from ..codegen.simt_plan import SHARED_ALIGN, SPILL_REGISTERS
 from ..errors import UnsupportedError
 from ..gir.ir import Level, Program, Role
 from ..targets import MemoryLevel, Target
@@ -52,7 +53,8 @@ def simt_target(dialect: str) -> Target:
             memory=(MemoryLevel(Level.GLOBAL, limits["global"], 100e9, "device"),
                     MemoryLevel(Level.LOCAL, max(0, limits["local"] - reserve), 1e12,
                                 "block"),
-                    MemoryLevel(Level.REGISTER, 1024, 1e13, "thread")))
+                    MemoryLevel(Level.REGISTER, 1024, 1e13, "thread")),
+            row_register_bytes=_row_registers(min(MAX_BLOCK, limits["work_group"])))
     names = {"cuda": "h100", "hip": "mi250"}
     if dialect not in names:
         raise UnsupportedError(f"SIMT dialect {dialect!r}: choose one of {list(DIALECTS)}")
@@ -61,16 +63,35 @@ def simt_target(dialect: str) -> Target:
     reserve = REDUCE_SCRATCH * 8 + 16 * SHARED_ALIGN
     return dataclasses.replace(target, memory=tuple(
         dataclasses.replace(m, capacity=m.capacity - reserve) if m.level is Level.LOCAL
-        else m for m in target.memory))
+        else m for m in target.memory), row_register_bytes=_row_registers(MAX_BLOCK))
+
+
+def _row_registers(block: int) -> int:
+    """The registers a block of this many threads gives a row too long for them (the
+    printer's SPILL_REGISTERS float32 slots per thread, codegen/simt_plan.py)."""
+    return SPILL_REGISTERS * 4 * block
+
+
+def simt_module(plan, dialect: str) -> SimtModule:
+    """The plan's kernels printed in dialect, as the runtime builds them (explain shows
+    this source); UnsupportedError if a kernel's shared memory does not fit."""
+    programs = [ck.program for ck in plan.kernels]
+    largest = _opencl_limits()["work_group"] if dialect == "opencl" else MAX_BLOCK
+    module = build_simt(programs, dialect, min(MAX_BLOCK, largest))
+    room = plan.target.capacity(Level.LOCAL)
+    for k in module.kernels:        # rows' registers (target.row_bytes) hold private rows
+        if k.local_bytes > room:    # only; any other LOCAL array lives in shared memory
+            raise UnsupportedError(
+                f"SIMT codegen: kernel {k.name} needs {k.local_bytes} B of shared memory "
+                f"per block; {plan.target.name} has {room} B")
+    return module
 
 
 def compile_plan_simt(plan, dialect: str):
     """An executable for plan's kernels in dialect ("cuda", "hip", "opencl")."""
-    programs = [ck.program for ck in plan.kernels]
+    module = simt_module(plan, dialect)
     if dialect == "opencl":
-        largest = _opencl_limits()["work_group"]
-        return OpenCLExecutable(plan, build_simt(programs, dialect, min(MAX_BLOCK, largest)))
-    module = build_simt(programs, dialect)
+        return OpenCLExecutable(plan, module)
     if dialect == "cuda":
         from .cuda import CudaExecutable
 

@@ -37,6 +37,15 @@ class Target:
     # instruction-set extensions the code generator may use beyond the SIMD width
     # (CPU: "avx512_bf16" converts 16 float32 to bfloat16 in one instruction)
     features: tuple[str, ...] = ()
+    # bytes of registers a unit (GPU block) may give to the rows it keeps on chip,
+    # beyond LOCAL memory: a SIMT thread holds its part of a row in registers and the
+    # rest in shared memory, so together they hold rows neither holds alone. 0 on a CPU.
+    row_register_bytes: int = 0
+
+    @property
+    def row_bytes(self) -> int:
+        """What the rows a unit keeps on chip (stashes, promoted temps) may take."""
+        return self.capacity(Level.LOCAL) + self.row_register_bytes
 
     @property
     def near_bytes(self) -> int:
