@@ -111,18 +111,15 @@ def kernel_cost(ck: CompiledKernel, target: Target) -> float:
     moved = footprint(ck.program)
     glob = (sum(moved["global"].values()) + KERNEL_OVERHEAD_BYTES) / target.bandwidth(Level.GLOBAL)
     if target.family == "simt":
-        glob *= max(1.0, THREADS_PER_UNIT * target.cores / _threads(ck))
+        glob *= max(1.0, THREADS_PER_UNIT * target.cores / _threads(ck, target))
     return glob + sum(sum(moved[lv.value].values()) / target.bandwidth(lv)
                       for lv in (Level.LOCAL, Level.REGISTER))
 
 
-def _threads(ck: CompiledKernel) -> int:
-    """How many GPU threads the kernel keeps busy: its parallel units times the block
-    the SIMT printer gives each (codegen/simt_plan.block_size)."""
-    from .codegen.simt_plan import MAX_BLOCK, block_size, chunk_of
-
-    chunk = chunk_of(ck.program, lambda b: b.dtype.itemsize)
-    return max(1, ck.schedule.outer_extent) * block_size(ck.program, 32, MAX_BLOCK, chunk)
+def _threads(ck: CompiledKernel, target: Target) -> int:
+    """How many GPU threads the kernel keeps busy: its parallel units times the threads
+    the SIMT printer gives each (a block, or a cluster's blocks)."""
+    return max(1, ck.schedule.outer_extent) * _launch_shape(ck.program, target).lanes
 
 
 def plan_graph(graph: Graph, input_strides, target: Target, choice: str | None = None) -> Plan:
@@ -144,10 +141,17 @@ def _fits_shared(plan: Plan) -> bool:
     fits, the first one's printer says which kernel does not.)"""
     if plan.target.family != "simt":
         return True
-    from .codegen.simt_plan import shared_bytes
-
     room = plan.target.capacity(Level.LOCAL)
-    return all(shared_bytes(ck.program) <= room for ck in plan.kernels)
+    return all(_launch_shape(ck.program, plan.target).layout.shared_bytes <= room
+               for ck in plan.kernels)
+
+
+def _launch_shape(program: Program, target: Target):
+    """How the SIMT printer will launch the program (codegen/simt_plan.launch_shape)."""
+    from .codegen.simt_plan import MAX_BLOCK, launch_shape
+
+    return launch_shape(program, 32, MAX_BLOCK, target.cluster_blocks,
+                        target.capacity(Level.LOCAL))
 
 
 def _plan_roots(graph: Graph, roots: list[Node], input_strides, target: Target,

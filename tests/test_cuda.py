@@ -13,7 +13,8 @@ import pytest
 import powerfusion as pf
 from powerfusion.compiler import plan_graph
 from powerfusion.errors import UnsupportedError
-from test_simt import CASES, TRANSCENDENTAL, _inputs, _strides, assert_matches_oracle
+from test_simt import (CASES, CLUSTER_CASES, TRANSCENDENTAL, _inputs, _strides,
+                       assert_matches_oracle)
 
 torch = pytest.importorskip("torch", reason="torch is not installed")
 if not torch.cuda.is_available():
@@ -39,6 +40,25 @@ def test_cuda_matches_numpy_from_host_arrays(case, rng):
     inputs = _inputs(graph, rng)
     plan = plan_graph(graph, _strides(inputs), simt_target("cuda"))
     got = compile_plan_simt(plan, "cuda").run(inputs)
+    assert_matches_oracle(graph, inputs, got, case in TRANSCENDENTAL)
+
+
+@pytest.mark.parametrize("clusters", ["1", "0"])
+@pytest.mark.parametrize("case", sorted(CLUSTER_CASES))
+def test_cuda_rows_too_long_for_a_block_match_numpy(case, clusters, rng, monkeypatch):
+    """Rows of 128256 and 262144 elements: spread over a thread block cluster on sm_90
+    (test_simt checks the kernels take one), and without clusters as before."""
+    from powerfusion.runtime.simt_executable import compile_plan_simt, simt_target
+
+    monkeypatch.setenv("POWERFUSION_SIMT_CLUSTERS", clusters)
+    graph = CLUSTER_CASES[case]()
+    inputs = _inputs(graph, rng)
+    target = simt_target("cuda")
+    plan = plan_graph(graph, _strides(inputs), target)
+    executable = compile_plan_simt(plan, "cuda")
+    uses = any(k.cluster > 1 for k in executable.module.kernels)
+    assert uses == (clusters == "1" and target.cluster_blocks > 1)
+    got = executable.run(inputs)
     assert_matches_oracle(graph, inputs, got, case in TRANSCENDENTAL)
 
 

@@ -113,9 +113,18 @@ CASES = {
     "long_layernorm": lambda: G.layernorm(2, 65536),
     "long_bfloat16_rows": lambda: _bf16_rows(2, 65536),
 }
+# rows too long for one block's registers and shared memory: CUDA (sm_90) spreads each
+# over a thread block cluster; compiled here for sm_90 only, run by test_cuda on a GPU
+CLUSTER_CASES = {
+    "cluster_softmax": lambda: G.softmax(32, 262144),
+    "cluster_layernorm": lambda: G.layernorm(32, 262144),
+    "cluster_bfloat16_rows": lambda: _bf16_rows(32, 262144),
+    "cluster_rmsnorm_128256": lambda: G.rmsnorm(64, 128256),   # LLaMA 3's vocabulary
+}
 TRANSCENDENTAL = {"elementwise", "float64_sum_exp", "softmax", "masked_softmax", "long_softmax",
                   "reversed_softmax", "float16", "bfloat16", "float16_softmax",
-                  "bfloat16_softmax", "ragged_softmax", "bfloat16_rows", "long_bfloat16_rows"}
+                  "bfloat16_softmax", "ragged_softmax", "bfloat16_rows", "long_bfloat16_rows",
+                  "cluster_softmax", "cluster_bfloat16_rows"}
 
 
 def _inputs(graph: Graph, rng) -> list[np.ndarray]:
@@ -253,19 +262,24 @@ def test_opencl_build_error_is_a_compile_error():
 
 # -- CUDA and HIP: the sources compile -------------------------------------------------------
 @functools.cache
-def _all_kernels(dialect: str) -> str:
-    """Every case's kernels in one translation unit (one compiler run), each kernel named
-    after its case so an error points at it."""
-    from powerfusion.runtime.simt_executable import simt_target
+def _all_kernels(dialect: str, names: tuple[str, ...] = tuple(CASES),
+                 device: str | None = None) -> str:
+    """The cases' kernels in one translation unit (one compiler run), each kernel named
+    after its case so an error points at it: printed as the runtime prints them, for
+    the shipped description of `device` (CUDA: "a100", "h100")."""
+    from types import SimpleNamespace
 
-    target = simt_target(dialect)
+    from powerfusion.runtime.simt_executable import simt_module, simt_target
+
+    target = simt_target(dialect, device)
     programs = []
-    for name, make_graph in sorted(CASES.items()):
-        graph = make_graph()
+    for name in sorted(names):
+        graph = (CASES | CLUSTER_CASES)[name]()
         plan = plan_graph(graph, G.strides_of(graph), target)
         programs += [dataclasses.replace(ck.program, name=f"{name}_{ck.program.name}")
                      for ck in plan.kernels]
-    return emit_simt(programs, dialect)
+    kernels = [SimpleNamespace(program=p) for p in programs]
+    return simt_module(SimpleNamespace(target=target, kernels=kernels), dialect).source
 
 
 def _compile(command: list[str], source: str, suffix: str, tmp_path, env=None) -> None:
@@ -279,9 +293,19 @@ def _compile(command: list[str], source: str, suffix: str, tmp_path, env=None) -
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc (CUDA toolkit) is not on PATH")
 def test_cuda_sources_compile_for_sm80_and_sm90(tmp_path):
-    _compile(["nvcc", "-gencode", "arch=compute_80,code=sm_80",
-              "-gencode", "arch=compute_90,code=sm_90", "-Werror", "all-warnings",
-              "-c", "-o", os.devnull], _all_kernels("cuda"), ".cu", tmp_path)
+    """As planned for an A100 (sm_80: no clusters) and for an H100 (sm_90)."""
+    for device, arch in (("a100", "80"), ("h100", "90")):
+        _compile(["nvcc", "-gencode", f"arch=compute_{arch},code=sm_{arch}", "-Werror",
+                  "all-warnings", "-c", "-o", os.devnull], _all_kernels("cuda", device=device),
+                 f".sm{arch}.cu", tmp_path)
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc (CUDA toolkit) is not on PATH")
+def test_cuda_cluster_sources_compile_for_sm90(tmp_path):
+    source = _all_kernels("cuda", tuple(CLUSTER_CASES), "h100")
+    assert source.count("void __cluster_dims__(") == len(CLUSTER_CASES)
+    _compile(["nvcc", "-gencode", "arch=compute_90,code=sm_90", "-Werror", "all-warnings",
+              "-c", "-o", os.devnull], source, ".cu", tmp_path)
 
 
 @pytest.mark.skipif(shutil.which("hipcc") is None,
@@ -403,6 +427,65 @@ def test_a_vocabulary_wide_log_softmax_keeps_its_rows_on_chip_on_a_gpu():
     from powerfusion.passes.traffic import footprint
     moved = footprint(plan.kernels[0].program)["global"]
     assert moved == {"read": 256 * 50257 * 4, "write": 256 * 50257 * 4}
+
+
+def test_rows_too_long_for_a_block_spread_over_a_thread_block_cluster(monkeypatch):
+    """softmax over rows of 262144 float32 (1 MB) on an H100: a row fits no block (227 KB
+    of shared memory, 48 KB of row registers), but fits 4 blocks of a cluster. Each
+    block's 1024 threads are lanes 1024 r .. 1024 r + 1023 of the row; partial maxima
+    and sums meet through distributed shared memory; the row is read once (the online
+    softmax read it twice: 62% of copy bandwidth). The exponentials are recomputed, not
+    kept: keeping them would take 8 blocks. Without clusters (A100, or
+    POWERFUSION_SIMT_CLUSTERS=0) the online softmax comes back."""
+    from powerfusion.passes.traffic import footprint
+    from powerfusion.runtime.simt_executable import simt_module, simt_target
+
+    graph = G.softmax(256, 262144)
+    plan = plan_graph(graph, G.strides_of(graph), simt_target("cuda"))
+    assert plan.choice == "as written" and len(plan.kernels) == 1
+    assert footprint(plan.kernels[0].program)["global"] == {"read": 256 * 262144 * 4,
+                                                            "write": 256 * 262144 * 4}
+    module = simt_module(plan, "cuda")
+    (launch,) = module.kernels
+    assert launch.cluster == 4 and launch.block == 1024 and launch.grid(132) % 4 == 0
+    kernel = _kernel_text(module.source)
+    assert "__cluster_dims__(4, 1, 1) __launch_bounds__(1024)" in kernel
+    assert "pf_tid = pf_lane + pf_cluster_rank() * 1024" in kernel
+    assert "for (int p = pf_cluster_id(); p < 256; p += pf_cluster_count())" in kernel
+    assert "(pf_k * 4096 + pf_tid) * 4" in kernel           # 4 blocks x 1024 lanes
+    assert "[(pf_k * 4 + pf_v - 12) * 1024 + pf_lane]" in kernel   # this block's slots
+    assert "pf_cluster_maximum_float32(acc1, pf_red)" in kernel
+    assert "pf_cluster_add_float32(acc14, pf_red)" in kernel
+    assert "pf_red[33]" in kernel and "__syncthreads" not in kernel
+
+    assert plan.kernels[0].log.decisions == [
+        "g13: recomputed where used: 1048576 B per unit exceeds the -767496 B left on chip;"
+        " its inputs are on chip"]
+    # a row whose recomputation would re-read global memory stays on the cluster instead
+    rows = _bf16_rows(32, 262144)
+    plan = plan_graph(rows, G.strides_of(rows), simt_target("cuda"))
+    assert plan.kernels[0].log.decisions == [
+        "g4: promoted to local: 1048576 B per unit, spread over a thread block cluster's "
+        "blocks"]
+    assert footprint(plan.kernels[0].program)["global"]["read"] == 32 * 262144 * 2
+    assert simt_module(plan, "cuda").kernels[0].cluster == 4
+
+    monkeypatch.setenv("POWERFUSION_SIMT_CLUSTERS", "0")
+    plan = plan_graph(graph, G.strides_of(graph), simt_target("cuda"))
+    assert plan.choice == "online softmax"
+    assert "__cluster_dims__" not in simt_module(plan, "cuda").source
+
+
+def test_only_cuda_has_thread_block_clusters():
+    from powerfusion.runtime.simt_executable import simt_target
+
+    assert simt_target("cuda").cluster_blocks == 8
+    assert simt_target("hip").cluster_blocks == simt_target("opencl").cluster_blocks == 1
+    program = plan_graph(G.softmax(4, 100), G.strides_of(G.softmax(4, 100)),
+                         simt_target("opencl")).kernels[0].program
+    for dialect in ("opencl", "hip"):
+        with pytest.raises(UnsupportedError, match="no thread block clusters"):
+            build_simt([program], dialect, max_cluster=8)
 
 
 def test_a_local_array_that_fits_no_shared_memory_is_a_typed_error():

@@ -37,9 +37,8 @@ from ..gir.ir import (Access, Buffer, Compute, Const, IndexValue, Level, Loop, M
                       Program, Role, Stmt, accesses, walk)
 from ..graph.ops import Op
 from .c import CPrinter, _exact_16bit, _plan_registers
-from .simt_plan import (MAX_BLOCK, VECTOR_BYTES, Hazards, Use, block_size, blocks_of,
-                        check_lanes, chunk_of, fits_int32, local_buffers, row_layout,
-                        vector_accesses)
+from .simt_plan import (MAX_BLOCK, VECTOR_BYTES, Hazards, Use, blocks_of, check_lanes,
+                        fits_int32, launch_shape, local_buffers, vector_accesses)
 
 REDUCE_SCRATCH = 32         # 8-byte slots of the reduction scratch (one per warp)
 
@@ -54,10 +53,13 @@ class KernelLaunch:
     blocks: int                 # most blocks with work: the CORES extent, or 1 (serial)
     shared_bytes: int           # dynamic shared memory per block (CUDA/HIP)
     local_bytes: int = 0        # every LOCAL array of a block (OpenCL declares them static)
+    cluster: int = 1            # blocks per thread block cluster (compiled into the source)
 
     def grid(self, units: int) -> int:
-        """Blocks to launch on a device of `units` SMs / compute units: one full wave."""
-        return max(1, min(self.blocks, units * max(1, 2048 // self.block)))
+        """Blocks to launch on a device of `units` SMs / compute units: one full wave,
+        a whole number of clusters."""
+        grid = max(1, min(self.blocks, units * max(1, 2048 // self.block)))
+        return max(self.cluster, grid // self.cluster * self.cluster)
 
 
 @dataclass(frozen=True)
@@ -77,21 +79,31 @@ def emit_simt(programs, dialect: str, max_block: int = MAX_BLOCK) -> str:
     return build_simt(programs, dialect, max_block).source
 
 
-def build_simt(programs, dialect: str, max_block: int = MAX_BLOCK) -> SimtModule:
-    """The source plus each kernel's launch configuration (what the runtimes need)."""
+def build_simt(programs, dialect: str, max_block: int = MAX_BLOCK, max_cluster: int = 1,
+               room: int | None = None) -> SimtModule:
+    """The source plus each kernel's launch configuration (what the runtimes need).
+    max_cluster, room: the most blocks a thread block cluster may have (1: none) and the
+    shared memory of a block, for rows too long for one block (simt_plan.launch_shape)."""
     if dialect not in DIALECTS:
         raise UnsupportedError(f"SIMT dialect {dialect!r}: choose one of {sorted(DIALECTS)}")
     cls = DIALECTS[dialect]
-    texts, launches, helpers = [], [], set()
+    if max_cluster > 1 and cls.cluster_attribute is None:
+        raise UnsupportedError(f"SIMT dialect {dialect!r} has no thread block clusters")
+    texts, launches, helpers, cluster_helpers = [], [], set(), set()
     for program in programs:
-        printer = cls(max_block)
+        printer = cls(max_block, max_cluster, room)
         texts.append(printer.kernel(program))
         launches.append(printer.launch)
         helpers |= printer.helpers
+        cluster_helpers |= printer.cluster_helpers
     body = "\n".join(texts)
     parts = [cls.prelude(uses_double="double" in body)]
-    parts += [cls.reduce_helper(op, dtype) for op, dtype in
-              sorted(helpers, key=lambda h: (h[0].name, h[1].value[0]))]
+    order = (lambda h: (h[0].name, h[1].value[0]))
+    parts += [cls.reduce_helper(op, dtype) for op, dtype in sorted(helpers, key=order)]
+    if cluster_helpers:
+        parts.append(cls.cluster_primitives)
+        parts += [cls.cluster_reduce_helper(op, dtype)
+                  for op, dtype in sorted(cluster_helpers, key=order)]
     return SimtModule(dialect, "\n".join(parts + [body]), tuple(launches))
 
 
@@ -144,6 +156,8 @@ PF_FN unsigned short pf_f32_to_bf16(float f) {
 class SimtPrinter(CPrinter):
     """GIR -> a SIMT kernel. Subclasses set the dialect's vocabulary."""
 
+    cluster_attribute: str | None = None       # thread block clusters (CUDA sm_90 only)
+
     dialect = "simt"
     warp = 32                                   # threads per warp; blocks are multiples
     kernel_head = 'extern "C" __global__ void __launch_bounds__({block})'
@@ -174,10 +188,14 @@ class SimtPrinter(CPrinter):
             cls.ops = {k: pattern.sub(lambda m: renames[m.group(1)] + "(", t)
                        for k, t in CPrinter.ops.items()}
 
-    def __init__(self, max_block: int = MAX_BLOCK):
+    def __init__(self, max_block: int = MAX_BLOCK, max_cluster: int = 1,
+                 room: int | None = None):
         super().__init__()
-        self.max_block = max_block
+        self.max_block, self.max_cluster, self.room = max_block, max_cluster, room
         self.helpers: set[tuple[Op, DType]] = set()
+        self.cluster_helpers: set[tuple[Op, DType]] = set()
+        self.cluster = 1                          # blocks sharing a row (a cluster)
+        self.lanes = 1                            # threads sharing a row
         self.thread_loop_var: Var | None = None  # the SIMD loop spread over threads
         self.in_cores = False
         self.hazards = Hazards()
@@ -265,10 +283,14 @@ class SimtPrinter(CPrinter):
                 raise UnsupportedError(f"parameter {b.name} is at level {b.level.value}")
         self.index_type = self.compute_types[DType.int32 if fits_int32(program)
                                              else DType.int64]
-        self.chunk = chunk_of(program, lambda b: b.dtype.itemsize)
-        self.block_size = block_size(program, self.warp, self.max_block, self.chunk)
+        shape = launch_shape(program, self.warp, self.max_block, self.max_cluster, self.room)
+        self.chunk, self.block_size, self.cluster = shape.chunk, shape.block, shape.cluster
+        self.lanes = shape.lanes
+        if self.cluster > 1:            # rows p run on clusters; a thread's lane spans them
+            self.block_index, self.block_count = "pf_cluster_id()", "pf_cluster_count()"
+            self.barrier = "pf_cluster_sync();"
         blocks, why = blocks_of(program)
-        layout = row_layout(program, self.block_size, self.chunk)
+        layout = shape.layout
         self.private, self.in_regs, self.rest = layout.per_thread, layout.in_regs, layout.rest
         shared, offsets = layout.shared_bytes, layout.offsets()
         self.predeclare, self.inline = _plan_registers(program.body)
@@ -276,6 +298,10 @@ class SimtPrinter(CPrinter):
         self.block(program.body, ())
         body, self.lines = self.lines, []
         prologue = [f"    const int pf_tid = {self.thread_index};"]
+        if self.cluster > 1:
+            prologue = [f"    const int pf_lane = {self.thread_index};   // in this block",
+                        f"    const int pf_tid = pf_lane + pf_cluster_rank() * "
+                        f"{self.block_size};   // in the cluster"]
         prologue += self.declare_locals(list(layout.shared), offsets)
         prologue += [f"    {self.compute_types[b.dtype.compute]} {self.ident('buf', b.name)}"
                      f"[{self.in_regs[b.name]}];   // this thread's part of the row"
@@ -286,9 +312,13 @@ class SimtPrinter(CPrinter):
             prologue.append("    " + self.scratch_decl())
         if why:
             prologue.insert(0, f"    // one block runs every p: {why}")
-        self.launch = KernelLaunch(program.name, program.params, self.block_size, blocks,
-                                   self.dynamic_shared(shared), shared)
+        self.launch = KernelLaunch(program.name, program.params, self.block_size,
+                                   blocks * self.cluster, self.dynamic_shared(shared), shared,
+                                   self.cluster)
         head = self.kernel_head.format(block=self.block_size)
+        if self.cluster > 1:
+            head = head.replace("__launch_bounds__", self.cluster_attribute.format(
+                cluster=self.cluster) + " __launch_bounds__")
         sig = f"{head} {program.name}({', '.join(self.kernel_params(program))}) {{"
         return "\n".join([sig] + self.param_prologue(program) + prologue + body + ["}", ""])
 
@@ -316,8 +346,8 @@ class SimtPrinter(CPrinter):
     def dynamic_shared(self, nbytes: int) -> int:
         return nbytes
 
-    def scratch_decl(self) -> str:
-        return f"__shared__ long long pf_red[{REDUCE_SCRATCH}];"
+    def scratch_decl(self) -> str:       # a cluster's blocks trade their results in a last slot
+        return f"__shared__ long long pf_red[{REDUCE_SCRATCH + (self.cluster > 1)}];"
 
     # -- statements -------------------------------------------------------------------
     def loop(self, loop: Loop, path: tuple[int, ...]) -> None:
@@ -375,7 +405,7 @@ class SimtPrinter(CPrinter):
         self.thread_loop_var = loop.var
         if self.chunk == 1 and not self.touches_private(loop):
             self.body(loop, path, f"for ({idx} {var} = pf_tid; {var} < {n}; "
-                                  f"{var} += {self.block_size}) {{")
+                                  f"{var} += {self.lanes}) {{")
         else:
             self.chunked_loop(loop, path)
         self.thread_loop_var = None
@@ -383,7 +413,11 @@ class SimtPrinter(CPrinter):
             dtype = reg.dtype.compute
             self.helpers.add((op, dtype))
             name = self.ident("buf", reg.name)
-            self.emit(f"{name} = {self.helper_name(op, dtype)}({name}, pf_red);")
+            helper = self.helper_name(op, dtype)
+            if self.cluster > 1:            # the block's result, then the cluster's
+                self.cluster_helpers.add((op, dtype))
+                helper = helper.replace("pf_block_", "pf_cluster_")
+            self.emit(f"{name} = {helper}({name}, pf_red);")
             self.constants.pop(reg.name, None)
             if reg.name in saved:
                 combine = self.ops[(op, self.family(dtype))]
@@ -407,7 +441,7 @@ class SimtPrinter(CPrinter):
         registers and, for a row too long for them, the chunks held in shared memory."""
         if not self.touches_private(loop):
             return [None]
-        chunks = -(-loop.var.extent // (self.block_size * self.chunk))
+        chunks = -(-loop.var.extent // (self.lanes * self.chunk))
         rows = {a.buffer.name for s, _ in walk(loop.body) for a in sum(accesses(s), [])
                 if a.buffer.name in self.private}
         held = {self.in_regs[r] // self.chunk for r in rows}
@@ -446,7 +480,7 @@ class SimtPrinter(CPrinter):
     def chunk_header(self, loop: Loop, start: str, part: tuple[int, int] | None) -> int | None:
         """Opens the loop over this thread's chunks `part`; the line declaring `start`
         (the chunk's first element) when it is a statement of its own."""
-        n, v, block = loop.var.extent, self.chunk, self.block_size
+        n, v, block = loop.var.extent, self.chunk, self.lanes
         if part is None:
             self.emit(f"for ({self.index_type} {start} = pf_tid * {v}; {start} < {n}; "
                       f"{start} += {block * v}) {{")
@@ -502,7 +536,8 @@ class SimtPrinter(CPrinter):
         if self.part is None or self.part[0] == 0:
             return f"{self.ident('buf', name)}[{slot}]"
         return f"{self.ident('buf', self.rest[name].name)}" \
-               f"[({slot} - {self.in_regs[name]}) * {self.block_size} + pf_tid]"
+               f"[({slot} - {self.in_regs[name]}) * {self.block_size} + " \
+               f"{'pf_lane' if self.cluster > 1 else 'pf_tid'}]"
 
     def vector_array(self, element: str, array: str, v: int) -> str:
         return f"__align__(16) {element} {array}[{v}];"
@@ -676,6 +711,68 @@ _IDENTITY = {
 class CudaPrinter(SimtPrinter):
     dialect = "cuda"
     header = "#define PF_WARP 32\n"
+    # sm_90 thread block clusters, in PTX (no header NVRTC might lack): rank, cluster
+    # index and count, a cluster-wide barrier (release/acquire: it orders shared and
+    # global memory across the cluster), and a load from another block's shared memory
+    cluster_attribute = "__cluster_dims__({cluster}, 1, 1)"
+    cluster_primitives = "\n".join([
+        "#ifndef __cluster_dims__   /* what CUDA's headers define it as */",
+        "#define __cluster_dims__(...) __attribute__((cluster_dims(__VA_ARGS__)))",
+        "#endif",
+        "PF_FN int pf_cluster_special(int which) {",
+        "    unsigned r = 0;",
+        '    if (which == 0) asm volatile("mov.u32 %0, %%cluster_ctarank;" : "=r"(r));',
+        '    if (which == 1) asm volatile("mov.u32 %0, %%cluster_nctarank;" : "=r"(r));',
+        '    if (which == 2) asm volatile("mov.u32 %0, %%clusterid.x;" : "=r"(r));',
+        '    if (which == 3) asm volatile("mov.u32 %0, %%nclusterid.x;" : "=r"(r));',
+        "    return (int)r;",
+        "}",
+        "PF_FN int pf_cluster_rank() { return pf_cluster_special(0); }",
+        "PF_FN int pf_cluster_blocks() { return pf_cluster_special(1); }",
+        "PF_FN int pf_cluster_id() { return pf_cluster_special(2); }",
+        "PF_FN int pf_cluster_count() { return pf_cluster_special(3); }",
+        "PF_FN void pf_cluster_sync() {",
+        '    asm volatile("barrier.cluster.arrive.release;\\n\\tbarrier.cluster.wait.acquire;"'
+        ' ::: "memory");',
+        "}",
+        "PF_FN unsigned pf_cluster_address(const void *p, int rank) {  // rank's copy of *p",
+        "    unsigned long long s;",
+        '    asm("cvta.to.shared.u64 %0, %1;" : "=l"(s) : "l"((unsigned long long)p));',
+        "    unsigned remote;",
+        '    asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(remote)'
+        ' : "r"((unsigned)s), "r"(rank));',
+        "    return remote;",
+        "}", ""])
+    _CLUSTER_LOADS = {DType.float32: ("f32", "f"), DType.float64: ("f64", "d"),
+                      DType.int32: ("s32", "r"), DType.int64: ("s64", "l")}
+
+    @classmethod
+    def cluster_reduce_helper(cls, op: Op, dtype: DType) -> str:
+        """`T pf_cluster_<op>_<T>(T v, scratch)`: the block's result, then the cluster's:
+        each block's thread 0 leaves its result in the scratch's last slot, and after a
+        cluster barrier every thread combines the slots of all blocks, in rank order (so
+        every thread of the cluster holds the same value); a second barrier keeps the
+        slots until all have read them."""
+        t = cls.compute_types[dtype]
+        combine = cls.ops[(op, cls.families[dtype])]
+        ptx, constraint = cls._CLUSTER_LOADS[dtype if dtype is not DType.bool else DType.int32]
+        name = cls.helper_name(op, dtype)
+        return "\n".join([
+            f"PF_FN {t} {name.replace('pf_block_', 'pf_cluster_')}({t} v, "
+            f"{cls.scratch_param()}) {{",
+            f"    v = {name}(v, scratch);",
+            f"    {t} *slot = ({t} *)(scratch + {REDUCE_SCRATCH});",
+            "    if (threadIdx.x == 0) *slot = v;",
+            "    pf_cluster_sync();",
+            "    for (int r = 0; r < pf_cluster_blocks(); ++r) {",
+            f"        {t} w;",
+            f'        asm volatile("ld.shared::cluster.{ptx} %0, [%1];" : "={constraint}"(w)'
+            ' : "r"(pf_cluster_address(slot, r)) : "memory");',
+            f"        v = r == 0 ? w : {combine.format('v', 'w')};",
+            "    }",
+            "    pf_cluster_sync();",
+            "    return v;",
+            "}", ""])
 
 
 class HipPrinter(SimtPrinter):

@@ -295,7 +295,8 @@ def _chunk_aligned(index: Expr, var: Var, chunk: int) -> bool:
 
 
 # -- rows in registers -----------------------------------------------------------------------
-MAX_PRIVATE = 32            # elements of one LOCAL row a thread may hold in registers
+MAX_PRIVATE = 16            # elements of one LOCAL row a thread may hold in registers (24 or
+                            # 32 made ptxas spill a 1024-thread layernorm: 64 registers at most)
 # A longer part of a row keeps this many elements in registers and the rest in shared
 # memory, each slot a block-wide slice (slot j of thread t at (j - R) * BLOCK + t: a
 # warp touches 32 consecutive words, no bank conflict). Registers and shared memory
@@ -367,8 +368,11 @@ def _padded_bytes(b: Buffer) -> int:
     return -(-b.size * item // SHARED_ALIGN) * SHARED_ALIGN
 
 
-def row_layout(program: Program, block: int, chunk: int) -> RowLayout:
-    per_thread = private_rows(program, block, chunk)
+def row_layout(program: Program, lanes: int, chunk: int, block: int | None = None) -> RowLayout:
+    """The layout for `lanes` threads sharing each row: a block, or a cluster of
+    lanes / block blocks (each block's shared memory holds its own threads' slots)."""
+    block = block or lanes
+    per_thread = private_rows(program, lanes, chunk)
     in_regs = {n: in_registers(k, chunk) for n, k in per_thread.items()}
     local = local_buffers(program)
     rest = {b.name: Buffer(f"{b.name}#rest", Level.LOCAL, b.dtype,
@@ -378,7 +382,49 @@ def row_layout(program: Program, block: int, chunk: int) -> RowLayout:
     return RowLayout(per_thread, in_regs, rest, shared)
 
 
-def shared_bytes(program: Program, warp: int = 32, max_block: int = MAX_BLOCK) -> int:
-    """The shared memory a block of the printed kernel needs (what the printer lays out)."""
+# -- clusters --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LaunchShape:
+    """How a kernel maps onto the device: `cluster` blocks of `block` threads share each
+    parallel unit (a row); cluster > 1 only where a row fits no single block's registers
+    and shared memory together (a thread block cluster, CUDA sm_90: the blocks' partial
+    reductions meet through distributed shared memory)."""
+
+    block: int
+    chunk: int
+    cluster: int
+    layout: RowLayout
+
+    @property
+    def lanes(self) -> int:
+        """Threads that share one row: what the SIMD loops spread over."""
+        return self.block * self.cluster
+
+
+def launch_shape(program: Program, warp: int, max_block: int, max_cluster: int = 1,
+                 room: int | None = None) -> LaunchShape:
+    """The launch shape: the block of block_size; and when the rows a thread keeps do
+    not fit `room` bytes of shared memory, the fewest blocks per cluster (up to
+    max_cluster) that make them fit. Only kernels whose LOCAL arrays are all private
+    rows, whose units may run on many blocks, take clusters: a cluster's blocks share
+    no shared memory but those rows' own slots."""
     chunk = chunk_of(program, lambda b: b.dtype.itemsize)
-    return row_layout(program, block_size(program, warp, max_block, chunk), chunk).shared_bytes
+    block = block_size(program, warp, max_block, chunk)
+    layout = row_layout(program, block, chunk)
+    if room is None or layout.shared_bytes <= room or max_cluster == 1 \
+            or not layout.per_thread or blocks_of(program)[1] \
+            or len(layout.per_thread) != len(local_buffers(program)):
+        return LaunchShape(block, chunk, 1, layout)
+    cluster = 2
+    while cluster <= max_cluster:
+        wider = row_layout(program, block * cluster, chunk, block)
+        if wider.shared_bytes <= room and set(wider.per_thread) == set(layout.per_thread):
+            return LaunchShape(block, chunk, cluster, wider)
+        cluster *= 2
+    return LaunchShape(block, chunk, 1, layout)
+
+
+def shared_bytes(program: Program, warp: int = 32, max_block: int = MAX_BLOCK,
+                 max_cluster: int = 1, room: int | None = None) -> int:
+    """The shared memory a block of the printed kernel needs (what the printer lays out)."""
+    return launch_shape(program, warp, max_block, max_cluster, room).layout.shared_bytes

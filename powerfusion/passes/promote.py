@@ -21,7 +21,10 @@ def promote(program: Program, target: Target, placement: str = "local",
     par = cores_loop(program)
     if par is None:
         return program
-    budget = target.row_bytes - local_bytes_in_use(program.body)
+    in_use = local_bytes_in_use(program.body)
+    # one block's room first; a GPU cluster's only where recomputing cannot help (more
+    # blocks per row cost cluster-wide barriers; an exp is nearly free)
+    budget, cluster_budget = target.row_bytes - in_use, target.cluster_row_bytes - in_use
     regions: dict[str, list] = {}
     for s, _ in walk(par.body):
         reads, writes = accesses(s)
@@ -42,15 +45,28 @@ def promote(program: Program, target: Target, placement: str = "local",
                                    f"schedule placement={placement!r}")
         elif tile.nbytes > budget:
             why = f"{tile.nbytes} B per unit exceeds the {budget} B left on chip"
-            redone = _try_recompute(program, buf)
-            if redone is not None:
+            free = _try_recompute(program, buf, max_reload=0)
+            redone = free or (None if tile.nbytes <= cluster_budget
+                              else _try_recompute(program, buf))
+            if free is not None:
+                program = free
+                _note(decisions, name, f"recomputed where used: {why}; its inputs are on "
+                                       "chip")
+            elif redone is not None:
                 program = redone
                 _note(decisions, name, f"recomputed where used: {why}; re-reading inputs "
                                        "moves fewer bytes than a global round trip")
+            elif tile.nbytes <= cluster_budget:
+                budget -= tile.nbytes
+                cluster_budget -= tile.nbytes
+                moved[name] = tile
+                _note(decisions, name, f"promoted to local: {tile.nbytes} B per unit, "
+                                       "spread over a thread block cluster's blocks")
             else:
                 _note(decisions, name, f"stays global: {why}; written once, re-loaded")
         else:
             budget -= tile.nbytes
+            cluster_budget -= tile.nbytes
             moved[name] = tile
             _note(decisions, name, f"promoted to local: {tile.nbytes} B per unit")
     if not moved:
@@ -66,10 +82,13 @@ def promote(program: Program, target: Target, placement: str = "local",
     return type(program)(program.name, params, map_accesses(program.body, fix))
 
 
-def _try_recompute(program: Program, buf: Buffer) -> Program | None:
-    """Recompute when re-reading the producer's inputs costs less than write + read."""
+def _try_recompute(program: Program, buf: Buffer, max_reload: int | None = None
+                   ) -> Program | None:
+    """Recompute when re-reading the producer's inputs costs less than write + read
+    (or, given max_reload, reads at most that many global bytes per element)."""
     chain = producer_chain(program, buf.name)
-    if chain is None or reload_bytes(chain) >= 2 * buf.dtype.itemsize:
+    limit = 2 * buf.dtype.itemsize - 1 if max_reload is None else max_reload
+    if chain is None or reload_bytes(chain) > limit:
         return None
     return recompute(program, buf.name)
 

@@ -13,6 +13,8 @@ has it, less what the printer reserves for its reduction scratch.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import os
 
 import numpy as np
 
@@ -43,8 +45,9 @@ def _opencl_limits() -> dict:
             "local": int(dev.local_mem_size), "work_group": int(dev.max_work_group_size)}
 
 
-def simt_target(dialect: str) -> Target:
-    """The Target a plan for this dialect is made for."""
+def simt_target(dialect: str, device: str | None = None) -> Target:
+    """The Target a plan for this dialect is made for; CUDA: the shipped description
+    `device` ("a100", "h100"), by default this machine's GPU (h100 without one)."""
     if dialect == "opencl":
         limits = _opencl_limits()
         reserve = MAX_BLOCK * 8                 # the __local reduction tree
@@ -55,15 +58,40 @@ def simt_target(dialect: str) -> Target:
                                 "block"),
                     MemoryLevel(Level.REGISTER, 1024, 1e13, "thread")),
             row_register_bytes=_row_registers(min(MAX_BLOCK, limits["work_group"])))
-    names = {"cuda": "h100", "hip": "mi250"}
+    names = {"cuda": device or _cuda_device_name(), "hip": "mi250"}
     if dialect not in names:
         raise UnsupportedError(f"SIMT dialect {dialect!r}: choose one of {list(DIALECTS)}")
     target = shipped(names[dialect])
-    # static reduction scratch and the padding of each LOCAL array to SHARED_ALIGN
-    reserve = REDUCE_SCRATCH * 8 + 16 * SHARED_ALIGN
+    # static reduction scratch (and a cluster's slot) and the padding of each LOCAL
+    # array to SHARED_ALIGN
+    reserve = (REDUCE_SCRATCH + 1) * 8 + 16 * SHARED_ALIGN
+    clusters = target.cluster_blocks if os.environ.get("POWERFUSION_SIMT_CLUSTERS", "1") != "0" \
+        else 1
     return dataclasses.replace(target, memory=tuple(
         dataclasses.replace(m, capacity=m.capacity - reserve) if m.level is Level.LOCAL
-        else m for m in target.memory), row_register_bytes=_row_registers(MAX_BLOCK))
+        else m for m in target.memory), row_register_bytes=_row_registers(MAX_BLOCK),
+        cluster_blocks=clusters)
+
+
+@functools.cache
+def _cuda_device_name() -> str:
+    """The shipped description of this machine's CUDA GPU: "a100" for compute
+    capability 8.x (no thread block clusters), else "h100" (also with no GPU here, for
+    explain: the machine the kernels are tuned for)."""
+    import sys
+
+    if "cuda.core" not in sys.modules and "cuda.core.experimental" not in sys.modules:
+        try:                                   # a machine without cuda-python: no GPU
+            import cuda.core  # noqa: F401
+        except ImportError:
+            return "h100"
+    from . import cuda
+
+    try:
+        major, _ = cuda.device().compute_capability
+    except UnsupportedError:
+        return "h100"
+    return "a100" if major < 9 else "h100"
 
 
 def _row_registers(block: int) -> int:
@@ -77,8 +105,9 @@ def simt_module(plan, dialect: str) -> SimtModule:
     this source); UnsupportedError if a kernel's shared memory does not fit."""
     programs = [ck.program for ck in plan.kernels]
     largest = _opencl_limits()["work_group"] if dialect == "opencl" else MAX_BLOCK
-    module = build_simt(programs, dialect, min(MAX_BLOCK, largest))
     room = plan.target.capacity(Level.LOCAL)
+    module = build_simt(programs, dialect, min(MAX_BLOCK, largest),
+                        plan.target.cluster_blocks, room)
     for k in module.kernels:        # rows' registers (target.row_bytes) hold private rows
         if k.local_bytes > room:    # only; any other LOCAL array lives in shared memory
             raise UnsupportedError(

@@ -41,11 +41,20 @@ class Target:
     # beyond LOCAL memory: a SIMT thread holds its part of a row in registers and the
     # rest in shared memory, so together they hold rows neither holds alone. 0 on a CPU.
     row_register_bytes: int = 0
+    # blocks of a thread block cluster (CUDA sm_90): a row too long for one block's
+    # registers and shared memory spreads over this many, which pool their partial
+    # reductions through distributed shared memory. 1: no clusters.
+    cluster_blocks: int = 1
 
     @property
     def row_bytes(self) -> int:
-        """What the rows a unit keeps on chip (stashes, promoted temps) may take."""
+        """What the rows a unit (one block) keeps on chip may take: LOCAL and registers."""
         return self.capacity(Level.LOCAL) + self.row_register_bytes
+
+    @property
+    def cluster_row_bytes(self) -> int:
+        """What they may take spread over a thread block cluster's blocks."""
+        return self.row_bytes * self.cluster_blocks
 
     @property
     def near_bytes(self) -> int:
@@ -67,7 +76,7 @@ class Target:
     def to_json(self) -> str:
         data = {"name": self.name, "family": self.family, "cores": self.cores,
                 "simd_bytes": self.simd_bytes, "l1_bytes": self.l1_bytes,
-                "features": list(self.features),
+                "features": list(self.features), "cluster_blocks": self.cluster_blocks,
                 "memory": [{"level": m.level.value, "capacity": m.capacity,
                             "bandwidth": m.bandwidth, "shared_by": m.shared_by}
                            for m in self.memory]}
@@ -79,7 +88,7 @@ class Target:
         return cls(d["name"], d["family"], int(d["cores"]), int(d["simd_bytes"]), tuple(
             MemoryLevel(Level(m["level"]), int(m["capacity"]), float(m["bandwidth"]),
                         m["shared_by"]) for m in d["memory"]), int(d.get("l1_bytes", 0)),
-                   tuple(d.get("features", ())))
+                   tuple(d.get("features", ())), cluster_blocks=int(d.get("cluster_blocks", 1)))
 
     def with_bandwidths(self, measured: dict[Level, float]) -> "Target":
         """The same target with measured bandwidths (from `powerfusion probe`)."""
