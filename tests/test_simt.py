@@ -109,6 +109,10 @@ CASES = {
     "split_column_sum": lambda: reduction(Op.SUM, (8192, 40), (0,)),
     "split_column_max": lambda: reduction(Op.MAX, (16, 512, 24), (0, 1)),
     "bfloat16_rows": lambda: _bf16_rows(4, 520),
+    # short rows, one warp each, several per block (8, 4, 2 as the row count allows)
+    "short_rows_softmax": lambda: G.softmax(24, 200),
+    "short_rows_rmsnorm": lambda: G.rmsnorm(12, 100, residual=True),
+    "short_rows_int_max": lambda: reduction(Op.MAX, (6, 77), (1,), I32),
     # rows too long for registers: each thread's part partly in shared memory
     "long_layernorm": lambda: G.layernorm(2, 65536),
     "long_bfloat16_rows": lambda: _bf16_rows(2, 65536),
@@ -124,7 +128,7 @@ CLUSTER_CASES = {
 TRANSCENDENTAL = {"elementwise", "float64_sum_exp", "softmax", "masked_softmax", "long_softmax",
                   "reversed_softmax", "float16", "bfloat16", "float16_softmax",
                   "bfloat16_softmax", "ragged_softmax", "bfloat16_rows", "long_bfloat16_rows",
-                  "cluster_softmax", "cluster_bfloat16_rows"}
+                  "cluster_softmax", "cluster_bfloat16_rows", "short_rows_softmax"}
 
 
 def _inputs(graph: Graph, rng) -> list[np.ndarray]:
@@ -407,6 +411,26 @@ def test_rows_too_long_for_registers_keep_the_rest_in_shared_memory():
     moved = footprint(plan.kernels[0].program)["global"]
     assert moved["write"] == 1024 * 65536 * 4
     assert moved["read"] == (1024 * 65536 + 2 * 65536 + 1024) * 4
+
+
+def test_short_rows_take_a_warp_each_several_per_block():
+    """softmax over 4096 rows of 256: a row is one warp's work (32 threads x 8). One
+    row per block would be 32-thread blocks, and an H100 multiprocessor holds at most
+    32 blocks: a quarter of its threads. Eight rows per 256-thread block, each warp its
+    own row, reduced by shuffles alone: no shared memory, no barrier."""
+    module = _module(G.softmax(4096, 256))
+    (launch,) = module.kernels
+    assert launch.block == 256 and launch.blocks == 4096 // 8
+    kernel = _kernel_text(module.source)
+    assert "const int pf_tid = pf_lane % 32;" in kernel
+    assert "for (int pf_g = blockIdx.x; pf_g < 512; pf_g += gridDim.x)" in kernel
+    assert "const int p = pf_g * 8 + pf_seg;" in kernel
+    assert "pf_lanes_maximum_float32(acc1, pf_red)" in kernel
+    assert "__syncthreads" not in kernel and "pf_block_" not in kernel
+    # rows that 8 does not divide take 4 or 2 per block; an odd count one
+    assert _module(G.softmax(12, 256)).kernels[0].block == 128
+    assert _module(G.softmax(6, 256)).kernels[0].block == 64
+    assert _module(G.softmax(7, 256)).kernels[0].block == 32
 
 
 def test_a_vocabulary_wide_log_softmax_keeps_its_rows_on_chip_on_a_gpu():

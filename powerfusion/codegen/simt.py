@@ -89,21 +89,24 @@ def build_simt(programs, dialect: str, max_block: int = MAX_BLOCK, max_cluster: 
     cls = DIALECTS[dialect]
     if max_cluster > 1 and cls.cluster_attribute is None:
         raise UnsupportedError(f"SIMT dialect {dialect!r} has no thread block clusters")
-    texts, launches, helpers, cluster_helpers = [], [], set(), set()
+    texts, launches, helpers = [], [], set()
     for program in programs:
         printer = cls(max_block, max_cluster, room)
         texts.append(printer.kernel(program))
         launches.append(printer.launch)
         helpers |= printer.helpers
-        cluster_helpers |= printer.cluster_helpers
     body = "\n".join(texts)
     parts = [cls.prelude(uses_double="double" in body)]
-    order = (lambda h: (h[0].name, h[1].value[0]))
-    parts += [cls.reduce_helper(op, dtype) for op, dtype in sorted(helpers, key=order)]
-    if cluster_helpers:
+
+    def used(scope: str) -> list[tuple[Op, DType]]:
+        return sorted({(op, dtype) for sc, op, dtype in helpers if sc == scope},
+                      key=lambda h: (h[0].name, h[1].value[0]))
+
+    parts += [cls.reduce_helper(op, dtype) for op, dtype in used("block")]
+    parts += [cls.lanes_reduce_helper(op, dtype) for op, dtype in used("lanes")]
+    if used("cluster"):
         parts.append(cls.cluster_primitives)
-        parts += [cls.cluster_reduce_helper(op, dtype)
-                  for op, dtype in sorted(cluster_helpers, key=order)]
+        parts += [cls.cluster_reduce_helper(op, dtype) for op, dtype in used("cluster")]
     return SimtModule(dialect, "\n".join(parts + [body]), tuple(launches))
 
 
@@ -192,9 +195,10 @@ class SimtPrinter(CPrinter):
                  room: int | None = None):
         super().__init__()
         self.max_block, self.max_cluster, self.room = max_block, max_cluster, room
-        self.helpers: set[tuple[Op, DType]] = set()
-        self.cluster_helpers: set[tuple[Op, DType]] = set()
+        # reductions used: (scope, op, dtype), scope "block", "cluster" or "lanes"
+        self.helpers: set[tuple[str, Op, DType]] = set()
         self.cluster = 1                          # blocks sharing a row (a cluster)
+        self.rows = 1                             # rows sharing a block (a warp each)
         self.lanes = 1                            # threads sharing a row
         self.thread_loop_var: Var | None = None  # the SIMD loop spread over threads
         self.in_cores = False
@@ -271,6 +275,23 @@ class SimtPrinter(CPrinter):
     def shuffle(cls, value: str, mask: str) -> str:
         return f"__shfl_xor_sync(0xffffffffu, {value}, {mask})"
 
+    @classmethod
+    def lanes_reduce_helper(cls, op: Op, dtype: DType) -> str:
+        """`T pf_lanes_<op>_<T>(T v, scratch)`: combine v over the warp that holds one
+        row (several rows per block): shuffles only, no barrier; all lanes get it."""
+        t = cls.compute_types[dtype]
+        combine = cls.ops[(op, cls.families[dtype])]
+        name = cls.helper_name(op, dtype).replace("pf_block_", "pf_lanes_")
+        return "\n".join([
+            f"PF_FN {t} {name}({t} v, {cls.scratch_param()}) {{",
+            "    (void)scratch;",
+            "    for (int o = PF_WARP / 2; o > 0; o >>= 1) {",
+            f"        {t} w = {cls.shuffle('v', 'o')};",
+            f"        v = {combine.format('v', 'w')};",
+            "    }",
+            "    return v;",
+            "}", ""])
+
     # -- one kernel -----------------------------------------------------------------
     def kernel(self, program: Program) -> str:
         """The kernel's text; sets self.launch."""
@@ -285,7 +306,7 @@ class SimtPrinter(CPrinter):
                                              else DType.int64]
         shape = launch_shape(program, self.warp, self.max_block, self.max_cluster, self.room)
         self.chunk, self.block_size, self.cluster = shape.chunk, shape.block, shape.cluster
-        self.lanes = shape.lanes
+        self.rows, self.lanes = shape.rows, shape.lanes
         if self.cluster > 1:            # rows p run on clusters; a thread's lane spans them
             self.block_index, self.block_count = "pf_cluster_id()", "pf_cluster_count()"
             self.barrier = "pf_cluster_sync();"
@@ -302,6 +323,11 @@ class SimtPrinter(CPrinter):
             prologue = [f"    const int pf_lane = {self.thread_index};   // in this block",
                         f"    const int pf_tid = pf_lane + pf_cluster_rank() * "
                         f"{self.block_size};   // in the cluster"]
+        if self.rows > 1:
+            prologue = [f"    const int pf_lane = {self.thread_index};   // in this block",
+                        f"    const int pf_tid = pf_lane % {self.lanes};   // in its row",
+                        f"    const int pf_seg = pf_lane / {self.lanes};   // its row of the "
+                        f"block's {self.rows}"]
         prologue += self.declare_locals(list(layout.shared), offsets)
         prologue += [f"    {self.compute_types[b.dtype.compute]} {self.ident('buf', b.name)}"
                      f"[{self.in_regs[b.name]}];   // this thread's part of the row"
@@ -313,8 +339,8 @@ class SimtPrinter(CPrinter):
         if why:
             prologue.insert(0, f"    // one block runs every p: {why}")
         self.launch = KernelLaunch(program.name, program.params, self.block_size,
-                                   blocks * self.cluster, self.dynamic_shared(shared), shared,
-                                   self.cluster)
+                                   blocks * self.cluster // self.rows,
+                                   self.dynamic_shared(shared), shared, self.cluster)
         head = self.kernel_head.format(block=self.block_size)
         if self.cluster > 1:
             head = head.replace("__launch_bounds__", self.cluster_attribute.format(
@@ -361,6 +387,10 @@ class SimtPrinter(CPrinter):
         if loop.kind is Parallel.CORES and not self.in_cores:
             header = (f"for ({idx} {var} = {self.block_index}; {var} < {n}; "
                       f"{var} += {self.block_count}) {{")
+            if self.rows > 1:               # each warp its row of the block's group of rows
+                header = (f"for ({idx} pf_g = {self.block_index}; pf_g < {n // self.rows}; "
+                          f"pf_g += {self.block_count}) {{\n" + "    " * (self.depth + 1)
+                          + f"const {idx} {var} = pf_g * {self.rows} + pf_seg;")
             self.in_cores = True
             self.repeated_body(loop, path, header)
             self.in_cores = False
@@ -411,12 +441,12 @@ class SimtPrinter(CPrinter):
         self.thread_loop_var = None
         for reg, op in accumulators:
             dtype = reg.dtype.compute
-            self.helpers.add((op, dtype))
             name = self.ident("buf", reg.name)
-            helper = self.helper_name(op, dtype)
-            if self.cluster > 1:            # the block's result, then the cluster's
-                self.cluster_helpers.add((op, dtype))
-                helper = helper.replace("pf_block_", "pf_cluster_")
+            scope = "cluster" if self.cluster > 1 else "lanes" if self.rows > 1 else "block"
+            self.helpers.add((scope, op, dtype))
+            if scope == "cluster":          # the block's result, then the cluster's
+                self.helpers.add(("block", op, dtype))
+            helper = self.helper_name(op, dtype).replace("pf_block_", f"pf_{scope}_")
             self.emit(f"{name} = {helper}({name}, pf_red);")
             self.constants.pop(reg.name, None)
             if reg.name in saved:
@@ -537,7 +567,7 @@ class SimtPrinter(CPrinter):
             return f"{self.ident('buf', name)}[{slot}]"
         return f"{self.ident('buf', self.rest[name].name)}" \
                f"[({slot} - {self.in_regs[name]}) * {self.block_size} + " \
-               f"{'pf_lane' if self.cluster > 1 else 'pf_tid'}]"
+               f"{'pf_lane' if self.cluster > 1 or self.rows > 1 else 'pf_tid'}]"
 
     def vector_array(self, element: str, array: str, v: int) -> str:
         return f"__align__(16) {element} {array}[{v}];"
@@ -829,6 +859,28 @@ class OpenCLPrinter(SimtPrinter):
             f"        {cls.barrier}",
             "    }",
             "    return s[0];"]
+
+    @classmethod
+    def lanes_reduce_helper(cls, op: Op, dtype: DType) -> str:
+        """The same tree within each row's 32 work-items (several rows per group); every
+        work-item of the group takes part, each row gets its own result."""
+        t = cls.compute_types[dtype]
+        combine = cls.ops[(op, cls.families[dtype])]
+        name = cls.helper_name(op, dtype).replace("pf_block_", "pf_lanes_")
+        return "\n".join([
+            f"PF_FN {t} {name}({t} v, {cls.scratch_param()}) {{",
+            f"    __local {t} *s = (__local {t} *)scratch;",
+            f"    int t = (int)get_local_id(0), lane = t % {cls.warp};",
+            f"    {cls.barrier}",
+            "    s[t] = v;",
+            f"    {cls.barrier}",
+            f"    for (int o = {cls.warp} / 2; o > 0; o >>= 1) {{",
+            f"        if (lane < o) {{ {t} a = s[t], b = s[t + o]; "
+            f"s[t] = {combine.format('a', 'b')}; }}",
+            f"        {cls.barrier}",
+            "    }",
+            "    return s[t - lane];",
+            "}", ""])
 
     def kernel_params(self, program: Program) -> list[str]:
         out = []

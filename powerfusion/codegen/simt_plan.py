@@ -394,11 +394,15 @@ class LaunchShape:
     chunk: int
     cluster: int
     layout: RowLayout
+    rows: int = 1               # rows (parallel units) per block, a warp's lanes each
 
     @property
     def lanes(self) -> int:
         """Threads that share one row: what the SIMD loops spread over."""
-        return self.block * self.cluster
+        return self.block * self.cluster // self.rows
+
+
+ROWS_PER_BLOCK = 8          # short rows: one per warp, this many warps per block
 
 
 def launch_shape(program: Program, warp: int, max_block: int, max_cluster: int = 1,
@@ -411,6 +415,10 @@ def launch_shape(program: Program, warp: int, max_block: int, max_cluster: int =
     chunk = chunk_of(program, lambda b: b.dtype.itemsize)
     block = block_size(program, warp, max_block, chunk)
     layout = row_layout(program, block, chunk)
+    rows = _rows_per_block(program, block, warp, max_block, layout)
+    if rows > 1:
+        return LaunchShape(block * rows, chunk, 1, row_layout(program, block, chunk,
+                                                               block * rows), rows)
     if room is None or layout.shared_bytes <= room or max_cluster == 1 \
             or not layout.per_thread or blocks_of(program)[1] \
             or len(layout.per_thread) != len(local_buffers(program)):
@@ -422,6 +430,24 @@ def launch_shape(program: Program, warp: int, max_block: int, max_cluster: int =
             return LaunchShape(block, chunk, cluster, wider)
         cluster *= 2
     return LaunchShape(block, chunk, 1, layout)
+
+
+def _rows_per_block(program: Program, block: int, warp: int, max_block: int,
+                    layout: RowLayout) -> int:
+    """How many short rows a block takes, one per warp: a row a single warp covers
+    (block == warp) makes a block of one warp, and a multiprocessor holds only so
+    many blocks (32 on an H100: a quarter of its threads). Several rows per block
+    keep it full, and their reductions stay within a warp (shuffles, no barrier).
+    Needs a parallel loop whose extent the rows divide (every warp then runs as many
+    rows, so block-wide barriers stay in step) and no LOCAL array in shared memory
+    (one per row would be needed)."""
+    if block != warp or layout.shared or blocks_of(program)[1]:
+        return 1
+    extent = blocks_of(program)[0]
+    rows = min(ROWS_PER_BLOCK, max_block // warp)
+    while rows > 1 and extent % rows:
+        rows //= 2
+    return rows
 
 
 def shared_bytes(program: Program, warp: int = 32, max_block: int = MAX_BLOCK,
