@@ -17,6 +17,7 @@ device copy bandwidth, measured in the same run on a 1 GiB tensor.
 
     python -m benchmarks.gpu                  everything, results to benchmarks/results/
     python -m benchmarks.gpu --cases 'softmax*' --out /tmp/r
+    python -m benchmarks.gpu --variants       also each SIMT feature off (VARIANTS)
 """
 
 from __future__ import annotations
@@ -37,6 +38,15 @@ import numpy as np
 from benchmarks import suite
 
 ROW_SWEEP = (256, 1024, 4096, 16384, 65536, 262144)
+# --variants: PowerFusion with one SIMT feature turned off, timed in turn with the
+# default where it changes the kernels (pf[<name>] in the results)
+VARIANTS = {
+    "no clusters": {"POWERFUSION_SIMT_CLUSTERS": "0"},
+    # rows on chip only where shared memory alone holds them (as on 2026-11-23)
+    "one block's shared memory": {"POWERFUSION_SIMT_CLUSTERS": "0",
+                                  "POWERFUSION_SIMT_ROW_REGISTERS": "0"},
+    "one row per block": {"POWERFUSION_SIMT_ROWS": "1"},
+}
 SWEEP_ELEMENTS = 1 << 26
 SWEEP_OPS = ("softmax", "layernorm", "rmsnorm")
 CANDIDATES = ("pf", "torch", "torch_compile")
@@ -171,8 +181,30 @@ def copy_bandwidth(torch, repeats: int = 20) -> float:
     return 2 * src.numel() * 4 / (ms * 1e-3) / 1e9
 
 
+def _variant(case: GpuCase, args, env: dict, default_source: str):
+    """pf.jit of the case compiled under env, or None when its kernels are the default's."""
+    import os
+
+    import powerfusion as pf
+
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        jf = pf.jit(case.fn, target="cuda")
+        if pf.explain(jf, *args).source == default_source:
+            return None
+        jf(*args)                       # compiled now, under env; later calls reuse it
+        return jf
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def run_case(case: GpuCase, torch, torch_fns: dict, repeats: int,
-             baselines: bool = True) -> GpuResult:
+             baselines: bool = True, variants: bool = False) -> GpuResult:
     import powerfusion as pf
 
     args = _device_inputs(case, torch)
@@ -192,8 +224,16 @@ def run_case(case: GpuCase, torch, torch_fns: dict, repeats: int,
         res.correct, res.max_err = _check(case, y, ref)
         if not res.correct:
             res.failure = "pf differs from the float64 torch result"
+        ref_for_variants = ref if variants else None
         del y, ref
         candidates = {"pf": lambda: jf(*args)}
+        for name, env in VARIANTS.items() if variants else ():
+            jv = _variant(case, args, env, report.source)
+            if jv is not None:
+                ok, err = _check(case, jv(*args), ref_for_variants)
+                if not ok:
+                    res.failure += f" pf[{name}] differs (max err {err:.2g});"
+                candidates[f"pf[{name}]"] = (lambda f: lambda: f(*args))(jv)
         if baselines:
             torch._dynamo.reset()        # a fresh compile per case: no recompile limit
             cfn = torch.compile(tfn, dynamic=False)
@@ -273,6 +313,9 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=str(suite.RESULTS_DIR))
     parser.add_argument("--pf-only", action="store_true",
                         help="time PowerFusion alone (quick experiments; writes no results)")
+    parser.add_argument("--variants", action="store_true",
+                        help="also time PowerFusion with each SIMT feature of VARIANTS off, "
+                             "where that changes the kernels")
     args = parser.parse_args(argv)
     import torch
 
@@ -292,14 +335,17 @@ def main(argv=None) -> int:
     print(f"copy bandwidth: {copy_gbps:.0f} GB/s", flush=True)
     results = []
     for case in chosen:
-        r = run_case(case, torch, torch_fns, args.repeats, baselines=not args.pf_only)
+        r = run_case(case, torch, torch_fns, args.repeats, baselines=not args.pf_only,
+                     variants=args.variants)
         results.append(r)
         g = r.gbps("pf")
+        off = "".join(f"  {k}/pf {r.ms[k] / r.ms['pf']:.2f}" for k in r.ms
+                      if k.startswith("pf[") and "pf" in r.ms)
         print(f"{case.name:24s} pf {r.ms.get('pf', math.nan):8.3f} ms "
               f"{(g or 0):6.0f} GB/s {100 * (g or 0) / copy_gbps:4.0f}%  "
               f"vs torch {r.speedup('torch') or 0:5.2f}x  vs compile "
-              f"{r.speedup('torch_compile') or 0:5.2f}x  {'OK' if r.correct else r.failure}",
-              flush=True)
+              f"{r.speedup('torch_compile') or 0:5.2f}x  {'OK' if r.correct else r.failure}"
+              f"{off}", flush=True)
         torch.cuda.empty_cache()
     if args.pf_only:
         return 0

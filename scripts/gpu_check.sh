@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # On a CUDA machine (no install, no network): the CUDA correctness suite and the
 # CUDA-specific tests. Logs go to $OUT (or ./gpu-logs). Usage: bash scripts/gpu_check.sh [pytest args]
+# Then the benchmark, each new SIMT feature also timed off: python -m benchmarks.gpu --variants --out $OUT
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 out="${OUT:-gpu-logs}"; mkdir -p "$out"

@@ -403,6 +403,7 @@ class LaunchShape:
 
 
 ROWS_PER_BLOCK = 8          # short rows: one per warp, this many warps per block
+                            # ($POWERFUSION_SIMT_ROWS overrides it, 1: one row per block)
 
 
 def launch_shape(program: Program, warp: int, max_block: int, max_cluster: int = 1,
@@ -444,7 +445,7 @@ def _rows_per_block(program: Program, block: int, warp: int, max_block: int,
     if block != warp or layout.shared or blocks_of(program)[1]:
         return 1
     extent = blocks_of(program)[0]
-    rows = min(ROWS_PER_BLOCK, max_block // warp)
+    rows = min(int(os.environ.get("POWERFUSION_SIMT_ROWS", ROWS_PER_BLOCK)), max_block // warp)
     while rows > 1 and extent % rows:
         rows //= 2
     return rows

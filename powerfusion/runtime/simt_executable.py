@@ -65,12 +65,17 @@ def simt_target(dialect: str, device: str | None = None) -> Target:
     # static reduction scratch (and a cluster's slot) and the padding of each LOCAL
     # array to SHARED_ALIGN
     reserve = (REDUCE_SCRATCH + 1) * 8 + 16 * SHARED_ALIGN
-    clusters = target.cluster_blocks if os.environ.get("POWERFUSION_SIMT_CLUSTERS", "1") != "0" \
-        else 1
     return dataclasses.replace(target, memory=tuple(
         dataclasses.replace(m, capacity=m.capacity - reserve) if m.level is Level.LOCAL
         else m for m in target.memory), row_register_bytes=_row_registers(MAX_BLOCK),
-        cluster_blocks=clusters)
+        cluster_blocks=target.cluster_blocks if _knob("CLUSTERS") else 1)
+
+
+def _knob(name: str) -> bool:
+    """$POWERFUSION_SIMT_<name>=0 turns a SIMT feature off, to time it on a device:
+    CLUSTERS (thread block clusters), ROW_REGISTERS (rows kept in registers beside
+    shared memory count towards what a block holds)."""
+    return os.environ.get(f"POWERFUSION_SIMT_{name}", "1") != "0"
 
 
 @functools.cache
@@ -97,7 +102,7 @@ def _cuda_device_name() -> str:
 def _row_registers(block: int) -> int:
     """The registers a block of this many threads gives a row too long for them (the
     printer's SPILL_REGISTERS float32 slots per thread, codegen/simt_plan.py)."""
-    return SPILL_REGISTERS * 4 * block
+    return SPILL_REGISTERS * 4 * block if _knob("ROW_REGISTERS") else 0
 
 
 def simt_module(plan, dialect: str) -> SimtModule:
