@@ -399,9 +399,8 @@ def explain_graph(graph: Graph, *, input_strides, target: str = "cpu"):
 
     plan = plan_graph(graph, input_strides, get_target(target))
     if target == "cpu":
-        source = generate_source(plan)
-    else:
-        from .runtime.simt_executable import simt_module
+        return Report.from_plan(plan, generate_source(plan), input_strides)
+    from .runtime.simt_executable import simt_module
 
-        source = simt_module(plan, target).source
-    return Report.from_plan(plan, source, input_strides)
+    module = simt_module(plan, target)
+    return Report.from_plan(plan, module.source, input_strides, module.kernels)

@@ -23,9 +23,10 @@ class Report:
     alternatives: list = field(default_factory=list)   # (name, estimated seconds) considered
     programs: list = field(default_factory=list, repr=False)        # optimised GIR values
     naive_programs: list = field(default_factory=list, repr=False)
+    launches: list = field(default_factory=list)    # per kernel on a GPU: how it launches
 
     @classmethod
-    def from_plan(cls, plan, source: str, input_strides) -> "Report":
+    def from_plan(cls, plan, source: str, input_strides, launches=()) -> "Report":
         traffic = {}
         for ck in plan.kernels:
             for level, rw in footprint(ck.program).items():
@@ -53,7 +54,8 @@ class Report:
             decisions=[ck.log.decisions for ck in plan.kernels], kernels=len(plan.kernels),
             choice=plan.choice, alternatives=plan.alternatives,
             programs=[ck.program for ck in plan.kernels],
-            naive_programs=[ck.naive for ck in plan.kernels])
+            naive_programs=[ck.naive for ck in plan.kernels],
+            launches=[k.describe() for k in launches])
 
     def to_dot(self, naive: bool = False) -> str:
         """The GIR-Graph as Graphviz DOT; `naive=True` shows it before the passes."""
@@ -76,5 +78,7 @@ class Report:
             lines.append(f"  kernel {k} global bytes by pass: {chain}")
             for d in self.decisions[k]:
                 lines.append(f"    {d}")
+            if k < len(self.launches):
+                lines.append(f"    launch: {self.launches[k]}")
         lines += ["", "GIR (after passes):", self.gir]
         return "\n".join(lines)

@@ -427,6 +427,8 @@ def test_short_rows_take_a_warp_each_several_per_block():
     assert "const int p = pf_g * 8 + pf_seg;" in kernel
     assert "pf_lanes_maximum_float32(acc1, pf_red)" in kernel
     assert "__syncthreads" not in kernel and "pf_block_" not in kernel
+    assert launch.describe() == ("512 blocks of 256 threads (8 rows per block, a warp each), "
+                                 "0 B of shared memory per block")
     # rows that 8 does not divide take 4 or 2 per block; an odd count one
     assert _module(G.softmax(12, 256)).kernels[0].block == 128
     assert _module(G.softmax(6, 256)).kernels[0].block == 64
@@ -481,6 +483,10 @@ def test_rows_too_long_for_a_block_spread_over_a_thread_block_cluster(monkeypatc
     assert "pf_cluster_maximum_float32(acc1, pf_red)" in kernel
     assert "pf_cluster_add_float32(acc14, pf_red)" in kernel
     assert "pf_red[33]" in kernel and "__syncthreads" not in kernel
+    from powerfusion.compiler import explain_graph
+    report = str(explain_graph(graph, input_strides=G.strides_of(graph), target="cuda"))
+    assert "launch: 1024 blocks of 1024 threads (a row spread over a cluster of 4), " \
+           "212,992 B of shared memory per block" in report
 
     assert plan.kernels[0].log.decisions == [
         "g13: recomputed where used: 1048576 B per unit exceeds the -767496 B left on chip;"

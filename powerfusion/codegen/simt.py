@@ -54,6 +54,15 @@ class KernelLaunch:
     shared_bytes: int           # dynamic shared memory per block (CUDA/HIP)
     local_bytes: int = 0        # every LOCAL array of a block (OpenCL declares them static)
     cluster: int = 1            # blocks per thread block cluster (compiled into the source)
+    rows: int = 1               # parallel units (rows) per block, a warp each
+
+    def describe(self) -> str:
+        """How the kernel maps onto the device, for explain."""
+        unit = (f"a row spread over a cluster of {self.cluster}" if self.cluster > 1
+                else f"{self.rows} rows per block, a warp each" if self.rows > 1
+                else "one parallel unit per block")
+        return (f"{self.blocks} blocks of {self.block} threads ({unit}), "
+                f"{self.local_bytes:,} B of shared memory per block")
 
     def grid(self, units: int) -> int:
         """Blocks to launch on a device of `units` SMs / compute units: one full wave,
@@ -340,7 +349,8 @@ class SimtPrinter(CPrinter):
             prologue.insert(0, f"    // one block runs every p: {why}")
         self.launch = KernelLaunch(program.name, program.params, self.block_size,
                                    blocks * self.cluster // self.rows,
-                                   self.dynamic_shared(shared), shared, self.cluster)
+                                   self.dynamic_shared(shared), shared, self.cluster,
+                                   self.rows)
         head = self.kernel_head.format(block=self.block_size)
         if self.cluster > 1:
             head = head.replace("__launch_bounds__", self.cluster_attribute.format(
