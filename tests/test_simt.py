@@ -509,8 +509,14 @@ def test_rows_too_long_for_a_block_spread_over_a_thread_block_cluster(monkeypatc
 def test_only_cuda_has_thread_block_clusters():
     from powerfusion.runtime.simt_executable import simt_target
 
-    assert simt_target("cuda").cluster_blocks == 8
+    from powerfusion.targets import Target, shipped, shipped_names
+
+    assert simt_target("cuda").cluster_blocks == 8             # no GPU here: an H100
+    assert simt_target("cuda", "h200").cluster_blocks == 8
+    assert simt_target("cuda", "a100").cluster_blocks == 1     # sm_80: none
     assert simt_target("hip").cluster_blocks == simt_target("opencl").cluster_blocks == 1
+    for name in shipped_names():                                # descriptions round-trip
+        assert Target.from_json(shipped(name).to_json()) == shipped(name)
     program = plan_graph(G.softmax(4, 100), G.strides_of(G.softmax(4, 100)),
                          simt_target("opencl")).kernels[0].program
     for dialect in ("opencl", "hip"):

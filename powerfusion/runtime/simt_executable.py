@@ -81,8 +81,9 @@ def _knob(name: str) -> bool:
 @functools.cache
 def _cuda_device_name() -> str:
     """The shipped description of this machine's CUDA GPU: "a100" for compute
-    capability 8.x (no thread block clusters), else "h100" (also with no GPU here, for
-    explain: the machine the kernels are tuned for)."""
+    capability 8.x (no thread block clusters), "h200" for an H200 (an H100's chip with
+    faster memory), else "h100" (also with no GPU here, for explain: the machine the
+    kernels are tuned for)."""
     import sys
 
     if "cuda.core" not in sys.modules and "cuda.core.experimental" not in sys.modules:
@@ -94,9 +95,10 @@ def _cuda_device_name() -> str:
 
     try:
         major, _ = cuda.device().compute_capability
+        name = str(cuda.device().name)
     except UnsupportedError:
         return "h100"
-    return "a100" if major < 9 else "h100"
+    return "a100" if major < 9 else "h200" if "H200" in name else "h100"
 
 
 def _row_registers(block: int) -> int:
