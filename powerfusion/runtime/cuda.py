@@ -107,7 +107,9 @@ def _nvrtc(core, source: str, arch: str, key: str) -> bytes:
     except Exception as exc:
         kept = ensure_private_dir(cache_dir() / "failed") / f"cuda-{key[:16]}.cu"
         atomic_write_bytes(kept, source.encode())
-        raise CompileError(f"NVRTC failed for {arch}",
+        hint = (" (its kernels use thread block clusters: POWERFUSION_SIMT_CLUSTERS=0 "
+                "plans without them)" if "__cluster_dims__(" in source else "")
+        raise CompileError(f"NVRTC failed for {arch}{hint}",
                            command=["nvrtc", f"--gpu-architecture={arch}"],
                            stderr=str(exc), source_path=str(kept)) from None
 
