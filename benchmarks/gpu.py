@@ -303,6 +303,13 @@ def to_markdown(results, machine: dict, copy_gbps: float, summary: dict, date: s
                    for b in ("torch", "torch_compile")),
                  f"{r.max_err:.1e}", "OK" if r.correct else f"**{r.failure or 'wrong'}**"]
         lines.append("| " + " | ".join(cells) + " |")
+    off = [(r, k) for r in results for k in r.ms if k.startswith("pf[") and "pf" in r.ms]
+    if off:
+        lines += ["", "SIMT features timed off (`--variants`, in turn with the default): "
+                  "time with the feature off over time with it on.", "",
+                  "| case | feature off | ms | off / on |", "|---|---|---:|---:|"]
+        lines += [f"| {r.case.name} | {k[3:-1]} | {r.ms[k]:.3f} | {r.ms[k] / r.ms['pf']:.2f} |"
+                  for r, k in off]
     return "\n".join(lines) + "\n"
 
 
@@ -313,6 +320,9 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=str(suite.RESULTS_DIR))
     parser.add_argument("--pf-only", action="store_true",
                         help="time PowerFusion alone (quick experiments; writes no results)")
+    parser.add_argument("--budget-s", type=float, default=0,
+                        help="start no new case after this many seconds (results so far "
+                             "are written after every case either way)")
     parser.add_argument("--variants", action="store_true",
                         help="also time PowerFusion with each SIMT feature of VARIANTS off, "
                              "where that changes the kernels")
@@ -334,7 +344,13 @@ def main(argv=None) -> int:
     copy_gbps = copy_bandwidth(torch)
     print(f"copy bandwidth: {copy_gbps:.0f} GB/s", flush=True)
     results = []
+    began = time.perf_counter()
+    out = Path(args.out)
+    stem = f"cuda-{machine['gpu'].split()[1].lower() if len(machine['gpu'].split()) > 1 else 'gpu'}-{date}"
     for case in chosen:
+        if args.budget_s and time.perf_counter() - began > args.budget_s:
+            print(f"time budget spent: {case.name} and later cases not run", flush=True)
+            break
         r = run_case(case, torch, torch_fns, args.repeats, baselines=not args.pf_only,
                      variants=args.variants)
         results.append(r)
@@ -347,12 +363,16 @@ def main(argv=None) -> int:
               f"{r.speedup('torch_compile') or 0:5.2f}x  {'OK' if r.correct else r.failure}"
               f"{off}", flush=True)
         torch.cuda.empty_cache()
-    if args.pf_only:
-        return 0
+        if not args.pf_only:        # after every case: a run cut short keeps what it did
+            _write(out, stem, results, machine, copy_gbps, date)
+    if not args.pf_only and results:
+        print(to_markdown(results, machine, copy_gbps, summarise(results, copy_gbps), date))
+    return 0
+
+
+def _write(out: Path, stem: str, results, machine: dict, copy_gbps: float, date: str) -> None:
     summary = summarise(results, copy_gbps)
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    stem = f"cuda-{machine['gpu'].split()[1].lower() if len(machine['gpu'].split()) > 1 else 'gpu'}-{date}"
     (out / f"{stem}.md").write_text(to_markdown(results, machine, copy_gbps, summary, date))
     (out / f"{stem}.json").write_text(json.dumps({
         "machine": machine, "date": date, "copy_gbps": copy_gbps, "summary": summary,
@@ -361,8 +381,6 @@ def main(argv=None) -> int:
                    "ms": r.ms, "samples_ms": r.samples_ms, "first_call_s": r.first_call_s,
                    "gbps_pf": r.gbps("pf"), "correct": r.correct, "max_err": r.max_err,
                    "failure": r.failure or None} for r in results]}, indent=1))
-    print(to_markdown(results, machine, copy_gbps, summary, date))
-    return 0
 
 
 if __name__ == "__main__":
