@@ -324,7 +324,8 @@ def test_hip_sources_compile_for_gfx90a(tmp_path):
 def _module(graph: Graph, dialect: str = "cuda"):
     from powerfusion.runtime.simt_executable import simt_target
 
-    plan = plan_graph(graph, G.strides_of(graph), simt_target(dialect))
+    device = "h100" if dialect == "cuda" else None    # the same plans on any machine
+    plan = plan_graph(graph, G.strides_of(graph), simt_target(dialect, device))
     return build_simt([ck.program for ck in plan.kernels], dialect)
 
 
@@ -394,7 +395,7 @@ def test_rows_too_long_for_registers_keep_the_rest_in_shared_memory():
     from powerfusion.runtime.simt_executable import simt_target
 
     graph = G.layernorm(1024, 65536)
-    plan = plan_graph(graph, G.strides_of(graph), simt_target("cuda"))
+    plan = plan_graph(graph, G.strides_of(graph), simt_target("cuda", "h100"))
     assert len(plan.kernels) == 1
     module = build_simt([ck.program for ck in plan.kernels], "cuda")
     kernel = _kernel_text(module.source)
@@ -448,7 +449,7 @@ def test_a_vocabulary_wide_log_softmax_keeps_its_rows_on_chip_on_a_gpu():
     shifted = G.ew(Op.SUB, x, mx)
     lse = G.ew(Op.LOG, G.reduce(Op.SUM, G.ew(Op.EXP, shifted), (1,)))
     graph = Graph((x,), (G.ew(Op.SUB, shifted, G.expand(lse, (256, 50257))),))
-    plan = plan_graph(graph, G.strides_of(graph), simt_target("cuda"))
+    plan = plan_graph(graph, G.strides_of(graph), simt_target("cuda", "h100"))
     assert plan.choice == "as written" and len(plan.kernels) == 1
     from powerfusion.passes.traffic import footprint
     moved = footprint(plan.kernels[0].program)["global"]
@@ -467,7 +468,7 @@ def test_rows_too_long_for_a_block_spread_over_a_thread_block_cluster(monkeypatc
     from powerfusion.runtime.simt_executable import simt_module, simt_target
 
     graph = G.softmax(256, 262144)
-    plan = plan_graph(graph, G.strides_of(graph), simt_target("cuda"))
+    plan = plan_graph(graph, G.strides_of(graph), simt_target("cuda", "h100"))
     assert plan.choice == "as written" and len(plan.kernels) == 1
     assert footprint(plan.kernels[0].program)["global"] == {"read": 256 * 262144 * 4,
                                                             "write": 256 * 262144 * 4}
@@ -493,7 +494,7 @@ def test_rows_too_long_for_a_block_spread_over_a_thread_block_cluster(monkeypatc
         " its inputs are on chip"]
     # a row whose recomputation would re-read global memory stays on the cluster instead
     rows = _bf16_rows(32, 262144)
-    plan = plan_graph(rows, G.strides_of(rows), simt_target("cuda"))
+    plan = plan_graph(rows, G.strides_of(rows), simt_target("cuda", "h100"))
     assert plan.kernels[0].log.decisions == [
         "g4: promoted to local: 1048576 B per unit, spread over a thread block cluster's "
         "blocks"]
@@ -501,7 +502,7 @@ def test_rows_too_long_for_a_block_spread_over_a_thread_block_cluster(monkeypatc
     assert simt_module(plan, "cuda").kernels[0].cluster == 4
 
     monkeypatch.setenv("POWERFUSION_SIMT_CLUSTERS", "0")
-    plan = plan_graph(graph, G.strides_of(graph), simt_target("cuda"))
+    plan = plan_graph(graph, G.strides_of(graph), simt_target("cuda", "h100"))
     assert plan.choice == "online softmax"
     assert "__cluster_dims__" not in simt_module(plan, "cuda").source
 
@@ -511,7 +512,7 @@ def test_only_cuda_has_thread_block_clusters():
 
     from powerfusion.targets import Target, shipped, shipped_names
 
-    assert simt_target("cuda").cluster_blocks == 8             # no GPU here: an H100
+    assert simt_target("cuda", "h100").cluster_blocks == 8
     assert simt_target("cuda", "h200").cluster_blocks == 8
     assert simt_target("cuda", "a100").cluster_blocks == 1     # sm_80: none
     assert simt_target("hip").cluster_blocks == simt_target("opencl").cluster_blocks == 1
@@ -533,7 +534,7 @@ def test_a_local_array_that_fits_no_shared_memory_is_a_typed_error():
     from powerfusion.compiler import CompiledKernel
     from powerfusion.runtime.simt_executable import simt_module, simt_target
 
-    target = simt_target("cuda")
+    target = simt_target("cuda", "h100")
     program = _reverse_rows(4, 65536)
     plan = SimpleNamespace(target=target, kernels=[SimpleNamespace(program=program)])
     with pytest.raises(UnsupportedError, match=r"kernel reverse_rows needs 262144 B of shared"):
