@@ -371,26 +371,29 @@ def _unalias(outs: list[np.ndarray]) -> list[np.ndarray]:
 def compile_graph(graph: Graph, *, input_strides, target: str = "cpu", tune_with=None):
     """An executable for the target: C + OpenMP on the CPU, or a SIMT dialect.
 
-    On the CPU a winner recorded in the tuning database is used; `tune_with` (the
-    caller's input arrays) measures the candidates first when there is none.
+    A winner recorded in the tuning database (per device description) is used;
+    `tune_with` (the caller's input arrays or CUDA tensors) measures the candidates
+    first when there is none.
     """
+    from .search import tuning_db
+    from .search.tuner import printed
+
     plan = plan_graph(graph, input_strides, get_target(target))
+    code = printed(plan, target)
+    entry = tuning_db.lookup(plan.target.name, tuning_db.key_of(code.source))
+    if entry is None and tune_with is not None:
+        from .search.tuner import tune
+
+        entry = {"choice": tune(graph, input_strides, plan.target, tune_with,
+                                dialect=target).choice}
+    if entry is not None and entry.get("choice") != plan.choice:
+        plan = plan_graph(graph, input_strides, plan.target, entry["choice"])
+        code = printed(plan, target)
     if target == "cpu":
-        from .search import tuning_db
-
-        source = generate_source(plan)
-        entry = tuning_db.lookup(target, tuning_db.key_of(source))
-        if entry is None and tune_with is not None:
-            from .search.tuner import tune
-
-            entry = {"choice": tune(graph, input_strides, plan.target, tune_with).choice}
-        if entry is not None and entry.get("choice") != plan.choice:
-            plan = plan_graph(graph, input_strides, plan.target, entry["choice"])
-            source = generate_source(plan)
-        return Executable(plan, source)
+        return Executable(plan, code.source)
     from .runtime.simt_executable import compile_plan_simt
 
-    return compile_plan_simt(plan, target)
+    return compile_plan_simt(plan, target, code)
 
 
 def explain_graph(graph: Graph, *, input_strides, target: str = "cpu"):

@@ -55,3 +55,32 @@ def test_the_tuner_also_times_streaming_stores_and_a_later_run_can_use_them(tmp_
     (compiled,) = later.cache.values()
     assert compiled.executable.plan.choice == streamed[0]
     assert "pf_stream_f32(" in compiled.executable.source
+
+
+def test_a_simt_target_is_tuned_too(tmp_path, monkeypatch):
+    """On OpenCL (PoCL here; a CUDA GPU times CUDA tensors on the device): the candidates
+    are timed, the winner is recorded under the device description, and a later run
+    compiles the recorded choice, whichever it is."""
+    import pytest
+
+    pytest.importorskip("pyopencl", reason="pyopencl is not installed")
+    from powerfusion.errors import UnsupportedError
+    from powerfusion.runtime import opencl
+
+    try:
+        opencl.device()
+    except UnsupportedError as exc:
+        pytest.skip(f"no OpenCL device: {exc}")
+    monkeypatch.setenv("POWERFUSION_CACHE_DIR", str(tmp_path))
+    x = np.random.default_rng(2).standard_normal((4, 40000)).astype(np.float32)
+    expected = softmax(x.astype(np.float64))
+    tuned = pf.jit(softmax, target="opencl", tune=True)
+    np.testing.assert_allclose(tuned(x), expected, rtol=1e-5, atol=1e-8)
+    ((key, entry),) = tuning_db.load("opencl").items()
+    assert len(entry["seconds"]) >= 2 and entry["choice"] in entry["seconds"]
+    other = next(label for label in entry["seconds"] if label != entry["choice"])
+    tuning_db.record("opencl", key, {**entry, "choice": other})
+    later = pf.jit(softmax, target="opencl")
+    np.testing.assert_allclose(later(x), expected, rtol=1e-5, atol=1e-8)
+    (compiled,) = later.cache.values()
+    assert compiled.executable.plan.choice == other

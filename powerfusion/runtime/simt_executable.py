@@ -123,9 +123,10 @@ def simt_module(plan, dialect: str) -> SimtModule:
     return module
 
 
-def compile_plan_simt(plan, dialect: str):
-    """An executable for plan's kernels in dialect ("cuda", "hip", "opencl")."""
-    module = simt_module(plan, dialect)
+def compile_plan_simt(plan, dialect: str, module: SimtModule | None = None):
+    """An executable for plan's kernels in dialect ("cuda", "hip", "opencl"); module:
+    the plan already printed (simt_module)."""
+    module = module or simt_module(plan, dialect)
     if dialect == "opencl":
         return OpenCLExecutable(plan, module)
     if dialect == "cuda":

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import UnsupportedError
 from ..graph.graph import Graph
 from ..targets import Target
 from . import tuning_db
@@ -35,34 +36,39 @@ class TuneResult:
 
 
 def tune(graph: Graph, input_strides, target: Target, inputs, *, top: int = 4,
-         budget_s: float = 20.0, repeat: int = 9, progress: bool = True) -> TuneResult:
-    """Measure the top candidates on `inputs` (the caller's storage arrays)."""
+         budget_s: float = 20.0, repeat: int = 9, progress: bool = True,
+         dialect: str = "cpu") -> TuneResult:
+    """Measure the top candidates on `inputs` (the caller's storage arrays; for CUDA,
+    the caller's CUDA tensors or host arrays) compiled for `dialect` ("cpu" or a SIMT
+    dialect)."""
     from ..benchmarking import interleaved
-    from ..compiler import STREAMING, Executable, candidate_plans, generate_source
+    from ..compiler import STREAMING, candidate_plans
 
     streams = (False, True) if target.family == "cpu" else (False,)
     candidates = candidate_plans(graph, input_strides, target, ("local", "global"), streams)
     plain = [c for c in candidates if not c[0].endswith(STREAMING)]
-    first = generate_source(plain[0][1])
-    key = tuning_db.key_of(first)
+    first = printed(plain[0][1], dialect)
+    key = tuning_db.key_of(first.source)
     start = time.perf_counter()
     shortlist = plain[:top] + [c for c in candidates if c[0] == plain[0][0] + STREAMING]
-    exes: dict[str, Executable] = {}
+    runs: dict[str, object] = {}
     seen_sources: set[str] = set()
     for n, (label, plan, _cost) in enumerate(shortlist):
-        if time.perf_counter() - start > budget_s and exes:
+        if time.perf_counter() - start > budget_s and runs:
             break
-        source = first if n == 0 else generate_source(plan)
-        if source in seen_sources:      # the same code as a faster-ranked candidate
+        try:
+            code = first if n == 0 else printed(plan, dialect)
+        except UnsupportedError:        # e.g. a GPU kernel whose shared memory won't fit
             continue
-        seen_sources.add(source)
-        exes[label] = Executable(plan, source)
+        if code.source in seen_sources:     # the same code as a faster-ranked candidate
+            continue
+        seen_sources.add(code.source)
+        runs[label] = _runner(plan, code, dialect, inputs)
         if progress:
             _bar(n + 1, len(shortlist), f"compiled {label}")
     # timed in turn, one sample of each per round: on a shared machine the memory
     # bandwidth swings within seconds, and back-to-back runs would time the swing
-    samples = interleaved({label: (lambda e=e: e.run(inputs)) for label, e in exes.items()},
-                          repeats=repeat)
+    samples = interleaved(runs, repeats=repeat)
     seconds = {label: float(np.median(t)) for label, t in samples.items()}
     if progress:
         sys.stderr.write("\n  timed in turn: " + ", ".join(f"{label} {t * 1e3:.3f} ms"
@@ -72,6 +78,45 @@ def tune(graph: Graph, input_strides, target: Target, inputs, *, top: int = 4,
     tuning_db.record(target.name, key, {"choice": choice, "model_choice": result.model_choice,
                                         "seconds": seconds})
     return result
+
+
+@dataclass(frozen=True)
+class _CSource:
+    source: str
+
+
+def printed(plan, dialect: str):
+    """The plan's code: its `.source` is what the tuning database is keyed by (a SIMT
+    module, which the SIMT runtimes take as it is)."""
+    if dialect == "cpu":
+        from ..compiler import generate_source
+
+        return _CSource(generate_source(plan))
+    from ..runtime.simt_executable import simt_module
+
+    return simt_module(plan, dialect)
+
+
+def _runner(plan, code, dialect: str, inputs):
+    """One call of the plan's executable on inputs, finished when it returns: CUDA
+    tensors run on the device (synchronised), host arrays as the executable takes
+    them (a SIMT runtime's copies in and out included)."""
+    if dialect == "cpu":
+        from ..compiler import Executable
+
+        exe = Executable(plan, code.source)
+        return lambda: exe.run(inputs)
+    from ..runtime.simt_executable import compile_plan_simt
+
+    exe = compile_plan_simt(plan, dialect, code)
+    if dialect == "cuda" and inputs and all(getattr(a, "is_cuda", False) for a in inputs):
+        import torch
+
+        def on_device():
+            exe.run_device(list(inputs))
+            torch.cuda.synchronize()
+        return on_device
+    return lambda: exe.run(inputs)
 
 
 def _bar(done: int, total: int, label: str) -> None:
