@@ -344,13 +344,19 @@ def cmd_tune(args) -> int:
     inputs = ex.inputs(args.shape or ex.shape, np.dtype("float32"))
     graph, _ = trace(ex.fn, inputs)
     strides = [tuple(s // a.itemsize for s in a.strides) for a in inputs]
-    result = tune(graph, strides, get_target("cpu"), list(inputs), budget_s=args.budget)
+    target = get_target(args.target)
+    timed_on = list(inputs)
+    if args.target == "cuda":           # timed on the device, not through host copies
+        import torch
+
+        timed_on = [torch.from_numpy(a).cuda() for a in inputs]
+    result = tune(graph, strides, target, timed_on, budget_s=args.budget, dialect=args.target)
     print(f"{ex.name}: measured (median ms):")
     for label, sec in sorted(result.seconds.items(), key=lambda kv: kv[1]):
         mark = " <- winner" if label == result.choice else ""
         model = " (cost model's first choice)" if label == result.model_choice else ""
         print(f"  {label:32s} {sec * 1e3:9.3f}{mark}{model}")
-    right, total = model_accuracy("cpu")
+    right, total = model_accuracy(target.name)
     print(f"cost model's first choice was the measured best for {right} of {total} tuned "
           "kernels in the tuning database")
     return 0
@@ -412,6 +418,8 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--shape", type=_parse_shape, default=None,
                       help="shape of x, e.g. 4096x768 (default: the demo's shape)")
     tune.add_argument("--budget", type=float, default=20.0, help="seconds to spend at most")
+    tune.add_argument("--target", default="cpu", choices=["cpu", "opencl", "cuda"],
+                      help="where to time them (default cpu)")
     tune.set_defaults(run=cmd_tune)
 
     probe = sub.add_parser(

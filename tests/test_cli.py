@@ -84,3 +84,21 @@ def test_tune_command_records_a_winner(tmp_path, monkeypatch, capsys):
     assert main(["tune", "softmax", "--shape", "16x128", "--budget", "10"]) == 0
     printed = capsys.readouterr().out
     assert "winner" in printed and "tuned kernels" in printed
+
+
+def test_tune_command_tunes_an_opencl_target(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("pyopencl", reason="pyopencl is not installed")
+    from powerfusion.cli import main
+    from powerfusion.errors import UnsupportedError
+    from powerfusion.runtime import opencl
+    from powerfusion.search import tuning_db
+
+    try:
+        opencl.device()
+    except UnsupportedError as exc:
+        pytest.skip(f"no OpenCL device: {exc}")
+    monkeypatch.setenv("POWERFUSION_CACHE_DIR", str(tmp_path))
+    assert main(["tune", "softmax", "--shape", "4x40000", "--budget", "10",
+                 "--target", "opencl"]) == 0
+    assert "winner" in capsys.readouterr().out
+    assert len(tuning_db.load("opencl")) == 1 and not tuning_db.load("cpu")
