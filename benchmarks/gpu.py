@@ -100,6 +100,10 @@ def cases() -> list[GpuCase]:
         if c.dtype == "float32":
             out.append(GpuCase(c.name, c.fn, c.torch_name, c.full, "float32",
                                c.torch_args, c.normwise))
+    # log-softmax over LLaMA 3's vocabulary: rows of 128256 float32 (513 KB), more
+    # than one block holds (a thread block cluster of 2 on sm_90)
+    out.append(GpuCase("log_softmax_f32_128x128256", suite.CASES["log_softmax"].fn,
+                       "log_softmax", suite._x((128, 128256)), "float32"))
     # a 2-D transpose: the padded shared-memory tile schedule (the suite's head
     # transpose keeps its innermost axis and never needs one)
     out.append(GpuCase("transpose_f32_8192x4096", _transpose, "transpose",
