@@ -12,11 +12,19 @@ The mapping keeps the interpreter's meaning (loops run in order) on a grid of bl
   whose result every thread holds;
 - row-level statements (outside SIMD loops) run in every thread on uniform values; a
   store to memory there is made by thread 0;
-- LOCAL buffers -> one shared (`__local`) array per block;
+- LOCAL buffers -> one shared (`__local`) array per block, except rows each thread
+  reads back only itself: its part lives in registers, the part of a long row beyond
+  12 elements in its own slots of shared memory;
 - a barrier goes between two statements when one writes memory that the other touches
   through another thread. Every SIMD loop of a kernel maps iteration i to thread
   (i / C) % BLOCK, so the same index expression in two loops of one extent is the same
   thread: no barrier.
+
+The threads that share a row (its lanes) are usually the block. simt_plan.launch_shape
+may instead give a short row one warp, several rows per block (rows p over pf_g * R +
+warp, reductions by shuffles), or a long row a thread block cluster (CUDA sm_90: rows
+over cluster indices, lanes spanning the blocks, reductions finished through
+distributed shared memory).
 
 Dialects are thin subclasses (qualifiers, index builtins, barrier, shuffle, type and
 math names). The op table, constants and index expressions are the C printer's.
