@@ -36,6 +36,8 @@ timeout 150 python3 -m pytest -q -rs -p no:cacheprovider -n 8 tests/test_simt.py
     2>&1 | tail -25
 POWERFUSION_TARGET=cuda timeout 90 python3 -m pytest -q -rs -p no:cacheprovider \
     tests/test_simt_transpose.py 2>&1 | tail -15
+echo "== host time of a small call (pf, torch eager), and where pf's goes =="
+timeout 60 python3 scripts/gpu_profile.py 2>&1 | head -40
 if command -v compute-sanitizer >/dev/null 2>&1; then
     for tool in memcheck racecheck; do
         echo "== compute-sanitizer --tool $tool =="
