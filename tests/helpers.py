@@ -214,3 +214,15 @@ def with_layout(a: np.ndarray, layout: str, rng=None) -> np.ndarray:
             return a
         return np.broadcast_to(a[:1], a.shape)
     raise ValueError(layout)
+
+
+def opencl_or_skip():
+    """The OpenCL device the tests run on (PoCL in CI), or skip with the reason."""
+    pytest.importorskip("pyopencl", reason="pyopencl is not installed")
+    from powerfusion.errors import UnsupportedError
+    from powerfusion.runtime import opencl
+
+    try:
+        return opencl.device()
+    except UnsupportedError as exc:
+        pytest.skip(f"no OpenCL device: {exc}")

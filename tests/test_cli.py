@@ -87,16 +87,11 @@ def test_tune_command_records_a_winner(tmp_path, monkeypatch, capsys):
 
 
 def test_tune_command_tunes_an_opencl_target(tmp_path, monkeypatch, capsys):
-    pytest.importorskip("pyopencl", reason="pyopencl is not installed")
+    from helpers import opencl_or_skip
     from powerfusion.cli import main
-    from powerfusion.errors import UnsupportedError
-    from powerfusion.runtime import opencl
     from powerfusion.search import tuning_db
 
-    try:
-        opencl.device()
-    except UnsupportedError as exc:
-        pytest.skip(f"no OpenCL device: {exc}")
+    opencl_or_skip()
     monkeypatch.setenv("POWERFUSION_CACHE_DIR", str(tmp_path))
     assert main(["tune", "softmax", "--shape", "4x40000", "--budget", "10",
                  "--target", "opencl"]) == 0

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 import graphs as G
-from helpers import make, tolerance
+from helpers import make, opencl_or_skip, tolerance
 from powerfusion.codegen.simt import build_simt, emit_simt
 from powerfusion.compiler import plan_graph
 from powerfusion.dtypes import DType
@@ -158,20 +158,10 @@ def _values(a: np.ndarray, dtype: DType) -> np.ndarray:
 
 
 # -- OpenCL ----------------------------------------------------------------------------------
-def _opencl_or_skip():
-    pytest.importorskip("pyopencl", reason="pyopencl is not installed")
-    from powerfusion.runtime import opencl
-
-    try:
-        return opencl.device()
-    except UnsupportedError as exc:
-        pytest.skip(f"no OpenCL device: {exc}")
-
-
 def run_opencl(graph: Graph, inputs):
     from powerfusion.runtime.simt_executable import compile_plan_simt, simt_target
 
-    _opencl_or_skip()
+    opencl_or_skip()
     plan = plan_graph(graph, _strides(inputs), simt_target("opencl"))
     return compile_plan_simt(plan, "opencl").run(inputs)
 
@@ -258,7 +248,7 @@ def test_opencl_build_error_is_a_compile_error():
     from powerfusion.errors import CompileError
     from powerfusion.runtime import opencl
 
-    _opencl_or_skip()
+    opencl_or_skip()
     with pytest.raises(CompileError) as info:
         opencl.build("__kernel void broken(__global float *x) { x[0] = undefined_name; }")
     assert "undefined_name" in str(info.value)
@@ -573,7 +563,7 @@ def test_reading_another_threads_element_puts_barriers_around_it():
 def test_opencl_barriers_hold_when_one_block_runs_every_row(rng):
     from powerfusion.runtime import opencl
 
-    _opencl_or_skip()
+    opencl_or_skip()
     module = build_simt([_reverse_rows(5, 300)], "opencl")
     kernel = opencl.OpenCLKernel(opencl.build(module.source), "reverse_rows")
     x = rng.standard_normal((5, 300)).astype(np.float32)

@@ -17,8 +17,8 @@ import pytest
 
 import powerfusion as pf
 from powerfusion.codegen.simt import emit_simt
-from helpers import assert_close, make, np_dtype, needs_bf16
-from test_simt import _compile, _opencl_or_skip
+from helpers import assert_close, make, np_dtype, needs_bf16, opencl_or_skip
+from test_simt import _compile
 
 FUNCTIONS = {
     "T": lambda x: x.T * 2.0,
@@ -56,7 +56,7 @@ def _device_target() -> str:
             pytest.skip("POWERFUSION_TARGET=cuda but no CUDA GPU")
         pytest.importorskip("cuda.core", reason="cuda-python (cuda.core) is not installed")
         return "cuda"
-    _opencl_or_skip()
+    opencl_or_skip()
     return "opencl"
 
 

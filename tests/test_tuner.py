@@ -61,16 +61,9 @@ def test_a_simt_target_is_tuned_too(tmp_path, monkeypatch):
     """On OpenCL (PoCL here; a CUDA GPU times CUDA tensors on the device): the candidates
     are timed, the winner is recorded under the device description, and a later run
     compiles the recorded choice, whichever it is."""
-    import pytest
+    from helpers import opencl_or_skip
 
-    pytest.importorskip("pyopencl", reason="pyopencl is not installed")
-    from powerfusion.errors import UnsupportedError
-    from powerfusion.runtime import opencl
-
-    try:
-        opencl.device()
-    except UnsupportedError as exc:
-        pytest.skip(f"no OpenCL device: {exc}")
+    opencl_or_skip()
     monkeypatch.setenv("POWERFUSION_CACHE_DIR", str(tmp_path))
     x = np.random.default_rng(2).standard_normal((4, 40000)).astype(np.float32)
     expected = softmax(x.astype(np.float64))

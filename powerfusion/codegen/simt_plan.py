@@ -301,11 +301,9 @@ MAX_PRIVATE = 16            # elements of one LOCAL row a thread may hold in reg
 # memory, each slot a block-wide slice (slot j of thread t at (j - R) * BLOCK + t: a
 # warp touches 32 consecutive words, no bank conflict). Registers and shared memory
 # together hold a row neither holds alone: a 65536-element float32 row (256 KB) in a
-# 1024-thread block is 64 KB of registers and 192 KB of shared memory.
+# 1024-thread block is 48 KB of registers and 208 KB of shared memory (the Target
+# counts those registers: runtime/simt_executable.simt_target).
 SPILL_REGISTERS = 12
-# registers a block can give its rows beyond shared memory (the Target's LOCAL capacity
-# counts them; see runtime/simt_executable.simt_target)
-ROW_REGISTER_BYTES = SPILL_REGISTERS * 4 * MAX_BLOCK
 
 
 def private_rows(program: Program, block: int, chunk: int) -> dict[str, int]:
@@ -416,12 +414,13 @@ def launch_shape(program: Program, warp: int, max_block: int, max_cluster: int =
     chunk = chunk_of(program, lambda b: b.dtype.itemsize)
     block = block_size(program, warp, max_block, chunk)
     layout = row_layout(program, block, chunk)
-    rows = _rows_per_block(program, block, warp, max_block, layout)
+    units, one_block = blocks_of(program)
+    rows = 1 if one_block else _rows_per_block(units, block, warp, max_block, layout)
     if rows > 1:
         return LaunchShape(block * rows, chunk, 1, row_layout(program, block, chunk,
                                                                block * rows), rows)
     if room is None or layout.shared_bytes <= room or max_cluster == 1 \
-            or not layout.per_thread or blocks_of(program)[1] \
+            or not layout.per_thread or one_block \
             or len(layout.per_thread) != len(local_buffers(program)):
         return LaunchShape(block, chunk, 1, layout)
     cluster = 2
@@ -433,25 +432,18 @@ def launch_shape(program: Program, warp: int, max_block: int, max_cluster: int =
     return LaunchShape(block, chunk, 1, layout)
 
 
-def _rows_per_block(program: Program, block: int, warp: int, max_block: int,
+def _rows_per_block(units: int, block: int, warp: int, max_block: int,
                     layout: RowLayout) -> int:
     """How many short rows a block takes, one per warp: a row a single warp covers
     (block == warp) makes a block of one warp, and a multiprocessor holds only so
     many blocks (32 on an H100: a quarter of its threads). Several rows per block
     keep it full, and their reductions stay within a warp (shuffles, no barrier).
-    Needs a parallel loop whose extent the rows divide (every warp then runs as many
+    Needs as many parallel units as the rows divide (every warp then runs as many
     rows, so block-wide barriers stay in step) and no LOCAL array in shared memory
     (one per row would be needed)."""
-    if block != warp or layout.shared or blocks_of(program)[1]:
+    if block != warp or layout.shared:
         return 1
-    extent = blocks_of(program)[0]
     rows = min(int(os.environ.get("POWERFUSION_SIMT_ROWS", ROWS_PER_BLOCK)), max_block // warp)
-    while rows > 1 and extent % rows:
+    while rows > 1 and units % rows:
         rows //= 2
     return rows
-
-
-def shared_bytes(program: Program, warp: int = 32, max_block: int = MAX_BLOCK,
-                 max_cluster: int = 1, room: int | None = None) -> int:
-    """The shared memory a block of the printed kernel needs (what the printer lays out)."""
-    return launch_shape(program, warp, max_block, max_cluster, room).layout.shared_bytes

@@ -43,32 +43,25 @@ def promote(program: Program, target: Target, placement: str = "local",
         if placement != "local":
             _note(decisions, name, f"stays global ({tile.nbytes} B per unit): "
                                    f"schedule placement={placement!r}")
-        elif tile.nbytes > budget:
-            why = f"{tile.nbytes} B per unit exceeds the {budget} B left on chip"
-            free = _try_recompute(program, buf, max_reload=0)
-            redone = free or (None if tile.nbytes <= cluster_budget
-                              else _try_recompute(program, buf))
-            if free is not None:
-                program = free
-                _note(decisions, name, f"recomputed where used: {why}; its inputs are on "
-                                       "chip")
-            elif redone is not None:
-                program = redone
-                _note(decisions, name, f"recomputed where used: {why}; re-reading inputs "
-                                       "moves fewer bytes than a global round trip")
-            elif tile.nbytes <= cluster_budget:
+        else:
+            spread = tile.nbytes > budget        # fits a cluster's blocks only, if any
+            free = _try_recompute(program, buf, max_reload=0) if spread else None
+            if not spread or (free is None and tile.nbytes <= cluster_budget):
                 budget -= tile.nbytes
                 cluster_budget -= tile.nbytes
                 moved[name] = tile
-                _note(decisions, name, f"promoted to local: {tile.nbytes} B per unit, "
-                                       "spread over a thread block cluster's blocks")
+                _note(decisions, name, f"promoted to local: {tile.nbytes} B per unit" + (
+                    ", spread over a thread block cluster's blocks" if spread else ""))
+                continue
+            why = f"{tile.nbytes} B per unit exceeds the {budget} B left on chip"
+            redone = free if free is not None else _try_recompute(program, buf)
+            if redone is not None:
+                program = redone
+                _note(decisions, name, f"recomputed where used: {why}; " + (
+                    "its inputs are on chip" if free is not None else
+                    "re-reading inputs moves fewer bytes than a global round trip"))
             else:
                 _note(decisions, name, f"stays global: {why}; written once, re-loaded")
-        else:
-            budget -= tile.nbytes
-            cluster_budget -= tile.nbytes
-            moved[name] = tile
-            _note(decisions, name, f"promoted to local: {tile.nbytes} B per unit")
     if not moved:
         return program
 
