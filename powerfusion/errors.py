@@ -39,3 +39,10 @@ class CompileError(PowerFusionError, RuntimeError):
         if stderr:
             detail += "\n  compiler said:\n" + "\n".join("    " + l for l in stderr.splitlines()[:40])
         super().__init__(detail)
+
+
+class CacheError(PowerFusionError, OSError):
+    """The kernel cache cannot be used, nor a private temporary cache in its place.
+
+    The message names the directory, the reason and $POWERFUSION_CACHE_DIR.
+    """

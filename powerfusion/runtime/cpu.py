@@ -3,7 +3,8 @@
 Every kernel has the C signature `void entry(void **args)`: one array of data
 pointers, in the order the code generator chose. Shared objects are cached on
 disk (see cache.py) under a key of source, compiler identity and flags, and
-each is dlopened once per process.
+each is dlopened once per process. An entry that passes the cache's digest check
+yet fails to load is deleted and built once more.
 """
 
 from __future__ import annotations
@@ -15,20 +16,13 @@ import re
 import shlex
 import statistics
 import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import CompileError
-from .cache import (
-    DiskCache,
-    atomic_write_bytes,
-    cache_dir,
-    cache_key,
-    ensure_private_dir,
-)
+from .cache import DiskCache, cache_dir, cache_key, keep_source
 
 DEFAULT_FLAGS: tuple[str, ...] = (
     "-O3", "-march=native", "-fopenmp", "-fno-math-errno", "-fno-trapping-math",
@@ -109,33 +103,32 @@ def _compile(source: str, name: str, flags: tuple[str, ...]) -> tuple[str, Path]
 def _run_compiler(cc: list[str], source: str, name: str, flags: tuple[str, ...],
                   out: Path, key: str) -> None:
     stats["compiles"] += 1
-    # a fixed file name inside a private temp dir: the .so embeds the source's
-    # base name, so racing processes still produce identical bytes
-    with tempfile.TemporaryDirectory(prefix="pf-build-") as tmp:
-        src = Path(tmp) / f"{name}.c"
-        src.write_text(source)
-        command = [*cc, *flags, "-o", str(out), str(src), *LIBS]
-        try:
-            result = subprocess.run(command, capture_output=True, text=True,
-                                    timeout=COMPILE_TIMEOUT_S, check=False)
-        except subprocess.TimeoutExpired as exc:
-            raise _failure(f"compiler timed out after {COMPILE_TIMEOUT_S:g} s", command,
-                           _text(exc.stderr), source, name, key) from None
-        except OSError as exc:
-            raise _failure(f"cannot run the C compiler ({exc}); install gcc or set $CC",
-                           command, "", source, name, key) from None
-        if result.returncode != 0:
-            raise _failure(f"C compiler failed with exit status {result.returncode}",
-                           command, result.stderr, source, name, key)
+    # a fixed file name in the cache's private scratch dir (out's): the .so embeds the
+    # source's base name, so racing processes still produce identical bytes
+    src = out.parent / f"{name}.c"
+    src.write_text(source)
+    command = [*cc, *flags, "-o", str(out), str(src), *LIBS]
+    try:
+        result = subprocess.run(command, capture_output=True, text=True,
+                                timeout=COMPILE_TIMEOUT_S, check=False)
+    except subprocess.TimeoutExpired as exc:
+        raise _failure(f"compiler timed out after {COMPILE_TIMEOUT_S:g} s", command,
+                       _text(exc.stderr), source, name, key) from None
+    except OSError as exc:
+        raise _failure(f"cannot run the C compiler ({exc}); install gcc or set $CC",
+                       command, "", source, name, key) from None
+    if result.returncode != 0:
+        raise _failure(f"C compiler failed with exit status {result.returncode}",
+                       command, result.stderr, source, name, key)
 
 
 def _failure(message: str, command: list[str], stderr: str, source: str,
              name: str, key: str) -> CompileError:
     """A CompileError whose source is kept under <cache>/failed/ for inspection."""
-    kept = ensure_private_dir(cache_dir() / "failed") / f"{name}-{key[:16]}.c"
-    atomic_write_bytes(kept, source.encode())
-    command = [str(kept) if arg.endswith(f"{os.sep}{name}.c") else arg for arg in command]
-    return CompileError(message, command=command, stderr=stderr, source_path=str(kept))
+    kept = keep_source(f"{name}-{key[:16]}.c", source)
+    if kept is not None:
+        command = [kept if arg.endswith(f"{os.sep}{name}.c") else arg for arg in command]
+    return CompileError(message, command=command, stderr=stderr, source_path=kept)
 
 
 def _text(data: str | bytes | None) -> str:
@@ -147,8 +140,26 @@ def _library(source: str, name: str, flags: Sequence[str]) -> tuple[ctypes.CDLL,
     with _loaded_lock:
         lib = _loaded.get(key)
         if lib is None:
-            lib = _loaded[key] = ctypes.CDLL(str(path))
+            lib, path = _open(source, name, tuple(flags), key, path)
+            _loaded[key] = lib
     return lib, path
+
+
+def _open(source: str, name: str, flags: tuple[str, ...], key: str,
+          path: Path) -> tuple[ctypes.CDLL, Path]:
+    """dlopen the cached library. One that passed the digest check yet does not load
+    (garbage published with its sidecar, or removed since) is rebuilt once."""
+    try:
+        return ctypes.CDLL(str(path)), path
+    except OSError as exc:
+        first = exc
+    DiskCache(path.parent).discard(key, ".so")
+    key, path = _compile(source, name, flags)
+    try:
+        return ctypes.CDLL(str(path)), path
+    except OSError as exc:
+        raise CompileError(f"the freshly built library does not load: {exc} (the cached one "
+                           f"did not either: {first})") from None
 
 
 class CpuKernel:

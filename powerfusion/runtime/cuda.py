@@ -20,7 +20,7 @@ import numpy as np
 
 from ..errors import CompileError, UnsupportedError
 from ..gir.ir import Role
-from .cache import DiskCache, atomic_write_bytes, cache_dir, cache_key, ensure_private_dir
+from .cache import DiskCache, cache_dir, cache_key, keep_source
 
 MAX_STATIC_SHARED = 48 * 1024      # beyond this a kernel must opt in to dynamic shared memory
 ALIGN = 16          # kernels move 128-bit vectors: every buffer's element 0 is this aligned
@@ -83,11 +83,11 @@ def load(source: str):
         if key in _modules:
             return _modules[key]
         cache = DiskCache(cache_dir() / "cuda")
-        path = cache.lookup(key, ".cubin")
-        if path is None:
-            path = cache.store(key, ".cubin",
-                               lambda out: out.write_bytes(_nvrtc(core, source, arch, key)))
-        _modules[key] = core.ObjectCode.from_cubin(path.read_bytes())
+        cubin = cache.read(key, ".cubin")   # bytes the sidecar vouches for under this key
+        if cubin is None:
+            cubin = _nvrtc(core, source, arch, key)
+            cache.publish(key, ".cubin", cubin)
+        _modules[key] = core.ObjectCode.from_cubin(cubin)
         return _modules[key]
 
 
@@ -105,13 +105,12 @@ def _nvrtc(core, source: str, arch: str, key: str) -> bytes:
         return bytes(core.Program(source, code_type="c++", options=options)
                      .compile("cubin").code)
     except Exception as exc:
-        kept = ensure_private_dir(cache_dir() / "failed") / f"cuda-{key[:16]}.cu"
-        atomic_write_bytes(kept, source.encode())
+        kept = keep_source(f"cuda-{key[:16]}.cu", source)
         hint = (" (its kernels use thread block clusters: POWERFUSION_SIMT_CLUSTERS=0 "
                 "plans without them)" if "__cluster_dims__(" in source else "")
         raise CompileError(f"NVRTC failed for {arch}{hint}",
                            command=["nvrtc", f"--gpu-architecture={arch}"],
-                           stderr=str(exc), source_path=str(kept)) from None
+                           stderr=str(exc), source_path=kept) from None
 
 
 def _allow_shared(kernel, nbytes: int) -> None:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import CompileError, UnsupportedError
-from .cache import atomic_write_bytes, cache_dir, cache_key, ensure_private_dir
+from .cache import cache_key, keep_source
 
 DEVICE_ENV = "POWERFUSION_OPENCL_DEVICE"
 BUILD_OPTIONS: tuple[str, ...] = ()      # no fast-math: NaN and infinities keep numpy's meaning
@@ -115,11 +115,10 @@ def _failure(source: str, program, dev: OpenCLDevice, exc, key: str) -> CompileE
         log = program.get_build_info(dev.device, _cl().program_build_info.LOG)
     except Exception:
         log = ""
-    kept = ensure_private_dir(cache_dir() / "failed") / f"opencl-{key[:16]}.cl"
-    atomic_write_bytes(kept, source.encode())
+    kept = keep_source(f"opencl-{key[:16]}.cl", source)
     return CompileError(f"OpenCL build failed on {dev.name}",
                         command=["clBuildProgram", *BUILD_OPTIONS],
-                        stderr=(log or str(exc)).strip(), source_path=str(kept))
+                        stderr=(log or str(exc)).strip(), source_path=kept)
 
 
 # -- kernels ---------------------------------------------------------------------------------
