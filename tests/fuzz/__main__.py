@@ -1,0 +1,91 @@
+"""`python -m tests.fuzz`: a differential fuzzing campaign of pf.jit against numpy.
+
+    python -m tests.fuzz --programs 10000                 # the long campaign, cpu
+    python -m tests.fuzz --programs 2000 --target opencl
+    python -m tests.fuzz --replay 42000017                # one program: source and verdict
+    python -m tests.fuzz --programs 500 --exclude any,all,argmax,argmin
+
+Prints progress and a summary (programs, mismatches, untyped errors, crashes, time),
+shrinks failures to minimal programs and writes them to --out (markdown).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.fuzz", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--programs", type=int, default=1000)
+    parser.add_argument("--seed", type=int, default=0, help="campaign seed")
+    parser.add_argument("--target", default="cpu", choices=("cpu", "opencl"))
+    parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
+    parser.add_argument("--batch", type=int, default=8, help="programs per pf.jit call")
+    parser.add_argument("--exclude", default="", help="ops never to draw, comma-separated")
+    parser.add_argument("--out", default="fuzz-failures.md", help="where failures go")
+    parser.add_argument("--shrink-per-class", type=int, default=1)
+    parser.add_argument("--shrink-budget", type=float, default=60.0, help="s per failure")
+    parser.add_argument("--shrink-total", type=float, default=900.0, help="s in all")
+    parser.add_argument("--replay", type=int, nargs="*", help="program seeds to show and run")
+    args = parser.parse_args(argv)
+    exclude = tuple(x for x in args.exclude.split(",") if x)
+    os.environ.setdefault("POCL_MAX_PTHREAD_COUNT", "1")
+    own_cache = "POWERFUSION_CACHE_DIR" not in os.environ
+    if own_cache:               # a private kernel cache: the user's stays as it was
+        os.environ["POWERFUSION_CACHE_DIR"] = tempfile.mkdtemp(prefix="pf-fuzz-cache-")
+    if args.replay:
+        return replay(args.replay, args.target, exclude)
+    return campaign(args, exclude)
+
+
+def replay(seeds, target: str, exclude) -> int:
+    from .check import check
+    from .generator import generate
+
+    failed = 0
+    for seed in seeds:
+        program, expected = generate(seed, exclude)
+        outcome = check(program, expected, target)
+        print(f"# seed {seed}: {outcome.signature()}")
+        print(program.repro())
+        if outcome.failed:
+            failed += 1
+            print(outcome.message)
+        print()
+    return 1 if failed else 0
+
+
+def campaign(args, exclude) -> int:
+    from .campaign import run_campaign
+    from .report import shrink_all, write
+
+    def progress(summary):
+        print(f"  [{summary.seconds:6.0f} s] {summary.programs}/{args.programs} programs, "
+              f"{len(summary.failures)} failed", flush=True)
+
+    print(f"fuzzing {args.programs} programs on {args.target} (seed {args.seed}, "
+          f"{args.jobs} jobs, batches of {args.batch})", flush=True)
+    summary = run_campaign(args.programs, args.seed, args.target, args.jobs, args.batch,
+                           exclude=exclude, progress=progress)
+    print(summary.text(), flush=True)
+    shrunk = []
+    if summary.failures and args.shrink_total > 0:
+        start = time.monotonic()
+        shrunk = shrink_all(summary, args.shrink_per_class, args.shrink_budget,
+                            args.shrink_total, exclude, log=lambda m: print(m, flush=True))
+        print(f"shrank {len(shrunk)} failures in {time.monotonic() - start:.0f} s")
+        for s in shrunk:
+            print(f"\n## {s.failure.signature()}\n{s.program.repro()}")
+    command = "python -m tests.fuzz " + " ".join(sys.argv[1:])
+    write(args.out, summary, shrunk, command)
+    print(f"\nwritten to {args.out}")
+    return 1 if summary.failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

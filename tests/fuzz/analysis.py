@@ -1,0 +1,142 @@
+"""numpy's answer to a program, node by node, with error bounds and validity checks.
+
+Each node's value is what numpy computes (the reference). Beside it runs a first-order
+forward error analysis (ops.py): `error` bounds how far any correct implementation,
+numpy's or pf's, may be from the exact result, given that floats round to their dtype
+at each op (16-bit floats may also stay float32 between ops, as pf documents). A
+program is *valid* only if no result depends on rounding: no comparison of values
+closer than their error, no truncation to an integer next to one, no overflow that
+only one rounding would cause, no float-to-int cast numpy itself calls undefined.
+The generator and the shrinker keep only valid programs, so every disagreement pf
+shows on them is a defect, however small the tolerance.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+from .ops import FLOAT_INFO, OPS, apply, is_float, scalar_param
+from .program import Node, Program
+from .values import DTYPES, np_dtype
+
+SUPPORTED = {np_dtype(d) for d in DTYPES}
+
+
+class Fragile(Exception):
+    """The program's result depends on rounding at some node: not a valid test."""
+
+
+class NumpyRaised(Exception):
+    """numpy rejects an op of the program (the exception is `.error`)."""
+
+    def __init__(self, error: BaseException):
+        super().__init__(repr(error))
+        self.error = error
+
+
+@dataclass
+class Info:
+    value: object                # numpy's result, as numpy returned it
+    error: np.ndarray            # float64 bound on |any correct result - exact|, per element
+
+    @property
+    def array(self) -> np.ndarray:
+        return np.asarray(self.value)
+
+    @property
+    def supported(self) -> bool:
+        """pf has this dtype (numpy's bool ** 2 is int8: an output only, never reused)."""
+        return np.asarray(self.value).dtype in SUPPORTED
+
+
+@dataclass
+class Expected:
+    """numpy's results (one Info per output), or the exception numpy raised."""
+
+    outputs: list[Info] | None
+    error: BaseException | None = None
+    foreign_dtype: bool = False   # numpy made a dtype pf lacks (int8): pf may refuse, typed
+
+
+class quiet:
+    """numpy's warnings (overflow, invalid, mean of empty slice) are results, not news."""
+
+    def __enter__(self):
+        self._errstate = np.errstate(all="ignore")
+        self._errstate.__enter__()
+        self._warnings = warnings.catch_warnings()
+        self._warnings.__enter__()
+        warnings.simplefilter("ignore")
+
+    def __exit__(self, *exc):
+        self._warnings.__exit__(*exc)
+        return self._errstate.__exit__(*exc)
+
+
+def _operand(info: Info):
+    """What the error rules see: float64 for floats (exactly widened), ints as they are."""
+    a = info.array
+    return a.astype(np.float64) if is_float(a.dtype) else a
+
+
+def evaluate(node: Node, infos: dict[int, Info], inputs: list) -> Info:
+    """node's Info; raises Fragile, or NumpyRaised."""
+    if node.op == "input":
+        value = inputs[node.param]
+        return Info(value, np.zeros(np.shape(value)))
+    args = [infos[a.uid] for a in node.args]
+    with quiet():
+        try:
+            value = apply(node, [a.value for a in args])
+        except Exception as exc:        # noqa: BLE001 - numpy's verdict, whatever it is
+            raise NumpyRaised(exc) from None
+        v = np.asarray(value)
+        if not all(a.supported for a in args):
+            raise Fragile(f"{node.op} of a dtype pf does not have")
+        xs = [_operand(a) for a in args]
+        es = [a.error for a in args]
+        if scalar_param(node):
+            _, scalar, pos = node.param
+            xs.insert(pos, np.asarray(scalar))
+            es.insert(pos, np.zeros(()))
+        error, fragile = OPS[node.op].rule(node, xs, es, v)
+        error = np.broadcast_to(np.asarray(error, np.float64), v.shape)
+        if np.any(fragile):
+            raise Fragile(f"{node.op}: the result depends on rounding")
+        if is_float(v.dtype):
+            error = _check_range(node, args, v, error)
+    return Info(value, error)
+
+
+def _check_range(node: Node, args: list[Info], v: np.ndarray, error: np.ndarray):
+    """Overflow must not depend on rounding (nor on 16-bit intermediates staying float32):
+    a new infinity or NaN must also come out of the op computed in float64, and finite
+    results must stay clear of the dtype's largest value."""
+    v64 = v.astype(np.float64)
+    finite = np.isfinite(v64)
+    largest = FLOAT_INFO[v.dtype][2]
+    if np.any(finite & (error > 0) & (np.abs(v64) + 2 * error >= largest)):
+        raise Fragile(f"{node.op}: a result within its error of overflow")
+    if not finite.all():
+        wide = np.asarray(apply(node, [_operand(a) for a in args]), np.float64)
+        if np.any(~finite & np.isfinite(np.broadcast_to(wide, v.shape))):
+            raise Fragile(f"{node.op}: an overflow that float64 does not have")
+    error = np.where(finite, error, 0.0)
+    return np.where(np.isnan(error), np.inf, error)
+
+
+def analyze(program: Program) -> Expected:
+    """numpy's results for every output, or the exception it raises; Fragile if the
+    program is not a valid test."""
+    inputs = program.arrays()
+    infos: dict[int, Info] = {}
+    try:
+        for node in program.nodes():
+            infos[node.uid] = evaluate(node, infos, inputs)
+    except NumpyRaised as raised:
+        return Expected(None, raised.error)
+    foreign = not all(i.supported for i in infos.values())
+    return Expected([infos[o.uid] for o in program.outputs], None, foreign)

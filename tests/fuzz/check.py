@@ -1,0 +1,160 @@
+"""Run a program with pf.jit and judge the result against numpy's.
+
+Outcome kinds:
+  ok             pf agrees (or numpy raised and pf raised a typed error)
+  mismatch       a result differs: shape, dtype, NaN/Inf positions, or values
+  untyped        pf raised something other than a PowerFusionError (a bug inside it)
+  rejected       numpy runs the program, pf refuses it with a typed error
+  missing-error  numpy raises, pf returns results
+  crash          the process died (segfault, abort); found by the worker pool
+  timeout        pf did not finish in time; found by the worker pool
+
+Tolerances: integers and booleans exactly; floats whose error bound is 0 (values that
+correct rounding determines: inputs, casts of them, max/min, selections) exactly;
+other floats within RTOL[dtype] * |numpy| + 2 * bound (analysis.py), which absorbs
+cancellation and ill-conditioning wherever they occur, and only there.
+"""
+
+from __future__ import annotations
+
+import re
+import traceback
+from dataclasses import dataclass
+
+import numpy as np
+
+import powerfusion as pf
+
+from .analysis import Expected, Info, quiet
+from .ops import BF16
+from .program import Program
+
+RTOL = {"float64": 1e-12, "float32": 2e-4, "float16": 2e-3, "bfloat16": 1.6e-2}
+
+
+@dataclass
+class Outcome:
+    kind: str
+    detail: str = ""             # a short signature: failures with equal ones are one class
+    message: str = ""
+
+    @property
+    def failed(self) -> bool:
+        return self.kind != "ok"
+
+    def signature(self) -> str:
+        return f"{self.kind}: {self.detail}" if self.detail else self.kind
+
+
+def dtype_name(dtype) -> str:
+    dtype = np.dtype(dtype)
+    return "bfloat16" if dtype == BF16 else dtype.name
+
+
+def _innermost_pf_frame(exc: BaseException) -> str:
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if "powerfusion" in f.filename
+              and "/tests/" not in f.filename]
+    if not frames:
+        return "outside powerfusion"
+    f = frames[-1]
+    return f"{f.filename.split('powerfusion/')[-1]}:{f.name}"
+
+
+def _message_head(exc: BaseException) -> str:
+    head = str(exc).split("\n")[0]
+    head = re.sub(r"\(.*?\)|'.*?'|\d+", "_", head)
+    return head[:70]
+
+
+def compare(got, info: Info, k: int) -> tuple[str, str] | None:
+    """(detail, message) if output k differs from numpy's, else None."""
+    ref = info.array
+    where = f"output {k}"
+    if not isinstance(got, np.ndarray):
+        return f"type {type(got).__name__}", f"{where}: pf returned {type(got).__name__}"
+    if got.shape != ref.shape:
+        return "shape", f"{where}: shape {got.shape}, numpy {ref.shape}"
+    name, got_name = dtype_name(ref.dtype), dtype_name(got.dtype)
+    if got_name != name:
+        return f"dtype {got_name} for {name}", f"{where}: dtype {got_name}, numpy {name}"
+    if ref.dtype.kind in "biu":
+        bad = got != ref
+    else:
+        g, r = got.astype(np.float64), ref.astype(np.float64)
+        if not np.array_equal(np.isnan(g), np.isnan(r)):
+            return f"NaN {name}", f"{where}: NaN at other positions\n{_show(got, ref, None)}"
+        both = ~np.isnan(r)
+        if not np.array_equal(g[~np.isfinite(r) & both], r[~np.isfinite(r) & both]) or \
+                not np.isfinite(g[np.isfinite(r)]).all():
+            return f"Inf {name}", f"{where}: infinities differ\n{_show(got, ref, None)}"
+        finite = np.isfinite(r)
+        e = info.error
+        with np.errstate(all="ignore"):
+            tol = np.where(e == 0, 0.0, RTOL[name] * np.abs(r) + 2 * e)
+            bad = finite & (np.abs(g - r) > tol)
+    if np.any(bad):
+        kind = "values" if ref.dtype.kind not in "biu" else "values (exact)"
+        return f"{kind} {name}", f"{where}: {int(np.sum(bad))} of {bad.size} elements " \
+                                 f"differ\n{_show(got, ref, bad, info.error)}"
+    return None
+
+
+def _show(got, ref, bad, error=None, limit: int = 6) -> str:
+    if bad is None:
+        return f"  pf:    {np.asarray(got).ravel()[:limit]}\n  numpy: {ref.ravel()[:limit]}"
+    idx = np.argwhere(np.asarray(bad))[:limit]
+    rows = []
+    for i in idx:
+        i = tuple(i)
+        bound = "" if error is None else f"  (error bound {float(error[i]):.3g})"
+        rows.append(f"  at {list(i)}: pf {got[i]!r}, numpy {ref[i]!r}{bound}")
+    return "\n".join(rows)
+
+
+def run(program: Program, target: str):
+    """pf's results as a list, with the inputs as they were after the call."""
+    arrays = program.arrays()
+    result = pf.jit(program.function(), target=target)(*arrays)
+    results = list(result) if isinstance(result, (tuple, list)) else [result]
+    return results, arrays
+
+
+def judge(program: Program, expected: Expected, target: str = "cpu") -> list[Outcome]:
+    """One Outcome per output, from one pf call; an exception (or a missing one) is the
+    outcome of every output."""
+    n = len(program.outputs)
+    try:
+        with quiet():
+            results, arrays = run(program, target)
+    except pf.PowerFusionError as exc:
+        if expected.error is not None or expected.foreign_dtype:
+            return [Outcome("ok")] * n
+        return [Outcome("rejected", f"{type(exc).__name__}: {_message_head(exc)}",
+                        f"{type(exc).__name__}: {exc}")] * n
+    except Exception as exc:            # noqa: BLE001 - classifying is the point
+        if expected.error is not None and type(exc) is type(expected.error):
+            return [Outcome("ok")] * n
+        where = _innermost_pf_frame(exc)
+        return [Outcome("untyped", f"{type(exc).__name__} in {where}",
+                        "".join(traceback.format_exception(exc, limit=-8)))] * n
+    if expected.error is not None:
+        return [Outcome("missing-error", type(expected.error).__name__,
+                        f"numpy raised {type(expected.error).__name__}: {expected.error}")] * n
+    if len(results) != n:
+        return [Outcome("mismatch", "output count", f"{len(results)} results, numpy {n}")] * n
+    for k, (before, after) in enumerate(zip(program.arrays(), arrays)):
+        if not np.array_equal(np.asarray(before), np.asarray(after), equal_nan=True):
+            return [Outcome("mismatch", "input modified", f"argument {k} was written to")] * n
+    outcomes = []
+    for k, (got, info) in enumerate(zip(results, expected.outputs)):
+        problem = compare(got, info, k)
+        outcomes.append(Outcome("mismatch", *problem) if problem else Outcome("ok"))
+    return outcomes
+
+
+def first_failure(outcomes: list[Outcome]) -> Outcome:
+    return next((o for o in outcomes if o.failed), Outcome("ok"))
+
+
+def check(program: Program, expected: Expected, target: str = "cpu") -> Outcome:
+    return first_failure(judge(program, expected, target))
