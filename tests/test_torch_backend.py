@@ -239,3 +239,62 @@ def test_transformers_backward_matches_eager():
     stats = compile_stats()
     assert stats["graphs"] == 2 and stats["kernels"] > 0
     assert stats["fused_by_op"].get("aten._softmax.default", 0) >= 1
+
+
+# -- torch's semantics where they differ from numpy's --------------------------------------
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_16_bit_reductions_accumulate_in_float32(dtype):
+    """As PyTorch's kernels: a 16-bit sum adds in float32 and rounds once (in 16 bits,
+    a sum of 4096 ones stops at 256 in bfloat16 and at 2048 in float16)."""
+    ones = torch.ones(4096, 3, dtype=dtype)
+    shifted = (torch.randn(4096, 3) + 4).to(dtype)
+    for fn, x in [(lambda x: x.sum(0), ones), (lambda x: x.sum(0), shifted),
+                  (lambda x: x.sum_to_size(1, 3), ones), (lambda x: x.mean(0), shifted),
+                  (lambda x: x.sum(), shifted), (lambda x: x.var(0), shifted),
+                  (lambda x: torch.var_mean(x, 0), shifted)]:
+        torch._dynamo.reset()
+        got = torch.compile(fn, backend="powerfusion", dynamic=False)(x)
+        torch.testing.assert_close(got, fn(x), rtol=1e-2, atol=1e-2)
+    assert torch.compile(lambda x: x.sum(0), backend="powerfusion")(ones)[0].item() == 4096
+    stats = compile_stats()
+    assert stats["failed_regions"] == 0 and stats["kernels"] > 0, stats
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")      # var() of one element
+def test_zero_dim_reductions_take_dim_0_and_minus_1():
+    """torch lets a 0-d tensor be reduced over dim 0 or -1 (numpy has no such axis)."""
+    def f(x):
+        return (x.sum(0), x.mean(-1, keepdim=True), x.amax(0), x.amin(-1),
+                torch.softmax(x, 0), torch.log_softmax(x, -1), x.var(0), x.any(0),
+                x.all(-1), x.sum([0]))
+
+    x = torch.tensor(3.0)
+    got = _compile(f)(x)
+    for g, e in zip(got, f(x)):
+        torch.testing.assert_close(g, e, equal_nan=True)
+    stats = compile_stats()
+    assert stats["failed_regions"] == 0 and stats["fallback_ops"] == 0, stats
+
+
+def test_constant_tensors_feed_concatenation_and_reductions():
+    def f(x):
+        return torch.cat([x, torch.zeros(2, 2)], 1) * 2, x + torch.full((2, 3), 5.0).sum(0)
+
+    x = torch.randn(2, 3)
+    for g, e in zip(_compile(f)(x), f(x)):
+        torch.testing.assert_close(g, e)
+    torch._dynamo.reset()
+    torch.testing.assert_close(_compile(torch.block_diag)(x, x), torch.block_diag(x, x))
+    stats = compile_stats()
+    assert stats["failed_regions"] == 0 and stats["kernels"] > 0, stats
+
+
+@pytest.mark.parametrize("shape", [(0,), (0, 3), (3, 0), (2, 0, 4)])
+def test_zero_size_tensors_match_eager(shape):
+    """Never raise: zero-size tensors compile or fall back, and match eager."""
+    def f(x):
+        return torch.sigmoid(x) * 2 + 1, x.sum(-1), x.sum(0), torch.cat([x, x + 1], 0)
+
+    x = torch.randn(*shape)
+    for g, e in zip(_compile(f)(x), f(x)):
+        torch.testing.assert_close(g, e)

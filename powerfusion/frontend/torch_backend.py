@@ -78,7 +78,8 @@ class _Fallback(Exception):
 @dataclass(frozen=True)
 class Splat:
     """A tensor all of whose elements are one constant (aten.full, scalar_tensor):
-    it joins element-wise ops as a scalar and is only materialised as an output."""
+    it joins element-wise ops as a scalar, and is materialised only as an output or
+    for an op that needs a tensor (concatenation, reductions)."""
 
     value: Any
     dtype: DType
@@ -133,9 +134,18 @@ def _tensor(x, what: str = "operand") -> Tensor:
     if isinstance(x, Tensor):
         return x
     if isinstance(x, Splat):
-        raise _Fallback(f"{what} is a constant-filled tensor used by an op that needs it "
-                        "materialised")
+        return _materialise(x)
     raise _Fallback(f"{what}: expected a tensor, got {type(x).__name__}")
+
+
+def _materialise(x: Splat) -> Tensor:
+    """A constant-filled tensor as a graph value of its shape, for the ops that need
+    one (concatenation, reductions): where(index >= 0, value, value) over an index."""
+    shape = x.shape if x.shape else (1,)
+    index = Node(Op.IOTA, (), shape, DType.int64, 0)
+    value = build.const(x.value, x.dtype)
+    out = build.where(build.compare(Op.GE, index, 0), value, value)
+    return Tensor(out if x.shape else build.reshape(out, ()))
 
 
 def _operand(x, dtype: DType):
@@ -388,37 +398,56 @@ for _t in (aten.full.default, aten.full_like.default, aten.scalar_tensor.default
     PREDICATES[_t] = _constant_fill
 
 
-# reductions
-def _axes(dim):
+# reductions: in torch's semantics, not numpy's: 16-bit floats accumulate in float32
+# (rounded once, to the result's dtype, by `_finish`), and a 0-d tensor takes dim 0 or -1
+def _axes(x: Tensor, dim):
+    """aten's reduction dims over x as numpy axes: None (or an empty list) reduces
+    everything; on a 0-d tensor dim 0 and -1 name the tensor itself (no axis)."""
     if dim is None:
         return None
-    if isinstance(dim, (list, tuple)):
-        return tuple(dim) if len(dim) else None     # aten: an empty list reduces all
-    return (dim,)
+    dims = tuple(dim) if isinstance(dim, (list, tuple)) else (dim,)
+    if not dims:
+        return None                      # aten: an empty list reduces all
+    if x.ndim == 0:
+        if any(int(d) not in (0, -1) for d in dims):
+            raise _Fallback(f"dim {dim} of a 0-d tensor")
+        return ()
+    return dims
+
+
+def _dim(x: Tensor, dim) -> int | None:
+    """One aten dim as a numpy axis; None (all of it) on a 0-d tensor."""
+    return None if x.ndim == 0 and int(dim) in (0, -1) else dim
+
+
+def _accumulator(dtype: DType) -> DType:
+    """What a sum of dtype adds in: float32 for 16-bit floats, as PyTorch's kernels."""
+    return dtype.compute
 
 
 @handles(aten.sum.dim_IntList, aten.sum.default)
 def _sum(ctx, x, dim=None, keepdim=False, *, dtype=None):
     x = _tensor(x)
-    return x.astype(ctx.dtype).sum(axis=_axes(dim), keepdims=keepdim)
+    return x.astype(_accumulator(ctx.dtype)).sum(axis=_axes(x, dim), keepdims=keepdim)
 
 
 @handles(aten.mean.dim, aten.mean.default)
 def _mean(ctx, x, dim=None, keepdim=False, *, dtype=None):
     x = _tensor(x)
-    return x.astype(ctx.dtype).mean(axis=_axes(dim), keepdims=keepdim)
+    return x.astype(_accumulator(ctx.dtype)).mean(axis=_axes(x, dim), keepdims=keepdim)
 
 
-handles(aten.amax.default)(lambda ctx, x, dim=(), keepdim=False:
-                           _tensor(x).max(axis=_axes(dim), keepdims=keepdim))
-handles(aten.amin.default)(lambda ctx, x, dim=(), keepdim=False:
-                           _tensor(x).min(axis=_axes(dim), keepdims=keepdim))
+@handles(aten.amax.default, aten.amin.default)
+def _amax_amin(ctx, x, dim=(), keepdim=False):
+    x = _tensor(x)
+    extreme = x.max if ctx.node.target is aten.amax.default else x.min
+    return extreme(axis=_axes(x, dim), keepdims=keepdim)
 
 
 def _any_all(op):
     def handler(ctx, x, dim=None, keepdim=False):
         t = _truth(x).astype(DType.int32)
-        axis = _axes(dim)
+        axis = _axes(t, dim)
         r = t.max(axis=axis, keepdims=keepdim) if op == "any" \
             else t.min(axis=axis, keepdims=keepdim)
         return r != 0
@@ -430,7 +459,9 @@ handles(aten.all.dim, aten.all.dims, aten.all.default)(_any_all("all"))
 
 
 def _var_mean(x: Tensor, dim, correction, keepdim):
-    axes = build.normalize_axes(_axes(dim), x.shape)
+    """Variance and mean over dim, computed in x's accumulator type."""
+    axes = build.normalize_axes(_axes(x, dim), x.shape)
+    x = x.astype(_accumulator(x.dtype))
     count = math.prod(x.shape[a] for a in axes)
     correction = 1 if correction is None else correction
     mean = x.mean(axis=axes, keepdims=True)
@@ -475,6 +506,7 @@ def _layer_norm(ctx, x, normalized_shape, weight, bias, eps):
 @handles(aten._softmax.default)
 def _softmax(ctx, x, dim, half_to_float=False):
     xf = _tensor(x).astype(_acc(_tensor(x).dtype))
+    dim = _dim(xf, dim)
     e = F.exp(xf - xf.max(axis=dim, keepdims=True))
     return e / e.sum(axis=dim, keepdims=True)
 
@@ -482,6 +514,7 @@ def _softmax(ctx, x, dim, half_to_float=False):
 @handles(aten._log_softmax.default)
 def _log_softmax(ctx, x, dim, half_to_float=False):
     xf = _tensor(x).astype(_acc(_tensor(x).dtype))
+    dim = _dim(xf, dim)
     shifted = xf - xf.max(axis=dim, keepdims=True)
     return shifted - F.log(F.exp(shifted).sum(axis=dim, keepdims=True))
 
@@ -918,6 +951,7 @@ class Region(torch.nn.Module):
     def _give_up(self, op: str, reason: str) -> None:
         if not self.failed:
             self.failed = True
+            stats.count("failed_regions")
             stats.count_ops("fused_ops", self.ops, -1)
             stats.count_ops("fallback_ops", self.ops)
         _warn(op, reason)

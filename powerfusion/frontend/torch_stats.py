@@ -11,6 +11,8 @@ reads zeros) without importing torch.
 - fused_ops: aten ops that run inside PowerFusion kernels (`fused_by_op` by name);
 - fallback_ops: aten ops PowerFusion could not take, run eagerly by PyTorch with a
   warning (`fallback_by_op` by name);
+- failed_regions: regions that fell back to PyTorch's eager aten calls because
+  tracing, compiling or running them failed (their ops count in fallback_ops);
 - library_ops: ops left to PyTorch by design (matmul, convolution, attention,
   embedding, indexing, random numbers, tensor creation).
 """
@@ -21,7 +23,7 @@ import threading
 from collections import Counter
 
 _COUNTERS = ("graphs", "regions", "compiles", "kernels", "fused_ops", "fallback_ops",
-             "library_ops")
+             "failed_regions", "library_ops")
 
 _lock = threading.Lock()
 _counts: Counter = Counter()
@@ -32,8 +34,8 @@ _warned: set = set()
 
 def compile_stats() -> dict:
     """A snapshot: {"graphs": n, "regions": n, "compiles": n, "kernels": n,
-    "fused_ops": n, "fallback_ops": n, "library_ops": n, "fused_by_op": {...},
-    "fallback_by_op": {...}} counted since the last `reset_compile_stats()`."""
+    "fused_ops": n, "fallback_ops": n, "failed_regions": n, "library_ops": n,
+    "fused_by_op": {...}, "fallback_by_op": {...}} counted since the last `reset_compile_stats()`."""
     with _lock:
         stats = {name: _counts[name] for name in _COUNTERS}
         stats["fused_by_op"] = dict(sorted(_fused_by_op.items()))
