@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import os
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,6 +51,14 @@ def _static_key(value, label: str):
 def _numpy_arg(array: np.ndarray, label: str) -> _TensorArg:
     if isinstance(array, np.generic):
         array = np.asarray(array)
+    elif type(array) is np.memmap:          # an array in a file: plain array semantics
+        array = array.view(np.ndarray)
+    elif type(array) is not np.ndarray:
+        # np.matrix, masked arrays, ... change what operators mean and what comes back
+        raise UnsupportedError(f"{label}: a {type(array).__module__}.{type(array).__name__}"
+                               " (an ndarray subclass, whose operators mean something else)"
+                               "; PowerFusion takes plain arrays: pass np.asarray(...) if "
+                               "plain array semantics are what you want")
     if not array.dtype.isnative:
         array = array.astype(array.dtype.newbyteorder("="))
     dtype = as_dtype(array.dtype, what=label)
@@ -139,13 +148,13 @@ class JitFunction:
         self.device_calls: dict[tuple, _Compiled] = {}   # all-CUDA-tensor calls, by _device_key
         # all-numpy-array calls, by _host_key: (compiled, which arguments are bfloat16)
         self.host_calls: dict[tuple, tuple[_Compiled, tuple[bool, ...]]] = {}
+        self._lock = threading.Lock()                      # guards _compiling
+        self._compiling: dict[tuple, threading.Lock] = {}  # a lock per signature in flight
 
     def __repr__(self) -> str:
         return f"<pf.jit {getattr(self.fn, '__name__', self.fn)!r} target={self.target!r}>"
 
     def __call__(self, *args, **kwargs):
-        from .compiler import compile_graph
-
         if self.device_calls and not kwargs:
             compiled = self.device_calls.get(_device_key(args))
             if compiled is not None:
@@ -161,15 +170,7 @@ class JitFunction:
                                               for o, d in zip(outs, compiled.out_dtypes)])
         bound = flatten_arguments(self.fn, args, kwargs)
         tensors, key = prepare_arguments(bound.labels, bound.values, self.target)
-        compiled = self.cache.get(key)
-        if compiled is None:
-            graph, structure = _trace_prepared(self.fn, bound, tensors)
-            self.traces += 1
-            tuning = {"tune_with": [t.storage for t in tensors]} if self.tune else {}
-            exe = compile_graph(graph, input_strides=tuple(t.strides for t in tensors),
-                                target=self.target, **tuning)
-            compiled = _Compiled(exe, structure, tuple(o.dtype for o in graph.outputs))
-            self.cache[key] = compiled
+        compiled = self.cache.get(key) or self._compile(key, bound, tensors)
         if not kwargs and tensors and len(tensors) == len(args) and \
                 all(t.kind == "torch_cuda" for t in tensors):
             self.device_calls[_device_key(args)] = compiled
@@ -180,6 +181,29 @@ class JitFunction:
         kind = tensors[0].kind if tensors else "numpy"
         return _structured(compiled, [_result(o, d, kind)
                                       for o, d in zip(outs, compiled.out_dtypes)])
+
+
+    def _compile(self, key: tuple, bound, tensors: list[_TensorArg]) -> _Compiled:
+        """Trace and compile a new signature, once even when threads call it together."""
+        from .compiler import compile_graph
+
+        with self._lock:
+            lock = self._compiling.setdefault(key, threading.Lock())
+        try:
+            with lock:
+                compiled = self.cache.get(key)
+                if compiled is None:
+                    graph, structure = _trace_prepared(self.fn, bound, tensors)
+                    self.traces += 1
+                    tuning = {"tune_with": [t.storage for t in tensors]} if self.tune else {}
+                    exe = compile_graph(graph, target=self.target, **tuning,
+                                        input_strides=tuple(t.strides for t in tensors))
+                    compiled = _Compiled(exe, structure, tuple(o.dtype for o in graph.outputs))
+                    self.cache[key] = compiled
+                return compiled
+        finally:
+            with self._lock:
+                self._compiling.pop(key, None)
 
 
 def _device_key(args: tuple):
@@ -245,9 +269,13 @@ def jit(fn=None, *, target: str | None = None, tune: bool = False):
     target = _checked_target(target)
     if fn is None:
         return lambda f: JitFunction(f, target, tune)
+    return JitFunction(_checked_function(fn, "pf.jit"), target, tune)
+
+
+def _checked_function(fn, what: str):
     if not callable(fn):
-        raise PowerFusionError(f"pf.jit expects a function, got {type(fn).__name__}")
-    return JitFunction(fn, target, tune)
+        raise PowerFusionError(f"{what} expects a function, got {type(fn).__name__}")
+    return fn
 
 
 def explain(fn, *args, target: str | None = None, **kwargs):
@@ -258,7 +286,7 @@ def explain(fn, *args, target: str | None = None, **kwargs):
         target = target or fn.target
         fn = fn.fn
     target = _checked_target(target)
-    bound = flatten_arguments(fn, args, kwargs)
+    bound = flatten_arguments(_checked_function(fn, "pf.explain"), args, kwargs)
     tensors, _ = prepare_arguments(bound.labels, bound.values, target)
     graph, _ = _trace_prepared(fn, bound, tensors)
     return explain_graph(graph, input_strides=tuple(t.strides for t in tensors),

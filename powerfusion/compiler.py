@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import sys
+import threading
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -166,7 +167,9 @@ def _plan_roots(graph: Graph, roots: list[Node], input_strides, target: Target,
         storage[id(node)] = Storage(buf, tuple(strides))
         buffers[buf.name] = buf
         input_names.append(buf.name)
-    kernels = partition([c for c in canon if c.op not in (Op.INPUT, Op.CONST, Op.IOTA)])
+    # an empty result needs no kernel: its buffer is allocated, with nothing to compute
+    kernels = partition([c for c in canon if c.op not in (Op.INPUT, Op.CONST, Op.IOTA)
+                         and c.size > 0])
     out_index = {}
     for k, (c, o) in enumerate(zip(canon, graph.outputs)):
         if c.op is Op.INPUT:
@@ -238,6 +241,8 @@ def _by_columns(kern: Kernel) -> bool:
     last = len(kern.shape) - 1
     if len(reductions) != 1 or not kern.reduce_axes or last in kern.reduce_axes:
         return False
+    if math.prod(kern.shape) == math.prod(kern.shape[k] for k in kern.reduce_axes):
+        return False                    # one kept element: the reduction is one row
     full = math.prod(kern.shape)
     if any(math.prod(r.shape) == full for r in kern.roots):
         return False
@@ -315,21 +320,28 @@ class BufferPool:
     kernel itself; an array only this pool references can be written again.
     """
 
-    KEEP = 2     # arrays kept per buffer: one the caller holds, one to reuse
+    # arrays kept per buffer: one the caller holds, one to reuse. Python 3.14 stopped
+    # counting some references (borrowed stack references), so the test below could
+    # hand out an array still in use: there, nothing is reused.
+    KEEP = 2 if sys.version_info < (3, 14) else 0
 
     def __init__(self):
         self.arrays: dict[str, list[np.ndarray]] = {}
+        # the reference count test and the hand-over are one step: two threads calling
+        # one function must never be handed the same array
+        self._lock = threading.Lock()
 
     def get(self, name: str, shape, dtype) -> np.ndarray:
-        kept = self.arrays.setdefault(name, [])
-        for k in range(len(kept)):
-            # referenced by the list, by this frame's lookup and by getrefcount's argument
-            if sys.getrefcount(kept[k]) <= 2:
-                return kept[k]
-        array = np.empty(shape, dtype)
-        if len(kept) < self.KEEP:
-            kept.append(array)
-        return array
+        with self._lock:
+            kept = self.arrays.setdefault(name, [])
+            for array in kept:
+                # referenced by the list, by `array` and by getrefcount's argument
+                if sys.getrefcount(array) <= 3:
+                    return array
+            array = np.empty(shape, dtype)
+            if len(kept) < self.KEEP:
+                kept.append(array)
+            return array
 
 
 def execute(plan: Plan, inputs, launch, pool: BufferPool | None = None) -> list[np.ndarray]:
@@ -340,8 +352,6 @@ def execute(plan: Plan, inputs, launch, pool: BufferPool | None = None) -> list[
         if buf.role is not Role.INPUT:
             arrays[name] = get(name, buf.shape, storage_dtype(buf.dtype))
     for ck in plan.kernels:
-        if math.prod(ck.kernel.shape) == 0:
-            continue
         for p in ck.program.params:
             if p.name not in arrays:     # a temp that stayed in global memory
                 arrays[p.name] = get(p.name, p.shape, storage_dtype(p.dtype))

@@ -32,7 +32,8 @@ fi
 if "$PYTHON" -c 'import pyopencl as cl; cl.get_platforms()[0].get_devices()' 2>/dev/null; then
     echo "== correctness suite on target=opencl =="
     POWERFUSION_TARGET=opencl "$PYTHON" -m pytest -q -p no:cacheprovider \
-        tests/test_ops.py tests/test_composites.py tests/test_random_graphs.py
+        tests/test_ops.py tests/test_composites.py tests/test_random_graphs.py \
+        tests/test_regressions.py
 fi
 echo "== full suite =="
 exec "$PYTHON" -m pytest -q -rs

@@ -410,9 +410,15 @@ def test_checker_rejects_a_wrong_number_of_operands():
     rejected(copy_row(Compute(Op.ADD, c, (r,))), "ADD takes 2")
 
 
-def test_checker_rejects_local_buffers_outside_a_cores_loop():
+def test_checker_rejects_a_local_buffer_shared_by_cores_and_written_by_them():
     tile = Buffer("tile", Level.LOCAL, F32, (N,))
-    rejected(copy_row(Move(at(tile, I), reg("r")), outer=SERIAL), "outside any cores loop")
+    fill = loop(Var("j", N), SIMD, Compute(None, reg("w"), (Const(1.0, F32),)),
+                Move(at(tile, Expr.of(Var("j", N))), reg("w")))
+    t = reg("t")
+    read = copy_row(Move(t, at(tile, I)))       # preloaded once, read by every core
+    check(prog(read.params, fill, *read.body))
+    written = copy_row(Move(at(tile, I), reg("r")))
+    rejected(prog(written.params, fill, *written.body), "written inside one")
 
 
 def test_checker_rejects_out_of_bounds_accesses():

@@ -55,6 +55,17 @@ def _math_header() -> str:
     return math_header()
 
 
+# float64 -> float32 rounded to odd (an inexact result gets its last bit set): rounding
+# that on to 16 bits then gives the nearest 16-bit value, as one rounding would
+_F64_TO_F32_ODD = """\
+{fn} float pf_f64_to_f32_odd(double d) {{
+    float f = (float)d;
+    {uint} u = {as_uint}(f);
+    if ((double)f != d) u = (u - (fabs((double)f) > fabs(d))) | 1u;
+    return {as_float}(u);
+}}
+"""
+
 _F, _NUM, _ALL = "f32 f64", "f32 f64 int", "f32 f64 int bool"
 _FMAX = "(({0} > {1} || {0} != {0}) ? {0} : {1})"   # NaN-propagating, branch-free
 _FMIN = "(({0} < {1} || {0} != {0}) ? {0} : {1})"
@@ -64,10 +75,12 @@ _FLAGGED = {Op.MAXIMUM: "({0} > {1} ? {0} : {1})", Op.MINIMUM: "({0} < {1} ? {0}
 
 # (op, families, C expression template). Families: f32 (float, pf_math.h),
 # f64 (double, libm), int (int32_t/int64_t), bool (int 0/1).
+# Integer arithmetic goes through the unsigned type {u} and back to {t}: it wraps as
+# numpy's does, where C's signed overflow is undefined (gcc folds (x + 1) > x to true).
 _TABLE = [
-    (Op.NEG, _NUM, "(-{0})"),
+    (Op.NEG, _F, "(-{0})"), (Op.NEG, "int", "(({t})(0 - ({u}){0}))"),
     (Op.ABS, "f32", "fabsf({0})"), (Op.ABS, "f64", "fabs({0})"),
-    (Op.ABS, "int", "({0} < 0 ? -{0} : {0})"),
+    (Op.ABS, "int", "({0} < 0 ? ({t})(0 - ({u}){0}) : {0})"),
     (Op.SQRT, "f32", "sqrtf({0})"), (Op.SQRT, "f64", "sqrt({0})"),
     (Op.RSQRT, "f32", "pf_rsqrtf({0})"), (Op.RSQRT, "f64", "(1.0 / sqrt({0}))"),
     (Op.EXP, "f32", "pf_expf({0})"), (Op.EXP, "f64", "exp({0})"),
@@ -86,9 +99,11 @@ _TABLE = [
     (Op.RELU, _F, "(({0} > 0 || {0} != {0}) ? {0} : 0)"),
     (Op.RELU, "int", "({0} > 0 ? {0} : 0)"),
     (Op.NOT, "bool", "(!{0})"),
-    (Op.ADD, _NUM, "({0} + {1})"), (Op.ADD, "bool", "({0} | {1})"),
-    (Op.SUB, _NUM, "({0} - {1})"),
-    (Op.MUL, _NUM, "({0} * {1})"), (Op.MUL, "bool", "({0} & {1})"),
+    (Op.ADD, _F, "({0} + {1})"), (Op.ADD, "int", "(({t})(({u}){0} + ({u}){1}))"),
+    (Op.ADD, "bool", "({0} | {1})"),
+    (Op.SUB, _F, "({0} - {1})"), (Op.SUB, "int", "(({t})(({u}){0} - ({u}){1}))"),
+    (Op.MUL, _F, "({0} * {1})"), (Op.MUL, "int", "(({t})(({u}){0} * ({u}){1}))"),
+    (Op.MUL, "bool", "({0} & {1})"),
     (Op.DIV, _F, "({0} / {1})"),
     (Op.POW, "f32", "powf({0}, {1})"), (Op.POW, "f64", "pow({0}, {1})"),
     (Op.MAXIMUM, _F, _FMAX), (Op.MAXIMUM, "int", "({0} > {1} ? {0} : {1})"),
@@ -121,6 +136,7 @@ class CPrinter:
                      DType.bool: "uint8_t"}
     compute_types = {DType.float32: "float", DType.float64: "double", DType.int32: "int32_t",
                      DType.int64: "int64_t", DType.bool: "int"}
+    unsigned_types = {DType.int32: "uint32_t", DType.int64: "uint64_t"}
     families = {DType.float32: "f32", DType.float64: "f64", DType.int32: "int",
                 DType.int64: "int", DType.bool: "bool"}
     ops = {(op, fam): t for op, fams, t in _TABLE for fam in fams.split()}
@@ -149,7 +165,9 @@ class CPrinter:
         return ["#include <stdint.h>", "#include <stdlib.h>", "#include <math.h>", "",
                 _math_header().rstrip("\n"), "",
                 "static inline int64_t pf_clampi(int64_t x, int64_t lo, int64_t hi) {",
-                "    return x < lo ? lo : (x > hi ? hi : x);", "}", ""]
+                "    return x < lo ? lo : (x > hi ? hi : x);", "}", "",
+                _F64_TO_F32_ODD.format(fn="static inline", as_uint="pf__asuint",
+                                       as_float="pf__asfloat", uint="uint32_t")]
 
     def kernel(self, program: Program) -> str:
         """The text of one kernel function."""
@@ -333,7 +351,7 @@ class CPrinter:
         else:
             family_dtype = result = dst
             targets = [dst] * len(c.srcs)
-        template = self.ops.get((c.op, self.family(family_dtype)))
+        template = self.template(c.op, family_dtype)
         if template is None:
             raise UnsupportedError(f"C codegen: no {c.op.name} on {family_dtype} "
                                    f"(computing {c.dst.buffer.name}); lower it first")
@@ -347,6 +365,16 @@ class CPrinter:
     # -- operands -------------------------------------------------------------------
     def family(self, dtype: DType) -> str:
         return self.families[dtype.compute]
+
+    @classmethod
+    def template(cls, op: Op, dtype: DType) -> str | None:
+        """The C expression of op on dtype (None if there is none), over {0}, {1}, ...
+        with the dtype's types filled in."""
+        template = cls.ops.get((op, cls.families[dtype.compute]))
+        if template is None or not dtype.is_int:
+            return template
+        return template.replace("{t}", cls.compute_types[dtype]).replace(
+            "{u}", cls.unsigned_types[dtype])
 
     def read(self, a: Access) -> str:
         """The value of an access, in its buffer's compute type."""
@@ -391,6 +419,8 @@ class CPrinter:
     def convert(self, value: str, src: DType, dst: DType, round16: bool) -> str:
         if dst.is_bool and not src.is_bool:
             value = f"({value} != 0)"
+        elif round16 and src is DType.float64 and dst in self.store_16:
+            value = f"pf_f64_to_f32_odd({value})"       # so the 16-bit rounding is the only one
         elif src.compute is not dst.compute:
             value = f"(({self.compute_types[dst.compute]})({value}))"
         if round16 and dst in self.store_16:

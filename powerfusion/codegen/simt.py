@@ -44,7 +44,7 @@ from ..gir.expr import Var
 from ..gir.ir import (Access, Buffer, Compute, Const, IndexValue, Level, Loop, Move, Parallel,
                       Program, Role, Stmt, accesses, walk)
 from ..graph.ops import Op
-from .c import CPrinter, _exact_16bit, _plan_registers
+from .c import _F64_TO_F32_ODD, CPrinter, _exact_16bit, _plan_registers
 from .simt_plan import (MAX_BLOCK, VECTOR_BYTES, Hazards, Use, blocks_of, check_lanes,
                         fits_int32, launch_shape, local_buffers, vector_accesses)
 
@@ -199,6 +199,7 @@ class SimtPrinter(CPrinter):
                      DType.int32: "int", DType.int64: "long long", DType.bool: "unsigned char"}
     compute_types = {DType.float32: "float", DType.float64: "double", DType.int32: "int",
                      DType.int64: "long long", DType.bool: "int"}
+    unsigned_types = {DType.int32: "unsigned int", DType.int64: "unsigned long long"}
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -245,6 +246,8 @@ class SimtPrinter(CPrinter):
                  "#endif", ""]
         if uses_double:
             lines += cls.double_header()
+            lines.append(_F64_TO_F32_ODD.format(fn="PF_FN", as_uint="PF_AS_UINT",
+                                                as_float="PF_AS_FLOAT", uint="unsigned int"))
         lines.append(f"PF_FN {i64} pf_clampi({i64} x, {i64} lo, {i64} hi) "
                      "{ return x < lo ? lo : (x > hi ? hi : x); }")
         lines += [f"PF_FN float {name}(float x) {{ return {body.format(**cls.float_math)}; }}"
@@ -259,7 +262,7 @@ class SimtPrinter(CPrinter):
     def reduce_helper(cls, op: Op, dtype: DType) -> str:
         """`T pf_block_<op>_<T>(T v, scratch)`: combine v over the block, result in all."""
         t = cls.compute_types[dtype]
-        combine = cls.ops[(op, cls.families[dtype])]
+        combine = cls.template(op, dtype)
         head = f"PF_FN {t} {cls.helper_name(op, dtype)}({t} v, {cls.scratch_param()})"
         return "\n".join([head + " {"] + cls.reduce_body(t, combine) + ["}", ""])
 
@@ -297,7 +300,7 @@ class SimtPrinter(CPrinter):
         """`T pf_lanes_<op>_<T>(T v, scratch)`: combine v over the warp that holds one
         row (several rows per block): shuffles only, no barrier; all lanes get it."""
         t = cls.compute_types[dtype]
-        combine = cls.ops[(op, cls.families[dtype])]
+        combine = cls.template(op, dtype)
         name = cls.helper_name(op, dtype).replace("pf_block_", "pf_lanes_")
         return "\n".join([
             f"PF_FN {t} {name}({t} v, {cls.scratch_param()}) {{",
@@ -468,7 +471,7 @@ class SimtPrinter(CPrinter):
             self.emit(f"{name} = {helper}({name}, pf_red);")
             self.constants.pop(reg.name, None)
             if reg.name in saved:
-                combine = self.ops[(op, self.family(dtype))]
+                combine = self.template(op, dtype)
                 self.emit(f"{name} = {combine.format(saved[reg.name], name)};")
         if accumulators:
             self.hazards.clear()             # the block reduction synchronised the block
@@ -802,7 +805,7 @@ class CudaPrinter(SimtPrinter):
         every thread of the cluster holds the same value); a second barrier keeps the
         slots until all have read them."""
         t = cls.compute_types[dtype]
-        combine = cls.ops[(op, cls.families[dtype])]
+        combine = cls.template(op, dtype)
         ptx, constraint = cls._CLUSTER_LOADS[dtype if dtype is not DType.bool else DType.int32]
         name = cls.helper_name(op, dtype)
         return "\n".join([
@@ -854,6 +857,7 @@ class OpenCLPrinter(SimtPrinter):
                      DType.int64: "long", DType.bool: "uchar"}
     compute_types = {DType.float32: "float", DType.float64: "double", DType.int32: "int",
                      DType.int64: "long", DType.bool: "int"}
+    unsigned_types = {DType.int32: "uint", DType.int64: "ulong"}
 
     @classmethod
     def double_header(cls) -> list[str]:
@@ -883,7 +887,7 @@ class OpenCLPrinter(SimtPrinter):
         """The same tree within each row's 32 work-items (several rows per group); every
         work-item of the group takes part, each row gets its own result."""
         t = cls.compute_types[dtype]
-        combine = cls.ops[(op, cls.families[dtype])]
+        combine = cls.template(op, dtype)
         name = cls.helper_name(op, dtype).replace("pf_block_", "pf_lanes_")
         return "\n".join([
             f"PF_FN {t} {name}({t} v, {cls.scratch_param()}) {{",

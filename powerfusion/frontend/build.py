@@ -9,6 +9,7 @@ nothing downstream has to know numpy's rules.
 from __future__ import annotations
 
 import math
+import warnings
 from functools import reduce as _fold
 
 import numpy as np
@@ -126,6 +127,9 @@ def binary(op: Op, a: Operand, b: Operand) -> Node:
     dtype = result_dtype([a, b])
     if op is Op.DIV and not dtype.is_float:
         dtype = DType.float64                       # true division of ints and bools
+    if op is Op.POW and not dtype.is_float:
+        raise DTypeError(f"{dtype} tensor ** {dtype} tensor: PowerFusion takes integer "
+                         "powers with a Python int exponent only; cast to a float first")
     if dtype.is_bool:
         if op in _BOOL_ARITH:                       # numpy: bool + bool is logical or
             return elementwise(_BOOL_ARITH[op], [a, b], dtype)
@@ -222,13 +226,17 @@ def power_scalar(x: Node, exponent: Scalar) -> Node:
     if dtype.is_int and exponent < 0:
         raise DTypeError(f"integer tensor ({dtype}) to a negative integer power {exponent}: "
                          "not allowed (numpy rejects it too); cast to a float first")
-    if dtype.is_bool:
-        dtype = DType.int64                         # numpy gives a small int; we widen
+    if x.dtype.is_bool and not isinstance(exponent, float):
+        raise DTypeError(f"bool tensor ** {exponent!r}: numpy gives int8, which PowerFusion "
+                         "does not have; cast the tensor (x.astype(np.int32)) first")
     base = cast(x, dtype)
     if exponent == 1:
         return base
-    if float(exponent).is_integer() and 2 <= exponent <= 8:
-        # small integer powers by squaring: vectorisable multiplies instead of pow()
+    if dtype.is_int and exponent == 0:
+        return binary(Op.ADD, binary(Op.MUL, base, 0), 1)       # ones, as numpy's x ** 0
+    if float(exponent).is_integer() and (dtype.is_int or 2 <= exponent <= 8):
+        # integer powers by squaring: vectorisable multiplies instead of pow(), wrapping
+        # on ints as numpy's do (C has no integer pow)
         n, result, square = int(exponent), None, base
         while n:
             if n & 1:
@@ -286,10 +294,47 @@ def reduce(op: Op, x: Node, axis=None, keepdims: bool = False) -> Node:
     return out
 
 
+def any_all(op: Op, x: Node, axis=None, keepdims: bool = False) -> Node:
+    """numpy's any (op MAX) and all (op MIN) of truth values: over no elements, False
+    and True (the identities), never an error."""
+    axes = normalize_axes(axis, x.shape)
+    x = as_node(to_bool(x), DType.bool)
+    if not axes:
+        return x
+    kept = tuple(1 if k in axes else n for k, n in enumerate(x.shape))
+    out = Node(op, (x,), kept, DType.bool, axes)
+    return out if keepdims else reshape(out, tuple(n for k, n in enumerate(x.shape)
+                                                  if k not in axes))
+
+
+def arg_extreme(op: Op, x: Node, axis=None, keepdims: bool = False) -> Node:
+    """numpy's argmax (op MAX) / argmin (op MIN): the first index of the extreme along
+    one axis (of the flattened tensor for axis=None), int64; a NaN is the extreme, as
+    numpy's. Two reductions over one space: the extreme, then the least index holding
+    it (or holding a NaN)."""
+    if axis is None:
+        flat = reshape(x, (x.size,))
+        found = arg_extreme(op, flat, 0, False)
+        return reshape(found, (1,) * len(x.shape)) if keepdims else found
+    k = normalize_axis(axis, len(x.shape), x.shape)
+    name = "argmax" if op is Op.MAX else "argmin"
+    if x.shape[k] == 0:
+        raise ShapeError(f"{name} over the zero-size axis {k} of shape {x.shape}: "
+                         "an empty sequence has no extreme")
+    best = expand(reduce(op, x, k, keepdims=True), x.shape)
+    hit = compare(Op.EQ, x, best)
+    if x.dtype.is_float:
+        hit = logical(Op.OR, hit, compare(Op.NE, x, x))
+    iota = Node(Op.IOTA, (), x.shape, DType.int64, k)
+    return reduce(Op.MIN, where(hit, iota, x.shape[k]), k, keepdims)
+
+
 def mean(x: Node, axis=None, keepdims: bool = False) -> Node:
     """sum / count, accumulated in float32 for 16-bit floats and float64 for ints."""
     axes = normalize_axes(axis, x.shape)
     count = math.prod(x.shape[a] for a in axes)
+    if count == 0 and x.size == 0 < math.prod(n for k, n in enumerate(x.shape) if k not in axes):
+        warnings.warn("Mean of empty slice", RuntimeWarning, stacklevel=3)    # as numpy
     acc = x.dtype.compute if x.dtype.is_float else DType.float64
     total = reduce(Op.SUM, cast(x, acc), axes, keepdims)
     return cast(binary(Op.DIV, total, float(count)),

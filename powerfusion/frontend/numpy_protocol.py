@@ -246,6 +246,8 @@ FUNCTIONS = {
     "sum": _sum, "mean": _mean, "var": _var, "std": _std,
     "max": _extreme("max"), "amax": _extreme("max"),
     "min": _extreme("min"), "amin": _extreme("min"),
+    "any": _extreme("any"), "all": _extreme("all"),
+    "argmax": _extreme("argmax"), "argmin": _extreme("argmin"),
     "where": _where, "reshape": _reshape, "transpose": _transpose,
     "concatenate": _concatenate, "stack": _stack, "expand_dims": _expand_dims,
     "squeeze": _squeeze, "swapaxes": _swapaxes, "clip": _clip,

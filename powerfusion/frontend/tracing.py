@@ -182,6 +182,22 @@ class Tensor:
         _no_out("Tensor.min", out)
         return Tensor(build.reduce(Op.MIN, self.node, axis, keepdims))
 
+    def any(self, axis=None, out=None, keepdims=False):
+        _no_out("Tensor.any", out)
+        return Tensor(build.any_all(Op.MAX, self.node, axis, keepdims))
+
+    def all(self, axis=None, out=None, keepdims=False):
+        _no_out("Tensor.all", out)
+        return Tensor(build.any_all(Op.MIN, self.node, axis, keepdims))
+
+    def argmax(self, axis=None, out=None, keepdims=False):
+        _no_out("Tensor.argmax", out)
+        return Tensor(build.arg_extreme(Op.MAX, self.node, axis, keepdims))
+
+    def argmin(self, axis=None, out=None, keepdims=False):
+        _no_out("Tensor.argmin", out)
+        return Tensor(build.arg_extreme(Op.MIN, self.node, axis, keepdims))
+
     def reshape(self, *shape, order="C"):
         if order != "C":
             raise UnsupportedError(f"reshape with order={order!r}: only 'C' is supported")

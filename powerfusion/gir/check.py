@@ -11,7 +11,8 @@ The rules, each one function below:
   after the loop: each iteration, or each lane, has its own).
 - operands: a Compute reads and writes registers only (or Const / IndexValue
   operands), with as many operands as its op takes.
-- local: LOCAL buffers are used only inside a CORES loop (they are per core).
+- local: a LOCAL buffer is per core inside a CORES loop; one used outside every CORES
+  loop (a row preloaded once for all cores) is only read inside them, never written.
 - bounds: every access to a non-input buffer is within it for all values of the
   loop variables (Expr.bounds); a register's index is 0. Inputs may be read at
   negative offsets (negative strides), so they are not checked.
@@ -31,7 +32,12 @@ class GIRError(PowerFusionError, AssertionError):
 
 def check(program: Program) -> None:
     """Raise GIRError at the first rule program breaks; return None if it is well formed."""
-    _Checker(program).block(program.body, (), frozenset())
+    checker = _Checker(program)
+    checker.block(program.body, (), frozenset())
+    shared = checker.outer_locals & checker.core_writes
+    if shared:
+        checker.fail(f"local buffer {min(shared)} is used outside the cores loops and "
+                     "written inside one (cores would race on it)", None, ())
 
 
 def _arity(op) -> int:
@@ -45,6 +51,8 @@ class _Checker:
         self.program = program
         self.buffers: dict[str, Buffer] = {}
         self.params = {b.name for b in program.params}
+        self.outer_locals: set[str] = set()     # LOCAL buffers used outside CORES loops
+        self.core_writes: set[str] = set()      # LOCAL buffers written inside one
         for b in program.params:
             if b.name in self.buffers:
                 self.fail(f"param {b.name} is listed twice", None, ())
@@ -105,8 +113,11 @@ class _Checker:
             self.fail(f"global buffer {buf.name} is not a param of the program", s, loops)
         if write and buf.role is Role.INPUT:
             self.fail(f"input {buf.name} is written", s, loops)
-        if buf.level is Level.LOCAL and not any(lp.kind is Parallel.CORES for lp in loops):
-            self.fail(f"local buffer {buf.name} is used outside any cores loop", s, loops)
+        if buf.level is Level.LOCAL:
+            if not any(lp.kind is Parallel.CORES for lp in loops):
+                self.outer_locals.add(buf.name)
+            elif write:
+                self.core_writes.add(buf.name)
         self.index(a.index, s, loops)
         self.bounds(a, s, loops)
 

@@ -34,7 +34,7 @@ import numpy as np
 
 from ..dtypes import DType, promote
 from ..graph.ops import Group, Op
-from ..graph.reference import bfloat16_to_float32, float32_to_bfloat16_bits
+from ..graph.reference import bfloat16_to_float32, float32_to_bfloat16_bits, round_to_bfloat16
 from .check import GIRError
 from .ir import Access, Buffer, Compute, Const, Level, Loop, Move, Program, Role
 
@@ -58,10 +58,11 @@ def convert(value, dtype: DType, narrow: bool) -> np.generic:
         return np.bool_(value != 0)
     if narrow and dtype is DType.float16:
         return np.asarray(value).astype(np.float16).astype(np.float32)[()]
-    out = np.asarray(value).astype(compute_dtype(dtype))[()]
     if narrow and dtype is DType.bfloat16:
-        return bfloat16_to_float32(float32_to_bfloat16_bits(out))[()]
-    return out
+        value = np.asarray(value)
+        return round_to_bfloat16(value if value.dtype == np.float64 else
+                                 value.astype(np.float32))[()]
+    return np.asarray(value).astype(compute_dtype(dtype))[()]
 
 
 def as_storage(array: np.ndarray) -> tuple[np.ndarray, int]:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from ..dtypes import DType
 from ..graph.graph import Node
-from ..graph.ops import REDUCE_COMBINE, Group, Op
+from ..graph.ops import REDUCE_COMBINE, Group, Op, reduce_identity
 from ..graph.partition import Kernel, reshape_index
 from ..graph.views import through_views, strided_offset
 from ..search.schedule import Schedule
@@ -38,15 +38,21 @@ def lower(kernel: Kernel, schedule: Schedule, name: str,
 
 def identity(op: Op, dtype: DType) -> Const:
     """The value a reduction starts from."""
-    if op is Op.SUM:
-        return Const(False if dtype.is_bool else 0 if dtype.is_int else 0.0, dtype)
-    big = {DType.int32: 2**31 - 1, DType.int64: 2**63 - 1, DType.bool: True}
-    if dtype.is_float:
-        return Const(float("-inf") if op is Op.MAX else float("inf"), dtype)
-    hi = big[dtype]
-    if dtype.is_bool:
-        return Const(op is Op.MIN, dtype)
-    return Const(-hi - 1 if op is Op.MAX else hi, dtype)
+    return Const(reduce_identity(op, dtype), dtype)
+
+
+LONG_SUM = 2048     # float sums over at least this many elements accumulate in float64
+
+
+def accumulator(n: Node, count: int) -> DType:
+    """The dtype a reduction by rows accumulates in. A float32 accumulator (16-bit
+    floats too) of a long sum would lose digits with every add: each SIMD lane or
+    thread adds up count / lanes elements in order, where numpy's pairwise sum loses
+    log2(count) roundings at most. In float64 the error stays below numpy's; the
+    result is rounded once at the end."""
+    if n.op is Op.SUM and n.dtype.compute is DType.float32 and count >= LONG_SUM:
+        return DType.float64
+    return n.dtype.compute
 
 
 def _loop(var: Var, body: list[Stmt]) -> list[Stmt]:
@@ -111,12 +117,15 @@ class _Lowering:
         then finishes the per-element work. Every read walks memory contiguously."""
         (red,) = [n for n in self.kernel.nodes if n.op in Group.REDUCE]
         sched, width = self.schedule, self.schedule.columns
+        # accumulated in red's compute type row after row, as numpy's x.sum(0) is (its
+        # pairwise sum runs along contiguous axes only); a float64 tile would double the
+        # on-chip traffic of every row
         tile = Buffer(self.fresh("acc_tile"), Level.LOCAL, red.dtype.compute, (width,))
         t0, t1, t2 = (Var(self.fresh("t"), width) for _ in range(3))
         r = Var(self.fresh("r"), math.prod(self.kernel.shape[k] for k in self.kernel.reduce_axes))
         start = self.reg(red.dtype)
-        init = [Compute(None, start, (identity(red.op, red.dtype),)), Move(Access(tile, Expr.of(t0)),
-                                                                         start)]
+        init = [Compute(None, start, (identity(red.op, red.dtype),)),
+                Move(Access(tile, Expr.of(t0)), start)]
         index = sched.column_index(self.p, t1, r)
         step: list[Stmt] = []
         for n in self.kernel.nodes:                     # what the reduction reads
@@ -131,10 +140,8 @@ class _Lowering:
         row = sched.column_index(self.p, t2, None)
         done = self.reg(red.dtype)
         finish: list[Stmt] = [Move(done, Access(tile, Expr.of(t2))), *self.store(red, done, row)]
-        after = False
-        for n in self.kernel.nodes:                     # per-element work on the result
-            after = after or n is red
-            if after and n is not red:
+        for n in self.kernel.nodes:     # per-element work on the result, and per-row
+            if n is not red and not self.is_full(n):    # values beside it (b * b + ...)
                 finish.extend(self.lower_elementwise(
                     n, reshape_index(row, self.kernel.row_shape, n.shape)))
         return [Loop(t0, Parallel.SIMD, tuple(init)),
@@ -158,13 +165,22 @@ class _Lowering:
 
     def lower_reduce(self, n: Node) -> list[Stmt]:
         (src,) = n.srcs
-        acc = self.reg(n.dtype, "acc")
+        wide = accumulator(n, self.schedule.inner_extent)
+        acc = self.reg(wide, "acc")
         i = Var(self.fresh("i"), self.schedule.inner_extent)
         loads, value = self.operand(src, self.schedule.domain_index(self.p, i))
         update = Compute(REDUCE_COMBINE[n.op], acc, (acc, value))
-        return [Compute(None, acc, (identity(n.op, n.dtype),)),
+        return [Compute(None, acc, (identity(n.op, wide),)),
                 *_loop(i, list(loads) + [update]),
-                *self.store(n, acc, self.row_index())]
+                *self.narrowed(n, acc, self.row_index())]
+
+    def narrowed(self, n: Node, acc: Access, index: tuple[Expr, ...]) -> list[Stmt]:
+        """Store a reduction's accumulator, converted first if it was accumulated wider
+        than n computes (so what later uses read has n's own compute type)."""
+        if acc.buffer.dtype is n.dtype.compute:
+            return self.store(n, acc, index)
+        value = self.reg(n.dtype)
+        return [Compute(None, value, (acc,)), *self.store(n, value, index)]
 
     def lower_copy(self, root: Node) -> list[Stmt]:
         i = Var(self.fresh("i"), self.schedule.inner_extent)

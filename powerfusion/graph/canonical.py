@@ -1,7 +1,7 @@
 """Canonical form: views pushed down to the leaves, concatenation as selects.
 
 After `canonicalize`, movement ops stand only directly over leaves (INPUT, IOTA) or
-over reductions. A view over a leaf is folded into the leaf's load index; a view over
+over reductions, and no reduction reads an empty tensor. A view over a leaf is folded into the leaf's load index; a view over
 a reduction is either a broadcast of a per-row value (kept in the kernel) or a change
 of iteration space (the partitioner then materialises the reduction). Element-wise
 work under a view is recomputed under it: memory-bound kernels prefer recomputation
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from ..dtypes import DType
 from .graph import Node
-from .ops import Group, Op
+from .ops import Group, Op, reduce_identity
 
 
 def canonicalize(roots: list[Node]) -> list[Node]:
@@ -34,6 +34,10 @@ def canonicalize(roots: list[Node]) -> list[Node]:
             out = canon(_concat_as_selects(n))
         elif n.op in Group.REDUCE and not n.arg:
             out = canon(n.srcs[0])          # a reduction over no axes is the identity
+        elif n.op in Group.REDUCE and n.srcs[0].size == 0:
+            # over no elements: the reduction's identity (a sum's 0), so no kernel ever
+            # reads an empty tensor (nodes that are empty themselves are never computed)
+            out = Node(Op.CONST, (), (), n.dtype, reduce_identity(n.op, n.dtype))
         else:
             srcs = tuple(canon(s) for s in n.srcs)
             out = n if srcs == n.srcs else Node(n.op, srcs, n.shape, n.dtype, n.arg)

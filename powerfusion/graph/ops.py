@@ -84,5 +84,18 @@ class Group:
     LEAF = frozenset({Op.INPUT, Op.CONST, Op.IOTA})
 
 
-# The element-wise op a reduction combines with, and its identity.
+# The element-wise op a reduction combines with.
 REDUCE_COMBINE = {Op.SUM: Op.ADD, Op.MAX: Op.MAXIMUM, Op.MIN: Op.MINIMUM}
+
+
+def reduce_identity(op: Op, dtype) -> bool | int | float:
+    """The value a reduction starts from (and gives over no elements): 0 for a sum, the
+    lowest value of the dtype for a max, the highest for a min."""
+    if dtype.is_bool:
+        return op is Op.MIN
+    if op is Op.SUM:
+        return 0 if dtype.is_int else 0.0
+    if dtype.is_float:
+        return float("-inf") if op is Op.MAX else float("inf")
+    bits = dtype.itemsize * 8
+    return -2**(bits - 1) if op is Op.MAX else 2**(bits - 1) - 1

@@ -81,7 +81,10 @@ def _plan(root: Node, stored: list[Node]):
     if root.op in Group.MOVEMENT:   # a view of a reduction stored as it is: copy it
         shape, axes = root.shape, ()
     elif reductions:
-        main = max(reductions, key=lambda r: r.srcs[0].size)
+        # a root that is itself a reduction sets the space: a reduction it reads over
+        # another space (x.max(-1, keepdims=True).min(-1)) must be stored first
+        main = root if root.op in Group.REDUCE else max(reductions,
+                                                         key=lambda r: r.srcs[0].size)
         shape, axes = main.srcs[0].shape, main.arg
     else:
         shape, axes = root.shape, ()

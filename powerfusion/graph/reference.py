@@ -22,8 +22,22 @@ from .ops import Op
 
 # -- bfloat16 without ml_dtypes -----------------------------------------------------------
 def round_to_bfloat16(x) -> np.ndarray:
-    """float32 values rounded to the nearest bfloat16 (ties to even), still float32."""
-    return bfloat16_to_float32(float32_to_bfloat16_bits(x))
+    """Float values rounded to the nearest bfloat16 (ties to even), as float32."""
+    x = np.asarray(x)
+    return bfloat16_to_float32(float32_to_bfloat16_bits(
+        float64_to_float32_odd(x) if x.dtype == np.float64 else x))
+
+
+def float64_to_float32_odd(x) -> np.ndarray:
+    """float64 -> float32 rounded to odd (an inexact result gets its last bit set), so
+    rounding on to bfloat16 rounds once, as a direct conversion would."""
+    x = np.asarray(x, dtype=np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        f = x.astype(np.float32)
+        inexact = f.astype(np.float64) != x
+        away = np.abs(f.astype(np.float64)) > np.abs(x)
+    bits = f.view(np.uint32) - away.astype(np.uint32) | inexact.astype(np.uint32)
+    return np.where(inexact, bits.view(np.float32), f)
 
 
 def float32_to_bfloat16_bits(x) -> np.ndarray:
@@ -48,7 +62,8 @@ def _round(value, d: DType) -> np.ndarray:
     """A computed value rounded to d, as the node stores it."""
     value = np.asarray(value)
     if d is DType.bfloat16:
-        return round_to_bfloat16(value.astype(np.float32))
+        return round_to_bfloat16(value if value.dtype == np.float64 else
+                                 value.astype(np.float32))
     with np.errstate(invalid="ignore", over="ignore"):
         return value.astype(_value_dtype(d))
 

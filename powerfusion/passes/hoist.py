@@ -6,9 +6,7 @@ rsqrt(var + eps) is first computed for every element; here it leaves the inner l
 
 from __future__ import annotations
 
-from ..gir.ir import (Access, Buffer, Compute, Const, IndexValue, Level, Loop, Move, Program,
-                      Stmt)
-from ..graph.ops import Op
+from ..gir.ir import Access, Compute, IndexValue, Level, Loop, Move, Program, Stmt
 from .util import effects, map_loops
 
 
@@ -33,10 +31,9 @@ def _hoist_loop(loop: Loop) -> tuple[list[Stmt], Loop]:
     varying = set(fx.reg_writes)        # registers that (may) change inside the loop
     hoisted: list[Stmt] = []
     kept: list[Stmt] = []
-    for s in _reciprocals(loop.body, varying):
-        if isinstance(s, tuple):        # 1/d for an invariant divisor d: once, before
-            hoisted.append(s[0])
-            continue
+    # x / d stays a division even for an invariant d: x * (1/d) rounds differently, and
+    # a value computed twice (once where d is invariant) must come out the same twice
+    for s in loop.body:
         if _invariant(s, loop, varying, fx.mem_writes):
             hoisted.append(s)
             varying.discard(s.dst.buffer.name)
@@ -62,28 +59,6 @@ def _invariant(s: Stmt, loop: Loop, varying: set, mem_writes) -> bool:
         return (loop.var not in s.src.index.vars() and s.src.buffer.name not in mem_writes
                 and _written_once(s.dst.buffer.name, loop))
     return False
-
-
-def _reciprocals(body, varying):
-    """x / d with d unchanged in the loop -> x * r, r = 1/d computed before the loop.
-
-    Yields the body's statements, with each new reciprocal as a 1-tuple to hoist.
-    A multiply is several times cheaper than a divide in a vector loop; the result
-    differs from true division by at most one rounding.
-    """
-    made: dict[str, Access] = {}
-    for s in body:
-        if isinstance(s, Compute) and s.op is Op.DIV and s.dst.buffer.dtype.is_float \
-                and isinstance(s.srcs[1], Access) and s.srcs[1].buffer.name not in varying \
-                and s.srcs[1].buffer.dtype == s.dst.buffer.dtype:
-            d = s.srcs[1]
-            if d.buffer.name not in made:
-                r = Access(Buffer(f"{d.buffer.name}_inv", Level.REGISTER, d.buffer.dtype))
-                made[d.buffer.name] = r
-                yield (Compute(Op.DIV, r, (Const(1.0, d.buffer.dtype), d)),)
-            yield Compute(Op.MUL, s.dst, (s.srcs[0], made[d.buffer.name]))
-        else:
-            yield s
 
 
 def _written_once(name: str, loop: Loop) -> bool:

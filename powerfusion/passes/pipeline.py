@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..gir.check import GIRError, check
 from ..gir.ir import Program
 from ..targets import Target
 from .drop import drop
@@ -37,7 +38,8 @@ def optimize(program: Program, target: Target, placement: str = "local",
              log: PassLog | None = None, transpose: tuple[int, ...] = (),
              stream: bool = False) -> Program:
     log = log if log is not None else PassLog()
-    p = log.record("naive", program)
+    _checked(program, "lowering")                  # a malformed program is a compiler bug:
+    p = log.record("naive", program)               # fail here, never in gcc or at run time
     p = log.record("forward", forward(p))          # fuse loops; stored values reach their uses
     p = log.record("hoist", hoist(p))              # loop-invariant instructions leave loops
     p = log.record("merge", merge(p, target))      # one load, one instruction per value;
@@ -55,4 +57,13 @@ def optimize(program: Program, target: Target, placement: str = "local",
             p = log.record("rows", rows_out(p, target, stream=stream, bf16=bf16))
     if transpose:                                  # a transpose schedule's tile (SIMT):
         p = log.record("stage", stage_tiles(p, transpose))  # strided reads via LOCAL
-    return p
+    return _checked(p, "the passes")
+
+
+def _checked(program: Program, stage: str) -> Program:
+    try:
+        check(program)
+    except GIRError as e:
+        raise GIRError(f"internal compiler error after {stage} (a PowerFusion bug; "
+                       f"please report it): {e}") from None
+    return program
