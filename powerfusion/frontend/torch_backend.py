@@ -180,6 +180,8 @@ def _finish(value, meta):
         return Splat(build.scalar_value(value.value, dtype), dtype, shape)
     if not isinstance(value, Tensor):
         raise _Fallback(f"unexpected result {type(value).__name__}")
+    if shape is not None and 0 in shape:
+        return Splat(build.scalar_value(0, dtype), dtype, shape)    # no elements to compute
     if value.node.op is Op.CONST:
         if shape is None:
             raise _Fallback("constant tensor of symbolic shape")
@@ -190,6 +192,20 @@ def _finish(value, meta):
             raise _Fallback(f"replayed shape {value.shape} differs from PyTorch's {shape}")
         value = Tensor(build.expand(value.node, shape))
     return value
+
+
+def _no_elements(meta) -> bool:
+    """Whether every tensor an aten node gives (at least one) has no elements."""
+    metas = meta if isinstance(meta, (tuple, list)) else (meta,)
+    tensors = [m for m in metas if isinstance(m, torch.Tensor)]
+    return bool(tensors) and len(tensors) == len(metas) and all(
+        (shape := _concrete(m.shape)) is not None and 0 in shape for m in tensors)
+
+
+def _zeros_like_meta(meta):
+    if isinstance(meta, (tuple, list)):
+        return type(meta)(_zeros_like_meta(m) for m in meta)
+    return Splat(0, _dt(meta.dtype), _concrete(meta.shape))
 
 
 # -- handlers: one aten op each, on frontend Tensors ----------------------------------------
@@ -425,20 +441,32 @@ def _accumulator(dtype: DType) -> DType:
     return dtype.compute
 
 
+def _empty(x) -> bool:
+    """Whether x has no elements: then each element of a reduction of x, if it has
+    any, reduces over nothing, and is the reduction's identity (sum 0, mean NaN)."""
+    return math.prod(x.shape) == 0 if isinstance(x, (Tensor, Splat)) else False
+
+
 @handles(aten.sum.dim_IntList, aten.sum.default)
 def _sum(ctx, x, dim=None, keepdim=False, *, dtype=None):
+    if _empty(x):
+        return Splat(0, ctx.dtype, ctx.shape)
     x = _tensor(x)
     return x.astype(_accumulator(ctx.dtype)).sum(axis=_axes(x, dim), keepdims=keepdim)
 
 
 @handles(aten.mean.dim, aten.mean.default)
 def _mean(ctx, x, dim=None, keepdim=False, *, dtype=None):
+    if _empty(x):
+        return Splat(math.nan, ctx.dtype, ctx.shape)
     x = _tensor(x)
     return x.astype(_accumulator(ctx.dtype)).mean(axis=_axes(x, dim), keepdims=keepdim)
 
 
 @handles(aten.amax.default, aten.amin.default)
 def _amax_amin(ctx, x, dim=(), keepdim=False):
+    if _empty(x):                        # PyTorch rejects a non-empty result
+        return Splat(0, ctx.dtype, ctx.shape)
     x = _tensor(x)
     extreme = x.max if ctx.node.target is aten.amax.default else x.min
     return extreme(axis=_axes(x, dim), keepdims=keepdim)
@@ -446,6 +474,8 @@ def _amax_amin(ctx, x, dim=(), keepdim=False):
 
 def _any_all(op):
     def handler(ctx, x, dim=None, keepdim=False):
+        if _empty(x):
+            return Splat(op == "all", DType.bool, ctx.shape)
         t = _truth(x).astype(DType.int32)
         axis = _axes(t, dim)
         r = t.max(axis=axis, keepdims=keepdim) if op == "any" \
@@ -473,11 +503,15 @@ def _var_mean(x: Tensor, dim, correction, keepdim):
 
 @handles(aten.var.correction)
 def _var(ctx, x, dim=None, *, correction=None, keepdim=False):
+    if _empty(x):
+        return Splat(math.nan, ctx.dtype, ctx.shape)
     return _var_mean(_tensor(x).astype(ctx.dtype), dim, correction, keepdim)[0]
 
 
 @handles(aten.var_mean.correction)
 def _var_mean_h(ctx, x, dim=None, *, correction=None, keepdim=False):
+    if _empty(x):
+        return tuple(Splat(math.nan, _dt(m.dtype), _concrete(m.shape)) for m in ctx.meta)
     return _var_mean(_tensor(x).astype(_dt(ctx.meta[0].dtype)), dim, correction, keepdim)
 
 
@@ -625,8 +659,8 @@ def _split(ctx, x, split_size, dim=0):
 
 @handles(aten.cat.default)
 def _cat(ctx, tensors, dim=0):
-    parts = [_tensor(t, "cat operand") for t in tensors]
-    parts = [p for p in parts if not (p.shape == (0,) and ctx.meta.dim() != 1)]
+    # parts with no elements add nothing (nor do legacy 1-d empty parts of any rank)
+    parts = [_tensor(t, "cat operand") for t in tensors if not _empty(t)]
     return F.concatenate([p.astype(ctx.dtype) for p in parts], axis=dim)
 
 
@@ -917,7 +951,11 @@ class Region(torch.nn.Module):
                     env[n] = a[0][a[1]]
                     continue
                 try:
-                    env[n] = _finish(HANDLERS[n.target](Ctx(n), *a, **kw), n.meta.get("val"))
+                    meta = n.meta.get("val")
+                    if _no_elements(meta):       # nothing to compute, whatever the op
+                        env[n] = _finish(_zeros_like_meta(meta), meta)
+                    else:
+                        env[n] = _finish(HANDLERS[n.target](Ctx(n), *a, **kw), meta)
                 except _Fallback as e:
                     raise _Fallback(e.args[0], _op_name(n)) from e
                 except Exception as e:
@@ -940,6 +978,8 @@ class Region(torch.nn.Module):
                 outputs.append(("arg", flat_of[id(v.node)]))
             elif isinstance(v, Tensor) and v.node.op is Op.INPUT:
                 outputs.append(("copy", flat_of[id(v.node)], order))     # a clone
+            elif isinstance(v, Tensor) and 0 in v.shape:
+                outputs.append(("full", 0, v.dtype, v.shape, order))     # no elements
             else:
                 v = _tensor(v, "region output")
                 outputs.append(("graph", len(graph_outputs), v.dtype, order))
