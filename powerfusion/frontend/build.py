@@ -220,13 +220,22 @@ def where(cond: Operand, a: Operand, b: Operand) -> Node:
     return Node(Op.WHERE, (expand(c, shape), expand(x, shape), expand(y, shape)), shape, dtype)
 
 
+def square(x: Node) -> Node:
+    """numpy.square, which x ** 2 means: of a bool, numpy gives int8."""
+    if x.dtype.is_bool:
+        raise DTypeError("square of a bool tensor (or bool ** 2): numpy gives int8, which "
+                         "PowerFusion does not have; cast the tensor (x.astype(np.int32)) "
+                         "first")
+    return binary(Op.MUL, x, x)
+
+
 def power_scalar(x: Node, exponent: Scalar) -> Node:
     """x ** e for a Python scalar e, as the cheapest op that gives numpy's result."""
     dtype = result_dtype([x, exponent])
     if dtype.is_int and exponent < 0:
         raise DTypeError(f"integer tensor ({dtype}) to a negative integer power {exponent}: "
                          "not allowed (numpy rejects it too); cast to a float first")
-    if x.dtype.is_bool and not isinstance(exponent, float):
+    if x.dtype.is_bool and isinstance(exponent, bool):
         raise DTypeError(f"bool tensor ** {exponent!r}: numpy gives int8, which PowerFusion "
                          "does not have; cast the tensor (x.astype(np.int32)) first")
     base = cast(x, dtype)
@@ -277,9 +286,21 @@ def normalize_axes(axis, shape: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(sorted(axes))
 
 
+def ufunc_axes(axis, shape: tuple[int, ...]) -> tuple[int, ...]:
+    """normalize_axes for numpy's ufunc reductions (sum, max, min, any, all, argmax),
+    which also take an int axis 0 or -1 on a 0-d tensor (as reducing nothing)."""
+    if not shape and not isinstance(axis, (tuple, list)) and axis is not None:
+        try:
+            if int(axis.__index__()) in (0, -1):
+                return ()
+        except (AttributeError, TypeError):
+            pass
+    return normalize_axes(axis, shape)
+
+
 def reduce(op: Op, x: Node, axis=None, keepdims: bool = False) -> Node:
     """SUM / MAX / MIN over axes; sum of bool and int32 gives int64 like numpy on Linux."""
-    axes = normalize_axes(axis, x.shape)
+    axes = ufunc_axes(axis, x.shape)
     if op is Op.SUM and x.dtype in (DType.bool, DType.int32):
         x = cast(x, DType.int64)
     if op is not Op.SUM and any(x.shape[a] == 0 for a in axes):
@@ -297,7 +318,7 @@ def reduce(op: Op, x: Node, axis=None, keepdims: bool = False) -> Node:
 def any_all(op: Op, x: Node, axis=None, keepdims: bool = False) -> Node:
     """numpy's any (op MAX) and all (op MIN) of truth values: over no elements, False
     and True (the identities), never an error."""
-    axes = normalize_axes(axis, x.shape)
+    axes = ufunc_axes(axis, x.shape)
     x = as_node(to_bool(x), DType.bool)
     if not axes:
         return x
@@ -312,7 +333,7 @@ def arg_extreme(op: Op, x: Node, axis=None, keepdims: bool = False) -> Node:
     one axis (of the flattened tensor for axis=None), int64; a NaN is the extreme, as
     numpy's. Two reductions over one space: the extreme, then the least index holding
     it (or holding a NaN)."""
-    if axis is None:
+    if axis is None or ufunc_axes(axis, x.shape) == ():
         flat = reshape(x, (x.size,))
         found = arg_extreme(op, flat, 0, False)
         return reshape(found, (1,) * len(x.shape)) if keepdims else found

@@ -51,7 +51,7 @@ UFUNCS = {
     "negative": build.negative,
     "positive": lambda x: x,
     "absolute": build.absolute,
-    "square": lambda x: build.binary(Op.MUL, x, x),
+    "square": build.square,
     "reciprocal": _reciprocal,
     "exp": _float_fn(Op.EXP),
     "log": _float_fn(Op.LOG),
@@ -143,8 +143,12 @@ def _var(a, axis=None, dtype=None, out=None, ddof=0, keepdims=False, **rest):
         centred = centred.astype("float64")
     count = math.prod(a.shape[k] for k in build.normalize_axes(axis, a.shape))
     mean_square = (centred * centred).mean(axis, keepdims=keepdims)
-    return mean_square if ddof == 0 else \
-        mean_square * (count / (count - ddof) if count > ddof else math.inf)
+    if ddof == 0:
+        return mean_square
+    # count <= ddof: numpy divides by zero. Its sum of squares is exactly 0 for a single
+    # element, so NaN, though 16-bit intermediates here (kept in float32) may not cancel
+    scale = count / (count - ddof) if count > ddof else math.nan if count == 1 else math.inf
+    return mean_square * scale
 
 
 def _std(a, axis=None, dtype=None, out=None, ddof=0, keepdims=False, **rest):
@@ -223,11 +227,22 @@ def _swapaxes(a, axis1, axis2):
 def _clip(a, a_min=None, a_max=None, out=None, **rest):
     _reject("numpy.clip", dict(rest, out=out), {"out": None})
     x = to_operand(a, what="numpy.clip")
-    if a_min is not None:
+    if a_min is not None and not _beyond(x, a_min, -1):
         x = build.binary(Op.MAXIMUM, x, to_operand(a_min, what="numpy.clip a_min"))
-    if a_max is not None:
+    if a_max is not None and not _beyond(x, a_max, 1):
         x = build.binary(Op.MINIMUM, x, to_operand(a_max, what="numpy.clip a_max"))
     return Tensor(x)
+
+
+def _beyond(x, bound, side: int) -> bool:
+    """Is a Python int bound past the end of an int tensor's range on its own side (a
+    lower bound below its least value, an upper one above its greatest)? numpy's clip
+    leaves such a bound out; on the other side it raises, as the conversion here does."""
+    if not (isinstance(bound, int) and not isinstance(bound, bool)
+            and hasattr(x, "dtype") and x.dtype.is_int):
+        return False
+    bits = x.dtype.itemsize * 8
+    return bound < -2**(bits - 1) if side < 0 else bound > 2**(bits - 1) - 1
 
 
 def _broadcast_to(array, shape, subok=False):

@@ -156,6 +156,8 @@ class Tensor:
         if isinstance(exponent, np.generic):
             exponent = exponent.item()          # a scalar exponent picks the cheapest op
         if isinstance(exponent, (bool, int, float)):
+            if exponent == 2 and not isinstance(exponent, float):
+                return Tensor(build.square(self.node))      # numpy's x ** 2 is square(x)
             return Tensor(build.power_scalar(self.node, exponent))
         o = _operand_or_none(exponent)
         return NotImplemented if o is None else Tensor(build.binary(Op.POW, self.node, o))
@@ -197,6 +199,32 @@ class Tensor:
     def argmin(self, axis=None, out=None, keepdims=False):
         _no_out("Tensor.argmin", out)
         return Tensor(build.arg_extreme(Op.MIN, self.node, axis, keepdims))
+
+    def var(self, axis=None, dtype=None, out=None, ddof=0, keepdims=False):
+        from .numpy_protocol import FUNCTIONS
+        return FUNCTIONS["var"](self, axis, dtype, out, ddof, keepdims)
+
+    def std(self, axis=None, dtype=None, out=None, ddof=0, keepdims=False):
+        from .numpy_protocol import FUNCTIONS
+        return FUNCTIONS["std"](self, axis, dtype, out, ddof, keepdims)
+
+    def clip(self, min=None, max=None, out=None):     # noqa: A002 - numpy's names
+        from .numpy_protocol import FUNCTIONS
+        return FUNCTIONS["clip"](self, min, max, out)
+
+    def swapaxes(self, axis1, axis2):
+        from .numpy_protocol import FUNCTIONS
+        return FUNCTIONS["swapaxes"](self, axis1, axis2)
+
+    def squeeze(self, axis=None):
+        from .numpy_protocol import FUNCTIONS
+        return FUNCTIONS["squeeze"](self, axis)
+
+    def __getattr__(self, name: str):
+        # an ndarray method tracing lacks is named, not an AttributeError from deep inside
+        if not name.startswith("_") and hasattr(np.ndarray, name):
+            raise UnsupportedError(f"ndarray.{name} is not supported by PowerFusion tracing")
+        raise AttributeError(f"'Tensor' object has no attribute {name!r}")
 
     def reshape(self, *shape, order="C"):
         if order != "C":

@@ -10,6 +10,8 @@ to a round trip through memory.
 
 from __future__ import annotations
 
+import math
+
 from ..dtypes import DType
 from .graph import Node
 from .ops import Group, Op, reduce_identity
@@ -41,6 +43,8 @@ def canonicalize(roots: list[Node]) -> list[Node]:
         else:
             srcs = tuple(canon(s) for s in n.srcs)
             out = n if srcs == n.srcs else Node(n.op, srcs, n.shape, n.dtype, n.arg)
+            if n.op in Group.REDUCE and srcs[0].op is Op.CONST:   # of a splat: a splat
+                out = _reduce_constant(n, srcs[0])
         memo[id(n)] = (n, out)
         return out
 
@@ -61,6 +65,19 @@ def canonicalize(roots: list[Node]) -> list[Node]:
         return out
 
     return [canon(r) for r in roots]
+
+
+def _reduce_constant(n: Node, value: Node) -> Node:
+    """A reduction of a tensor whose elements all hold one constant (what an empty
+    reduction folds to, seen through views): max and min are the constant, a sum is the
+    constant times the count (wrapping as integer sums do)."""
+    if n.op is not Op.SUM or n.dtype.is_bool:
+        return Node(Op.CONST, (), (), n.dtype, value.arg)
+    count = math.prod(n.srcs[0].shape[a] for a in n.arg)
+    if not n.dtype.is_int:
+        return Node(Op.CONST, (), (), n.dtype, float(value.arg) * count)
+    half = 2 ** (n.dtype.itemsize * 8 - 1)
+    return Node(Op.CONST, (), (), n.dtype, (int(value.arg) * count + half) % (2 * half) - half)
 
 
 def _concat_as_selects(n: Node) -> Node:
