@@ -192,6 +192,11 @@ class SimtPrinter(CPrinter):
     float_math = {"exp": "expf", "log": "logf", "tanh": "tanhf", "erf": "erff",
                   "sin": "sinf", "cos": "cosf", "rsqrt": "rsqrtf"}
     math_names: dict[str, str] = {}             # renames applied to the C op table
+    # x * y + z rounds twice, as numpy's does: the _rn intrinsics are never contracted
+    # into a fused multiply-add (NVRTC's default --fmad=true would)
+    rounded_ops = {(op, fam): f"__{kind}{name}_rn({{0}}, {{1}})"
+                   for op, name in ((Op.ADD, "add"), (Op.SUB, "sub"), (Op.MUL, "mul"))
+                   for fam, kind in (("f32", "f"), ("f64", "d"))}
     header = ""
     int64_suffix = "LL"
     storage_types = {DType.float32: "float", DType.float64: "double",
@@ -204,10 +209,12 @@ class SimtPrinter(CPrinter):
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         renames = cls.math_names
+        ops = CPrinter.ops
         if renames:
             pattern = re.compile(r"\b(" + "|".join(map(re.escape, renames)) + r")\(")
-            cls.ops = {k: pattern.sub(lambda m: renames[m.group(1)] + "(", t)
-                       for k, t in CPrinter.ops.items()}
+            ops = {k: pattern.sub(lambda m: renames[m.group(1)] + "(", t)
+                   for k, t in ops.items()}
+        cls.ops = {**ops, **cls.rounded_ops}
 
     def __init__(self, max_block: int = MAX_BLOCK, max_cluster: int = 1,
                  room: int | None = None):
@@ -839,6 +846,8 @@ class HipPrinter(SimtPrinter):
 
 class OpenCLPrinter(SimtPrinter):
     dialect = "opencl"
+    header = "#pragma OPENCL FP_CONTRACT OFF\n"    # no fused multiply-add: as numpy rounds
+    rounded_ops: dict = {}
     kernel_head = "__kernel __attribute__((reqd_work_group_size({block}, 1, 1))) void"
     helper_qualifier = "static inline"
     pointer_space = "__global "

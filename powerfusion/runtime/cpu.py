@@ -26,6 +26,10 @@ from .cache import DiskCache, cache_dir, cache_key, keep_source
 
 DEFAULT_FLAGS: tuple[str, ...] = (
     "-O3", "-march=native", "-fopenmp", "-fno-math-errno", "-fno-trapping-math",
+    # x * y + z rounds twice, as numpy's does: no fused multiply-add the source does not
+    # ask for (pf_math.h asks for its own), so a value comes out the same wherever it is
+    # computed and the same as numpy's
+    "-ffp-contract=off",
     "-fPIC", "-shared", "-std=gnu11",
     # a helper the generated code calls but the header lacks must fail here, not at dlopen
     "-Werror=implicit-function-declaration",

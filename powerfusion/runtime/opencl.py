@@ -92,10 +92,19 @@ _programs: dict[str, object] = {}
 _programs_lock = threading.Lock()
 
 
-def build(source: str, options: tuple[str, ...] = BUILD_OPTIONS):
-    """The built cl.Program for source (cached per source and options in this process)."""
+def build_options(dev: "OpenCLDevice") -> tuple[str, ...]:
+    """BUILD_OPTIONS, and float32 division and square roots rounded correctly, as numpy's
+    are (OpenCL allows 2.5 ULP otherwise), where the device can."""
+    cl = _cl()
+    exact = dev.device.single_fp_config & cl.device_fp_config.CORRECTLY_ROUNDED_DIVIDE_SQRT
+    return BUILD_OPTIONS + (("-cl-fp32-correctly-rounded-divide-sqrt",) if exact else ())
+
+
+def build(source: str):
+    """The built cl.Program for source (cached per source and device in this process)."""
     cl = _cl()
     dev = device()
+    options = build_options(dev)
     key = cache_key(source, " ".join(options), dev.name)
     with _programs_lock:
         program = _programs.get(key)
@@ -105,19 +114,20 @@ def build(source: str, options: tuple[str, ...] = BUILD_OPTIONS):
         try:
             program.build(options=list(options))
         except cl.Error as exc:
-            raise _failure(source, program, dev, exc, key) from None
+            raise _failure(source, program, dev, exc, key, options) from None
         _programs[key] = program
         return program
 
 
-def _failure(source: str, program, dev: OpenCLDevice, exc, key: str) -> CompileError:
+def _failure(source: str, program, dev: OpenCLDevice, exc, key: str,
+             options: tuple[str, ...]) -> CompileError:
     try:
         log = program.get_build_info(dev.device, _cl().program_build_info.LOG)
     except Exception:
         log = ""
     kept = keep_source(f"opencl-{key[:16]}.cl", source)
     return CompileError(f"OpenCL build failed on {dev.name}",
-                        command=["clBuildProgram", *BUILD_OPTIONS],
+                        command=["clBuildProgram", *options],
                         stderr=(log or str(exc)).strip(), source_path=kept)
 
 
