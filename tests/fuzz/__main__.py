@@ -25,13 +25,14 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="campaign seed")
     parser.add_argument("--target", default="cpu", choices=("cpu", "opencl"))
     parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
-    parser.add_argument("--batch", type=int, default=8, help="programs per pf.jit call")
+    parser.add_argument("--batch", type=int, default=16, help="programs per pf.jit call")
     parser.add_argument("--exclude", default="", help="ops never to draw, comma-separated")
     parser.add_argument("--out", default="fuzz-failures.md", help="where failures go")
     parser.add_argument("--shrink-per-class", type=int, default=1)
     parser.add_argument("--shrink-budget", type=float, default=60.0, help="s per failure")
     parser.add_argument("--shrink-total", type=float, default=900.0, help="s in all")
     parser.add_argument("--replay", type=int, nargs="*", help="program seeds to show and run")
+    parser.add_argument("--shrink", action="store_true", help="with --replay: shrink them")
     args = parser.parse_args(argv)
     exclude = tuple(x for x in args.exclude.split(",") if x)
     os.environ.setdefault("POCL_MAX_PTHREAD_COUNT", "1")
@@ -39,6 +40,8 @@ def main(argv=None) -> int:
     if own_cache:               # a private kernel cache: the user's stays as it was
         os.environ["POWERFUSION_CACHE_DIR"] = tempfile.mkdtemp(prefix="pf-fuzz-cache-")
     if args.replay:
+        if args.shrink:
+            return shrink_seeds(args.replay, args.target, exclude, args.shrink_budget)
         return replay(args.replay, args.target, exclude)
     return campaign(args, exclude)
 
@@ -58,6 +61,23 @@ def replay(seeds, target: str, exclude) -> int:
             print(outcome.message)
         print()
     return 1 if failed else 0
+
+
+def shrink_seeds(seeds, target: str, exclude, budget: float) -> int:
+    from .campaign import Failure
+    from .check import Outcome
+    from .report import describe, shrink_failure
+    from .worker import Worker
+
+    worker = Worker(target, exclude)
+    try:
+        for seed in seeds:
+            shrunk = shrink_failure(Failure((seed,), Outcome("?")), worker, budget,
+                                    exclude=exclude)
+            print(describe(shrunk))
+    finally:
+        worker.close()
+    return 0
 
 
 def campaign(args, exclude) -> int:

@@ -2,9 +2,9 @@
 
 Program i of campaign seed S has seed S * 1_000_000 + i, so any failure replays from
 its seed alone (`python -m tests.fuzz --replay SEED`). A batch of B programs is one
-pf.jit call (one compile): fast. A program that fails in a batch runs again alone; if
-it passes alone, the failure is the batch's ("batch-only"), kept with all its seeds.
-A batch that crashes or hangs is re-run one program at a time.
+pf.jit call (one compile): fast. A program whose outputs are wrong in a batch runs
+again alone; a batch that fails as a whole (an exception, a crash, a hang) is bisected.
+If the parts all pass, the failure is the batch's ("batch-only"), kept with its seeds.
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ class Summary:
 
 
 def run_campaign(programs: int, seed: int = 0, target: str = "cpu", jobs: int = 2,
-                 batch: int = 8, timeout: float = 300.0, exclude: tuple[str, ...] = (),
+                 batch: int = 16, timeout: float = 300.0, exclude: tuple[str, ...] = (),
                  progress=None, workers: list[Worker] | None = None) -> Summary:
     """Run `programs` seeded programs; `progress(summary)` is called now and then."""
     summary = Summary(target)
@@ -108,33 +108,54 @@ def run_campaign(programs: int, seed: int = 0, target: str = "cpu", jobs: int = 
 
 
 class _Rerun:
-    """The programs of a failed batch, run again alone: if none fails alone, the batch
-    itself is the failure."""
+    """The child tasks of a failed batch (its halves, or its failing programs alone): if
+    none of them fails, the batch itself is the failure ("batch-only")."""
 
-    def __init__(self, seeds: tuple[int, ...], outcome: Outcome, pending: int):
-        self.seeds, self.outcome, self.pending, self.failed_alone = seeds, outcome, pending, 0
+    def __init__(self, seeds: tuple[int, ...], outcome: Outcome, pending: int, origin):
+        self.seeds, self.outcome, self.pending, self.origin = seeds, outcome, pending, origin
+        self.failed = False
 
     def done(self, failed: bool, summary: Summary) -> None:
         self.pending -= 1
-        self.failed_alone += failed
-        if self.pending == 0 and not self.failed_alone:
-            summary.record(Failure(self.seeds, self.outcome, batch_only=True))
+        self.failed |= failed
+        if self.pending == 0:
+            if not self.failed:
+                summary.record(Failure(self.seeds, self.outcome, batch_only=True))
+            if self.origin is not None:
+                self.origin.done(True, summary)
+
+
+def _split(seeds, outcome: Outcome, origin, tasks) -> None:
+    """Bisect a batch that failed as a whole: log2(B) reruns find one culprit."""
+    half = len(seeds) // 2
+    rerun = _Rerun(tuple(seeds), outcome, 2, origin)
+    tasks.append(("seeds", tuple(seeds[:half]), rerun))
+    tasks.append(("seeds", tuple(seeds[half:]), rerun))
 
 
 def _handle(reply, payload, origin, tasks, summary: Summary) -> None:
     status, value = reply
     if status == "done":
-        failing = [(seed, o) for seed, o, batched in value if o.failed and batched]
-        rerun = _Rerun(tuple(payload), failing[0][1], len(failing)) if failing else None
-        for seed, outcome, batched in value:
-            if outcome.failed and batched:
-                tasks.append(("seeds", (seed,), rerun))
-                continue
+        alone = [(seed, o) for seed, o, batched in value if not batched]
+        batched = [(seed, o) for seed, o, was_batched in value if was_batched]
+        failed = False
+        for seed, outcome in alone:
             summary.programs += 1
             if outcome.failed:
                 summary.record(Failure((seed,), outcome))
-            if origin is not None:
-                origin.done(outcome.failed, summary)
+                failed = True
+        signatures = {o.signature() for _, o in batched}
+        if batched and len(signatures) == 1 and batched[0][1].failed:
+            _split([seed for seed, _ in batched], batched[0][1], origin, tasks)
+            return                        # the halves report to `origin`
+        failing = [(seed, o) for seed, o in batched if o.failed]
+        if failing:
+            rerun = _Rerun(tuple(payload), failing[0][1], len(failing), origin)
+            for seed, _ in failing:
+                tasks.append(("seeds", (seed,), rerun))
+        summary.programs += len(batched) - len(failing)
+        if origin is not None and not failing:
+            origin.done(failed, summary)
         return
     if status == "crash":
         outcome = Outcome("crash", f"exit code {value}", f"the worker died ({value})")
@@ -143,9 +164,7 @@ def _handle(reply, payload, origin, tasks, summary: Summary) -> None:
     else:
         outcome = Outcome("fuzzer", "error in the fuzzer", value)
     if len(payload) > 1:                  # a crash or hang of a batch: find who did it
-        rerun = _Rerun(tuple(payload), outcome, len(payload))
-        for seed in payload:
-            tasks.append(("seeds", (seed,), rerun))
+        _split(list(payload), outcome, origin, tasks)
         return
     summary.programs += 1
     summary.record(Failure(tuple(payload), outcome))

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import re
 import traceback
+import zlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -61,8 +63,9 @@ def _innermost_pf_frame(exc: BaseException) -> str:
 
 
 def _message_head(exc: BaseException) -> str:
+    """The first line of the message without its numbers: one class of failure."""
     head = str(exc).split("\n")[0]
-    head = re.sub(r"\(.*?\)|'.*?'|\d+", "_", head)
+    head = re.sub(r"\(.*?\)|\d+", "_", head)
     return head[:70]
 
 
@@ -111,12 +114,42 @@ def _show(got, ref, bad, error=None, limit: int = 6) -> str:
     return "\n".join(rows)
 
 
+class Nondeterministic(Exception):
+    """Two calls of one compiled function on the same inputs gave different bits."""
+
+
+def _bits(result) -> list:
+    items = result if isinstance(result, (tuple, list)) else [result]
+    return [(np.shape(r), str(np.asarray(r).dtype), np.asarray(r).tobytes()) for r in items]
+
+
+def threads_for(source: str) -> int:
+    """One program in eight makes its first call from two threads at once."""
+    return 2 if zlib.crc32(source.encode()) % 8 == 0 else 1
+
+
 def run(program: Program, target: str):
-    """pf's results as a list, with the inputs as they were after the call."""
-    arrays = program.arrays()
-    result = pf.jit(program.function(), target=target)(*arrays)
+    """pf's results as a list, with the inputs as they were after the call. The function
+    is called again (the cached path), and sometimes first from two threads at once:
+    all calls must agree bit for bit."""
+    source = program.source()
+    fn = pf.jit(program.function(), target=target)
+    threads = threads_for(source)
+    calls = [program.arrays() for _ in range(threads)]
+    if threads == 1:
+        result = fn(*calls[0])
+        firsts = [result]
+    else:
+        with ThreadPoolExecutor(threads) as pool:
+            futures = [pool.submit(fn, *args) for args in calls]
+            firsts = [f.result() for f in futures]
+        result = firsts[0]
+    again = fn(*calls[0])
+    if any(_bits(r) != _bits(result) for r in firsts[1:] + [again]):
+        how = "two threads' first calls" if threads > 1 else "a second call"
+        raise Nondeterministic(f"{how} gave other results than the first")
     results = list(result) if isinstance(result, (tuple, list)) else [result]
-    return results, arrays
+    return results, calls[0]
 
 
 def judge(program: Program, expected: Expected, target: str = "cpu") -> list[Outcome]:
@@ -126,6 +159,8 @@ def judge(program: Program, expected: Expected, target: str = "cpu") -> list[Out
     try:
         with quiet():
             results, arrays = run(program, target)
+    except Nondeterministic as exc:
+        return [Outcome("mismatch", "nondeterministic", str(exc))] * n
     except pf.PowerFusionError as exc:
         if expected.error is not None or expected.foreign_dtype:
             return [Outcome("ok")] * n
@@ -135,7 +170,7 @@ def judge(program: Program, expected: Expected, target: str = "cpu") -> list[Out
         if expected.error is not None and type(exc) is type(expected.error):
             return [Outcome("ok")] * n
         where = _innermost_pf_frame(exc)
-        return [Outcome("untyped", f"{type(exc).__name__} in {where}",
+        return [Outcome("untyped", f"{type(exc).__name__} in {where}: {_message_head(exc)}",
                         "".join(traceback.format_exception(exc, limit=-8)))] * n
     if expected.error is not None:
         return [Outcome("missing-error", type(expected.error).__name__,

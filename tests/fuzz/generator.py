@@ -51,7 +51,7 @@ class Generator:
         return bool(self.rng.random() < p)
 
     def operand(self) -> Node:
-        return self.pool[-1] if self.coin(0.5) else self.pool[int(self.rng.integers(
+        return self.pool[-1] if self.coin(0.6) else self.pool[int(self.rng.integers(
             len(self.pool)))]
 
     def info(self, node: Node) -> Info:
@@ -242,9 +242,12 @@ class Generator:
             self.pool.append(node)
             self.infos[node.uid] = evaluate(node, self.infos, arrays)
         terminals, raising = [], None
-        for _ in range(int(self.rng.integers(1, 9))):
+        for step in range(int(self.rng.integers(1, 11))):
             for _attempt in range(15):
-                node = self.draw()
+                if step == 0 and self.coin(0.15):   # casts of inputs: exact, so exactly
+                    node = self.draw_cast(self.pool[int(self.rng.integers(n_inputs))])
+                else:
+                    node = self.draw()
                 try:
                     info = evaluate(node, self.infos, arrays)
                 except Fragile:

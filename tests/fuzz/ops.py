@@ -139,8 +139,12 @@ def exact(node, xs, es, v):
     return np.zeros(np.shape(v)), False
 
 
-def carried(node, xs, es, v):      # views, concatenation, neg, abs: errors move with values
+def carried(node, xs, es, v):      # views, concatenation: errors move with the values
     return on_errors(node, es), False
+
+
+def same(node, xs, es, v):         # neg, abs: errors stay as they were
+    return es[0], False
 
 
 def _b(*arrays):
@@ -172,8 +176,8 @@ def select_rule(node, xs, es, v):     # maximum, minimum, clip: errors never gro
 
 
 def pow_rule(node, xs, es, v):
-    if not is_float(np.asarray(v).dtype):
-        return exact(node, xs, es, v)
+    if not is_float(np.asarray(v).dtype):      # numpy rejects int ** -k unless it is empty
+        return np.zeros(np.shape(v)), bool(np.any(np.asarray(xs[1]) < 0))
     x, y = _b(*xs)
     ex, ey = _b(*es)
     av = np.abs(np.asarray(v, np.float64))
@@ -296,8 +300,8 @@ def _method_reduce(method: str):
 
 OPS: dict[str, OpDef] = {
     # element-wise, one operand (or one operand and a scalar parameter)
-    "neg": OpDef(("-{0}", "np.negative({0})"), carried),
-    "abs": OpDef(("abs({0})", "np.abs({0})", "pf.abs({0})", "np.absolute({0})"), carried),
+    "neg": OpDef(("-{0}", "np.negative({0})"), same),
+    "abs": OpDef(("abs({0})", "np.abs({0})", "pf.abs({0})", "np.absolute({0})"), same),
     "exp": OpDef(("np.exp({0})", "pf.exp({0})"), transcendental(lambda x, v: v)),
     "log": OpDef(("np.log({0})", "pf.log({0})"), domain_rule(lambda x, v: 1 / x)),
     "sqrt": OpDef(("np.sqrt({0})", "pf.sqrt({0})"), domain_rule(lambda x, v: 0.5 / v)),

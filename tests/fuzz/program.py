@@ -108,7 +108,8 @@ def array_literal(a: np.ndarray) -> str:
 
 
 def input_name(k: int) -> str:
-    return "abcdefghijklmnopqrstuvwxyz"[k] if k < 26 else f"x{k}"
+    letters = "abcdeghjkmnpqrsuvwxyz"             # not f (the function), i, l, o, t (temps)
+    return letters[k] if k < len(letters) else f"x{k}"
 
 
 # -- programs ----------------------------------------------------------------------------------

@@ -86,7 +86,13 @@ def shrink_all(summary: Summary, per_class: int = 1, budget_s: float = 60.0,
 def describe(s: Shrunk) -> str:
     """Markdown for one shrunk failure."""
     seeds = ", ".join(map(str, s.failure.seeds))
-    lines = [f"### {s.failure.signature()}", "",
+    if not s.outcome.failed:
+        return f"### {s.failure.signature()}\n\n- seeds: {seeds}: passes now (fixed since " \
+               "the campaign ran, or flaky)\n"
+    if s.outcome.signature() != s.failure.outcome.signature() and \
+            s.failure.outcome.kind != "?":
+        seeds += f" (the campaign saw: {s.failure.signature()})"
+    lines = [f"### {s.outcome.signature()}", "",
              f"- seeds: {seeds}" + (" (a batch: fails only together)"
                                     if s.failure.batch_only else ""),
              f"- minimal program: {s.program.size()} ops, shrunk in {s.seconds:.0f} s "

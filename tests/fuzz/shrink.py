@@ -103,12 +103,13 @@ def _smaller_inputs(program: Program) -> Iterator[Program]:
         if inp.layout != "contiguous":
             yield _with_input(program, k, Input(np.broadcast_to(base, inp.shape).copy()
                                                 if inp.layout == "broadcast" else base))
-        if inp.layout == "broadcast":
-            continue
-        for axis, n in enumerate(base.shape):
-            for keep in sorted({1, n // 2, n - 1} - {n, 0}):
-                yield _with_input(program, k, Input(np.take(base, range(keep), axis),
-                                                    inp.layout))
+        for axis, n in enumerate(inp.shape):
+            for keep in [k for k in dict.fromkeys((1, n // 2, n - 1, 0)) if k < n]:
+                shape = inp.shape[:axis] + (keep,) + inp.shape[axis + 1:]
+                part = base if inp.layout == "broadcast" and axis == 0 else \
+                    base[(slice(None),) * axis + (slice(0, keep),)]
+                yield _with_input(program, k, Input(part, inp.layout, shape if
+                                                    inp.layout == "broadcast" else None))
         yield from _simpler_values(program, k)
 
 
@@ -158,7 +159,7 @@ def cost(program: Program) -> tuple:
         bool(n.param[1]) + (len(n.param[0]) if isinstance(n.param[0], tuple) else 0)
         for n in nodes if n.op in REDUCTIONS)
     return (len(nodes), len(program.outputs), len(program.inputs),
-            sum(i.base.size for i in program.inputs),
+            sum(i.base.size or 1.5 for i in program.inputs),     # one element beats none
             sum(i.layout != "contiguous" for i in program.inputs), knobs,
             sum(_value_cost(i.base) for i in program.inputs))
 

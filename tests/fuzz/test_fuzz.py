@@ -35,7 +35,7 @@ def _report(summary) -> str:
 
 # -- the campaigns -----------------------------------------------------------------------------
 def test_fuzz_cpu():
-    summary = run_campaign(CPU_PROGRAMS, seed=CI_SEED, target="cpu", jobs=2, batch=8)
+    summary = run_campaign(CPU_PROGRAMS, seed=CI_SEED, target="cpu", jobs=2, batch=16)
     assert summary.programs == CPU_PROGRAMS
     assert not summary.failures, _report(summary)
 
@@ -45,7 +45,7 @@ def test_fuzz_opencl():
 
     opencl_or_skip()
     summary = run_campaign(OPENCL_PROGRAMS, seed=CI_SEED + 1, target="opencl", jobs=2,
-                           batch=8)
+                           batch=16)
     assert summary.programs == OPENCL_PROGRAMS
     assert not summary.failures, _report(summary)
 
@@ -147,3 +147,44 @@ def test_the_shrinker_finds_the_smallest_program_that_fails():
     small, _ = shrink(program, fails, budget_s=60)
     assert small.ops() == ["exp"] and len(small.outputs) == 1, small.source()
     assert len(small.inputs) == 1 and small.inputs[0].base.size <= 1, small.repro()
+
+
+def _drive(seeds, batch: int, verdict):
+    """The campaign's bookkeeping on fake workers: verdict(payload) -> outcome per seed."""
+    from collections import deque
+
+    from .campaign import Summary, _handle
+    from .check import Outcome
+
+    summary = Summary("fake")
+    tasks = deque(("seeds", tuple(seeds[i:i + batch]), None)
+                  for i in range(0, len(seeds), batch))
+    while tasks:
+        _, payload, origin = tasks.popleft()
+        summary.compiles += 1
+        outcomes = verdict(payload)
+        reply = ("done", [(s, outcomes.get(s, Outcome("ok")), len(payload) > 1)
+                          for s in payload])
+        _handle(reply, payload, origin, tasks, summary)
+    return summary
+
+
+def test_the_campaign_bisects_batches_and_keeps_batch_only_failures():
+    from .check import Outcome
+
+    boom = Outcome("untyped", "KeyError in x")
+    # seed 5 makes any call it is part of raise: found by bisection, in few calls
+    summary = _drive(list(range(64)), 16, lambda p: {s: boom for s in p} if 5 in p else {})
+    assert summary.programs == 64
+    assert [f.seeds for f in summary.failures] == [(5,)]
+    assert summary.compiles <= 4 + 2 * 4
+    # 3 and 4 fail only together: one batch-only failure, holding both
+    summary = _drive(list(range(16)), 8, lambda p: {s: boom for s in p}
+                     if {3, 4} <= set(p) else {})
+    assert summary.programs == 16
+    assert len(summary.failures) == 1 and summary.failures[0].batch_only
+    assert {3, 4} <= set(summary.failures[0].seeds)
+    # a wrong output is pinned on its program at once
+    wrong = Outcome("mismatch", "values float32")
+    summary = _drive(list(range(16)), 16, lambda p: {7: wrong} if 7 in p else {})
+    assert [f.seeds for f in summary.failures] == [(7,)] and summary.programs == 16

@@ -15,6 +15,8 @@ DTYPES = ("float32", "float16", "bfloat16", "float64", "int32", "int64", "bool")
 DTYPE_WEIGHTS = (0.34, 0.1, 0.1, 0.1, 0.13, 0.13, 0.1)
 SIDES = (1, 1, 2, 3, 4, 5, 7, 8, 16)
 MAX_ELEMENTS = 2048
+LARGE_SIDES = (3, 17, 33, 65, 257, 300, 513, 1000, 4099)
+MAX_LARGE = 1 << 16
 LAYOUT_WEIGHTS = {"contiguous": 0.6, "fortran": 0.08, "strided": 0.08, "reversed": 0.08,
                   "offset": 0.08, "broadcast": 0.08}
 
@@ -32,11 +34,12 @@ def pick(rng, items, weights=None):
 def draw_shapes(rng, count: int) -> list[tuple[int, ...]]:
     """`count` shapes that broadcast together: a base shape, each input keeping a suffix
     of it with some axes set to 1. Sometimes an axis is empty (size 0)."""
-    ndim = int(pick(rng, (0, 1, 2, 2, 3, 3, 4)))
-    base = [int(pick(rng, SIDES)) for _ in range(ndim)]
+    large = rng.random() < 0.08             # many rows: split columns, threads, tails
+    ndim = int(pick(rng, (1, 2, 2, 3) if large else (0, 1, 2, 2, 3, 3, 4)))
+    base = [int(pick(rng, LARGE_SIDES if large else SIDES)) for _ in range(ndim)]
     if ndim and rng.random() < 0.07:
         base[rng.integers(ndim)] = 0
-    while math.prod(base) > MAX_ELEMENTS // 4:
+    while math.prod(base) > (MAX_LARGE if large else MAX_ELEMENTS // 4):
         base[int(np.argmax(base))] //= 2
     shapes = []
     for k in range(count):
@@ -57,9 +60,13 @@ def draw_values(rng, shape: tuple[int, ...], dtype: str) -> np.ndarray:
         return rng.random(shape) < rng.choice((0.1, 0.5, 0.9))
     if dtype.startswith("int"):
         info = np.iinfo(dt)
-        flavour = rng.choice(("small", "small", "wide", "limits"))
+        flavour = rng.choice(("small", "small", "wide", "limits", "medium", "ties"))
         if flavour == "small":
             x = rng.integers(-10, 11, size)
+        elif flavour == "medium":            # float16's range: its rounding, its ties
+            x = rng.integers(-70000, 70001, size)
+        elif flavour == "ties":              # next to float32/float64 rounding ties
+            x = int_ties(rng, size, info.bits)
         elif flavour == "wide":
             x = rng.integers(info.min, info.max, size, dtype=np.int64, endpoint=True)
         else:
@@ -68,9 +75,11 @@ def draw_values(rng, shape: tuple[int, ...], dtype: str) -> np.ndarray:
             hit = rng.random(size) < 0.4
             x = np.where(hit, limits[rng.integers(0, len(limits), size)], x)
         return x.astype(dt).reshape(shape)
-    flavour = rng.choice(("normal", "normal", "small_int", "positive", "scaled"))
+    flavour = rng.choice(("normal", "normal", "small_int", "positive", "scaled", "ties"))
     if flavour == "small_int":                 # exact arithmetic, equal values meet
         x = rng.integers(-4, 5, size).astype(np.float64)
+    elif flavour == "ties" and dt.itemsize >= 4:
+        x = float_ties(rng, size, dt)
     else:
         x = rng.standard_normal(size)
         if flavour == "positive":
@@ -83,6 +92,37 @@ def draw_values(rng, shape: tuple[int, ...], dtype: str) -> np.ndarray:
                                                                   size)], x)
     with np.errstate(all="ignore"):
         return x.astype(dt).reshape(shape)
+
+
+def float_ties(rng, size: int, dtype: np.dtype) -> np.ndarray:
+    """Values at, or one ULP of `dtype` beside, the halfway points between neighbouring
+    values of a narrower float: a cast that rounds twice gets some of them wrong."""
+    narrower = [np.dtype(np.float16), np.dtype(ml_dtypes.bfloat16)]
+    if dtype == np.float64:
+        narrower.append(np.dtype(np.float32))
+    out = np.empty(size)
+    for k in range(size):
+        narrow = narrower[rng.integers(len(narrower))]
+        low = np.asarray([rng.standard_normal() * 4.0 ** rng.integers(-3, 4)]).astype(narrow)
+        bits = np.dtype(f"u{narrow.itemsize}")
+        high = (low.view(bits) + 1).view(narrow)         # the neighbour away from zero
+        mid = np.asarray((float(low[0]) + float(high[0])) / 2, dtype)
+        out[k] = float(np.nextafter(mid, dtype.type(rng.choice((-np.inf, np.inf))))
+                       if rng.random() < 0.6 else mid)
+    return out
+
+
+def int_ties(rng, size: int, bits: int) -> np.ndarray:
+    """Integers at, or one beside, halfway points between neighbouring float32 (or, for
+    int64, float64) values."""
+    out = np.empty(size, np.int64)
+    for k in range(size):
+        mantissa = 24 if bits == 32 or rng.random() < 0.5 else 53
+        top = int(rng.integers(mantissa + 1, bits - 1))
+        mid = (1 << top) + (int(rng.integers(0, 1 << 20)) << (top - mantissa + 1)) + \
+            (1 << (top - mantissa))
+        out[k] = (mid + int(rng.integers(-1, 2))) * (1 if rng.random() < 0.7 else -1)
+    return out
 
 
 def draw_input(rng, shape: tuple[int, ...], dtype: str) -> Input:

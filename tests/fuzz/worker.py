@@ -17,7 +17,8 @@ from .program import Program, merge
 
 def run_seeds(seeds: list[int], target: str, exclude: tuple[str, ...]) -> list:
     """[(seed, Outcome, batched)]: programs numpy runs are merged into one pf call, each
-    judged on its own outputs; programs numpy rejects run alone."""
+    judged on its own outputs; programs numpy rejects, or that pf may reject (numpy's
+    int8), run alone: their verdict is about the whole call."""
     merged, results = [], []
     for seed in seeds:
         try:
@@ -26,7 +27,7 @@ def run_seeds(seeds: list[int], target: str, exclude: tuple[str, ...]) -> list:
             results.append((seed, Outcome("fuzzer", "Fragile after generation", str(exc)),
                             False))
             continue
-        if expected.error is not None or len(seeds) == 1:
+        if expected.error is not None or expected.foreign_dtype or len(seeds) == 1:
             outcome = first_failure(judge(program, expected, target))
             results.append((seed, outcome, False))
         else:
@@ -37,8 +38,7 @@ def run_seeds(seeds: list[int], target: str, exclude: tuple[str, ...]) -> list:
     elif merged:
         whole = merge([p for _, p, _ in merged])
         outputs = [info for _, _, e in merged for info in e.outputs]
-        foreign = any(e.foreign_dtype for _, _, e in merged)
-        expected = type(merged[0][2])(outputs, None, foreign)
+        expected = type(merged[0][2])(outputs)
         outcomes = judge(whole, expected, target)
         at = 0
         for seed, program, _ in merged:
