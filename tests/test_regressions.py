@@ -290,7 +290,7 @@ def test_integer_powers_of_any_size():
     for e in (0, 1, 5, 9, 31, 64):
         with np.errstate(all="ignore"):
             _same(pf.jit(lambda x: x ** e)(x), x ** e)
-    with pytest.raises(pf.DTypeError, match="Python int exponent"):
+    with pytest.raises(pf.DTypeError, match="Python int or a bool tensor exponent"):
         pf.jit(lambda x: x ** x)(x)
 
 
@@ -403,3 +403,36 @@ def test_an_ndarray_method_tracing_lacks_is_named():
 def test_a_reduction_of_what_an_empty_reduction_left(fn):
     a = np.zeros((1, 4, 0), np.float16)
     _same(pf.jit(fn)(a), fn(a))
+
+
+@pytest.mark.parametrize("name", ["float32", "float64", "float16"])
+def test_powers_minus_a_half_and_a_half_at_the_edges(name):
+    """numpy: x ** 0.5 is sqrt (-0 -> -0, -inf -> NaN), x ** -0.5 is pow (-0 -> +inf,
+    -inf -> 0), not 1/sqrt."""
+    x = np.array([-0.0, 0.0, -np.inf, np.inf, -1.0, np.nan, 4.0, 2.0], name)
+    for e in (0.5, -0.5, -1, 3):
+        with np.errstate(all="ignore"):
+            expected = x ** e
+        got = pf.jit(lambda x: x ** e)(x)
+        np.testing.assert_allclose(got, expected, rtol=2e-3)
+        assert np.array_equal(np.signbit(got), np.signbit(expected)), e
+
+
+def test_integer_powers_with_a_bool_exponent():
+    i, b = np.array([3, -2, 5], np.int32), np.array([True, False, True])
+    for fn in (lambda i, b: i ** b, lambda i, b: 2 ** b, lambda i, b: np.power(i, b)):
+        _same(pf.jit(fn)(i, b), fn(i, b))
+
+
+def test_an_integer_exponent_out_of_the_dtype_is_refused():
+    with pytest.raises(OverflowError):
+        np.zeros(3, np.int32) ** 2**40
+    with pytest.raises(pf.DTypeError, match="out of bounds for int32"):
+        pf.jit(lambda a: a ** 2**40)(np.zeros(3, np.int32))
+
+
+def test_argmax_refuses_a_tuple_of_axes():
+    with pytest.raises(TypeError):
+        np.zeros((2, 2)).argmax(axis=())
+    with pytest.raises(pf.ShapeError, match="one axis"):
+        pf.jit(lambda a: a.argmax(axis=()))(np.zeros((2, 2)))

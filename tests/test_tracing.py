@@ -202,7 +202,8 @@ def test_bad_broadcast_names_both_shapes():
 
 
 @pytest.mark.parametrize("exponent, op", [(2, Op.MUL), (0.5, Op.SQRT), (-1, Op.DIV),
-                                          (-0.5, Op.RSQRT), (3, Op.MUL), (7, Op.MUL), (1.7, Op.POW)])
+                                          (-0.5, Op.WHERE), (3, Op.MUL), (7, Op.MUL),
+                                          (1.7, Op.POW)])   # -0.5: rsqrt, -inf selected
 def test_power_with_scalar_exponent(exponent, op):
     x = sample((4, 4), np.float32, positive=True)
     graph = check_against_numpy(lambda x: x ** exponent, x)

@@ -128,8 +128,12 @@ def binary(op: Op, a: Operand, b: Operand) -> Node:
     if op is Op.DIV and not dtype.is_float:
         dtype = DType.float64                       # true division of ints and bools
     if op is Op.POW and not dtype.is_float:
-        raise DTypeError(f"{dtype} tensor ** {dtype} tensor: PowerFusion takes integer "
-                         "powers with a Python int exponent only; cast to a float first")
+        if isinstance(b, Node) and b.dtype.is_bool and not (isinstance(a, Node) and
+                                                            a.dtype.is_bool):
+            return where(b, a, binary(Op.ADD, binary(Op.MUL, a, 0), 1))   # a ** 0 or 1
+        raise DTypeError(f"{dtype} ** {dtype} tensor: PowerFusion takes integer powers with "
+                         "a Python int or a bool tensor exponent only (numpy raises for "
+                         "negative ones, element by element); cast to a float first")
     if dtype.is_bool:
         if op in _BOOL_ARITH:                       # numpy: bool + bool is logical or
             return elementwise(_BOOL_ARITH[op], [a, b], dtype)
@@ -235,6 +239,8 @@ def power_scalar(x: Node, exponent: Scalar) -> Node:
     if dtype.is_int and exponent < 0:
         raise DTypeError(f"integer tensor ({dtype}) to a negative integer power {exponent}: "
                          "not allowed (numpy rejects it too); cast to a float first")
+    if dtype.is_int:
+        scalar_value(exponent, dtype, what="exponent")    # numpy converts it: in range
     if x.dtype.is_bool and isinstance(exponent, bool):
         raise DTypeError(f"bool tensor ** {exponent!r}: numpy gives int8, which PowerFusion "
                          "does not have; cast the tensor (x.astype(np.int32)) first")
@@ -257,7 +263,10 @@ def power_scalar(x: Node, exponent: Scalar) -> Node:
     if dtype.is_float and exponent == 0.5:
         return Node(Op.SQRT, (base,), base.shape, dtype)
     if dtype.is_float and exponent == -0.5:
-        return Node(Op.RSQRT, (base,), base.shape, dtype)
+        # pow's, not 1/sqrt's, meaning at the edges: (-0) ** -0.5 is +inf (x + 0.0 turns
+        # -0 into +0), (-inf) ** -0.5 is 0
+        root = Node(Op.RSQRT, (binary(Op.ADD, base, 0.0),), base.shape, dtype)
+        return where(compare(Op.EQ, base, -math.inf), 0.0, root)
     if dtype.is_float and exponent == -1:
         return binary(Op.DIV, 1, base)
     return elementwise(Op.POW, [base, exponent], dtype)
@@ -333,12 +342,14 @@ def arg_extreme(op: Op, x: Node, axis=None, keepdims: bool = False) -> Node:
     one axis (of the flattened tensor for axis=None), int64; a NaN is the extreme, as
     numpy's. Two reductions over one space: the extreme, then the least index holding
     it (or holding a NaN)."""
+    name = "argmax" if op is Op.MAX else "argmin"
+    if isinstance(axis, (tuple, list)):
+        raise ShapeError(f"{name} takes one axis (an integer) or None, got {axis!r}")
     if axis is None or ufunc_axes(axis, x.shape) == ():
         flat = reshape(x, (x.size,))
         found = arg_extreme(op, flat, 0, False)
         return reshape(found, (1,) * len(x.shape)) if keepdims else found
     k = normalize_axis(axis, len(x.shape), x.shape)
-    name = "argmax" if op is Op.MAX else "argmin"
     if x.shape[k] == 0:
         raise ShapeError(f"{name} over the zero-size axis {k} of shape {x.shape}: "
                          "an empty sequence has no extreme")
