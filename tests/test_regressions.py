@@ -436,3 +436,16 @@ def test_argmax_refuses_a_tuple_of_axes():
         np.zeros((2, 2)).argmax(axis=())
     with pytest.raises(pf.ShapeError, match="one axis"):
         pf.jit(lambda a: a.argmax(axis=()))(np.zeros((2, 2)))
+
+
+def test_np_power_of_float16_by_a_half_means_pow():
+    """numpy's float16 power loop has no square-root shortcut (its float32 and float64
+    loops, and x ** 0.5 on any float array, do): -0 -> +0 and -inf -> +inf there."""
+    for name in ("float16", "float32"):
+        x = np.array([-np.inf, -0.0, 0.0, 4.0, -1.0, np.inf], name)
+        for fn in (lambda x: np.power(x, 0.5), lambda x: x ** 0.5):
+            with np.errstate(all="ignore"):
+                expected = fn(x)
+            got = pf.jit(fn)(x)
+            np.testing.assert_array_equal(got, expected)
+            assert np.array_equal(np.signbit(got), np.signbit(expected))

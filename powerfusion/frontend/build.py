@@ -233,8 +233,9 @@ def square(x: Node) -> Node:
     return binary(Op.MUL, x, x)
 
 
-def power_scalar(x: Node, exponent: Scalar) -> Node:
-    """x ** e for a Python scalar e, as the cheapest op that gives numpy's result."""
+def power_scalar(x: Node, exponent: Scalar, ufunc: bool = False) -> Node:
+    """x ** e for a Python scalar e, as the cheapest op that gives numpy's result.
+    ufunc: spelt np.power(x, e), whose float16 loop has no square-root shortcut."""
     dtype = result_dtype([x, exponent])
     if dtype.is_int and exponent < 0:
         raise DTypeError(f"integer tensor ({dtype}) to a negative integer power {exponent}: "
@@ -261,6 +262,9 @@ def power_scalar(x: Node, exponent: Scalar) -> Node:
                 square = binary(Op.MUL, square, square)
         return result
     if dtype.is_float and exponent == 0.5:
+        if ufunc and dtype is DType.float16:    # pow's meaning: -0 -> +0, -inf -> +inf
+            root = Node(Op.SQRT, (binary(Op.ADD, base, 0.0),), base.shape, dtype)
+            return where(compare(Op.EQ, base, -math.inf), math.inf, root)
         return Node(Op.SQRT, (base,), base.shape, dtype)
     if dtype.is_float and exponent == -0.5:
         # pow's, not 1/sqrt's, meaning at the edges: (-0) ** -0.5 is +inf (x + 0.0 turns

@@ -28,7 +28,7 @@ def _reciprocal(x):
 
 def _power(a, b):
     if isinstance(b, (bool, int, float)) and not isinstance(a, (bool, int, float)):
-        return build.power_scalar(a, b)
+        return build.power_scalar(a, b, ufunc=True)
     return build.binary(Op.POW, a, b)
 
 
