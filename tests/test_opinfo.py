@@ -14,7 +14,9 @@ Outcomes of one sample:
 - fell_back: a region gave up (tracing, compiling or running it failed) and ran
   eagerly; results match (they are eager's);
 - eager_only: no region was formed (no claimed op, or every claimed op declined
-  by its predicate, e.g. a rounding division);
+  by its predicate, e.g. a rounding division). A cheap screen (make_fx with the
+  backend's decompositions) rules out samples whose graph holds no claimed op
+  before anything is compiled: those are eager_only too;
 - wrong / raised: the defects. Each is checked again with a reference backend that
   is the same AOTAutograd pipeline with the same decompositions but no PowerFusion;
   where that reference is wrong or raises too, the cause is PyTorch's (counted as
@@ -26,8 +28,9 @@ Results match when, element by element, the compiled value is close to eager's
 reference than eager is, give or take that tolerance (as Inductor's OpInfo tests
 compare low-precision results against a reference computed in higher precision).
 
-CI runs a capped sweep (`POWERFUSION_OPINFO_SAMPLES`, default 2 samples per op and
-dtype, float32 and bfloat16). The whole database, every sample:
+CI runs a capped sweep: `POWERFUSION_OPINFO_SAMPLES` samples per op and dtype
+(default 1: sample 0 in float32, sample 1 in bfloat16), about three minutes on two
+cores. The whole database, every sample (about half an hour):
 
     python -m tests.test_opinfo --all [--out benchmarks/results/opinfo-cpu-DATE.json]
 
@@ -65,8 +68,18 @@ KNOWN_CORE_FAILURES: dict[tuple[str, str], str] = {
 }
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
-_TOL = {torch.float16: (1e-3, 1e-5), torch.bfloat16: (1.6e-2, 1e-5),
+# (rtol, atol): torch.testing's defaults, but for bfloat16, which PowerFusion computes
+# in float32 without rounding each intermediate as eager does: Inductor's atol, 1e-2
+# (a difference of nearly-equal values keeps only the rounding noise of its operands)
+_TOL = {torch.float16: (1e-3, 1e-5), torch.bfloat16: (1.6e-2, 1e-2),
         torch.float32: (1.3e-6, 1e-5), torch.float64: (1e-7, 1e-7)}
+# (op, dtype) -> (rtol, atol) where the defaults are too tight, and why
+_TOL_OVERRIDES = {
+    # (1 - t) x - (1 + (pw - 1) t) logsigmoid(x), times weight: a difference of two
+    # values up to ~9 whose bfloat16 roundings eager keeps (half an ulp at 8 is 0.03)
+    # and PowerFusion does not; PowerFusion's is the closer to float32 arithmetic
+    ("nn.functional.binary_cross_entropy_with_logits", "bfloat16"): (1.6e-2, 0.3),
+}
 _CI_SAMPLES = int(os.environ.get("POWERFUSION_OPINFO_SAMPLES", "1"))
 
 
@@ -172,7 +185,7 @@ def _leaves(out):
     return pytree.tree_flatten(out)[0]
 
 
-def _mismatch(got, expected, reference=None) -> str | None:
+def _mismatch(got, expected, reference=None, tol=None) -> str | None:
     """Why got differs from expected (eager's), or None when they agree."""
     got, expected = _leaves(got), _leaves(expected)
     ref = _leaves(reference) if reference is not None else [None] * len(expected)
@@ -199,7 +212,7 @@ def _mismatch(got, expected, reference=None) -> str | None:
                 return f"result {k} at {bad}: {g[tuple(bad)].item()}, eager " \
                        f"{e[tuple(bad)].item()}"
             continue
-        rtol, atol = _TOL.get(e.dtype, (1.3e-6, 1e-5))
+        rtol, atol = tol or _TOL.get(e.dtype, (1.3e-6, 1e-5))
         g64, e64 = g.double(), e.double()
         close = torch.isclose(g64, e64, rtol=rtol, atol=atol, equal_nan=True)
         if isinstance(r, torch.Tensor) and r.shape == e.shape:
@@ -226,11 +239,11 @@ def _float64_reference(fn, args):
         return None
 
 
-def _wrong(fn, tensors, got, expected) -> str | None:
+def _wrong(fn, tensors, got, expected, tol=None) -> str | None:
     """Why got is wrong: unlike eager and further from float64 than eager is."""
-    if _mismatch(got, expected) is None:
+    if _mismatch(got, expected, tol=tol) is None:
         return None
-    return _mismatch(got, expected, _float64_reference(fn, tensors()))
+    return _mismatch(got, expected, _float64_reference(fn, tensors()), tol=tol)
 
 
 def _identical(a, b) -> bool:
@@ -325,15 +338,18 @@ def _run_sample(op, fn, tensors, rec: Record) -> Record:
         except Exception:                # noqa: BLE001 - PyTorch's own pipeline raises
             rec.outcome = "raised_torch"
     else:
-        why = _wrong(fn, tensors, got, expected)
+        why = _wrong(fn, tensors, got, expected, _TOL_OVERRIDES.get((rec.op, rec.dtype)))
         if why is not None:
             rec.outcome, rec.detail = "wrong", why
+            # PyTorch's decomposition itself differs from eager, and PowerFusion
+            # computes what the decomposition says
             try:
-                if _wrong(fn, tensors, _run(fn, tensors(), backend=_reference_backend),
-                          expected) is not None:
+                reference = _run(fn, tensors(), backend=_reference_backend)
+                if _wrong(fn, tensors, reference, expected) is not None and \
+                        _mismatch(got, reference) is None:
                     rec.outcome = "wrong_torch"
-            except Exception:            # noqa: BLE001
-                rec.outcome = "wrong_torch"
+            except Exception:            # noqa: BLE001 - then it stays wrong
+                pass
         elif stats["failed_regions"]:
             rec.outcome = "fell_back"
             rec.detail = "; ".join(dict.fromkeys(seen.gave_up))[:500]
@@ -450,6 +466,10 @@ def test_opinfo_sweep_matches_eager():
           f"({summary['ops_claimed']} claimed), {summary['samples']} samples "
           f"({summary['samples_compiled']} compiled), {summary['wrong']} wrong, "
           f"{summary['raised']} raised, {summary['fell_back']} fell back, {seconds:.0f} s")
+    failing = {(d["op"], d["dtype"]) for d in summary["defects"]}
+    stale = sorted(set(KNOWN_CORE_FAILURES) - failing)
+    if stale:
+        print(f"KNOWN_CORE_FAILURES entries that passed this run: {stale}")
     unexpected = [d for d in summary["defects"] if not d["known"]]
     assert not unexpected, "\n".join(
         f"{d['op']} {d['dtype']} sample {d['index']}: {d['outcome']}: {d['detail']}"
@@ -486,6 +506,9 @@ def main(argv=None) -> int:
     counts = {k: v for k, v in summary.items() if not isinstance(v, list)}
     print(json.dumps(counts, indent=1))
     if a.out:
+        for key in ("fell_back_samples", "torch_side"):    # the reason is in detail
+            for r in summary[key]:
+                del r["warnings"]
         with open(a.out, "w") as f:
             json.dump(summary, f, indent=1)
             f.write("\n")
