@@ -18,7 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .ops import FLOAT_INFO, OPS, apply, is_float, scalar_param
+from .bounds import FLOAT_INFO, is_float
+from .ops import OPS, apply, scalar_param
 from .program import Node, Program
 from .values import DTYPES, np_dtype
 

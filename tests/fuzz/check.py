@@ -28,7 +28,7 @@ import numpy as np
 import powerfusion as pf
 
 from .analysis import Expected, Info, quiet
-from .ops import BF16
+from .bounds import BF16
 from .program import Program
 
 RTOL = {"float64": 1e-12, "float32": 2e-4, "float16": 2e-3, "bfloat16": 1.6e-2}

@@ -14,7 +14,8 @@ import math
 import numpy as np
 
 from .analysis import Expected, Fragile, Info, NumpyRaised, analyze, evaluate
-from .ops import BF16, OPS
+from .bounds import BF16
+from .ops import OPS
 from .program import Node, Program
 from .values import DTYPES, draw_dtypes, draw_input, draw_shapes, pick
 

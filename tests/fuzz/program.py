@@ -60,6 +60,7 @@ class Input:
     shape: tuple[int, ...] | None = None     # the argument's shape if the layout changes it
 
     def __post_init__(self):
+        self.base = np.asarray(self.base)    # a 0-d array, never a numpy scalar ("scalar")
         if self.shape is None:
             self.shape = tuple(self.base.shape)
 
@@ -96,7 +97,9 @@ def array_literal(a: np.ndarray) -> str:
         return f"np.zeros({tuple(a.shape)}, {dt})"
     floatlike = a.dtype.kind in "fV"           # bfloat16 is kind 'V'
     flat = a.reshape(-1).astype(np.float64) if floatlike else a.reshape(-1)
-    if a.size > 1 and np.array_equal(flat, np.repeat(flat[:1], a.size), equal_nan=True):
+    same = np.array_equal(flat, np.repeat(flat[:1], a.size), equal_nan=True) and (
+        not floatlike or len(set(np.signbit(flat).tolist())) == 1)      # -0.0 is not 0.0
+    if a.size > 1 and same:
         return f"np.full({tuple(a.shape)}, {_scalar_text(flat[0])}, {dt})"
     texts = iter([_scalar_text(v) for v in flat])
 
