@@ -498,7 +498,9 @@ def test_literals():
     assert p.literal(0.1, F16, F16) == "0x1.998p-4f"             # rounded to float16 first
     assert p.literal(-0.0, F32, F32) == "(-0x0p+0f)"
     assert p.literal(0.1, F64, F64) == "0x1.999999999999ap-4"
-    assert p.literal(float("nan"), F32, F64) == "NAN"
+    assert p.literal(float("nan"), F32, F32) == "NAN"
+    assert p.literal(float("nan"), F32, F64) == "((double)NAN)"   # no float in a double op
+    assert p.literal(float("-inf"), F64, F64) == "((double)(-INFINITY))"
     assert p.literal(-2**63, DType.int64, DType.int64) == "INT64_MIN"
     assert p.literal(5, DType.int64, F32) == "0x1.4p+2f"
     assert p.literal(2.0, F32, DType.bool) == "1"

@@ -449,3 +449,20 @@ def test_np_power_of_float16_by_a_half_means_pow():
             got = pf.jit(fn)(x)
             np.testing.assert_array_equal(got, expected)
             assert np.array_equal(np.signbit(got), np.signbit(expected))
+
+
+def test_a_float_truncated_to_an_integer_has_no_negative_zero():
+    """gcc folds (double)(int)x into trunc(x), which keeps the sign of -0.5's zero."""
+    a = np.array([0.0, -0.0, -0.5, -1.5, 2.7])
+    for dt in (np.int32, np.int64):
+        for out in (np.float64, np.float32, np.float16):
+            fn = lambda a: 1 / a.astype(dt).astype(out)         # noqa: E731
+            with np.errstate(all="ignore"):
+                _same(pf.jit(fn)(a), fn(a))
+
+
+def test_a_special_float64_constant_in_a_power():
+    """OpenCL's pow(float NAN, double) was ambiguous: a double constant is a double."""
+    a = np.array([0.0, 2.0])
+    for fn in (lambda a: np.nan ** a.astype(np.int64), lambda a: np.inf ** a.astype(np.int64)):
+        _same(pf.jit(fn)(a), fn(a))

@@ -423,6 +423,11 @@ class CPrinter:
             value = f"pf_f64_to_f32_odd({value})"       # so the 16-bit rounding is the only one
         elif src.compute is not dst.compute:
             value = f"(({self.compute_types[dst.compute]})({value}))"
+            if src.is_int and dst.is_float:
+                # gcc turns (double)(int)x into trunc(x), whose -0 no integer converts to
+                # (and folds a + 0.0 away first): a zero is made +0 by a select
+                zero = self.literal(0.0, dst, dst)
+                value = f"({value} == 0 ? {zero} : {value})"
         if round16 and dst in self.store_16:
             value = self.load_16[dst].format(self.store_16[dst].format(value))
         return value
@@ -447,10 +452,11 @@ class CPrinter:
                 return "INT32_MIN" if v == -2**31 else f"({v})" if v < 0 else str(v)
             return "INT64_MIN" if v == -2**63 else f"INT64_C({v})"
         v = _round_to(float(value), target.compute)
-        if v != v:
-            return "NAN"
-        if v in (float("inf"), float("-inf")):
-            return "INFINITY" if v > 0 else "(-INFINITY)"
+        special = "NAN" if v != v else "INFINITY" if v == float("inf") else \
+            "(-INFINITY)" if v == float("-inf") else None
+        if special is not None:     # float macros: a double is asked for by a cast (an
+            return special if target.compute is not DType.float64 else \
+                f"((double){special})"          # OpenCL overload would be ambiguous)
         text = re.sub(r"\.?0*p", "p", float.hex(v)) + self.float_suffix[target.compute]
         return f"({text})" if text.startswith("-") else text
 
