@@ -13,9 +13,6 @@ import numpy as np
 import pytest
 from helpers import assert_close  # noqa: F401 - re-exported for `from conftest import ...`
 
-# PoCL runs single-threaded in tests: see the known bug noted in runtime/opencl.py
-os.environ.setdefault("POCL_MAX_PTHREAD_COUNT", "1")
-
 _CACHE_ENV = "POWERFUSION_CACHE_DIR"
 
 

@@ -182,6 +182,7 @@ class SimtPrinter(CPrinter):
     warp = 32                                   # threads per warp; blocks are multiples
     kernel_head = 'extern "C" __global__ void __launch_bounds__({block})'
     helper_qualifier = "__device__ __forceinline__"   # not static: no unused warnings
+    scratch_fn = "PF_FN"                        # qualifier of helpers given __local scratch
     pointer_space = ""                          # address space of kernel pointers
     restrict = "__restrict__"
     thread_index = "(int)threadIdx.x"
@@ -270,7 +271,7 @@ class SimtPrinter(CPrinter):
         """`T pf_block_<op>_<T>(T v, scratch)`: combine v over the block, result in all."""
         t = cls.compute_types[dtype]
         combine = cls.template(op, dtype)
-        head = f"PF_FN {t} {cls.helper_name(op, dtype)}({t} v, {cls.scratch_param()})"
+        head = f"{cls.scratch_fn} {t} {cls.helper_name(op, dtype)}({t} v, {cls.scratch_param()})"
         return "\n".join([head + " {"] + cls.reduce_body(t, combine) + ["}", ""])
 
     @classmethod
@@ -846,7 +847,17 @@ class HipPrinter(SimtPrinter):
 
 class OpenCLPrinter(SimtPrinter):
     dialect = "opencl"
-    header = "#pragma OPENCL FP_CONTRACT OFF\n"    # no fused multiply-add: as numpy rounds
+    # No fused multiply-add: as numpy rounds. PF_SCRATCH_FN: helpers given the kernel's
+    # __local scratch are always inlined. PoCL before 4.0 gives each work-group its own
+    # copy of a kernel's __local array only where the kernel function itself uses it
+    # (its automatic-locals pass ran before it inlined other functions; fixed by
+    # pocl/pocl 834233895, "fix the order of automatic-local LLVM Pass"). A helper left
+    # out of line (clang keeps one called twice, and turns its scratch argument, the same
+    # in every call, into a direct use of the array) made the array one static variable
+    # of the compiled kernel, raced on by the work-groups PoCL's threads ran at once.
+    header = ("#pragma OPENCL FP_CONTRACT OFF\n"
+              "#define PF_SCRATCH_FN static inline __attribute__((always_inline))\n")
+    scratch_fn = "PF_SCRATCH_FN"
     rounded_ops: dict = {}
     kernel_head = "__kernel __attribute__((reqd_work_group_size({block}, 1, 1))) void"
     helper_qualifier = "static inline"
@@ -899,7 +910,7 @@ class OpenCLPrinter(SimtPrinter):
         combine = cls.template(op, dtype)
         name = cls.helper_name(op, dtype).replace("pf_block_", "pf_lanes_")
         return "\n".join([
-            f"PF_FN {t} {name}({t} v, {cls.scratch_param()}) {{",
+            f"{cls.scratch_fn} {t} {name}({t} v, {cls.scratch_param()}) {{",
             f"    __local {t} *s = (__local {t} *)scratch;",
             f"    int t = (int)get_local_id(0), lane = t % {cls.warp};",
             f"    {cls.barrier}",

@@ -25,12 +25,10 @@ BUILD_OPTIONS: tuple[str, ...] = ()      # no fast-math: NaN and infinities keep
 
 
 def _cl():
-    # KNOWN BUG (open): on PoCL's multi-threaded CPU driver, reductions come out wrong
-    # intermittently (about 1 run in 3 of the reduction tests) when work-groups run
-    # concurrently; one PoCL thread is always right. Until the cause is found (our
-    # SIMT code or PoCL), run PoCL single-threaded unless the user chose otherwise.
-    # It must be set before PoCL starts.
-    os.environ.setdefault("POCL_MAX_PTHREAD_COUNT", "1")
+    # PoCL runs with as many threads as it likes: the reductions that once came out wrong
+    # when its work-groups ran concurrently were PoCL 3.x keeping a __local array used by
+    # an out-of-line helper as one static variable for all its threads; the printer
+    # inlines those helpers (OpenCLPrinter.header, codegen/simt.py).
     try:
         import pyopencl
     except ImportError:
