@@ -88,8 +88,18 @@ def div_rule(node, xs, es, v):
     return e + rounding(v), False
 
 
+def _zeros_of_both_signs(a, b):
+    """Where max/min choose between +0.0 and -0.0: numpy's choice is its loop's."""
+    a, b = (np.asarray(x, np.float64) for x in _b(a, b))
+    return (a == 0) & (b == 0) & (np.signbit(a) != np.signbit(b))
+
+
 def select_rule(node, xs, es, v):     # maximum, minimum, clip: errors never grow
-    return np.maximum(*_b(*es)) if len(es) == 2 else es[0], False
+    if node.op == "clip":
+        lo, hi = node.param
+        x = xs[0]
+        return es[0], _zeros_of_both_signs(x, float(lo)) | _zeros_of_both_signs(x, float(hi))
+    return np.maximum(*_b(*es)), _zeros_of_both_signs(*xs)
 
 
 def pow_rule(node, xs, es, v):
@@ -184,7 +194,9 @@ def reduce_rule(node, xs, es, v):
 
 
 def extreme_rule(node, xs, es, v):    # max, min over axes: one of the terms, with its error
-    return on_errors(node, es), False
+    x = np.asarray(xs[0], np.float64)
+    zeros = np.signbit(x[x == 0])
+    return on_errors(node, es), bool(zeros.size) and zeros.any() and not zeros.all()
 
 
 def spread_rule(node, xs, es, v):

@@ -2,9 +2,9 @@
 the dtypes and shapes at hand and kept only if numpy runs it and the result does not
 depend on rounding (analysis.py). A seed always gives the same program.
 
-About one program in twenty ends in an op numpy rejects (a max over an empty axis, a
-bad reshape, a broadcast that does not fit, ...): pf must reject it too, with a typed
-error.
+About one program in twelve ends in an op numpy rejects (a max over an empty axis, a
+bad reshape, a broadcast that does not fit, an axis out of range, ...): pf must
+reject it too, with a typed error.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from .ops import OPS
 from .program import Node, Program
 from .values import DTYPES, draw_dtypes, draw_input, draw_shapes, pick
 
-P_ERROR = 0.05
+P_BAD = 0.04                                     # programs that end in a bad op
 EXTENDED = ("any", "all", "argmax", "argmin")    # numpy reductions pf may lack
 UNARY = ("neg", "abs", "exp", "log", "sqrt", "tanh", "sin", "cos", "square", "reciprocal",
          "not", "isnan", "isinf", "isfinite", "clip")
@@ -213,6 +213,27 @@ class Generator:
             items.pop()
         return ", ".join(items) if items else "()"
 
+    def draw_bad(self, x: Node) -> Node:
+        """An op numpy rejects (usually) for x's shape."""
+        shape = self.shape(x)
+        nd = len(shape)
+        strangers = [n for n in self.pool if not _broadcastable(self.shape(n), shape)]
+        bad = [Node("reshape", (x,), (math.prod(shape) + 1,)),
+               Node(self.choice(REDUCE), (x,), (nd, False)),
+               Node(self.choice(REDUCE), (x,), ((0, 0) if nd else 0, True)),
+               Node("transpose", (x,), tuple(range(nd + 1))),
+               Node("index", (x,), str(shape[0]) if nd else "0"),
+               Node("expand_dims", (x,), nd + 2),
+               Node("broadcast_to", (x,), tuple(n + 1 if n > 1 else n for n in shape)
+                    + (2,) if nd else (0,))]
+        if strangers:
+            bad.append(Node(self.choice(BINARY), (x, self.choice(strangers))))
+            if len(self.shape(strangers[0])) == nd and nd:
+                bad.append(Node("concatenate", (x, strangers[0]), 0))
+        if not nd:
+            bad.append(Node("concatenate", (x, x), 0))
+        return bad[int(self.rng.integers(len(bad)))]
+
     def draw_cast(self, x: Node) -> Node:
         return Node("astype", (x,), self.choice(DTYPES), self.spelling("astype"))
 
@@ -261,6 +282,16 @@ class Generator:
                     self.pool.append(node)
                     break
                 terminals.append(node)        # e.g. numpy's int8 from bool ** 2
+        if self.coin(P_BAD):
+            bad = self.draw_bad(self.operand())
+            try:
+                evaluate(bad, self.infos, arrays)
+            except NumpyRaised as raised:
+                raising = (bad, raised.error)
+            except Fragile:
+                pass
+            else:
+                raising = None
         if raising and self.coin(0.5):
             return Program(inputs, [raising[0]])
         outputs = [self.pool[-1]] if len(self.pool) > n_inputs or not terminals \
