@@ -422,6 +422,9 @@ def test_integer_powers_with_a_bool_exponent():
     i, b = np.array([3, -2, 5], np.int32), np.array([True, False, True])
     for fn in (lambda i, b: i ** b, lambda i, b: 2 ** b, lambda i, b: np.power(i, b)):
         _same(pf.jit(fn)(i, b), fn(i, b))
+    for fn in (lambda i, b: True ** b, lambda i, b: b ** b):       # numpy: int8
+        with pytest.raises(pf.DTypeError, match="int8"):
+            pf.jit(fn)(i, b)
 
 
 def test_an_integer_exponent_out_of_the_dtype_is_refused():

@@ -127,9 +127,11 @@ def binary(op: Op, a: Operand, b: Operand) -> Node:
     dtype = result_dtype([a, b])
     if op is Op.DIV and not dtype.is_float:
         dtype = DType.float64                       # true division of ints and bools
+    if op is Op.POW and dtype.is_bool:
+        raise DTypeError("bool ** bool: numpy gives int8, which PowerFusion does not have; "
+                         "cast an operand (x.astype(np.int32)) first")
     if op is Op.POW and not dtype.is_float:
-        if isinstance(b, Node) and b.dtype.is_bool and not (isinstance(a, Node) and
-                                                            a.dtype.is_bool):
+        if isinstance(b, Node) and b.dtype.is_bool:
             return where(b, a, binary(Op.ADD, binary(Op.MUL, a, 0), 1))   # a ** 0 or 1
         raise DTypeError(f"{dtype} ** {dtype} tensor: PowerFusion takes integer powers with "
                          "a Python int or a bool tensor exponent only (numpy raises for "
