@@ -35,7 +35,6 @@ def main(argv=None) -> int:
     parser.add_argument("--shrink", action="store_true", help="with --replay: shrink them")
     args = parser.parse_args(argv)
     exclude = tuple(x for x in args.exclude.split(",") if x)
-    os.environ.setdefault("POCL_MAX_PTHREAD_COUNT", "1")
     own_cache = "POWERFUSION_CACHE_DIR" not in os.environ
     if own_cache:               # a private kernel cache: the user's stays as it was
         os.environ["POWERFUSION_CACHE_DIR"] = tempfile.mkdtemp(prefix="pf-fuzz-cache-")

@@ -129,6 +129,13 @@ def _check_range(node: Node, args: list[Info], v: np.ndarray, error: np.ndarray)
     return np.where(np.isnan(error), np.inf, error)
 
 
+def _bool_power(node: Node, infos: dict[int, Info]) -> bool:
+    """bool ** 2 is int8 for an array but int64 for a numpy scalar (a reduction's 0-d
+    result): pf, whose 0-d results are arrays, may refuse bool powers (typed)."""
+    return node.op in ("pow", "square") and bool(node.args) and \
+        infos[node.args[0].uid].array.dtype == np.bool_
+
+
 def analyze(program: Program) -> Expected:
     """numpy's results for every output, or the exception it raises; Fragile if the
     program is not a valid test."""
@@ -139,5 +146,6 @@ def analyze(program: Program) -> Expected:
             infos[node.uid] = evaluate(node, infos, inputs)
     except NumpyRaised as raised:
         return Expected(None, raised.error)
-    foreign = not all(i.supported for i in infos.values())
+    foreign = not all(i.supported for i in infos.values()) or any(
+        _bool_power(n, infos) for n in program.nodes())
     return Expected([infos[o.uid] for o in program.outputs], None, foreign)

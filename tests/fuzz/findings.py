@@ -13,8 +13,12 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import resource
+import signal
 import subprocess
 import sys
+
+from .worker import MEMORY_LIMIT
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPRO = re.compile(r"^- repro: `(.*)`\s*$")
@@ -79,16 +83,31 @@ def findings(path: str):
             yield current[0], current[1], m.group(1)
 
 
-def check(repro: str, target: str, timeout: float = 120) -> str:
+def _limits():
+    resource.setrlimit(resource.RLIMIT_DATA, (MEMORY_LIMIT, MEMORY_LIMIT))
+
+
+def check(repro: str, target: str, timeout: float = 180) -> str:
+    """The verdict on one repro, from a child process in its own session (so that a
+    compiler it starts dies with it) with a memory limit."""
+    child = subprocess.Popen([sys.executable, "-c", DRIVER, repro, target], text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             start_new_session=True, preexec_fn=_limits)
     try:
-        done = subprocess.run([sys.executable, "-c", DRIVER, repro, target], timeout=timeout,
-                              capture_output=True, text=True)
+        out, err = child.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
+        os.killpg(child.pid, signal.SIGKILL)
+        child.communicate()
         return f"open: no answer in {timeout:.0f} s"
-    if done.returncode:
-        tail = (done.stderr.strip().splitlines() or [""])[-1]
-        return f"open: the process died ({done.returncode}) {tail[:80]}"
-    return done.stdout.strip().splitlines()[-1] if done.stdout.strip() else "open: no output"
+    finally:
+        try:
+            os.killpg(child.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    if child.returncode:
+        tail = (err.strip().splitlines() or [""])[-1]
+        return f"open: the process died ({child.returncode}) {tail[:80]}"
+    return out.strip().splitlines()[-1] if out.strip() else "open: no output"
 
 
 def main(argv=None) -> int:

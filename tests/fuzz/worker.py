@@ -5,6 +5,9 @@ one program (judged as it is: the shrinker's candidates)."""
 from __future__ import annotations
 
 import multiprocessing
+import os
+import resource
+import signal
 import time
 import traceback
 from multiprocessing.connection import wait
@@ -57,7 +60,12 @@ def run_program(program: Program, target: str) -> tuple[Outcome, bool]:
     return first_failure(judge(program, expected, target)), expected.error is not None
 
 
+MEMORY_LIMIT = 6 << 30       # bytes of data per worker, its compilers included
+
+
 def _main(conn, target: str, exclude: tuple[str, ...]) -> None:
+    os.setpgrp()             # the worker and its compilers: one group, killed together
+    resource.setrlimit(resource.RLIMIT_DATA, (MEMORY_LIMIT, MEMORY_LIMIT))
     while True:
         task = conn.recv()
         if task is None:
@@ -105,10 +113,16 @@ class Worker:
         self.task = None
         return reply
 
-    def restart(self):
-        if self.process.is_alive():
-            self.process.kill()
+    def _kill(self):
+        """The worker and what it started (a compiler pf gave up on may outlive it)."""
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
         self.process.join(5)
+
+    def restart(self):
+        self._kill()
         self.conn.close()
         self.task = None
         self._start()
@@ -119,9 +133,7 @@ class Worker:
         except (OSError, ValueError):
             pass
         self.process.join(5)
-        if self.process.is_alive():
-            self.process.kill()
-            self.process.join(5)
+        self._kill()
 
 
 def ready(workers: list[Worker], timeout: float) -> list[Worker]:
