@@ -30,9 +30,10 @@ compare low-precision results against a reference computed in higher precision).
 
 CI runs a capped sweep: `POWERFUSION_OPINFO_SAMPLES` samples per op and dtype
 (default 1: sample 0 in float32, sample 1 in bfloat16), about three minutes on two
-cores. The whole database, every sample (about half an hour):
+cores. The recorded run (benchmarks/results/opinfo-cpu-2026-12-04.json: 25 samples
+per op and dtype, about half an hour), or every sample (--all, hours):
 
-    python -m tests.test_opinfo --all [--out benchmarks/results/opinfo-cpu-DATE.json]
+    python -m tests.test_opinfo --samples 25 --out benchmarks/results/opinfo-cpu-DATE.json
 
 Options: --samples N (per op and dtype), --ops NAME,NAME, --dtypes float32,bfloat16.
 """
