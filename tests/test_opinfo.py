@@ -375,6 +375,16 @@ def sweep(ops=None, dtypes=("float32", "bfloat16"), samples: int | None = 1,
     samples: all of them when samples is None, else `samples` of them, starting at
     the dtype's position in dtypes (float32 at sample 0, bfloat16 at sample 1), so
     that a capped sweep sees more distinct samples."""
+    quiet = logging.getLogger("torch._dynamo")    # graph breaks of ops it can't trace
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        return _sweep(ops, dtypes, samples, progress)
+    finally:
+        quiet.setLevel(level)
+
+
+def _sweep(ops, dtypes, samples, progress) -> list[Record]:
     records = []
     wanted = set(ops) if ops else None
     for op in _op_db():
