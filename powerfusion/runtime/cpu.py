@@ -10,10 +10,13 @@ yet fails to load is deleted and built once more.
 from __future__ import annotations
 
 import ctypes
+import errno
 import functools
 import os
 import re
 import shlex
+import shutil
+import signal
 import statistics
 import subprocess
 import threading
@@ -113,17 +116,41 @@ def _run_compiler(cc: list[str], source: str, name: str, flags: tuple[str, ...],
     src.write_text(source)
     command = [*cc, *flags, "-o", str(out), str(src), *LIBS]
     try:
-        result = subprocess.run(command, capture_output=True, text=True,
-                                timeout=COMPILE_TIMEOUT_S, check=False)
+        returncode, stderr = _bounded_run(command)
     except subprocess.TimeoutExpired as exc:
         raise _failure(f"compiler timed out after {COMPILE_TIMEOUT_S:g} s", command,
                        _text(exc.stderr), source, name, key) from None
     except OSError as exc:
         raise _failure(f"cannot run the C compiler ({exc}); install gcc or set $CC",
                        command, "", source, name, key) from None
-    if result.returncode != 0:
-        raise _failure(f"C compiler failed with exit status {result.returncode}",
-                       command, result.stderr, source, name, key)
+    if returncode != 0:
+        hint = " (it ran out of its memory limit)" if "memory" in stderr.lower() else ""
+        raise _failure(f"C compiler failed with exit status {returncode}{hint}",
+                       command, stderr, source, name, key)
+
+
+COMPILE_MEMORY_BYTES = 4 << 30   # gcc needs well under 1 GB for any kernel we generate;
+                                 # some chains (x ** (2**31 - 1) of a bool sum) send it
+                                 # past 15 GB: it fails fast instead of taking the machine
+
+
+def _bounded_run(command: list[str]) -> tuple[int, str]:
+    """Run the compiler in its own process group, under a memory limit (set by the shell:
+    a preexec_fn is unsafe while other threads run); on timeout the whole group goes
+    (killing only the gcc driver would leave cc1 running)."""
+    if shutil.which(command[0]) is None:
+        raise FileNotFoundError(errno.ENOENT, "not found", command[0])
+    limited = ["/bin/sh", "-c", f'ulimit -v {COMPILE_MEMORY_BYTES >> 10} && exec "$@"',
+               "sh", *command]
+    proc = subprocess.Popen(limited, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        _, stderr = proc.communicate(timeout=COMPILE_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        _, stderr = proc.communicate()
+        raise subprocess.TimeoutExpired(command, COMPILE_TIMEOUT_S, stderr=stderr) from None
+    return proc.returncode, stderr
 
 
 def _failure(message: str, command: list[str], stderr: str, source: str,
