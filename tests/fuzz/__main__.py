@@ -54,7 +54,7 @@ def replay(seeds, target: str, exclude) -> int:
         program, expected = generate(seed, exclude)
         outcome = check(program, expected, target)
         print(f"# seed {seed}: {outcome.signature()}")
-        print(program.repro())
+        print(program.repro(target))
         if outcome.failed:
             failed += 1
             print(outcome.message)
@@ -99,7 +99,7 @@ def campaign(args, exclude) -> int:
                             args.shrink_total, exclude, log=lambda m: print(m, flush=True))
         print(f"shrank {len(shrunk)} failures in {time.monotonic() - start:.0f} s")
         for s in shrunk:
-            print(f"\n## {s.failure.signature()}\n{s.program.repro()}")
+            print(f"\n## {s.failure.signature()}\n{s.program.repro(s.target)}")
     command = "python -m tests.fuzz " + " ".join(sys.argv[1:])
     write(args.out, summary, shrunk, command)
     print(f"\nwritten to {args.out}")

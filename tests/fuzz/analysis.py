@@ -109,6 +109,8 @@ def evaluate(node: Node, infos: dict[int, Info], inputs: list) -> Info:
             raise Fragile(f"{node.op}: the result depends on rounding")
         if is_float(v.dtype):
             error = _check_range(node, args, v, error)
+        if np.any(error < 0):
+            raise AssertionError(f"fuzzer bug: a negative error bound from {node.op}")
     return Info(value, error)
 
 

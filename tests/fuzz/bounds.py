@@ -68,19 +68,24 @@ def _b(*arrays):
     return np.broadcast_arrays(*arrays)
 
 
+def _f(*arrays):
+    """Broadcast, as float64 (|INT64_MIN| overflows in int64)."""
+    return np.broadcast_arrays(*(np.asarray(a, np.float64) for a in arrays))
+
+
 def add_rule(node, xs, es, v):
     ea, eb = _b(*es)
     return ea + eb + rounding(v), False
 
 
 def mul_rule(node, xs, es, v):
-    a, b = (np.abs(x) for x in _b(*xs))
+    a, b = (np.abs(x) for x in _f(*xs))
     ea, eb = _b(*es)
     return b * ea + a * eb + ea * eb + rounding(v), False
 
 
 def div_rule(node, xs, es, v):
-    a, b = _b(*xs)
+    a, b = _f(*xs)
     ea, eb = _b(*es)
     den = np.abs(b) - eb
     with np.errstate(all="ignore"):
@@ -105,7 +110,7 @@ def select_rule(node, xs, es, v):     # maximum, minimum, clip: errors never gro
 def pow_rule(node, xs, es, v):
     if not is_float(np.asarray(v).dtype):      # numpy rejects int ** -k unless it is empty
         return np.zeros(np.shape(v)), bool(np.any(np.asarray(xs[1]) < 0))
-    x, y = _b(*xs)
+    x, y = _f(*xs)
     ex, ey = _b(*es)
     av = np.abs(np.asarray(v, np.float64))
     with np.errstate(all="ignore"):

@@ -25,12 +25,12 @@ REPRO = re.compile(r"^- repro: `(.*)`\s*$")
 TITLE = re.compile(r"^## (F\d+)\.?\s*(.*)$")
 
 DRIVER = r'''
-import inspect, sys, warnings
+import inspect, re, sys, warnings
 import numpy as np, ml_dtypes, powerfusion as pf
 from numpy import nan, inf
 warnings.simplefilter("ignore")
 np.seterr(all="ignore")
-exec(sys.argv[1].split("; pf.jit(f)")[0])
+exec(re.split(r"; pf\.jit\(f", sys.argv[1])[0])
 args = [globals()[p] for p in inspect.signature(f).parameters]
 try:
     want = f(*args)

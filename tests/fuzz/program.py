@@ -179,22 +179,27 @@ class Program:
     def arrays(self) -> list:
         return [i.array() for i in self.inputs]
 
-    def repro(self) -> str:
+    def repro(self, target: str = "cpu") -> str:
         """Stand-alone Python: imports, inputs, the function, the pf call."""
         head = "import numpy as np, ml_dtypes, powerfusion as pf\nfrom numpy import nan, inf"
         args = [f"{input_name(k)} = {i.source()}" for k, i in enumerate(self.inputs)]
-        call = ", ".join(input_name(k) for k in range(len(self.inputs)))
-        return "\n".join([head, *args, self.source(),
-                          f"print(f({call}))", f"print(pf.jit(f)({call}))"])
+        return "\n".join([head, *args, self.source(), f"print(f({self._call()}))",
+                          f"print({self._jit(target)}({self._call()}))"])
 
-    def one_line(self) -> str:
-        """The repro on one line where the function is a lambda."""
+    def one_line(self, target: str = "cpu") -> str:
+        """The repro on one line where the function is a lambda ("" where it is not)."""
         args = "; ".join(f"{input_name(k)} = {i.source()}" for k, i in enumerate(self.inputs))
-        call = ", ".join(input_name(k) for k in range(len(self.inputs)))
         src = self.source()
         if "\n" in src:
             return ""
-        return f"{args}; {src}; pf.jit(f)({call})  # numpy: f({call})"
+        return f"{args}; {src}; {self._jit(target)}({self._call()})  # numpy: f({self._call()})"
+
+    def _call(self) -> str:
+        return ", ".join(input_name(k) for k in range(len(self.inputs)))
+
+    @staticmethod
+    def _jit(target: str) -> str:
+        return "pf.jit(f)" if target == "cpu" else f"pf.jit(f, target={target!r})"
 
 
 @functools.lru_cache(maxsize=4096)

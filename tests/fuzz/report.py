@@ -22,6 +22,7 @@ class Shrunk:
     tried: int
     seconds: float
     reproduced: int             # of REPEATS re-runs of the shrunk program
+    target: str = "cpu"
 
 
 REPEATS = 3
@@ -59,7 +60,8 @@ def shrink_failure(failure: Failure, worker: Worker, budget_s: float = 60.0,
     outcome, _ = judge_in(worker, small, timeout)
     reproduced = sum(judge_in(worker, small, timeout)[0].signature() == wanted
                      for _ in range(REPEATS))
-    return Shrunk(failure, small, outcome, tried, time.monotonic() - start, reproduced)
+    return Shrunk(failure, small, outcome, tried, time.monotonic() - start, reproduced,
+                  worker.target)
 
 
 def shrink_all(summary: Summary, per_class: int = 1, budget_s: float = 60.0,
@@ -97,9 +99,9 @@ def describe(s: Shrunk) -> str:
                                     if s.failure.batch_only else ""),
              f"- minimal program: {s.program.size()} ops, shrunk in {s.seconds:.0f} s "
              f"({s.tried} candidates); fails the same way {s.reproduced}/{REPEATS} re-runs",
-             "", "```python", s.program.repro(), "```", "", "```",
+             "", "```python", s.program.repro(s.target), "```", "", "```",
              (s.outcome.message or s.outcome.signature()).strip()[-1500:], "```", ""]
-    one = s.program.one_line()
+    one = s.program.one_line(s.target)
     if one:
         lines[4:4] = [f"- one line: `{one}`"]
     return "\n".join(lines)
