@@ -45,12 +45,12 @@ class Info:
 
     @property
     def array(self) -> np.ndarray:
-        return np.asarray(self.value)
+        return native(self.value)
 
     @property
     def supported(self) -> bool:
         """pf has this dtype (numpy's bool ** 2 is int8: an output only, never reused)."""
-        return np.asarray(self.value).dtype in SUPPORTED
+        return self.array.dtype in SUPPORTED
 
 
 @dataclass
@@ -59,7 +59,14 @@ class Expected:
 
     outputs: list[Info] | None
     error: BaseException | None = None
-    foreign_dtype: bool = False   # numpy made a dtype pf lacks (int8): pf may refuse, typed
+    may_refuse: bool = False      # pf may refuse it, typed: numpy made a dtype pf lacks
+                                  # (int8), or an output depends on no array argument
+
+
+def native(value) -> np.ndarray:
+    """value as an array in the machine's byte order (views of big-endian inputs are not)."""
+    a = np.asarray(value)
+    return a if a.dtype.isnative else a.astype(a.dtype.newbyteorder("="))
 
 
 class quiet:
@@ -94,7 +101,7 @@ def evaluate(node: Node, infos: dict[int, Info], inputs: list) -> Info:
             value = apply(node, [a.value for a in args])
         except Exception as exc:        # noqa: BLE001 - numpy's verdict, whatever it is
             raise NumpyRaised(exc) from None
-        v = np.asarray(value)
+        v = native(value)
         if not all(a.supported for a in args):
             raise Fragile(f"{node.op} of a dtype pf does not have")
         xs = [_operand(a) for a in args]
@@ -138,6 +145,12 @@ def _bool_power(node: Node, infos: dict[int, Info]) -> bool:
         infos[node.args[0].uid].array.dtype == np.bool_
 
 
+def _scalars_only(output: Node, program: Program) -> bool:
+    """The output is computed from Python scalar arguments alone: not a traced tensor."""
+    inputs = {n.param for n in Program(program.inputs, [output]).nodes() if n.op == "input"}
+    return all(program.inputs[k].layout == "python" for k in inputs)
+
+
 def analyze(program: Program) -> Expected:
     """numpy's results for every output, or the exception it raises; Fragile if the
     program is not a valid test."""
@@ -148,6 +161,7 @@ def analyze(program: Program) -> Expected:
             infos[node.uid] = evaluate(node, infos, inputs)
     except NumpyRaised as raised:
         return Expected(None, raised.error)
-    foreign = not all(i.supported for i in infos.values()) or any(
-        _bool_power(n, infos) for n in program.nodes())
-    return Expected([infos[o.uid] for o in program.outputs], None, foreign)
+    may_refuse = not all(i.supported for i in infos.values()) or any(
+        _bool_power(n, infos) for n in program.nodes()) or any(
+        _scalars_only(o, program) for o in program.outputs)
+    return Expected([infos[o.uid] for o in program.outputs], None, may_refuse)

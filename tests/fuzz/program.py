@@ -47,7 +47,10 @@ LAYOUTS = {
     "reversed": "np.flip(np.flip({A}).copy())",
     "offset": "np.concatenate([{A}.ravel()[:1], {A}.ravel()])[1:].reshape({shape})",
     "broadcast": "np.broadcast_to({A}, {shape})",    # {A} has size 1 on axis 0
+    "bigendian": "{A}.astype(np.dtype({dt}).newbyteorder('>'))",
+    "unaligned": "np.frombuffer(b'\\0' + {A}.tobytes(), {dt}, offset=1).reshape({shape})",
     "scalar": "{A}[()]",                               # a numpy scalar (np.generic)
+    "python": "{A}.item()",                            # a Python bool, int or float
 }
 
 
@@ -65,13 +68,15 @@ class Input:
             self.shape = tuple(self.base.shape)
 
     def source(self) -> str:
-        return LAYOUTS[self.layout].format(A=array_literal(self.base), shape=self.shape)
+        return LAYOUTS[self.layout].format(A=array_literal(self.base), shape=self.shape,
+                                           dt=dtype_source(self.base.dtype))
 
     def array(self):
         if self.layout == "contiguous":
             return self.base.copy()
-        return eval(LAYOUTS[self.layout].format(A="A", shape=self.shape), NAMESPACE,
-                    {"A": self.base})
+        return eval(LAYOUTS[self.layout].format(A="A", shape=self.shape,
+                                                dt=dtype_source(self.base.dtype)),
+                    NAMESPACE, {"A": self.base})
 
 
 def dtype_source(dtype) -> str:

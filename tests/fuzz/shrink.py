@@ -152,6 +152,12 @@ def _value_cost(a: np.ndarray) -> int:
     return len(np.unique(wide.astype(str))) + int(np.sum(~plain))
 
 
+def _elements(i: Input) -> float:
+    """An input's size; an empty one costs between one element and two, less the
+    shorter its other axes."""
+    return i.base.size or 1 + 0.01 * sum(i.shape)
+
+
 def cost(program: Program) -> tuple:
     """What shrinking lowers, most important first; every accepted step lowers it."""
     nodes = [n for n in program.nodes() if n.op != "input"]
@@ -159,7 +165,7 @@ def cost(program: Program) -> tuple:
         bool(n.param[1]) + (len(n.param[0]) if isinstance(n.param[0], tuple) else 0)
         for n in nodes if n.op in REDUCTIONS)
     return (len(nodes), len(program.outputs), len(program.inputs),
-            sum(i.base.size or 1.5 for i in program.inputs),     # one element beats none
+            sum(_elements(i) for i in program.inputs),
             sum(i.layout != "contiguous" for i in program.inputs), knobs,
             sum(_value_cost(i.base) for i in program.inputs))
 

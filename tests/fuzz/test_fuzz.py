@@ -24,8 +24,8 @@ from .report import describe, shrink_all
 from .shrink import shrink
 
 CI_SEED = 20261201
-CPU_PROGRAMS = int(os.environ.get("PF_FUZZ_CPU_PROGRAMS", "2000"))
-OPENCL_PROGRAMS = int(os.environ.get("PF_FUZZ_OPENCL_PROGRAMS", "200"))
+CPU_PROGRAMS = int(os.environ.get("PF_FUZZ_CPU_PROGRAMS", "3000"))
+OPENCL_PROGRAMS = int(os.environ.get("PF_FUZZ_OPENCL_PROGRAMS", "300"))
 
 
 def _report(summary) -> str:

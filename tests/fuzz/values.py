@@ -17,8 +17,8 @@ SIDES = (1, 1, 2, 3, 4, 5, 7, 8, 16)
 MAX_ELEMENTS = 2048
 LARGE_SIDES = (3, 17, 33, 65, 257, 300, 513, 1000, 4099)
 MAX_LARGE = 1 << 16
-LAYOUT_WEIGHTS = {"contiguous": 0.6, "fortran": 0.08, "strided": 0.08, "reversed": 0.08,
-                  "offset": 0.08, "broadcast": 0.08}
+LAYOUT_WEIGHTS = {"contiguous": 0.56, "fortran": 0.07, "strided": 0.07, "reversed": 0.07,
+                  "offset": 0.07, "broadcast": 0.07, "bigendian": 0.04, "unaligned": 0.05}
 
 
 def np_dtype(name: str) -> np.dtype:
@@ -127,16 +127,15 @@ def int_ties(rng, size: int, bits: int) -> np.ndarray:
 
 def draw_input(rng, shape: tuple[int, ...], dtype: str) -> Input:
     layout = pick(rng, list(LAYOUT_WEIGHTS), list(LAYOUT_WEIGHTS.values()))
-    if not shape:
-        layout = "scalar" if rng.random() < 0.3 else "contiguous"
-    if layout == "fortran" and len(shape) < 2:
+    if not shape:                    # 0-d: an array, a numpy scalar or a Python scalar
+        layout = pick(rng, ("contiguous", "scalar", "python", layout), (0.5, 0.2, 0.15, 0.15))
+    unfit = {"python": dtype == "bfloat16", "bigendian": dtype in ("bool", "bfloat16"),
+             "unaligned": dtype == "bool", "fortran": len(shape) < 2,
+             "broadcast": not shape or shape[0] == 0}
+    if unfit.get(layout, False):
         layout = "contiguous"
-    if layout == "broadcast":
-        if shape[0] == 0:
-            layout = "contiguous"
-        else:
-            base = draw_values(rng, (1,) + shape[1:], dtype)
-            return Input(base, "broadcast", shape)
+    if layout == "broadcast":        # one row, seen as many
+        return Input(draw_values(rng, (1,) + shape[1:], dtype), "broadcast", shape)
     return Input(draw_values(rng, shape, dtype), layout)
 
 
