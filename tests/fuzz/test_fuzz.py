@@ -14,7 +14,7 @@ import os
 import numpy as np
 import pytest
 
-from .analysis import Fragile, analyze
+from .analysis import Fragile, analyze, native
 from .campaign import run_campaign
 from .check import check
 from .generator import generate
@@ -67,8 +67,8 @@ def test_the_generator_covers_the_vocabulary_and_the_edges():
         raising += expected.error is not None
         ops.update(program.ops())
         for i in program.inputs:
-            a = i.array()
-            dtypes.add(str(np.asarray(a).dtype))
+            a = native(i.array())
+            dtypes.add(str(a.dtype))
             seen["empty"] += a.size == 0
             seen["0-d"] += np.ndim(a) == 0
             seen["layout " + i.layout] += 1
@@ -82,7 +82,8 @@ def test_the_generator_covers_the_vocabulary_and_the_edges():
     assert len(dtypes) == 7, dtypes
     for edge in ("empty", "0-d", "nan", "inf", "int limits", "several outputs",
                  "layout fortran", "layout strided", "layout reversed", "layout broadcast",
-                 "layout offset", "layout scalar"):
+                 "layout offset", "layout scalar", "layout python", "layout bigendian",
+                 "layout unaligned"):
         assert seen[edge] >= 3, (edge, seen)
     assert 0.02 <= raising / 800 <= 0.2, raising
 
