@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .bounds import FLOAT_INFO, is_float
+from .bounds import BF16, FLOAT_INFO, is_float
 from .ops import OPS, apply, scalar_param
 from .program import Node, Program
 from .values import DTYPES, np_dtype
@@ -104,6 +104,8 @@ def evaluate(node: Node, infos: dict[int, Info], inputs: list) -> Info:
         v = native(value)
         if not all(a.supported for a in args):
             raise Fragile(f"{node.op} of a dtype pf does not have")
+        if node.op == "where" and _scalar_before_bfloat16(args[1:]):
+            raise Fragile("ml_dtypes: np.where(c, 2.0, bf16) is float32, (c, bf16, 2.0) bf16")
         xs = [_operand(a) for a in args]
         es = [a.error for a in args]
         if scalar_param(node):
@@ -119,6 +121,11 @@ def evaluate(node: Node, infos: dict[int, Info], inputs: list) -> Info:
         if np.any(error < 0):
             raise AssertionError(f"fuzzer bug: a negative error bound from {node.op}")
     return Info(value, error)
+
+
+def _scalar_before_bfloat16(args: list[Info]) -> bool:
+    python = [isinstance(a.value, (bool, int, float)) for a in args]
+    return any(python) and any(a.array.dtype == BF16 for a in args)
 
 
 def _check_range(node: Node, args: list[Info], v: np.ndarray, error: np.ndarray):
