@@ -64,7 +64,7 @@ def _numpy_arg(array: np.ndarray, label: str) -> _TensorArg:
     dtype = as_dtype(array.dtype, what=label)
     item = array.dtype.itemsize
     if any(s % item for s in array.strides) or array.ctypes.data % item:
-        array = np.ascontiguousarray(array)     # byte strides not whole elements
+        array = array.copy(order="C")     # byte strides not whole elements (0-d stays 0-d)
     storage = array.view(np.uint16) if dtype is DType.bfloat16 else array
     return _TensorArg("numpy", storage, dtype, tuple(s // item for s in array.strides))
 

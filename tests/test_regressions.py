@@ -469,3 +469,10 @@ def test_a_special_float64_constant_in_a_power():
     a = np.array([0.0, 2.0])
     for fn in (lambda a: np.nan ** a.astype(np.int64), lambda a: np.inf ** a.astype(np.int64)):
         _same(pf.jit(fn)(a), fn(a))
+
+
+def test_an_unaligned_0d_argument_stays_0d():
+    a = np.frombuffer(b"\0" + np.array(3.0, np.float32).tobytes(), np.float32,
+                      offset=1).reshape(())
+    assert not a.flags.aligned
+    _same(pf.jit(lambda a: a * 2)(a), np.float32(6.0))
