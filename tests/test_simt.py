@@ -472,7 +472,7 @@ def test_rows_too_long_for_a_block_spread_over_a_thread_block_cluster(monkeypatc
     assert "(pf_k * 4096 + pf_tid) * 4" in kernel           # 4 blocks x 1024 lanes
     assert "[(pf_k * 4 + pf_v - 12) * 1024 + pf_lane]" in kernel   # this block's slots
     assert "pf_cluster_maximum_float32(acc1, pf_red)" in kernel
-    assert "pf_cluster_add_float64(acc14, pf_red)" in kernel  # a long sum: in float64
+    assert "pf_cluster_add_float64(acc14_wide, pf_red)" in kernel   # long: float64
     assert "pf_red[33]" in kernel and "__syncthreads" not in kernel
     from powerfusion.compiler import explain_graph
     report = str(explain_graph(graph, input_strides=G.strides_of(graph), target="cuda"))

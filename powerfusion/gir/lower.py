@@ -41,20 +41,6 @@ def identity(op: Op, dtype: DType) -> Const:
     return Const(reduce_identity(op, dtype), dtype)
 
 
-LONG_SUM = 2048     # float sums over at least this many elements accumulate in float64
-
-
-def accumulator(n: Node, count: int) -> DType:
-    """The dtype a reduction by rows accumulates in. A float32 accumulator (16-bit
-    floats too) of a long sum would lose digits with every add: each SIMD lane or
-    thread adds up count / lanes elements in order, where numpy's pairwise sum loses
-    log2(count) roundings at most. In float64 the error stays below numpy's; the
-    result is rounded once at the end."""
-    if n.op is Op.SUM and n.dtype.compute is DType.float32 and count >= LONG_SUM:
-        return DType.float64
-    return n.dtype.compute
-
-
 def _loop(var: Var, body: list[Stmt]) -> list[Stmt]:
     """An inner loop over var; none at all when it runs once (its index is then 0)."""
     if var.extent == 1:
@@ -165,22 +151,13 @@ class _Lowering:
 
     def lower_reduce(self, n: Node) -> list[Stmt]:
         (src,) = n.srcs
-        wide = accumulator(n, self.schedule.inner_extent)
-        acc = self.reg(wide, "acc")
+        acc = self.reg(n.dtype, "acc")
         i = Var(self.fresh("i"), self.schedule.inner_extent)
         loads, value = self.operand(src, self.schedule.domain_index(self.p, i))
         update = Compute(REDUCE_COMBINE[n.op], acc, (acc, value))
-        return [Compute(None, acc, (identity(n.op, wide),)),
+        return [Compute(None, acc, (identity(n.op, n.dtype),)),
                 *_loop(i, list(loads) + [update]),
-                *self.narrowed(n, acc, self.row_index())]
-
-    def narrowed(self, n: Node, acc: Access, index: tuple[Expr, ...]) -> list[Stmt]:
-        """Store a reduction's accumulator, converted first if it was accumulated wider
-        than n computes (so what later uses read has n's own compute type)."""
-        if acc.buffer.dtype is n.dtype.compute:
-            return self.store(n, acc, index)
-        value = self.reg(n.dtype)
-        return [Compute(None, value, (acc,)), *self.store(n, value, index)]
+                *self.store(n, acc, self.row_index())]
 
     def lower_copy(self, root: Node) -> list[Stmt]:
         i = Var(self.fresh("i"), self.schedule.inner_extent)

@@ -16,6 +16,7 @@ from .promote import promote
 from .reuse import reuse
 from .split import split_div
 from .stage import stage_tiles
+from .sums import accurate_sums
 from .rows import copies_past_cache, rows_out
 from .traffic import footprint
 
@@ -57,6 +58,7 @@ def optimize(program: Program, target: Target, placement: str = "local",
             p = log.record("rows", rows_out(p, target, stream=stream, bf16=bf16))
     if transpose:                                  # a transpose schedule's tile (SIMT):
         p = log.record("stage", stage_tiles(p, transpose))  # strided reads via LOCAL
+    p = log.record("sums", accurate_sums(p, target))  # long sums as accurate as numpy's
     return _checked(p, "the passes")
 
 

@@ -18,10 +18,9 @@ from __future__ import annotations
 import math
 
 from ..gir.expr import Clamp, Expr, Var
-from ..gir.ir import (Access, Compute, IndexValue, Loop, Parallel, Program, Stmt,
-                      map_accesses, walk)
+from ..gir.ir import Access, Compute, IndexValue, Loop, Parallel, Program, Stmt, walk
 from .hoist import hoist
-from .util import fresh_name, map_loops
+from .util import fresh_name, map_loops, substitute_var
 
 MIN_INNER = 16          # a shorter inner loop costs more in overhead than it saves
 MIN_PIECE = 8           # nor is a piece of a loop cut at clamps worth a loop of its own
@@ -46,7 +45,7 @@ def _split(s: Stmt, names: set[str]) -> tuple[Stmt, ...]:
         return pieces
     for k in _divisors(n):
         o, j = Var(fresh_name(i.name + "o", names), n // k), Var(fresh_name(i.name + "i", names), k)
-        pieces = _pieces(_substitute(s.body, i, Expr.of(o) * k + j), j, names)
+        pieces = _pieces(substitute_var(s.body, i, Expr.of(o) * k + j), j, names)
         if pieces is not None:
             return (Loop(o, Parallel.SERIAL, pieces),)
     return (s,)
@@ -67,7 +66,7 @@ def _pieces(body: tuple[Stmt, ...], j: Var, names: set[str]) -> tuple[Loop, ...]
     loops = []
     for a, b in zip(bounds, bounds[1:]):
         piece = Var(fresh_name(f"{j.name}_{a}", names), b - a)
-        sub = _substitute(body, j, Expr.of(piece) + a)
+        sub = substitute_var(body, j, Expr.of(piece) + a)
         if any(_tangled(e, piece) for e in _indices(sub)):
             return None
         loops.append(Loop(piece, Parallel.SIMD, sub))
@@ -116,14 +115,3 @@ def _indices(stmts: tuple[Stmt, ...]):
                 yield o.index
 
 
-def _substitute(stmts: tuple[Stmt, ...], v: Var, e: Expr) -> tuple[Stmt, ...]:
-    def fix(a: Access) -> Access:
-        return a if v not in a.index.vars() else Access(a.buffer, a.index.substitute({v: e}))
-
-    out = []
-    for s in map_accesses(stmts, fix):
-        if isinstance(s, Compute) and any(isinstance(o, IndexValue) for o in s.srcs):
-            s = Compute(s.op, s.dst, tuple(IndexValue(o.index.substitute({v: e}))
-                                           if isinstance(o, IndexValue) else o for o in s.srcs))
-        out.append(s)
-    return tuple(out)
