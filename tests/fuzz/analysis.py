@@ -96,6 +96,8 @@ def evaluate(node: Node, infos: dict[int, Info], inputs: list) -> Info:
         value = inputs[node.param]
         return Info(value, np.zeros(np.shape(value)))
     args = [infos[a.uid] for a in node.args]
+    if node.op == "pow" and _python_int_power(node, [a.value for a in args]):
+        raise Fragile("a Python int to a huge Python int power: a big-int computation")
     with quiet():
         try:
             value = apply(node, [a.value for a in args])
@@ -121,6 +123,16 @@ def evaluate(node: Node, infos: dict[int, Info], inputs: list) -> Info:
         if np.any(error < 0):
             raise AssertionError(f"fuzzer bug: a negative error bound from {node.op}")
     return Info(value, error)
+
+
+def _python_int_power(node: Node, values: list) -> bool:
+    """base ** exponent in Python's own integers (Python scalar arguments), with an
+    exponent that makes a number too big to compute."""
+    if scalar_param(node):
+        values = list(values)
+        values.insert(node.param[2], node.param[1])
+    exact_ints = [type(v) is int for v in values]
+    return all(exact_ints) and abs(values[1]) > 64
 
 
 def _scalar_before_bfloat16(args: list[Info]) -> bool:

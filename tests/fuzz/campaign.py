@@ -67,7 +67,7 @@ class Summary:
 
 
 def run_campaign(programs: int, seed: int = 0, target: str = "cpu", jobs: int = 2,
-                 batch: int = 16, timeout: float = 300.0, exclude: tuple[str, ...] = (),
+                 batch: int = 16, timeout: float = 180.0, exclude: tuple[str, ...] = (),
                  progress=None, workers: list[Worker] | None = None) -> Summary:
     """Run `programs` seeded programs; `progress(summary)` is called now and then."""
     summary = Summary(target)

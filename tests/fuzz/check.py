@@ -86,9 +86,8 @@ def compare(got, info: Info, k: int) -> tuple[str, str] | None:
         g, r = got.astype(np.float64), ref.astype(np.float64)
         if not np.array_equal(np.isnan(g), np.isnan(r)):
             return f"NaN {name}", f"{where}: NaN at other positions\n{_show(got, ref, None)}"
-        both = ~np.isnan(r)
-        if not np.array_equal(g[~np.isfinite(r) & both], r[~np.isfinite(r) & both]) or \
-                not np.isfinite(g[np.isfinite(r)]).all():
+        inf = np.isinf(r)
+        if not np.array_equal(np.isinf(g), inf) or np.any(g[inf] != r[inf]):
             return f"Inf {name}", f"{where}: infinities differ\n{_show(got, ref, None)}"
         finite = np.isfinite(r)
         e = info.error
@@ -108,9 +107,9 @@ def _show(got, ref, bad, error=None, limit: int = 6) -> str:
     idx = np.argwhere(np.asarray(bad))[:limit]
     rows = []
     for i in idx:
-        i = tuple(i)
+        i = tuple(int(j) for j in i)
         bound = "" if error is None else f"  (error bound {float(error[i]):.3g})"
-        rows.append(f"  at {list(i)}: pf {got[i]!r}, numpy {ref[i]!r}{bound}")
+        rows.append(f"  at {list(i)}: pf {got[i].item()!r}, numpy {ref[i].item()!r}{bound}")
     return "\n".join(rows)
 
 
