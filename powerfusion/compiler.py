@@ -6,6 +6,7 @@ reports what each stage made instead of loading code.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 import threading
@@ -21,7 +22,7 @@ from .graph.partition import Kernel, partition, reshape_index
 from .graph.views import contiguous_strides, strided_offset, through_views
 from .gir.expr import Expr, Var
 from .gir.interpreter import storage_dtype
-from .gir.ir import Buffer, Level, Program, Role
+from .gir.ir import Access, Buffer, Level, Program, Role, map_accesses
 from .gir.lower import Storage, lower
 from .passes.pipeline import PassLog, optimize
 from .passes.traffic import footprint
@@ -192,6 +193,7 @@ def _plan_roots(graph: Graph, roots: list[Node], input_strides, target: Target,
                 storage[id(r)] = Storage(buf, contiguous_strides(r.shape))
                 buffers[buf.name] = buf
     compiled = []
+    taken = set(buffers)                # global names in use: the plan's, earlier temps
     for n, kern in enumerate(kernels):
         simt = target.family == "simt"      # a GPU multiprocessor wants several blocks
         sched = default_schedule(kern.shape, kern.reduce_axes, target.cores, placement,
@@ -202,9 +204,30 @@ def _plan_roots(graph: Graph, roots: list[Node], input_strides, target: Target,
         naive = lower(kern, sched, f"pf_kernel_{n}", storage)
         log = PassLog()
         program = optimize(naive, target, sched.placement, log, sched.transpose, sched.stream)
+        program = _own_temps(program, taken)
         compiled.append(CompiledKernel(kern, sched, naive, program, log))
     return Plan(graph, target, compiled, out_specs, [o.shape for o in graph.outputs], buffers,
                 input_names)
+
+
+def _own_temps(program: Program, taken: set[str]) -> Program:
+    """A temp a kernel keeps in global memory is its own: one whose name another kernel
+    (or the plan) uses too is renamed, since every runtime allocates by name and would
+    hand one kernel's scratch, of another size, to the other. Adds the names to taken."""
+    mapping = {}
+    for b in program.params:
+        if b.role is Role.TEMP:
+            if b.name in taken:
+                new = next(f"{b.name}_{program.name}{k or ''}" for k in range(len(taken) + 1)
+                           if f"{b.name}_{program.name}{k or ''}" not in taken)
+                mapping[b.name] = dataclasses.replace(b, name=new)
+            taken.add(mapping[b.name].name if b.name in mapping else b.name)
+    if not mapping:
+        return program
+    body = map_accesses(program.body, lambda a: Access(mapping[a.buffer.name], a.index)
+                        if a.buffer.name in mapping else a)
+    params = tuple(mapping.get(b.name, b) for b in program.params)
+    return Program(program.name, params, body)
 
 
 TRANSPOSE_TILE = 32     # a warp's width: one tile row is one coalesced access
@@ -336,7 +359,8 @@ class BufferPool:
             kept = self.arrays.setdefault(name, [])
             for array in kept:
                 # referenced by the list, by `array` and by getrefcount's argument
-                if sys.getrefcount(array) <= 3:
+                if sys.getrefcount(array) <= 3 and array.shape == tuple(shape) \
+                        and array.dtype == dtype:
                     return array
             array = np.empty(shape, dtype)
             if len(kept) < self.KEEP:

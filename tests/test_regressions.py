@@ -477,3 +477,42 @@ def test_an_unaligned_0d_argument_stays_0d():
                       offset=1).reshape(())
     assert not a.flags.aligned
     _same(pf.jit(lambda a: a * 2)(a), np.float32(6.0))
+
+
+def test_kernels_never_share_a_temp_of_another_size():
+    """Two kernels each keeping a row temp in global memory got the same name (g13), and
+    every runtime allocates by name: the second kernel wrote past the first one's array
+    (heap corruption found by the fuzzer under AddressSanitizer)."""
+    from powerfusion.compiler import Executable, generate_source, plan_graph
+    from powerfusion.frontend import trace
+    from powerfusion.gir.ir import Role
+    from powerfusion.targets import get_target
+
+    def softmax(x):
+        e = np.exp(x - x.max(-1, keepdims=True))
+        return e / e.sum(-1, keepdims=True)
+
+    fn = lambda x, y: (softmax(x), softmax(y))                  # noqa: E731
+    x = np.random.default_rng(8).random((2, 8), dtype=np.float32)
+    y = np.random.default_rng(9).random((300, 500), dtype=np.float32)
+    graph, _ = trace(fn, (x, y))
+    plan = plan_graph(graph, [(8, 1), (500, 1)], get_target("cpu"), "as written, rows global")
+    temps = [p.name for ck in plan.kernels for p in ck.program.params if p.role is Role.TEMP]
+    assert len(temps) == 2 and len(set(temps)) == 2, temps
+    got = Executable(plan, generate_source(plan)).run([x, y])
+    for g, e in zip(got, fn(x, y)):
+        np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-7)
+
+
+def test_the_buffer_pool_hands_out_only_its_own_shape():
+    pool = compiler.BufferPool()
+    pool.get("t", (2,), np.float32)
+    assert pool.get("t", (8,), np.float64).shape == (8,)
+
+
+def test_a_prime_sized_column_of_one():
+    """(4099, 1): no tile divides 4099, the inner loop of one element was dropped but its
+    variable stayed in the index (caught by the GIR checker in the compile path)."""
+    a = np.arange(2 * 4099, dtype=np.int64)[::2]
+    fn = lambda a: np.isinf(a[..., None]) | (a[..., None] > 4000)   # noqa: E731
+    _same(pf.jit(fn)(a), fn(a))

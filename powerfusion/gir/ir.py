@@ -209,6 +209,31 @@ def map_accesses(stmts: tuple[Stmt, ...], fn) -> tuple[Stmt, ...]:
     return tuple(out)
 
 
+def substitute_var(stmts: tuple[Stmt, ...], old: Var, new: Expr) -> tuple[Stmt, ...]:
+    """Replace a loop variable by an index expression everywhere it appears: accesses and
+    index values, in nested loops too."""
+    def fix(a: Access) -> Access:
+        if old not in a.index.vars():
+            return a
+        return Access(a.buffer, a.index.substitute({old: new}))
+
+    return _substitute_index_values(map_accesses(stmts, fix), old, new)
+
+
+def _substitute_index_values(stmts, old: Var, new: Expr):
+    out = []
+    for s in stmts:
+        if isinstance(s, Loop):
+            out.append(Loop(s.var, s.kind, _substitute_index_values(s.body, old, new)))
+        elif isinstance(s, Compute) and any(isinstance(o, IndexValue) for o in s.srcs):
+            srcs = tuple(IndexValue(o.index.substitute({old: new}))
+                         if isinstance(o, IndexValue) else o for o in s.srcs)
+            out.append(Compute(s.op, s.dst, srcs))
+        else:
+            out.append(s)
+    return tuple(out)
+
+
 def buffers(program: Program) -> dict[str, Buffer]:
     """Every buffer the program names, params first."""
     found = {b.name: b for b in program.params}

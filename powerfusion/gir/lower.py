@@ -19,7 +19,7 @@ from ..graph.views import through_views, strided_offset
 from ..search.schedule import Schedule
 from .expr import Expr, Var, flatten
 from .ir import (Access, Buffer, Compute, Const, IndexValue, Level, Loop, Move, Parallel,
-                 Program, Role, Stmt)
+                 Program, Role, Stmt, substitute_var)
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,7 @@ def identity(op: Op, dtype: DType) -> Const:
 def _loop(var: Var, body: list[Stmt]) -> list[Stmt]:
     """An inner loop over var; none at all when it runs once (its index is then 0)."""
     if var.extent == 1:
-        return list(body)
+        return list(substitute_var(tuple(body), var, Expr(0)))
     return [Loop(var, Parallel.SIMD, tuple(body))]
 
 

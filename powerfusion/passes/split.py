@@ -18,9 +18,10 @@ from __future__ import annotations
 import math
 
 from ..gir.expr import Clamp, Expr, Var
-from ..gir.ir import Access, Compute, IndexValue, Loop, Parallel, Program, Stmt, walk
+from ..gir.ir import (Access, Compute, IndexValue, Loop, Parallel, Program, Stmt,
+                      substitute_var, walk)
 from .hoist import hoist
-from .util import fresh_name, map_loops, substitute_var
+from .util import fresh_name, map_loops
 
 MIN_INNER = 16          # a shorter inner loop costs more in overhead than it saves
 MIN_PIECE = 8           # nor is a piece of a loop cut at clamps worth a loop of its own

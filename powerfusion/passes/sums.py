@@ -20,11 +20,10 @@ from __future__ import annotations
 from ..dtypes import DType
 from ..gir.expr import Expr, Var
 from ..gir.ir import (Access, Buffer, Compute, Const, Level, Loop, Move, Parallel, Program, Stmt,
-                      accesses, walk)
+                      accesses, substitute_var, walk)
 from ..graph.ops import Op
 from ..targets import Target
-from .util import (fresh_name, map_loops, register_reads, rename_registers, substitute_var,
-                   taken_names)
+from .util import fresh_name, map_loops, register_reads, rename_registers, taken_names
 
 LANE_ADDS = 128         # in-order adds per lane (or thread) before a sum is cut up
 GPU_LANES = 1024        # a block's threads share a row (codegen's largest block)

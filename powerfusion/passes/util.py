@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..gir.expr import Expr, Var
-from ..gir.ir import (Access, Compute, IndexValue, Level, Loop, Move, Stmt, accesses, buffers,
-                      map_accesses, walk)
+from ..gir.ir import (Access, Compute, Level, Loop, Move, Stmt, accesses, buffers,
+                      map_accesses, substitute_var, walk)
 
 
 @dataclass(frozen=True)
@@ -49,31 +49,6 @@ def rename_registers(stmts: tuple[Stmt, ...], mapping: dict[str, Access]) -> tup
 def rename_var(stmts: tuple[Stmt, ...], old: Var, new: Var) -> tuple[Stmt, ...]:
     """Replace a loop variable by another in every index expression."""
     return substitute_var(stmts, old, Expr.of(new))
-
-
-def substitute_var(stmts: tuple[Stmt, ...], old: Var, new: Expr) -> tuple[Stmt, ...]:
-    """Replace a loop variable by an index expression everywhere it appears: accesses and
-    index values, in nested loops too."""
-    def fix(a: Access) -> Access:
-        if old not in a.index.vars():
-            return a
-        return Access(a.buffer, a.index.substitute({old: new}))
-
-    return _substitute_index_values(map_accesses(stmts, fix), old, new)
-
-
-def _substitute_index_values(stmts, old: Var, new: Expr):
-    out = []
-    for s in stmts:
-        if isinstance(s, Loop):
-            out.append(Loop(s.var, s.kind, _substitute_index_values(s.body, old, new)))
-        elif isinstance(s, Compute) and any(isinstance(o, IndexValue) for o in s.srcs):
-            srcs = tuple(IndexValue(o.index.substitute({old: new}))
-                         if isinstance(o, IndexValue) else o for o in s.srcs)
-            out.append(Compute(s.op, s.dst, srcs))
-        else:
-            out.append(s)
-    return tuple(out)
 
 
 def register_reads(stmts: tuple[Stmt, ...]) -> dict[str, int]:

@@ -149,6 +149,7 @@ def _tile(n: int, last: int, cores: int) -> int:
         key = (n // t >= 4 * cores, aligned, t)
         if best_key is None or key > best_key:
             best, best_key = t, key
-    if best_key is None:        # n has no divisor in range: one row per piece
-        return last if last <= 65536 and n % last == 0 else n
+    if best_key is None:        # n has no divisor in range: one row per piece (a row of
+        # at least 16: pieces of one element would be all overhead), else one piece
+        return last if 16 <= last <= 65536 and n % last == 0 else n
     return best

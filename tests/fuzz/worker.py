@@ -60,12 +60,15 @@ def run_program(program: Program, target: str) -> tuple[Outcome, bool]:
     return first_failure(judge(program, expected, target)), expected.error is not None
 
 
-MEMORY_LIMIT = 6 << 30       # bytes of data per worker, its compilers included
+# bytes of data per worker, its compilers included; $PF_FUZZ_MEMORY_BYTES=0 lifts it (an
+# AddressSanitizer run maps terabytes of shadow memory)
+MEMORY_LIMIT = int(os.environ.get("PF_FUZZ_MEMORY_BYTES", 6 << 30))
 
 
 def _main(conn, target: str, exclude: tuple[str, ...]) -> None:
     os.setpgrp()             # the worker and its compilers: one group, killed together
-    resource.setrlimit(resource.RLIMIT_DATA, (MEMORY_LIMIT, MEMORY_LIMIT))
+    if MEMORY_LIMIT:
+        resource.setrlimit(resource.RLIMIT_DATA, (MEMORY_LIMIT, MEMORY_LIMIT))
     while True:
         task = conn.recv()
         if task is None:
