@@ -178,7 +178,7 @@ def test_staging_keeps_the_meaning(shape, perm, rng):
     graph = Graph((x,), (G.ew(Op.MUL, G.permute(x, perm), G.const(2.0)),))
     plan = plan_graph(graph, G.strides_of(graph), simt_target("opencl"))
     (ck,) = plan.kernels
-    assert ck.schedule.transpose == (32, 32) and ck.log.steps[-1][0] == "stage"
+    assert ck.schedule.transpose == (32, 32) and "stage" in [name for name, _ in ck.log.steps]
     check(ck.program)
     a = make(rng, shape)
     (got,) = InterpretedExecutable(plan).run([a])

@@ -60,7 +60,8 @@ class Expected:
     outputs: list[Info] | None
     error: BaseException | None = None
     may_refuse: bool = False      # pf may refuse it, typed: numpy made a dtype pf lacks
-                                  # (int8), or an output depends on no array argument
+                                  # (int8), an int ** int tensor, or an output
+                                  # depends on no array argument
 
 
 def native(value) -> np.ndarray:
@@ -164,6 +165,19 @@ def _bool_power(node: Node, infos: dict[int, Info]) -> bool:
         infos[node.args[0].uid].array.dtype == np.bool_
 
 
+def _int_tensor_power(node: Node, infos: dict[int, Info], program: Program) -> bool:
+    """An integer to the power of an integer tensor: numpy raises element by element for
+    negative exponents, so pf refuses it (typed) and asks for a float."""
+    if node.op != "pow":
+        return False
+    operands = [(infos[a.uid].array.dtype, not _scalars_only(a, program)) for a in node.args]
+    if isinstance(node.param, tuple) and node.param[0] == "scalar":   # a Python scalar
+        _, value, position = node.param
+        operands.insert(position, (np.asarray(value).dtype, False))
+    (base, _), (exponent, traced) = operands
+    return base.kind in "iu" and exponent.kind in "iu" and traced
+
+
 def _scalars_only(output: Node, program: Program) -> bool:
     """The output is computed from Python scalar arguments alone: not a traced tensor."""
     inputs = {n.param for n in Program(program.inputs, [output]).nodes() if n.op == "input"}
@@ -181,6 +195,7 @@ def analyze(program: Program) -> Expected:
     except NumpyRaised as raised:
         return Expected(None, raised.error)
     may_refuse = not all(i.supported for i in infos.values()) or any(
-        _bool_power(n, infos) for n in program.nodes()) or any(
+        _bool_power(n, infos) or _int_tensor_power(n, infos, program)
+        for n in program.nodes()) or any(
         _scalars_only(o, program) for o in program.outputs)
     return Expected([infos[o.uid] for o in program.outputs], None, may_refuse)
