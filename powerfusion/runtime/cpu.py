@@ -25,7 +25,16 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import CompileError
+from ..targets import detect_cpu
 from .cache import DiskCache, cache_dir, cache_key, keep_source
+
+
+def _vector_width_flags() -> tuple[str, ...]:
+    """gcc's tuning for some AVX-512 CPUs prefers 256-bit vectors; the passes plan for the
+    Target's SIMD width (the sums pass's blocks, register budgets), so the code uses it."""
+    simd = detect_cpu().simd_bytes
+    return (f"-mprefer-vector-width={simd * 8}",) if simd > 16 else ()
+
 
 DEFAULT_FLAGS: tuple[str, ...] = (
     "-O3", "-march=native", "-fopenmp", "-fno-math-errno", "-fno-trapping-math",
@@ -33,6 +42,7 @@ DEFAULT_FLAGS: tuple[str, ...] = (
     # ask for (pf_math.h asks for its own), so a value comes out the same wherever it is
     # computed and the same as numpy's
     "-ffp-contract=off",
+    *_vector_width_flags(),
     "-fPIC", "-shared", "-std=gnu11",
     # a helper the generated code calls but the header lacks must fail here, not at dlopen
     "-Werror=implicit-function-declaration",
