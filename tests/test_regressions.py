@@ -516,3 +516,21 @@ def test_a_prime_sized_column_of_one():
     a = np.arange(2 * 4099, dtype=np.int64)[::2]
     fn = lambda a: np.isinf(a[..., None]) | (a[..., None] > 4000)   # noqa: E731
     _same(pf.jit(fn)(a), fn(a))
+
+
+@pytest.mark.parametrize("fn,args", [
+    (lambda a, b: pf.where(a, a, np.broadcast_to(b, (2,))), (np.array(3, np.int32), -10)),
+    (lambda a, b: a <= np.expand_dims(b, 0), (np.array(0, np.int64), 0)),
+    (lambda a: a + np.broadcast_to(np.float32(2), (3, 0)), (np.ones((3, 1), np.float32),)),
+    (lambda a: a * np.broadcast_to(np.array(2.0, np.float16), (4,)),
+     (np.ones(4, np.float32),)),
+])
+def test_an_array_of_one_value_is_a_constant(fn, args):
+    """Arrays built inside the traced function from one scalar (fuzzer seeds 20261204006496
+    and 20261204009590) are constants of their shape and dtype, as 0-d arrays are."""
+    _same(pf.jit(fn)(*args), fn(*args))
+
+
+def test_an_array_of_many_values_inside_the_function_is_refused():
+    with pytest.raises(pf.UnsupportedError, match=r"concrete array of shape \(4,\)"):
+        pf.jit(lambda a: a + np.arange(4.0))(np.ones(4))

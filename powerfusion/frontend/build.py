@@ -52,6 +52,16 @@ def const(value: Scalar, dtype: DType) -> Node:
     return Node(Op.CONST, (), (), dtype, scalar_value(value, dtype))
 
 
+def full(value: Scalar, dtype: DType, shape: tuple[int, ...]) -> Node:
+    """A tensor of shape whose elements all hold value, for the ops that need a tensor
+    rather than a scalar (outputs, concatenation, reductions, a broadcast's shape):
+    where(index >= 0, value, value) over an index, which the compiler folds."""
+    index = Node(Op.IOTA, (), shape or (1,), DType.int64, 0)
+    c = const(value, dtype)
+    out = where(compare(Op.GE, index, 0), c, c)
+    return out if shape else reshape(out, ())
+
+
 def cast(x: Node, dtype: DType) -> Node:
     """x as dtype; constants are converted here rather than through a CAST node."""
     if x.dtype is dtype:

@@ -139,13 +139,8 @@ def _tensor(x, what: str = "operand") -> Tensor:
 
 
 def _materialise(x: Splat) -> Tensor:
-    """A constant-filled tensor as a graph value of its shape, for the ops that need
-    one (concatenation, reductions): where(index >= 0, value, value) over an index."""
-    shape = x.shape if x.shape else (1,)
-    index = Node(Op.IOTA, (), shape, DType.int64, 0)
-    value = build.const(x.value, x.dtype)
-    out = build.where(build.compare(Op.GE, index, 0), value, value)
-    return Tensor(out if x.shape else build.reshape(out, ()))
+    """A constant-filled tensor as a graph value of its shape."""
+    return Tensor(build.full(x.value, x.dtype, x.shape))
 
 
 def _operand(x, dtype: DType):

@@ -40,13 +40,24 @@ def to_operand(x, *, what: str = "operand") -> build.Operand:
     if isinstance(x, np.generic) or (isinstance(x, np.ndarray) and x.ndim == 0):
         value = np.asarray(x)
         return build.const(value.item(), as_dtype(value.dtype, what=what))
+    if isinstance(x, np.ndarray) and _one_value(x):
+        # np.broadcast_to(2.0, shape), np.expand_dims(b, 0): a scalar with a shape,
+        # a constant read at trace time as 0-d arrays are
+        value = x.reshape(-1)[0] if x.size else np.zeros((), x.dtype)
+        return build.full(value.item(), as_dtype(x.dtype, what=what), tuple(x.shape))
     if isinstance(x, np.ndarray) or is_torch_tensor(x):
         raise UnsupportedError(
             f"{what}: a concrete array of shape {tuple(x.shape)} appears inside the traced "
-            "function; PowerFusion does not embed array constants yet, pass it as an "
-            "argument of the jitted function instead")
+            "function; PowerFusion embeds only arrays of one value in memory (0-d arrays, "
+            "np.broadcast_to of a scalar) as constants: pass it as an argument of the "
+            "jitted function instead")
     raise DTypeError(f"{what}: expected a traced tensor, a numpy array argument or a Python "
                      f"scalar, got {type(x).__name__}")
+
+
+def _one_value(x: np.ndarray) -> bool:
+    """Every element of x is the same element in memory (or x has none)."""
+    return x.size <= 1 or all(stride == 0 or n == 1 for stride, n in zip(x.strides, x.shape))
 
 
 def _operand_or_none(x):
