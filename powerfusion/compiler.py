@@ -95,6 +95,12 @@ def candidate_plans(graph: Graph, input_strides, target: Target,
                 label += STREAMING if stream else ""
                 plan.choice = label
                 out.append((label, plan, cost))
+    # the space holds only what the target can launch; rows in global scratch are the
+    # last resort when nothing else fits a block's shared memory
+    fitting = [c for c in out if _fits_shared(c[1])]
+    if not fitting and "global" not in placements:
+        return candidate_plans(graph, input_strides, target, ("global",), streams)
+    out = fitting or out        # none fits at all: the printer names the kernel that fails
     out.sort(key=lambda c: c[2])        # stable: "as written" wins ties
     table = [(label, cost) for label, _, cost in out]
     for _, plan, _ in out:
@@ -133,7 +139,7 @@ def plan_graph(graph: Graph, input_strides, target: Target, choice: str | None =
     for label, plan, _ in candidates:
         if label == choice:
             return plan
-    return next((plan for _, plan, _ in candidates if _fits_shared(plan)), candidates[0][1])
+    return candidates[0][1]
 
 
 def _fits_shared(plan: Plan) -> bool:

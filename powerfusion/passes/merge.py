@@ -11,6 +11,8 @@ GPU: fits a block's shared memory and row registers, or a thread block cluster's
 
 from __future__ import annotations
 
+import math
+
 from ..gir.ir import Access, Buffer, Level, Loop, Move, Program, Role, Stmt, walk
 from ..targets import Target
 from .forward import forward_values
@@ -53,7 +55,7 @@ def _stash_across_loops(par: Loop, budget: int) -> tuple[Stmt, ...]:
         if len(users) < 2:
             continue
         buf, (base, local) = regions[key]
-        size = local.bounds()[1] + 1
+        size = _compact(local).bounds()[1] + 1
         stash = Buffer(f"{buf.name}_stash{count}", Level.LOCAL, buf.dtype.compute, (size,),
                        Role.TEMP)
         if stash.nbytes > budget:
@@ -65,6 +67,15 @@ def _stash_across_loops(par: Loop, budget: int) -> tuple[Stmt, ...]:
             loops[k] = _rewrite(loops[k], key, par.var, stash, first=(n == 0))
             body[idx] = loops[k]
     return tuple(body)
+
+
+def _compact(local):
+    """The stash index of a row's element at `local`: a strided row (a column, 96*i) is
+    stored densely (i), so the stash holds the row's elements and nothing between."""
+    lo = local.bounds()[0]
+    shifted = local - lo
+    g = math.gcd(shifted.const, *(c for _, c in shifted.terms))
+    return shifted // g if g > 1 else shifted
 
 
 def _canonical(local, loop: Loop):
@@ -90,7 +101,7 @@ def _rewrite(loop: Loop, key, p, stash: Buffer, first: bool) -> Loop:
         if hit is None:
             out.append(s)
         elif first:
-            out += [s, Move(Access(stash, hit), s.dst)]
+            out += [s, Move(Access(stash, _compact(hit)), s.dst)]
         else:
-            out.append(Move(s.dst, Access(stash, hit)))
+            out.append(Move(s.dst, Access(stash, _compact(hit))))
     return Loop(loop.var, loop.kind, tuple(out))
