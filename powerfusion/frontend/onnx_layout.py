@@ -6,7 +6,7 @@ import math
 
 from ..errors import ShapeError
 from . import build
-from .onnx_ops import OpContext, rule
+from .onnx_ops import Delegate, OpContext, rule
 
 
 def _ints(array) -> list[int]:
@@ -38,7 +38,7 @@ def _flatten(ctx: OpContext):
     if not -rank <= axis <= rank:
         raise ShapeError(f"attribute axis={axis}: expected one in [{-rank}, {rank}] for "
                          f"an input of shape {x.shape}")
-    axis %= rank + 1 if rank else 1
+    axis = axis + rank if axis < 0 else axis
     return [build.reshape(x, (math.prod(x.shape[:axis]), math.prod(x.shape[axis:])))]
 
 
@@ -65,6 +65,8 @@ def _slice(ctx: OpContext):
     for a, start, end, step in zip(axes, starts, ends, steps):
         if step == 0:
             raise ShapeError("a slice step of 0")
+        if step < 0:
+            raise Delegate("negative slice steps")
         index[a] = slice(start, end, step)       # Python's slice clamps as ONNX does
     return [build.getitem(x, tuple(index))]
 

@@ -36,12 +36,18 @@ def used_names(node: onnx.NodeProto) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def _type_key(value) -> str:
+    return value.dtype.str + str(value.ndim) if isinstance(value, np.ndarray) else \
+        type(value).__name__
+
+
 class LibraryStep:
     """Consecutive unclaimed nodes, run as one onnxruntime session per input dtypes."""
 
     def __init__(self, model: onnx.ModelProto, nodes: list[onnx.NodeProto],
-                 inputs: list[str], outputs: list[str], constants: dict[str, onnx.TensorProto]):
-        self.model, self.nodes = model, nodes
+                 inputs: list[str], outputs: list[str], constants: dict[str, onnx.TensorProto],
+                 value_infos: dict[str, onnx.ValueInfoProto]):
+        self.model, self.nodes, self.value_infos = model, nodes, value_infos
         self.inputs, self.outputs, self.constants = inputs, outputs, constants
         self.runners: dict[tuple, object] = {}
 
@@ -54,16 +60,29 @@ class LibraryStep:
         return [f"{n.name or '?'} ({n.op_type})" for n in self.nodes]
 
     def run(self, env: dict[str, np.ndarray]) -> None:
+        if not self.outputs:
+            return                       # nothing it computes is used
         feeds = {n: env[n] for n in self.inputs}
-        key = tuple(a.dtype.str for a in feeds.values())
+        key = tuple(_type_key(a) for a in feeds.values())
         runner = self.runners.get(key) or self._runner(feeds)
         self.runners[key] = runner
         outs = runner(feeds)
-        env.update(zip(self.outputs, (np.asarray(o) for o in outs)))
+        env.update(zip(self.outputs, outs))
+
+    def _input_info(self, name: str, value) -> onnx.ValueInfoProto:
+        """The declared or inferred type of an input where it fits the value (Scan
+        bodies need shapes), else the value's dtype alone."""
+        info = self.value_infos.get(name)
+        if not isinstance(value, np.ndarray):
+            return info if info is not None else onnx.ValueInfoProto(name=name)
+        elem = helper.np_dtype_to_tensor_dtype(value.dtype)
+        if info is not None and info.type.tensor_type.elem_type == elem and \
+                len(info.type.tensor_type.shape.dim) == value.ndim:
+            return info
+        return helper.make_tensor_value_info(name, elem, None)
 
     def _submodel(self, feeds: dict[str, np.ndarray]) -> onnx.ModelProto:
-        inputs = [helper.make_tensor_value_info(
-            n, helper.np_dtype_to_tensor_dtype(a.dtype), None) for n, a in feeds.items()]
+        inputs = [self._input_info(n, a) for n, a in feeds.items()]
         outputs = [onnx.ValueInfoProto(name=n) for n in self.outputs]
         graph = helper.make_graph(self.nodes, "powerfusion_library", inputs, outputs,
                                   initializer=list(self.constants.values()))
@@ -75,6 +94,9 @@ class LibraryStep:
     def _runner(self, feeds: dict[str, np.ndarray]):
         sub = self._submodel(feeds)
         try:
+            if any(isinstance(a, np.ndarray) and a.dtype.kind == "V" for a in feeds.values()):
+                raise UnsupportedError("onnxruntime takes no ml_dtypes arrays (bfloat16, "
+                                       "float8)")
             import onnxruntime as ort
 
             options = ort.SessionOptions()

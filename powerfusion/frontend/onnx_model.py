@@ -15,6 +15,7 @@ that needs its value.
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 
@@ -26,9 +27,10 @@ from ..errors import DTypeError, PowerFusionError, ShapeError, UnsupportedError
 from ..graph.graph import Node
 from . import onnx_layout, onnx_reductions  # noqa: F401 - they register their rules
 from .onnx_library import LibraryStep, used_names
-from .onnx_ops import ELEM_DTYPES, RULES, NodeInfo, OpContext
+from .onnx_ops import ELEM_DTYPES, RULES, Delegate, NodeInfo, OpContext
 from .tracing import Tensor
 
+logger = logging.getLogger("powerfusion")
 MIN_OPSET = 13                   # the first opset whose semantics the rules follow
 
 
@@ -74,26 +76,23 @@ def _opset(model: onnx.ModelProto) -> int:
                default=1)
 
 
-def _elem_types(model: onnx.ModelProto) -> dict[str, int]:
-    """Every value's element type that ONNX's shape inference can tell."""
+def _value_infos(model: onnx.ModelProto) -> dict[str, onnx.ValueInfoProto]:
+    """Every value's type that ONNX's shape inference can tell."""
     try:
         inferred = onnx.shape_inference.infer_shapes(model)
     except Exception:                   # noqa: BLE001 - inference is a best effort
         inferred = model
     g = inferred.graph
-    types = {t.name: t.data_type for t in g.initializer}
-    for v in list(g.input) + list(g.value_info) + list(g.output):
-        if v.type.HasField("tensor_type") and v.type.tensor_type.elem_type:
-            types[v.name] = v.type.tensor_type.elem_type
-    return types
+    return {v.name: v for v in list(g.input) + list(g.value_info) + list(g.output)
+            if v.type.WhichOneof("value") is not None}
 
 
 _UNSUPPORTED = object()         # a known element type PowerFusion has no DType for
 
 
 def _dtype(types: dict[str, int], name: str):
-    if name not in types:
-        return None
+    if not types.get(name):
+        return None                      # not inferred
     return ELEM_DTYPES.get(types[name], _UNSUPPORTED)
 
 
@@ -121,8 +120,8 @@ class Region:
 
     def __init__(self, index: int, infos: list[NodeInfo], inputs: list[str],
                  statics: list[str], outputs: list[str], constants: dict[str, np.ndarray],
-                 target: str | None):
-        self.index, self.infos = index, infos
+                 target: str | None, library: LibraryStep):
+        self.index, self.infos, self.library = index, infos, library
         self.inputs, self.statics, self.outputs = inputs, statics, outputs
         self.constants, self.target = constants, target
         self.jits: dict[tuple, object] = {}
@@ -135,22 +134,29 @@ class Region:
         return [f"{i.name} ({i.op_type})" for i in self.infos]
 
     def function(self, env: dict[str, np.ndarray]):
-        """The jitted function for the static values in env."""
+        """The jitted function for the static values in env (None: they are
+        delegated to the library)."""
         from ..api import jit
 
         statics = {n: np.asarray(env[n]) for n in self.statics}
         key = tuple((a.dtype.str, a.shape, a.tobytes()) for a in statics.values())
-        fn = self.jits.get(key)
-        if fn is None:
-            fn = self.jits[key] = jit(self._traced({**self.constants, **statics}),
-                                      target=self.target)
-        return fn
+        if key not in self.jits:
+            self.jits[key] = jit(self._traced({**self.constants, **statics}),
+                                 target=self.target)
+        return self.jits[key], key
 
     def run(self, env: dict[str, np.ndarray]) -> None:
         if not self.outputs:
             return                       # nothing it computes is used
-        outs = self.function(env)(*(env[n] for n in self.inputs))
-        env.update(zip(self.outputs, outs))
+        fn, key = self.function(env)
+        if fn is not None:
+            try:
+                env.update(zip(self.outputs, fn(*(env[n] for n in self.inputs))))
+                return
+            except Delegate as e:
+                logger.info("PowerFusion: %s runs in the library: %s", self.label, e)
+                self.jits[key] = None
+        self.library.run(env)
 
     def _traced(self, known: dict[str, np.ndarray]):
         def region(*tensors):
@@ -203,7 +209,12 @@ class OnnxModel:
                 self._protos[node.output[0]] = numpy_helper.from_array(value, node.output[0])
             else:
                 nodes.append(node)
-        self.steps = self._partition(nodes, _elem_types(model), target)
+        self._infos = _value_infos(model)
+        types = {t.name: t.data_type for t in g.initializer}
+        # a sequence, map or optional is a type PowerFusion does not have (-1)
+        types.update((n, v.type.tensor_type.elem_type if v.type.HasField("tensor_type")
+                      else -1) for n, v in self._infos.items())
+        self.steps = self._partition(nodes, types, target)
 
     # -- partitioning ---------------------------------------------------------------------
     def _partition(self, nodes: list[onnx.NodeProto], types: dict[str, int], target):
@@ -238,6 +249,10 @@ class OnnxModel:
             reads = list(dict.fromkeys(n for k in members for n in used_names(nodes[k])
                                        if n not in made))
             outputs = [o for k in members for o in nodes[k].output if o and o in later]
+            protos = {n: self._protos[n] for n in reads if n in self._protos}
+            library = LibraryStep(self.proto, [nodes[k] for k in members],
+                                  [n for n in reads if n not in protos], outputs, protos,
+                                  self._infos)
             if is_region:
                 statics = list(dict.fromkeys(
                     infos[k].inputs[i] for k in members for i in RULES[infos[k].op_type].static
@@ -248,12 +263,9 @@ class OnnxModel:
                 consts = {n: self.constants[n] for n in reads if n in self.constants}
                 steps.append(Region(len([s for s in steps if isinstance(s, Region)]) + 1,
                                     [infos[k] for k in members], tensor_reads, statics,
-                                    outputs, consts, target))
+                                    outputs, consts, target, library))
             else:
-                consts = {n: self._protos[n] for n in reads if n in self._protos}
-                steps.append(LibraryStep(self.proto, [nodes[k] for k in members],
-                                         [n for n in reads if n not in consts], outputs,
-                                         consts))
+                steps.append(library)
         return steps
 
     def _needed_after(self, nodes, groups) -> list[set[str]]:
@@ -308,8 +320,9 @@ class OnnxModel:
         parts = []
         for step in self.steps:
             if isinstance(step, Region):
-                fn = step.function(env)
-                report = explain(fn, *(env[n] for n in step.inputs), target=target)
+                fn, _ = step.function(env)
+                report = None if fn is None else \
+                    explain(fn, *(env[n] for n in step.inputs), target=target)
                 parts.append((step.label, step.describe(), report))
             else:
                 parts.append((step.label, step.describe(), None))
@@ -328,10 +341,10 @@ class OnnxModel:
 def _checked_input(v: onnx.ValueInfoProto, value, dims: dict) -> np.ndarray:
     """value as the declared input: dtype exactly, rank, fixed dims, and each symbolic
     dim the same size wherever it appears in one call."""
+    if not v.type.HasField("tensor_type"):
+        return value                     # a sequence, map or optional: onnxruntime's
     array = np.asarray(value)
-    t = v.type.tensor_type if v.type.HasField("tensor_type") else None
-    if t is None:
-        return array
+    t = v.type.tensor_type
     if t.elem_type:
         want = helper.tensor_dtype_to_np_dtype(t.elem_type)
         if array.dtype != want:

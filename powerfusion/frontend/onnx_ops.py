@@ -97,6 +97,11 @@ class OpContext:
         return nodes, build.broadcast_shapes(*shapes)
 
 
+class Delegate(Exception):
+    """Raised by a handler for static values it cannot compile (a Slice with negative
+    steps): the region then runs in the library for those values."""
+
+
 @dataclass(frozen=True)
 class Rule:
     handler: Callable[[OpContext], list[Node | None]]

@@ -29,15 +29,41 @@ def _axes_of(ctx: OpContext, rank: int) -> tuple[int, ...] | None:
     return build.normalize_axes(tuple(axes), shape) if rank else ()
 
 
+def _filled(shape: tuple[int, ...], value, dtype: DType) -> Node:
+    """A tensor of one value: where(index >= 0, value, value) over an index."""
+    index = Node(Op.IOTA, (), shape or (1,), DType.int64, 0)
+    v = build.const(value, dtype)
+    out = build.where(build.compare(Op.GE, index, 0), v, v)
+    return out if shape else build.reshape(out, ())
+
+
+def _empty_value(op: Op, post, mean: bool, dtype: DType):
+    """What ONNX's reductions give over no elements."""
+    if mean:
+        return math.nan
+    if op is Op.SUM:
+        return -math.inf if post is not None and post.__name__ == "_log" else 0
+    if dtype.is_bool:
+        return op is Op.MIN                      # any() of nothing is False, all() True
+    big = math.inf if dtype.is_float else (2**31 - 1 if dtype is DType.int32 else 2**63 - 1)
+    return -big - (0 if dtype.is_float else 1) if op is Op.MAX else big
+
+
+def _reduced_axes(ctx: OpContext, x: Node) -> tuple[tuple[int, ...], bool]:
+    axes = _axes_of(ctx, len(x.shape))
+    if axes is None:
+        axes = () if ctx.attr("noop_with_empty_axes", 0) else tuple(range(len(x.shape)))
+    return axes, bool(ctx.attr("keepdims", 1))
+
+
 def _reduction(pre, op: Op, post=None, mean: bool = False):
     def handler(ctx: OpContext):
         x = ctx.node(0)
-        axes = _axes_of(ctx, len(x.shape))
-        if axes is None:
-            axes = () if ctx.attr("noop_with_empty_axes", 0) else tuple(range(len(x.shape)))
-        keep = bool(ctx.attr("keepdims", 1))
+        axes, keep = _reduced_axes(ctx, x)
         if any(x.shape[a] == 0 for a in axes):
-            raise UnsupportedError(f"reduction over a zero-size axis of shape {x.shape}")
+            shape = tuple(1 if k in axes else n for k, n in enumerate(x.shape) if keep or
+                          k not in axes)
+            return [_filled(shape, _empty_value(op, post, mean, x.dtype), x.dtype)]
         v = pre(x)
         out = build.mean(v, axes, keep) if mean else build.reduce(op, v, axes, keep)
         return [build.cast(post(out) if post else out, x.dtype)]
@@ -63,29 +89,33 @@ def _square(x: Node) -> Node:
 
 
 rule("ReduceSum", static=[1], check=_numeric_reduction)(_reduction(_identity, Op.SUM))
-rule("ReduceMax", static=[1], check=_numeric_reduction)(_reduction(_identity, Op.MAX))
-rule("ReduceMin", static=[1], check=_numeric_reduction)(_reduction(_identity, Op.MIN))
+rule("ReduceMax", static=[1])(_reduction(_identity, Op.MAX))     # bool too: any()
+rule("ReduceMin", static=[1])(_reduction(_identity, Op.MIN))     # bool too: all()
 rule("ReduceMean", static=[1], check=_float_reduction)(
     _reduction(_identity, Op.SUM, mean=True))
 rule("ReduceSumSquare", static=[1], check=_numeric_reduction)(_reduction(_square, Op.SUM))
 rule("ReduceL1", static=[1], check=_numeric_reduction)(_reduction(build.absolute, Op.SUM))
 rule("ReduceL2", static=[1], check=_float_reduction)(
     _reduction(_square, Op.SUM, lambda s: build.unary_float(Op.SQRT, s)))
-rule("ReduceLogSum", static=[1], check=_float_reduction)(
-    _reduction(_identity, Op.SUM, lambda s: build.unary_float(Op.LOG, s)))
+def _log(s: Node) -> Node:
+    return build.unary_float(Op.LOG, s)
+
+
+rule("ReduceLogSum", static=[1], check=_float_reduction)(_reduction(_identity, Op.SUM, _log))
 
 
 @rule("ReduceLogSumExp", static=[1], check=_float_reduction)
 def _reduce_log_sum_exp(ctx: OpContext):
     # log(sum(exp(x - m))) + m with m the maximum: no overflow for large x
     x = ctx.node(0)
-    axes = _axes_of(ctx, len(x.shape))
-    if axes is None:
-        axes = () if ctx.attr("noop_with_empty_axes", 0) else tuple(range(len(x.shape)))
-    keep = bool(ctx.attr("keepdims", 1))
-    xf = build.cast(x, x.dtype.compute)
+    axes, keep = _reduced_axes(ctx, x)
     if not axes:
         return [x]
+    if any(x.shape[a] == 0 for a in axes):
+        shape = tuple(1 if k in axes else n for k, n in enumerate(x.shape) if keep or
+                      k not in axes)
+        return [_filled(shape, -math.inf, x.dtype)]
+    xf = build.cast(x, x.dtype.compute)
     m = build.reduce(Op.MAX, xf, axes, True)
     finite = build.where(build.compare(Op.EQ, build.absolute(m), math.inf), 0.0, m)
     shifted = build.binary(Op.SUB, xf, build.expand(finite, xf.shape))
