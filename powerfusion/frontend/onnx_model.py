@@ -331,6 +331,24 @@ class OnnxModel:
 
     __pf_explain__ = explain            # pf.explain(model, *inputs) calls it
 
+    def example_inputs(self, dims: dict[str, int] | None = None, seed: int = 0) -> list:
+        """Random inputs of the declared types: symbolic dims from `dims` (default 1);
+        floats standard normal, ints zero (safe as indices), bools random."""
+        rng = np.random.default_rng(seed)
+        out = []
+        for v in self.inputs:
+            t = v.type.tensor_type
+            shape = tuple(d.dim_value if d.HasField("dim_value") else
+                          (dims or {}).get(d.dim_param, 1) for d in t.shape.dim)
+            dtype = helper.tensor_dtype_to_np_dtype(t.elem_type)
+            if dtype.kind == "f":
+                out.append(rng.standard_normal(shape).astype(dtype))
+            elif dtype.kind == "b":
+                out.append(rng.random(shape) < 0.5)
+            else:
+                out.append(np.zeros(shape, dtype))
+        return out
+
     def __repr__(self) -> str:
         regions = sum(isinstance(s, Region) for s in self.steps)
         return (f"<pf.onnx model: {len(self.inputs)} input(s), {len(self.output_names)} "
@@ -352,12 +370,12 @@ def _checked_input(v: onnx.ValueInfoProto, value, dims: dict) -> np.ndarray:
     if t.HasField("shape"):
         declared = t.shape.dim
         if array.ndim != len(declared):
-            raise ShapeError(f"model input {v.name!r}: expected rank {len(declared)} "
-                             f"({_shape_text(declared)}), got shape {array.shape}")
+            raise ShapeError(f"model input {v.name!r}: expected rank {len(declared)}, "
+                             f"shape {_shape_text(declared)}, got shape {array.shape}")
         for k, (d, n) in enumerate(zip(declared, array.shape)):
             if d.HasField("dim_value") and d.dim_value != n:
-                raise ShapeError(f"model input {v.name!r}: dim {k} must be {d.dim_value} "
-                                 f"({_shape_text(declared)}), got shape {array.shape}")
+                raise ShapeError(f"model input {v.name!r}: dim {k} must be {d.dim_value}, "
+                                 f"shape {_shape_text(declared)}, got shape {array.shape}")
             if d.HasField("dim_param") and d.dim_param:
                 seen = dims.setdefault(d.dim_param, (n, v.name))
                 if seen[0] != n:
@@ -398,6 +416,13 @@ class ModelReport:
     @property
     def source(self) -> str:
         return "\n\n".join(r.source for r in self.reports)
+
+    def to_dot(self, naive: bool = False) -> str:
+        """The GIR-Graph of every region's kernels, as Graphviz DOT."""
+        from ..gir.dataflow import programs_to_dot
+
+        return programs_to_dot([p for r in self.reports
+                                for p in (r.naive_programs if naive else r.programs)])
 
     def __str__(self) -> str:
         lines = [f"PowerFusion ONNX report: {len(self.reports)} region(s), "
