@@ -12,6 +12,7 @@ from .api import JitFunction, explain, jit
 from .frontend.torch_stats import compile_stats, reset_compile_stats
 from .dtypes import DType
 from .errors import CompileError, DTypeError, PowerFusionError, ShapeError, UnsupportedError
+from . import onnx  # noqa: F401 - pf.onnx.load; imports the onnx package only when used
 from .frontend.functions import (abs, concatenate, cos, erf, exp, gelu, log, max, maximum,
                                  mean, min, minimum, relu, reshape, rsqrt, sigmoid, silu, sin,
                                  sqrt, sum, tanh, transpose, where)

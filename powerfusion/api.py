@@ -282,6 +282,9 @@ def explain(fn, *args, target: str | None = None, **kwargs):
     """The compiler's report (GIR, generated code, bytes moved) for fn on these args."""
     from .compiler import explain_graph
 
+    own = getattr(type(fn), "__pf_explain__", None)   # a loaded model explains its regions
+    if own is not None:
+        return own(fn, *args, target=target, **kwargs)
     if isinstance(fn, JitFunction):
         target = target or fn.target
         fn = fn.fn

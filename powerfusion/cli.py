@@ -297,9 +297,39 @@ def _parse_shape(text: str) -> tuple[int, ...]:
     return shape
 
 
+def _parse_dim(text: str) -> tuple[str, int]:
+    name, _, size = text.partition("=")
+    if not name or not size.isdigit() or int(size) < 1:
+        raise argparse.ArgumentTypeError(f"expected NAME=SIZE such as batch=8, got {text!r}")
+    return name, int(size)
+
+
+def _explain_onnx(args) -> int:
+    import powerfusion as pf
+
+    model = pf.onnx.load(args.example, target=args.target)
+    inputs = model.example_inputs(dict(args.dim or ()))
+    report = pf.explain(model, *inputs)
+    shapes = ", ".join(f"{n}: {a.dtype}{list(a.shape)}"
+                       for n, a in zip(model.input_names, inputs))
+    print(f"{args.example} ({shapes})\n")
+    print(report)
+    if args.source:
+        print("\nGenerated source:\n")
+        print(report.source)
+    if args.graph:
+        print(_write_graph(report.to_dot(naive=args.naive), args.graph))
+    return 0
+
+
 def cmd_explain(args) -> int:
     import powerfusion as pf
 
+    if args.example not in EXAMPLES:
+        if args.example.endswith(".onnx") or os.path.isfile(args.example):
+            return _explain_onnx(args)
+        raise SystemExit(f"powerfusion explain: {args.example!r} is neither a builtin "
+                         f"example ({', '.join(sorted(EXAMPLES))}) nor an .onnx file")
     ex = EXAMPLES[args.example]
     inputs = ex.inputs(args.shape or ex.shape, np.dtype(args.dtype))
     report = pf.explain(pf.jit(ex.fn), *inputs, target=args.target)
@@ -392,10 +422,16 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(run=cmd_demo)
 
     explain = sub.add_parser(
-        "explain", help="print the GIR, bytes moved and generated code of a builtin example",
-        description="Print pf.explain for a builtin example: GIR after the passes, bytes "
-                    "moved per memory level, and (with --source) the generated C.")
-    explain.add_argument("example", choices=sorted(EXAMPLES))
+        "explain", help="print the GIR, bytes moved and generated code of a builtin example "
+                        "or an ONNX model",
+        description="Print pf.explain for a builtin example or an ONNX model (each "
+                    "PowerFusion region of it, on random inputs): GIR after the passes, "
+                    "bytes moved per memory level, and (with --source) the generated C.")
+    explain.add_argument("example", metavar="EXAMPLE|MODEL.onnx",
+                         help=f"one of {', '.join(sorted(EXAMPLES))}, or a path to an "
+                              ".onnx model")
+    explain.add_argument("--dim", type=_parse_dim, action="append", metavar="NAME=SIZE",
+                         help="ONNX models: the size of a symbolic input dim (default 1)")
     explain.add_argument("--shape", type=_parse_shape, default=None,
                          help="shape of x, e.g. 4096x768 (default: the demo's shape)")
     explain.add_argument("--dtype", choices=["float32", "float16"], default="float32")
