@@ -7,6 +7,7 @@ reports what each stage made instead of loading code.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import sys
 import threading
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .dtypes import DType
 from .graph.alternatives import REWRITES
 from .graph.canonical import canonicalize
 from .graph.graph import Graph, Node
@@ -54,6 +56,10 @@ class Plan:
     input_names: list[str] = field(default_factory=list)
     choice: str = "as written"           # which alternative computation won
     alternatives: list = field(default_factory=list)   # (name, estimated seconds) considered
+
+    @functools.cached_property
+    def sequence(self) -> "LaunchSequence":
+        return LaunchSequence.of(self)
 
 
 KERNEL_OVERHEAD_BYTES = 64 * 1024   # a launch costs about as much as moving this much
@@ -302,12 +308,12 @@ class Executable:
         self.plan = plan
         self.source = source
         names = [ck.program.name for ck in plan.kernels]
-        self._kernels = load_kernels(source, names) if names else {}
+        self.kernels = load_kernels(source, names) if names else {}   # by program name
         self._pool = BufferPool()
 
     def run(self, inputs) -> list[np.ndarray]:
         def launch(program: Program, arrays: dict[str, np.ndarray]) -> None:
-            self._kernels[program.name]([arrays[p.name].ctypes.data for p in program.params])
+            self.kernels[program.name]([arrays[p.name].ctypes.data for p in program.params])
 
         return execute(self.plan, inputs, launch, self._pool)
 
@@ -374,18 +380,37 @@ class BufferPool:
             return array
 
 
+@dataclass(frozen=True)
+class LaunchSequence:
+    """What running a plan takes, computed once per plan: the global buffers it allocates
+    (outputs and temps that stayed in global memory: name, shape, dtype) and its kernels
+    in order, each with the names of the buffers its parameters point to."""
+
+    allocations: tuple[tuple[str, tuple[int, ...], DType], ...]
+    launches: tuple[tuple[Program, tuple[str, ...]], ...]
+
+    @staticmethod
+    def of(plan: Plan) -> "LaunchSequence":
+        allocations = {name: (name, buf.shape, buf.dtype) for name, buf in plan.buffers.items()
+                       if buf.role is not Role.INPUT}
+        for ck in plan.kernels:
+            for p in ck.program.params:
+                if p.name not in allocations and p.name not in plan.input_names:
+                    allocations[p.name] = (p.name, p.shape, p.dtype)
+        launches = tuple((ck.program, tuple(p.name for p in ck.program.params))
+                         for ck in plan.kernels)
+        return LaunchSequence(tuple(allocations.values()), launches)
+
+
 def execute(plan: Plan, inputs, launch, pool: BufferPool | None = None) -> list[np.ndarray]:
     """Run a plan's kernels in order: allocate what they write, launch, collect outputs."""
     get = pool.get if pool is not None else (lambda _n, shape, dtype: np.empty(shape, dtype))
     arrays: dict[str, np.ndarray] = dict(zip(plan.input_names, inputs))
-    for name, buf in plan.buffers.items():
-        if buf.role is not Role.INPUT:
-            arrays[name] = get(name, buf.shape, storage_dtype(buf.dtype))
-    for ck in plan.kernels:
-        for p in ck.program.params:
-            if p.name not in arrays:     # a temp that stayed in global memory
-                arrays[p.name] = get(p.name, p.shape, storage_dtype(p.dtype))
-        launch(ck.program, arrays)
+    sequence = plan.sequence
+    for name, shape, dtype in sequence.allocations:
+        arrays[name] = get(name, shape, storage_dtype(dtype))
+    for program, _ in sequence.launches:
+        launch(program, arrays)
     outs = []
     for spec, shape in zip(plan.outputs, plan.out_shapes):
         if spec[0] == "buffer":

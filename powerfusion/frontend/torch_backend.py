@@ -784,6 +784,42 @@ def _from_storage(a: np.ndarray, dtype: DType) -> torch.Tensor:
     return torch.from_numpy(a)
 
 
+class _CpuLaunch:
+    """A region's kernels run straight on torch CPU tensors: pointers from data_ptr(),
+    outputs and temps from torch.empty (bfloat16 as itself), no numpy views; what to
+    allocate and launch is the plan's launch sequence, computed once."""
+
+    def __init__(self, executable):
+        plan = executable.plan
+        self.inputs = tuple(plan.input_names)
+        self.allocations = tuple((name, shape, _TO_TORCH[dtype])
+                                 for name, shape, dtype in plan.sequence.allocations)
+        self.launches = tuple((executable.kernels[program.name], names)
+                              for program, names in plan.sequence.launches)
+        self.outputs = tuple(zip(plan.outputs, plan.out_shapes))
+
+    def __call__(self, tensors: list) -> list:
+        pointers = {name: t.data_ptr() for name, t in zip(self.inputs, tensors)}
+        made = {}
+        for name, shape, dtype in self.allocations:
+            t = made[name] = torch.empty(shape, dtype=dtype)
+            pointers[name] = t.data_ptr()
+        for kernel, names in self.launches:
+            kernel([pointers[n] for n in names])
+        outs, returned = [], set()
+        for spec, shape in self.outputs:
+            if spec[0] == "buffer":
+                t = made[spec[1]].view(shape)
+                t = t.clone() if spec[1] in returned else t     # one value twice: two tensors
+                returned.add(spec[1])
+            elif spec[0] == "input":
+                t = tensors[spec[1]].reshape(shape).clone(memory_format=torch.contiguous_format)
+            else:
+                t = torch.full(shape, spec[1], dtype=_TO_TORCH[spec[2]])
+            outs.append(t)
+        return outs
+
+
 @dataclass
 class _Compiled:
     executable: Any                  # None when every output is a constant
@@ -793,6 +829,7 @@ class _Compiled:
                                      # ("copy", k, order) (a copy of it) or
                                      # ("full", value, dtype, shape, order); order:
                                      # the layout PyTorch gives that result
+    cpu_launch: _CpuLaunch | None = None   # the CPU executable, on torch tensors
 
 
 def _layout_order(meta) -> tuple[int, ...] | None:
@@ -863,6 +900,9 @@ class Region(torch.nn.Module):
         if compiled.executable is not None:
             if on_gpu:          # torch tensors in and out, on torch's current stream
                 outs = compiled.executable.run_device([flat[k] for k in compiled.tensor_args])
+            elif compiled.cpu_launch is not None and not any(
+                    flat[k].is_neg() or flat[k].is_conj() for k in compiled.tensor_args):
+                outs = compiled.cpu_launch([flat[k] for k in compiled.tensor_args])
             else:
                 outs = compiled.executable.run([_storage(flat[k])
                                                 for k in compiled.tensor_args])
@@ -872,6 +912,8 @@ class Region(torch.nn.Module):
                 _, k, dtype, order = spec
                 if on_gpu:
                     t = outs[k].contiguous()
+                elif isinstance(outs[k], torch.Tensor):      # the CPU launch's: contiguous
+                    t = outs[k]
                 else:
                     out = outs[k]
                     if not out.flags.c_contiguous:   # a copied input keeps its layout
@@ -894,7 +936,7 @@ class Region(torch.nn.Module):
         return results[0] if self.single else tuple(results)
 
     def _compile(self, args) -> _Compiled | None:
-        from ..compiler import compile_graph
+        from ..compiler import Executable, compile_graph
 
         try:
             graph, tensor_args, outputs = self._trace(args)
@@ -914,7 +956,8 @@ class Region(torch.nn.Module):
         stats.count("compiles")
         if exe is not None:
             stats.count("kernels", len(exe.plan.kernels))
-        return _Compiled(exe, tensor_args, outputs)
+        cpu_launch = _CpuLaunch(exe) if isinstance(exe, Executable) else None
+        return _Compiled(exe, tensor_args, outputs, cpu_launch)
 
     def _trace(self, args):
         env: dict[torch.fx.Node, Any] = {}
