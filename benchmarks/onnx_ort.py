@@ -65,6 +65,8 @@ def run(repeats: int) -> list[dict]:
     rng = np.random.default_rng(0)
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # runs are interleaved: threads left spinning would take the cores from the next run
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     rows = []
     for name, (model, shape) in cases(rng).items():
         x = rng.standard_normal(shape).astype(np.float32)

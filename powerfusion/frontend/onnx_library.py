@@ -102,6 +102,9 @@ class LibraryStep:
             options = ort.SessionOptions()
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
             options.log_severity_level = 3
+            # idle onnxruntime threads spin by default, taking the cores PowerFusion's
+            # kernels run on next (softmax ran 5x slower after a library call)
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             session = ort.InferenceSession(sub.SerializeToString(), options,
                                            providers=["CPUExecutionProvider"])
             return lambda f: session.run(self.outputs, f)
