@@ -211,6 +211,40 @@ def unary_float(op: Op, x: Node) -> Node:
     return Node(op, (cast(x, dtype),), x.shape, dtype)
 
 
+def rounding(op: Op, x: Node) -> Node:
+    """FLOOR CEIL TRUNC RINT. numpy's floor, ceil and trunc of an int or bool give it
+    back unchanged; its rint is a float function (float64 of ints, float16 of bools)."""
+    if op is not Op.RINT and not x.dtype.is_float:
+        return x
+    return unary_float(op, x)
+
+
+def round_decimals(x: Node, decimals: int = 0) -> Node:
+    """numpy.round: to nearest, ties to even, at 10**-decimals: x * 10**d, rint, / 10**d
+    (decimals < 0: / then *), each rounded in x's dtype, as numpy computes it."""
+    decimals = int(decimals)
+    if decimals == 0:
+        return x if x.dtype.is_int else rounding(Op.RINT, x)
+    if x.dtype.is_int and decimals > 0:
+        return x
+    if x.dtype not in (DType.float32, DType.float64):
+        # numpy rounds 16-bit products to 16 bits before rint, intermediates here do not;
+        # its integer path for decimals < 0 is another algorithm
+        raise UnsupportedError(f"numpy.round of a {x.dtype} tensor with decimals={decimals} "
+                               "is not supported; cast to float32 first")
+    scale = 10.0 ** abs(decimals)
+    down, up = (Op.MUL, Op.DIV) if decimals > 0 else (Op.DIV, Op.MUL)
+    return binary(up, rounding(Op.RINT, binary(down, x, scale)), scale)
+
+
+def sign(x: Node) -> Node:
+    """-1, 0 or 1 in x's dtype (+0 for -0); NaN stays NaN."""
+    if x.dtype.is_bool:
+        raise DTypeError("numpy.sign of a bool tensor is not supported (numpy rejects it "
+                         "too); cast it first")
+    return Node(Op.SIGN, (x,), x.shape, x.dtype)
+
+
 def negative(x: Node) -> Node:
     if x.dtype.is_bool:
         raise DTypeError("negation of a bool tensor is not supported (numpy rejects it too); "
