@@ -201,3 +201,15 @@ def test_remainder_and_fmod_stay_eager():
         assert torch.equal(g, w)
     stats = compile_stats()
     assert {"aten.remainder.Tensor", "aten.fmod.Tensor"} <= stats["fallback_by_op"].keys()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16,
+                                   torch.float64])
+def test_pow_by_halves_takes_torchs_meaning(dtype):
+    """PyTorch's x ** 0.5 is sqrt and x ** -0.5 is 1 / sqrt at -0 and -inf (-0, NaN;
+    -inf, NaN), numpy's and ml_dtypes' are pow's there; PyTorch's float16 pow is pow's."""
+    x = torch.tensor([-math.inf, -0.0, 0.0, 4.0, -1.0, math.inf], dtype=dtype)
+    got, want = _run(lambda t: (t ** 0.5, t ** -0.5, torch.pow(t, 0.5)), x)
+    for g, w in zip(got, want):
+        assert _same_bits(g, w), (g, w)
+    _assert_claimed("aten.pow.Tensor_Scalar")

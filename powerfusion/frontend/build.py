@@ -279,9 +279,14 @@ def square(x: Node) -> Node:
     return binary(Op.MUL, x, x)
 
 
-def power_scalar(x: Node, exponent: Scalar, ufunc: bool = False) -> Node:
+def power_scalar(x: Node, exponent: Scalar, ufunc: bool = False,
+                 torch_pow: bool = False) -> Node:
     """x ** e for a Python scalar e, as the cheapest op that gives numpy's result.
-    ufunc: spelt np.power(x, e), whose float16 loop has no square-root shortcut."""
+    ufunc: spelt np.power(x, e), whose float16 loop has no square-root shortcut (nor
+    has ml_dtypes' bfloat16 power, which numpy's `**` calls too): there x ** 0.5 is pow
+    at -0 and -inf (+0, +inf), not sqrt (-0, NaN).
+    torch_pow: PyTorch's meaning instead: x ** 0.5 is sqrt and x ** -0.5 is 1 / sqrt, but
+    in float16 (its CPU pow takes no shortcut there) both are pow."""
     dtype = result_dtype([x, exponent])
     if dtype.is_int and exponent < 0:
         raise DTypeError(f"integer tensor ({dtype}) to a negative integer power {exponent}: "
@@ -307,11 +312,17 @@ def power_scalar(x: Node, exponent: Scalar, ufunc: bool = False) -> Node:
             if n:
                 square = binary(Op.MUL, square, square)
         return result
+    if torch_pow:
+        pow_edges = dtype is DType.float16
+    else:
+        pow_edges = dtype is DType.bfloat16 or (ufunc and dtype is DType.float16)
     if dtype.is_float and exponent == 0.5:
-        if ufunc and dtype is DType.float16:    # pow's meaning: -0 -> +0, -inf -> +inf
+        if pow_edges:                           # pow's meaning: -0 -> +0, -inf -> +inf
             root = Node(Op.SQRT, (binary(Op.ADD, base, 0.0),), base.shape, dtype)
             return where(compare(Op.EQ, base, -math.inf), math.inf, root)
         return Node(Op.SQRT, (base,), base.shape, dtype)
+    if dtype.is_float and exponent == -0.5 and not pow_edges and torch_pow:
+        return Node(Op.RSQRT, (base,), base.shape, dtype)
     if dtype.is_float and exponent == -0.5:
         # pow's, not 1/sqrt's, meaning at the edges: (-0) ** -0.5 is +inf (x + 0.0 turns
         # -0 into +0), (-inf) ** -0.5 is 0

@@ -299,6 +299,8 @@ handles(aten.minimum.default, elementwise=True)(_binary(F.minimum))
 @handles(aten.pow.Tensor_Scalar, aten.pow.Tensor_Tensor, aten.pow.Scalar, elementwise=True)
 def _pow(ctx, a, b):
     a, b = _operand(a, ctx.dtype), _operand(b, ctx.dtype)
+    if isinstance(a, Tensor) and isinstance(b, (int, float)) and not isinstance(b, bool):
+        return Tensor(build.power_scalar(a.node, b, torch_pow=True))
     if isinstance(a, Tensor):
         return a ** b
     return Tensor(build.binary(Op.POW, a, b.node))
