@@ -349,7 +349,9 @@ def test_binary_ops_float64_nan(tmp_path, op, ref):
 
 @pytest.mark.parametrize("op", [Op.EXP, Op.LOG, Op.TANH, Op.ERF, Op.SIGMOID, Op.SILU, Op.GELU,
                                 Op.GELU_TANH, Op.SIN, Op.COS, Op.SQRT, Op.RSQRT, Op.ABS,
-                                Op.NEG, Op.RELU])
+                                Op.NEG, Op.RELU, Op.TAN, Op.LOG1P, Op.EXPM1, Op.LOG2,
+                                Op.LOG10, Op.EXP2, Op.FLOOR, Op.CEIL, Op.TRUNC, Op.RINT,
+                                Op.SIGN])
 def test_unary_ops(tmp_path, op):
     from math import erf
     erf_ = np.vectorize(erf)
@@ -359,9 +361,12 @@ def test_unary_ops(tmp_path, op):
             Op.GELU_TANH: lambda v: 0.5 * v * (1 + np.tanh(np.sqrt(2 / np.pi)
                                                              * (v + 0.044715 * v ** 3))),
             Op.SIN: np.sin, Op.COS: np.cos, Op.SQRT: np.sqrt, Op.RSQRT: lambda v: 1 / np.sqrt(v),
-            Op.ABS: np.abs, Op.NEG: np.negative, Op.RELU: lambda v: np.maximum(v, 0)}
+            Op.ABS: np.abs, Op.NEG: np.negative, Op.RELU: lambda v: np.maximum(v, 0),
+            Op.TAN: np.tan, Op.LOG1P: np.log1p, Op.EXPM1: np.expm1, Op.LOG2: np.log2,
+            Op.LOG10: np.log10, Op.EXP2: np.exp2, Op.FLOOR: np.floor, Op.CEIL: np.ceil,
+            Op.TRUNC: np.trunc, Op.RINT: np.rint, Op.SIGN: np.sign}
     x64 = np.random.default_rng(8).standard_normal((2, 256)) * 3
-    if op in (Op.LOG, Op.SQRT, Op.RSQRT):
+    if op in (Op.LOG, Op.SQRT, Op.RSQRT, Op.LOG1P, Op.LOG2, Op.LOG10):
         x64 = np.abs(x64) + 1e-3
     x64[0, 0] = np.nan
     for dtype, rtol in [(F32, 2e-6), (F64, 1e-13)]:

@@ -234,14 +234,17 @@ FLOAT64_REFERENCE = {
     Op.GELU: lambda x: 0.5 * x * (1 + math.erf(x / math.sqrt(2))),
     Op.GELU_TANH: lambda x: 0.5 * x * (1 + math.tanh(math.sqrt(2 / math.pi)
                                                      * (x + 0.044715 * x ** 3))),
-    Op.SIN: math.sin, Op.COS: math.cos,
+    Op.SIN: math.sin, Op.COS: math.cos, Op.TAN: math.tan, Op.LOG1P: math.log1p,
+    Op.EXPM1: math.expm1, Op.LOG2: math.log2, Op.LOG10: math.log10, Op.EXP2: lambda x: 2 ** x,
+    Op.FLOOR: math.floor, Op.CEIL: math.ceil, Op.TRUNC: math.trunc, Op.RINT: round,
+    Op.SIGN: lambda x: (x > 0) - (x < 0),
 }
 
 
 @pytest.mark.parametrize("op", sorted(FLOAT64_REFERENCE, key=lambda o: o.name))
 @pytest.mark.parametrize("value", [0.7, 1.9, -0.4])
 def test_unary_float_ops(op, value):
-    if op in (Op.LOG, Op.SQRT, Op.RSQRT) and value < 0:
+    if op in (Op.LOG, Op.SQRT, Op.RSQRT, Op.LOG2, Op.LOG10) and value < 0:
         value = -value
     got = unary(op, value)
     assert got.dtype == np.float32

@@ -28,7 +28,8 @@ CFLAGS = [f for f in DEFAULT_FLAGS if f not in ("-fPIC", "-shared", "-std=gnu11"
           and not f.startswith("-Werror")]
 
 UNARY = ["expf", "logf", "tanhf", "erff", "sigmoidf", "sinf", "cosf",
-         "geluf", "gelu_tanhf", "siluf", "rsqrtf"]
+         "geluf", "gelu_tanhf", "siluf", "rsqrtf", "log1pf", "expm1f", "log2f", "log10f",
+         "exp2f", "tanf"]
 # name -> (input C type, output C type)
 CONVERSIONS = {"f16_to_f32": ("uint16_t", "float"), "f32_to_f16": ("float", "uint16_t"),
                "bf16_to_f32": ("uint16_t", "float"), "f32_to_bf16": ("float", "uint16_t")}
@@ -123,7 +124,14 @@ def reference(name, x32):
             return np.where(np.isinf(x), np.where(x > 0, x, -0.0), r)
         if name == "rsqrtf":
             return 1.0 / np.sqrt(x)
+        if name in _NUMPY64:
+            return _NUMPY64[name](x)
     raise KeyError(name)
+
+
+# numpy's float64 functions are within an ULP of float64: references for float32
+_NUMPY64 = {"log1pf": np.log1p, "expm1f": np.expm1, "log2f": np.log2, "log10f": np.log10,
+            "exp2f": np.exp2, "tanf": np.tan}
 
 
 def ulp_error(y32, ref64):
@@ -189,6 +197,19 @@ ACCURACY = {
     "sinf": ((-1e4, 1e4), [np.pi, 2 * np.pi, 3 * np.pi / 2, 1e4, 6.2831855, 3.1415927], 2.0),
     "cosf": ((-1e4, 1e4), [np.pi / 2, np.pi, 3 * np.pi / 2, 1e4, 1.5707964], 2.0),
     "rsqrtf": ((0.0, 100.0), [1e-45, 1e-38, 4.0, 0.25], 1.5),
+    # computed in double and rounded once (0.50 ULP measured): near 0, log1p and expm1
+    # keep their relative accuracy (the log sweep reaches 1e-45)
+    "log1pf": ((-1.0, 4.0), [-1.0 + 2 ** -24, -0.5, 2 ** -24, -2 ** -25, 1e-30, 3e38,
+                             -0.99999994, 1.0, 1e-7], 0.51),
+    "expm1f": ((-20.0, 89.0), [88.72283, 88.72284, -1e-30, 1e-30, 2 ** -24, -30.0, -31.0,
+                               -17.3, 0.34657359, -0.34657359, 1e-7], 0.51),
+    "log2f": ((0.0, 4.0), [2 ** -149, 2 ** -126, 0.5, 1.0 - 2 ** -24, 1.0 + 2 ** -23, 1024.0],
+              0.51),
+    "log10f": ((0.0, 4.0), [2 ** -149, 10.0, 100.0, 1e10, 1e-10, 0.1, 1.0 + 2 ** -23], 0.51),
+    "exp2f": ((-152.0, 129.0), [127.99999, 128.0, -149.0, -149.5, -150.0, -126.0, -126.5,
+                                0.5, -0.5, 1e-30], 0.51),
+    "tanf": ((-1e4, 1e4), [np.pi / 2, -np.pi / 2, np.pi / 4, 1.5707963, 1.5707964,
+                           3 * np.pi / 2, 1e4], 0.51),
 }
 
 
@@ -196,8 +217,10 @@ ACCURACY = {
 def test_ulp(lib, name):
     (lo, hi), extra, bound = ACCURACY[name]
     x = inputs(lo, hi, extra)
-    if name in ("sinf", "cosf"):
+    if name in ("sinf", "cosf", "tanf"):
         x = np.concatenate([x, np.linspace(-10, 10, N, dtype=np.float32)])
+    if name in ("log1pf", "expm1f"):     # where they are the point: near 0
+        x = np.concatenate([x, np.linspace(-1e-3, 1e-3, N, dtype=np.float32)])
     y = call(lib, name, x)
     err = ulp_error(y, reference(name, x))
     worst = int(np.argmax(err))
@@ -233,7 +256,7 @@ def sincos_inputs():
     return np.concatenate([pos, pos | np.uint32(0x80000000)]).view(np.float32)
 
 
-@pytest.mark.parametrize("name", ["sinf", "cosf"])
+@pytest.mark.parametrize("name", ["sinf", "cosf", "tanf"])
 def test_sincos_whole_range(lib, name):
     x = np.concatenate([sincos_inputs(), random_bits()])
     y = call(lib, name, x)
@@ -288,8 +311,8 @@ def test_sincos_reduction_constants():
     weight 2^-39 and up times any such x give multiples of 4); 3 x 53 bits with
     FMA, 6 x 29 bits without."""
     text = math_header()
-    body = text[text.index("static inline float pf__sincosf"):
-                text.index("static inline float pf_sinf")]
+    body = text[text.index("static inline double pf__reduce_pio2"):
+                text.index("static inline float pf__sincosf")]
     assert "big = pf__absf(x) >= 0x1p64f;" in body
     pairs = re.findall(r"double c(\d) = big \? (\S+) : (\S+);", body)
     assert [int(i) for i, _, _ in pairs] == [0, 1, 2, 0, 1, 2, 3, 4, 5]
@@ -315,7 +338,7 @@ def test_no_fma_fallback(tmp_path_factory):
     lib_nofma, _, _ = _build(tmp_path_factory, ["-mno-fma"], "nofma")
     for name, ((lo, hi), extra, bound) in ACCURACY.items():
         x = inputs(lo, hi, extra)
-        if name in ("sinf", "cosf"):
+        if name in ("sinf", "cosf", "tanf"):
             x = np.concatenate([x, sincos_inputs()])
         err = ulp_error(call(lib_nofma, name, x), reference(name, x))
         assert err.max() <= bound, (name, err.max())
@@ -369,6 +392,17 @@ def test_special_values(lib):
         "siluf": [(inf, inf), (-inf, 0.0), (nan, nan), (0.0, 0.0)],
         "rsqrtf": [(0.0, inf), (-0.0, -inf), (inf, 0.0), (-1.0, nan), (-inf, nan), (nan, nan),
                    (4.0, 0.5)],
+        "log1pf": [(-1.0, -inf), (-2.0, nan), (-inf, nan), (inf, inf), (nan, nan), (0.0, 0.0),
+                   (1e-40, 1e-40), (-1e-45, -1e-45), (1.0, np.log(2.0))],
+        "expm1f": [(-inf, -1.0), (inf, inf), (nan, nan), (0.0, 0.0), (100.0, inf),
+                   (-100.0, -1.0), (1e-40, 1e-40), (-1e-45, -1e-45)],
+        "log2f": [(0.0, -inf), (-0.0, -inf), (-1.0, nan), (-inf, nan), (inf, inf), (nan, nan),
+                  (1.0, 0.0), (8.0, 3.0), (2 ** -149, -149.0), (2.0 ** 127, 127.0)],
+        "log10f": [(0.0, -inf), (-0.0, -inf), (-1.0, nan), (-inf, nan), (inf, inf),
+                   (nan, nan), (1.0, 0.0), (1000.0, 3.0), (1e10, 10.0)],
+        "exp2f": [(-inf, 0.0), (inf, inf), (nan, nan), (0.0, 1.0), (-0.0, 1.0), (128.0, inf),
+                  (-149.0, 2 ** -149), (-151.0, 0.0), (10.0, 1024.0), (-3.0, 0.125)],
+        "tanf": [(inf, nan), (-inf, nan), (nan, nan), (0.0, 0.0)],
     }
     for name, pairs in cases.items():
         x = np.array([p[0] for p in pairs], dtype=np.float32)
@@ -376,8 +410,9 @@ def test_special_values(lib):
         got = call(lib, name, x)
         ok = (got == want) | (np.isnan(got) & np.isnan(want))
         assert ok.all(), (name, x[~ok], got[~ok], want[~ok])
-    # sin keeps the sign of zero, like numpy
-    assert np.signbit(call(lib, "sinf", np.array([-0.0], np.float32))[0])
+    # sin, tan, log1p, expm1 keep the sign of zero, like numpy
+    for name in ("sinf", "tanf", "log1pf", "expm1f"):
+        assert np.signbit(call(lib, name, np.array([-0.0], np.float32))[0]), name
     # NaN payloads of every kind stay NaN
     qs = SPECIAL_BITS.view(np.float32)
     for name in UNARY:

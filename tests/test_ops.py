@@ -56,6 +56,18 @@ UNARY = {
                   lambda x: gelu64(x, "tanh"), "normal", True),
     "sin": (pf.sin, np.sin, "normal", True),
     "cos": (pf.cos, np.cos, "normal", True),
+    "tan": (pf.tan, np.tan, "normal", True),
+    "log1p": (pf.log1p, np.log1p, "positive", True),
+    "expm1": (pf.expm1, np.expm1, "normal", True),
+    "log2": (pf.log2, np.log2, "positive", True),
+    "log10": (pf.log10, np.log10, "positive", True),
+    "exp2": (pf.exp2, np.exp2, "normal", True),
+    "floor": (pf.floor, np.floor, "normal", False),
+    "ceil": (pf.ceil, np.ceil, "normal", False),
+    "trunc": (pf.trunc, np.trunc, "normal", False),
+    "rint": (pf.rint, np.rint, "normal", False),
+    "round": (pf.round, np.round, "normal", False),
+    "sign": (pf.sign, np.sign, "normal", False),
 }
 
 
@@ -128,6 +140,105 @@ def test_unary_of_integers_follows_numpy(rng):
     assert_close(n, -widen(x), "int32", label="neg")
     assert_close(a, widen(x), "int32", label="abs")
     assert_close(r, np.maximum(widen(x) - 25, 0), "int32", label="relu")
+
+
+# values where rounding and log1p/expm1 go wrong: NaN, infinities, signed zeros, subnormals,
+# ties, the last floats with a fraction, magnitudes where every float is an integer
+EDGES = [np.nan, np.inf, -np.inf, 0.0, -0.0, 1e-45, -1e-45, 1e-40, -3e-39, 1.2e-38, 0.5,
+         -0.5, 1.5, -1.5, 2.5, -2.5, 0.49999997, -0.49999997, 0.50000006, 1.0, -1.0,
+         8388607.5, -8388607.5, 8388608.0, 16777215.0, 4503599627370495.5, 1e30, -1e30,
+         3.4e38, -3.4e38, 1e-7, -1e-7, 2.0 ** -24, -(2.0 ** -25), 1e-30, -0.99999994, -1.0,
+         -2.0, 88.7, 89.5, -30.5, 123.456, -7.25, 2.675]
+
+
+def _bits_equal(got, want) -> np.ndarray:
+    """Equal values with equal sign bits (so -0 differs from +0), or both NaN."""
+    return (got == want) & (np.signbit(got) == np.signbit(want)) | np.isnan(got) & np.isnan(want)
+
+
+@pytest.mark.parametrize("dtype", dtype_params("float32", "float64", "float16", "bfloat16"))
+def test_rounding_and_sign_are_exact(dtype):
+    """floor ceil trunc rint round sign give numpy's results bit for bit (16-bit floats:
+    what numpy gives for the float32 values, rounded), at every edge."""
+    with np.errstate(over="ignore"):
+        x = np.array(EDGES).astype(np_dtype(dtype))
+    fns = [np.floor, np.ceil, np.trunc, np.rint, np.round, np.sign]
+    with np.errstate(all="ignore"):
+        outs = pf.jit(lambda x: tuple(f(x) for f in fns))(x)
+        x32 = f64(x)
+        for f, out in zip(fns, outs):
+            assert dtype_name(out.dtype) == dtype_name(dtype), f.__name__
+            ok = _bits_equal(f64(out), f(x32))
+            assert ok.all(), (f.__name__, x[~ok], out[~ok])
+
+
+@pytest.mark.parametrize("dtype", dtype_params("int32", "int64"))
+def test_rounding_and_sign_of_integers(dtype):
+    """numpy: floor, ceil, trunc and round of ints are the ints; rint gives float64;
+    sign keeps the dtype (INT_MIN included)."""
+    info = np.iinfo(np_dtype(dtype))
+    x = np.array([info.min, info.min + 1, -7, -1, 0, 1, 5, info.max], np_dtype(dtype))
+    fns = [np.floor, np.ceil, np.trunc, np.round, np.sign, np.rint]
+    outs = pf.jit(lambda x: tuple(f(x) for f in fns))(x)
+    for f, out in zip(fns, outs):
+        want = f(x)
+        assert out.dtype == want.dtype and np.array_equal(out, want), (f.__name__, out, want)
+
+
+def test_rounding_of_bools_and_sign_refusal():
+    b = np.array([True, False, True])
+    fl, r = pf.jit(lambda b: (np.floor(b), np.round(b)))(b)
+    assert fl.dtype == np.bool_ and np.array_equal(fl, b)
+    assert r.dtype == np.round(b).dtype and np.array_equal(r, np.round(b))
+    with pytest.raises(pf.DTypeError, match="sign"):
+        pf.jit(np.sign)(b)
+
+
+@pytest.mark.parametrize("dtype", dtype_params("float32", "float64"))
+@pytest.mark.parametrize("decimals", [1, 2, 3, -1, -2])
+def test_round_decimals_matches_numpy(dtype, decimals, rng):
+    """numpy.round(x, d) as numpy computes it (x * 10**d, rint, / 10**d): bit for bit."""
+    x = np.concatenate([rng.standard_normal(200) * 10.0 ** rng.integers(-3, 5, 200),
+                        [0.25, 2.675, -1.005, 15.0, 25.0, -35.0, np.nan, -np.inf, -0.0]])
+    x = x.astype(np_dtype(dtype))
+    got = pf.jit(lambda x: (np.round(x, decimals), x.round(decimals)))(x)
+    for out in got:
+        assert _bits_equal(out, np.round(x, decimals)).all()
+
+
+def test_round_decimals_of_16_bit_floats_is_refused():
+    with pytest.raises(pf.UnsupportedError, match="decimals"):
+        pf.jit(lambda x: np.round(x, 2))(np.ones(4, np.float16))
+
+
+@pytest.mark.parametrize("dtype", dtype_params("float32", "float64"))
+def test_log1p_expm1_exp2_logs_at_the_edges(dtype):
+    """Near 0 log1p and expm1 keep relative accuracy (that is their point); NaN, +-inf,
+    +-0, -1, subnormals and overflow give numpy's values; powers of 2 and 10 are exact."""
+    x = np.array(EDGES + [2.0 ** -20, -(2.0 ** -20), 3e-8, -3e-8, 1e-20]).astype(np_dtype(dtype))
+    fns = [np.log1p, np.expm1, np.exp2, np.log2, np.log10, np.tan]
+    with np.errstate(all="ignore"):
+        outs = pf.jit(lambda x: tuple(f(x) for f in fns))(x)
+        ref = [f(f64(x)) for f in fns]
+    ulp = 2.0 ** (-23 if dtype == "float32" else -52)
+    for f, out, want in zip(fns, outs, ref):
+        got = f64(out)
+        fin = np.isfinite(want) & (np.abs(want) < np.finfo(out.dtype).max)
+        special = ~fin
+        with np.errstate(over="ignore"):
+            assert _bits_equal(got[special], want[special].astype(out.dtype)).all(), f.__name__
+        assert (np.signbit(got) == np.signbit(want))[want == 0].all(), f.__name__
+        rel = np.abs(got[fin] - want[fin]) / np.maximum(np.abs(want[fin]), 1e-300)
+        small = np.abs(want[fin]) < np.finfo(out.dtype).tiny
+        assert (rel[~small] <= 2 * ulp).all(), (f.__name__, x[fin][~small][rel[~small] > 2 * ulp])
+    exact = np.array([1.0, 2.0, 1024.0, 2.0 ** -149 if dtype == "float32" else 2.0 ** -1074,
+                      0.125]).astype(np_dtype(dtype))
+    l2 = pf.jit(np.log2)(exact)
+    assert np.array_equal(l2, np.log2(f64(exact)))
+    e2 = pf.jit(np.exp2)(np.array([-3.0, 0.0, 10.0, 20.0]).astype(np_dtype(dtype)))
+    assert np.array_equal(e2, [0.125, 1.0, 1024.0, 2.0 ** 20])
+    l10 = pf.jit(np.log10)(np.array([1.0, 10.0, 1e5, 1e10]).astype(np_dtype(dtype)))
+    assert np.array_equal(l10, [0.0, 1.0, 5.0, 10.0])
 
 
 # -- element-wise binary ---------------------------------------------------------------------

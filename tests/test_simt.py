@@ -44,6 +44,18 @@ def elementwise() -> Graph:
                                 dtype=F32),))
 
 
+def rounding_math(dtype=F32) -> Graph:
+    """Every rounding op, sign and the log/exp variants and tan, in one kernel, plus
+    sign of an int (the int family of the op table)."""
+    x, i = G.inp(0, (9, 70), dtype), G.inp(1, (9, 70), I32)
+    ops = (Op.FLOOR, Op.CEIL, Op.TRUNC, Op.RINT, Op.SIGN, Op.LOG1P, Op.EXPM1, Op.LOG2,
+           Op.LOG10, Op.EXP2, Op.TAN)
+    # ties and fractions in every unit; not for 16 bits, whose product pf keeps in float32
+    # where the oracle rounds it: a floor of the two may differ by one
+    scaled = x if dtype.itemsize == 2 else G.ew(Op.MUL, x, G.const(2.5, dtype))
+    return Graph((x, i), tuple(G.ew(op, scaled) for op in ops) + (G.ew(Op.SIGN, i),))
+
+
 def reduction(op: Op, shape, axes, dtype=F32) -> Graph:
     x = G.inp(0, shape, dtype)
     return Graph((x,), (G.reduce(op, x, axes),))
@@ -87,6 +99,9 @@ def float64_sum_exp(m: int, n: int) -> Graph:
 
 CASES = {
     "elementwise": elementwise,
+    "rounding_math": rounding_math,
+    "rounding_math_float64": lambda: rounding_math(DType.float64),
+    "rounding_math_bfloat16": lambda: rounding_math(BF16),
     "softmax": lambda: G.softmax(6, 1000),
     "layernorm": lambda: G.layernorm(5, 768),
     "rmsnorm_residual": lambda: G.rmsnorm(4, 300, residual=True),
@@ -125,7 +140,8 @@ CLUSTER_CASES = {
     "cluster_bfloat16_rows": lambda: _bf16_rows(32, 262144),
     "cluster_rmsnorm_128256": lambda: G.rmsnorm(64, 128256),   # LLaMA 3's vocabulary
 }
-TRANSCENDENTAL = {"elementwise", "float64_sum_exp", "softmax", "masked_softmax", "long_softmax",
+TRANSCENDENTAL = {"elementwise", "rounding_math", "rounding_math_float64",
+                  "rounding_math_bfloat16", "float64_sum_exp", "softmax", "masked_softmax", "long_softmax",
                   "reversed_softmax", "float16", "bfloat16", "float16_softmax",
                   "bfloat16_softmax", "ragged_softmax", "bfloat16_rows", "long_bfloat16_rows",
                   "cluster_softmax", "cluster_bfloat16_rows", "short_rows_softmax"}

@@ -124,7 +124,8 @@ def test_out_of_range_scalar_is_a_dtype_error():
 
 
 UNARY_NUMPY = ["exp", "log", "sqrt", "tanh", "sin", "cos", "abs", "negative", "square",
-               "reciprocal", "absolute", "positive"]
+               "reciprocal", "absolute", "positive", "tan", "log1p", "expm1", "log2", "log10",
+               "exp2", "floor", "ceil", "trunc", "rint", "sign"]
 
 
 @pytest.mark.parametrize("name", UNARY_NUMPY)
@@ -137,7 +138,9 @@ def test_numpy_unary_ufuncs(name, dtype):
     check_against_numpy(getattr(np, name), sample((3, 5), dtype, positive=True))
 
 
-@pytest.mark.parametrize("name", ["exp", "log", "sqrt", "tanh", "sin", "cos", "abs"])
+@pytest.mark.parametrize("name", ["exp", "log", "sqrt", "tanh", "sin", "cos", "abs", "tan",
+                                  "log1p", "expm1", "log2", "log10", "exp2", "floor", "ceil",
+                                  "trunc", "rint", "round"])
 @pytest.mark.parametrize("dtype", [np.bool_, np.int64, np.float32])
 def test_pf_unary_matches_numpy_and_its_dtype_rules(name, dtype):
     x = sample((4, 3), dtype, positive=True)

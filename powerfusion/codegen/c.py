@@ -89,6 +89,19 @@ _TABLE = [
     (Op.ERF, "f32", "pf_erff({0})"), (Op.ERF, "f64", "erf({0})"),
     (Op.SIN, "f32", "pf_sinf({0})"), (Op.SIN, "f64", "sin({0})"),
     (Op.COS, "f32", "pf_cosf({0})"), (Op.COS, "f64", "cos({0})"),
+    (Op.TAN, "f32", "pf_tanf({0})"), (Op.TAN, "f64", "tan({0})"),
+    (Op.LOG1P, "f32", "pf_log1pf({0})"), (Op.LOG1P, "f64", "log1p({0})"),
+    (Op.EXPM1, "f32", "pf_expm1f({0})"), (Op.EXPM1, "f64", "expm1({0})"),
+    (Op.LOG2, "f32", "pf_log2f({0})"), (Op.LOG2, "f64", "log2({0})"),
+    (Op.LOG10, "f32", "pf_log10f({0})"), (Op.LOG10, "f64", "log10({0})"),
+    (Op.EXP2, "f32", "pf_exp2f({0})"), (Op.EXP2, "f64", "exp2({0})"),
+    # one instruction each (SSE4.1 round, AVX-512 vrndscale) under -fno-math-errno
+    (Op.FLOOR, "f32", "floorf({0})"), (Op.FLOOR, "f64", "floor({0})"),
+    (Op.CEIL, "f32", "ceilf({0})"), (Op.CEIL, "f64", "ceil({0})"),
+    (Op.TRUNC, "f32", "truncf({0})"), (Op.TRUNC, "f64", "trunc({0})"),
+    (Op.RINT, "f32", "rintf({0})"), (Op.RINT, "f64", "rint({0})"),   # ties to even
+    (Op.SIGN, _F, "({0} != {0} ? {0} : ({0} > 0) - ({0} < 0))"),     # NaN stays, -0 -> +0
+    (Op.SIGN, "int", "(({t})(({0} > 0) - ({0} < 0)))"),
     (Op.SIGMOID, "f32", "pf_sigmoidf({0})"), (Op.SIGMOID, "f64", "(1.0 / (1.0 + exp(-{0})))"),
     (Op.SILU, "f32", "pf_siluf({0})"), (Op.SILU, "f64", "({0} / (1.0 + exp(-{0})))"),
     (Op.GELU, "f32", "pf_geluf({0})"),        # x * Phi(x); 0x1.6a09...p-1 = sqrt(1/2)
@@ -125,6 +138,7 @@ _C_WORDS = set("""auto break case char const continue default do double else enu
 for goto if inline int long register restrict return short signed sizeof static struct switch
 typedef union unsigned void volatile while args free malloc aligned_alloc main NAN INFINITY
 exp log tanh erf sin cos pow sqrt fabs expf logf tanhf erff sinf cosf powf sqrtf fabsf
+tan log1p expm1 log2 log10 exp2 floor ceil trunc rint floorf ceilf truncf rintf
 int8_t uint8_t uint16_t int32_t int64_t""".split())
 
 

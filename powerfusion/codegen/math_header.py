@@ -14,8 +14,9 @@ def math_header() -> str:
 
     It defines branch-free, vectorisable ``static inline`` float32 functions:
     ``pf_expf``, ``pf_logf``, ``pf_tanhf``, ``pf_erff``, ``pf_sigmoidf``,
-    ``pf_sinf``, ``pf_cosf``, ``pf_geluf``, ``pf_gelu_tanhf``, ``pf_siluf``,
-    ``pf_rsqrtf`` and the storage conversions ``pf_f16_to_f32``,
+    ``pf_sinf``, ``pf_cosf``, ``pf_tanf``, ``pf_geluf``, ``pf_gelu_tanhf``, ``pf_siluf``,
+    ``pf_rsqrtf``, ``pf_log1pf``, ``pf_expm1f``, ``pf_log2f``, ``pf_log10f``,
+    ``pf_exp2f`` and the storage conversions ``pf_f16_to_f32``,
     ``pf_f32_to_f16``, ``pf_bf16_to_f32``, ``pf_f32_to_bf16``.
     """
     return (Path(__file__).parent / HEADER_NAME).read_text(encoding="utf-8")

@@ -235,6 +235,109 @@ static inline float pf_siluf(float x) {
  * Max error 1.48 ULP. */
 static inline float pf_rsqrtf(float x) { return 1.0f / __builtin_sqrtf(x); }
 
+/* ---- log1p, log2, log10, expm1, exp2: in double, rounded once ----
+ * A float is exact in a double (subnormals included, so no subnormal path), and a
+ * double evaluation whose relative error is near 2^-40 rounds to the float result
+ * nearest the true one but for a few ties: errors stay within 0.5 ULP and a hair.
+ * Half the SIMD lanes of the float functions above, and no special cases to tune.
+ * pf__asdouble / pf__asuint64 bit casts, as for floats. */
+static inline uint64_t pf__asuint64(double d) {
+    union { double d; uint64_t u; } v; v.d = d; return v.u;
+}
+static inline double pf__asdouble(uint64_t u) {
+    union { double d; uint64_t u; } v; v.u = u; return v.d;
+}
+
+/* log(u) for a finite double u > 0 (the callers' special cases are selected after):
+ * u = 2^k * m, sqrt(1/2) <= m < sqrt(2), log(m) = 2 atanh(s), s = (m-1)/(m+1),
+ * |s| < 0.172: the atanh series to s^13 (next term < 2^-39 of the sum).
+ * k comes out of the exponent bits through a double (0x1.8p52 + e - 0x1.8p52):
+ * 64-bit integer ops only, which vectorise where int64 -> double conversion may not. */
+static inline double pf__logd(double u) {
+    uint64_t iu = pf__asuint64(u) + (0x3ff0000000000000ull - 0x3fe6a09e667f3bcdull);
+    double k = pf__asdouble(0x4338000000000000ull | (iu >> 52)) - 0x1.8p52 - 1023.0;
+    double m = pf__asdouble((iu & 0x000fffffffffffffull) + 0x3fe6a09e667f3bcdull);
+    double s = (m - 1.0) / (m + 1.0);
+    double z = s * s;
+    double p = 1.0 / 13;
+    p = PF_FMAD(p, z, 1.0 / 11);
+    p = PF_FMAD(p, z, 1.0 / 9);
+    p = PF_FMAD(p, z, 1.0 / 7);
+    p = PF_FMAD(p, z, 1.0 / 5);
+    p = PF_FMAD(p, z, 1.0 / 3);
+    double atanh2 = 2.0 * PF_FMAD(s * z, p, s);
+    return PF_FMAD(k, 0x1.62e42fefa39efp-1, atanh2);      /* + k*ln2 */
+}
+
+/* log of a float argument (x itself, the caller having formed no sum): NaN below 0,
+ * -inf at 0, inf at inf, NaN at NaN, else the double log scaled by `scale` */
+static inline float pf__logf_scaled(float x, double scale) {
+    float r = (float)(pf__logd((double)x) * scale);
+    float special = x == 0.0f ? -PF_INFF : (x < 0.0f ? PF_NANF : x + x);
+    return ((x > 0.0f) & (x < PF_INFF)) ? r : special;
+}
+
+/* log2(x), log10(x): the double log times 1/ln2 or 1/ln10.  Exact at powers of two
+ * (log2) and at the float powers of ten (log10).  Max error 0.50 ULP. */
+static inline float pf_log2f(float x) { return pf__logf_scaled(x, 0x1.71547652b82fep+0); }
+static inline float pf_log10f(float x) { return pf__logf_scaled(x, 0x1.bcb7b1526e50ep-2); }
+
+/* log1p(x) = log(u) + (x - (u - 1))/u with u = 1 + x rounded in double: the
+ * quotient restores what the rounding of u lost, so tiny x keeps its relative
+ * accuracy (log1p(x) = x for |x| < 2^-25).  Max error 0.50 ULP. */
+static inline float pf_log1pf(float x) {
+    double X = (double)x;
+    double u = 1.0 + X;
+    double c = (X - (u - 1.0)) / u;
+    float r = (float)(pf__logd(u) + c);
+    float special = x == -1.0f ? -PF_INFF : (x < -1.0f ? PF_NANF : x + x);
+    r = x == 0.0f ? x : r;                                    /* log1p(-0) = -0 */
+    return ((x > -1.0f) & (x < PF_INFF)) ? r : special;
+}
+
+/* 2^n * e^t - 1 or 2^n * e^t, for |t| <= ln2/2 and -152 <= n <= 129 (exact scale):
+ * e^t - 1 as the Taylor series to t^10 (next term < 2^-40 of it). */
+static inline double pf__expm1_poly(double t) {
+    double p = 1.0 / 3628800;
+    p = PF_FMAD(p, t, 1.0 / 362880);
+    p = PF_FMAD(p, t, 1.0 / 40320);
+    p = PF_FMAD(p, t, 1.0 / 5040);
+    p = PF_FMAD(p, t, 1.0 / 720);
+    p = PF_FMAD(p, t, 1.0 / 120);
+    p = PF_FMAD(p, t, 1.0 / 24);
+    p = PF_FMAD(p, t, 1.0 / 6);
+    p = PF_FMAD(p, t, 0.5);
+    return PF_FMAD(t * t, p, t);
+}
+static inline double pf__exp2i(double n) {              /* 2^n for an integer n in a double */
+    return pf__asdouble((uint64_t)(pf__asuint64(n + 0x1.8p52) + 1023) << 52);
+}
+
+/* expm1(x) = 2^n (e^r - 1) + (2^n - 1), x = n ln2 + r, |r| <= ln2/2 (ln2 in two
+ * parts: n*hi is exact); beyond [-30, 89] the float result is -1 or inf.
+ * Max error 0.50 ULP. */
+static inline float pf_expm1f(float x) {
+    double X = (double)(x > 89.0f ? 89.0f : (x < -30.0f ? -30.0f : x));
+    double n = __builtin_rint(X * 0x1.71547652b82fep+0);
+    double r = PF_FMAD(n, -0x1.62e42fefa3800p-1, X);
+    r = PF_FMAD(n, -0x1.ef35793c76730p-45, r);
+    double s = pf__exp2i(n);
+    float y = (float)PF_FMAD(s, pf__expm1_poly(r), s - 1.0);
+    y = x > 89.0f ? PF_INFF : y;                 /* e^89 overflows float: so does inf */
+    return (x == 0.0f) | (x != x) ? x + x : y;  /* -0 stays -0, NaN stays NaN */
+}
+
+/* exp2(x) = 2^n * e^(r ln2), n = rint(x), |r| <= 1/2 exact in float; beyond
+ * [-152, 129] the float result is 0 or inf.  Exact at integers.  Max error 0.50 ULP. */
+static inline float pf_exp2f(float x) {
+    float xc = x > 129.0f ? 129.0f : (x < -152.0f ? -152.0f : x);
+    float n = __builtin_rintf(xc);
+    double t = (double)(xc - n) * 0x1.62e42fefa39efp-1;
+    double s = pf__exp2i((double)n);
+    float y = (float)PF_FMAD(s, pf__expm1_poly(t), s);
+    return x != x ? x : y;
+}
+
 /* ---- sin / cos ----
  * Reduction: x*2/pi = n + f with n an integer and |f| <= 1/2 (a hair more next
  * to the ties of n), r = f*pi/2, and sin or cos of x is +-sin(r) or +-cos(r) by
@@ -254,14 +357,12 @@ static inline float pf_rsqrtf(float x) { return 1.0f / __builtin_sqrtf(x); }
  * rint: vectorised with SSE4.1 and up, or AArch64; plain SSE2 runs it scalar.
  * Inf and NaN give NaN.  Max error, exhaustive over every float with and
  * without FMA: 1.59 ULP (sin), 1.58 ULP (cos). */
-static inline uint64_t pf__asuint64(double d) {
-    union { double d; uint64_t u; } v; v.d = d; return v.u;
-}
 
 /* v - 4*round(v/4): v mod 4 in [-2, 2], exact for every double */
 static inline double pf__mod4(double v) { return v - 4.0 * __builtin_rint(0.25 * v); }
 
-static inline float pf__sincosf(float x, int32_t q_off) {
+/* x = (n + f) pi/2: returns f*pi/2 in double, sets *q = n mod 2^32 */
+static inline double pf__reduce_pio2(float x, int32_t *q) {
     double X = (double)x;
     int big = pf__absf(x) >= 0x1p64f;           /* NaN: the small set, NaN anyway */
 #if defined(__FP_FAST_FMA)
@@ -293,8 +394,14 @@ static inline float pf__sincosf(float x, int32_t q_off) {
     double n = t - 0x1.8p52;
     double f = ((((a0 - n) + a1) + a2) + a3) + (X * c4 + X * c5);
 #endif
-    int32_t q = (int32_t)(uint32_t)pf__asuint64(t) + q_off;
-    float r = (float)(f * 1.5707963267948966);
+    *q = (int32_t)(uint32_t)pf__asuint64(t);
+    return f * 1.5707963267948966;
+}
+
+static inline float pf__sincosf(float x, int32_t q_off) {
+    int32_t q;
+    float r = (float)pf__reduce_pio2(x, &q);
+    q += q_off;
     float z = r * r;
     float s = -1.9515295891e-4f;
     s = PF_FMA(s, z, 8.3321608736e-3f);
@@ -316,6 +423,32 @@ static inline float pf_sinf(float x) {
 
 /* cos(x): see pf__sincosf.  Max error 1.58 ULP, every float. */
 static inline float pf_cosf(float x) { return pf__sincosf(x, 1); }
+
+/* tan(x): the reduction of sin/cos, then sin(r)/cos(r) (n even) or -cos(r)/sin(r)
+ * (n odd) in double, the Taylor series of both to r^13 and r^14 on |r| <= pi/4
+ * (next terms < 2^-44 of them), rounded once.  Inf and NaN give NaN.
+ * Max error 0.50 ULP, every float. */
+static inline float pf_tanf(float x) {
+    int32_t q;
+    double r = pf__reduce_pio2(x, &q);
+    double z = r * r;
+    double s = -1.0 / 6227020800;                /* -1/13! */
+    s = PF_FMAD(s, z, 1.0 / 39916800);
+    s = PF_FMAD(s, z, -1.0 / 362880);
+    s = PF_FMAD(s, z, 1.0 / 5040);
+    s = PF_FMAD(s, z, -1.0 / 120);
+    s = PF_FMAD(s, z, 1.0 / 6);
+    s = PF_FMAD(-s * z, r, r);                   /* r - r^3/6 + ... */
+    double c = -1.0 / 87178291200;               /* -1/14! */
+    c = PF_FMAD(c, z, 1.0 / 479001600);
+    c = PF_FMAD(c, z, -1.0 / 3628800);
+    c = PF_FMAD(c, z, 1.0 / 40320);
+    c = PF_FMAD(c, z, -1.0 / 720);
+    c = PF_FMAD(c, z, 1.0 / 24);
+    c = PF_FMAD(c * z, z, PF_FMAD(-0.5, z, 1.0)); /* 1 - r^2/2 + r^4/24 - ... */
+    float y = (float)((q & 1) ? -c / s : s / c);
+    return x == 0.0f ? x : y;                    /* tan(-0) = -0 */
+}
 
 /* ---- storage conversions ----
  * Bit manipulation, branch-free, exact (round to nearest even, overflow to

@@ -135,7 +135,9 @@ def _f32(x: float) -> str:
 _MATH = [   # (name, body over x): {exp} etc. are the dialect's float functions
     ("pf_expf", "{exp}(x)"), ("pf_logf", "{log}(x)"), ("pf_tanhf", "{tanh}(x)"),
     ("pf_erff", "{erf}(x)"), ("pf_sinf", "{sin}(x)"), ("pf_cosf", "{cos}(x)"),
-    ("pf_rsqrtf", "{rsqrt}(x)"),
+    ("pf_rsqrtf", "{rsqrt}(x)"), ("pf_tanf", "{tan}(x)"), ("pf_log1pf", "{log1p}(x)"),
+    ("pf_expm1f", "{expm1}(x)"), ("pf_log2f", "{log2}(x)"), ("pf_log10f", "{log10}(x)"),
+    ("pf_exp2f", "{exp2}(x)"),
     ("pf_sigmoidf", "1.0f / (1.0f + {exp}(-x))"),
     ("pf_siluf", "x / (1.0f + {exp}(-x))"),
     ("pf_geluf", f"0.5f * x * (1.0f + {{erf}}(x * {_f32(math.sqrt(0.5))}))"),
@@ -191,7 +193,9 @@ class SimtPrinter(CPrinter):
     barrier = "__syncthreads();"
     bitcasts = ("__uint_as_float", "__float_as_uint")
     float_math = {"exp": "expf", "log": "logf", "tanh": "tanhf", "erf": "erff",
-                  "sin": "sinf", "cos": "cosf", "rsqrt": "rsqrtf"}
+                  "sin": "sinf", "cos": "cosf", "rsqrt": "rsqrtf", "tan": "tanf",
+                  "log1p": "log1pf", "expm1": "expm1f", "log2": "log2f", "log10": "log10f",
+                  "exp2": "exp2f"}
     math_names: dict[str, str] = {}             # renames applied to the C op table
     # x * y + z rounds twice, as numpy's does: the _rn intrinsics are never contracted
     # into a fused multiply-add (NVRTC's default --fmad=true would)
@@ -870,8 +874,10 @@ class OpenCLPrinter(SimtPrinter):
     bitcasts = ("as_float", "as_uint")
     int64_suffix = "L"
     float_math = {"exp": "exp", "log": "log", "tanh": "tanh", "erf": "erf", "sin": "sin",
-                  "cos": "cos", "rsqrt": "rsqrt"}
-    math_names = {"fabsf": "fabs", "sqrtf": "sqrt", "powf": "pow"}
+                  "cos": "cos", "rsqrt": "rsqrt", "tan": "tan", "log1p": "log1p",
+                  "expm1": "expm1", "log2": "log2", "log10": "log10", "exp2": "exp2"}
+    math_names = {"fabsf": "fabs", "sqrtf": "sqrt", "powf": "pow", "floorf": "floor",
+                  "ceilf": "ceil", "truncf": "trunc", "rintf": "rint"}
     storage_types = {DType.float32: "float", DType.float64: "double",
                      DType.float16: "ushort", DType.bfloat16: "ushort", DType.int32: "int",
                      DType.int64: "long", DType.bool: "uchar"}

@@ -211,6 +211,40 @@ def unary_float(op: Op, x: Node) -> Node:
     return Node(op, (cast(x, dtype),), x.shape, dtype)
 
 
+def rounding(op: Op, x: Node) -> Node:
+    """FLOOR CEIL TRUNC RINT. numpy's floor, ceil and trunc of an int or bool give it
+    back unchanged; its rint is a float function (float64 of ints, float16 of bools)."""
+    if op is not Op.RINT and not x.dtype.is_float:
+        return x
+    return unary_float(op, x)
+
+
+def round_decimals(x: Node, decimals: int = 0) -> Node:
+    """numpy.round: to nearest, ties to even, at 10**-decimals: x * 10**d, rint, / 10**d
+    (decimals < 0: / then *), each rounded in x's dtype, as numpy computes it."""
+    decimals = int(decimals)
+    if decimals == 0:
+        return x if x.dtype.is_int else rounding(Op.RINT, x)
+    if x.dtype.is_int and decimals > 0:
+        return x
+    if x.dtype not in (DType.float32, DType.float64):
+        # numpy rounds 16-bit products to 16 bits before rint, intermediates here do not;
+        # its integer path for decimals < 0 is another algorithm
+        raise UnsupportedError(f"numpy.round of a {x.dtype} tensor with decimals={decimals} "
+                               "is not supported; cast to float32 first")
+    scale = 10.0 ** abs(decimals)
+    down, up = (Op.MUL, Op.DIV) if decimals > 0 else (Op.DIV, Op.MUL)
+    return binary(up, rounding(Op.RINT, binary(down, x, scale)), scale)
+
+
+def sign(x: Node) -> Node:
+    """-1, 0 or 1 in x's dtype (+0 for -0); NaN stays NaN."""
+    if x.dtype.is_bool:
+        raise DTypeError("numpy.sign of a bool tensor is not supported (numpy rejects it "
+                         "too); cast it first")
+    return Node(Op.SIGN, (x,), x.shape, x.dtype)
+
+
 def negative(x: Node) -> Node:
     if x.dtype.is_bool:
         raise DTypeError("negation of a bool tensor is not supported (numpy rejects it too); "
@@ -245,9 +279,14 @@ def square(x: Node) -> Node:
     return binary(Op.MUL, x, x)
 
 
-def power_scalar(x: Node, exponent: Scalar, ufunc: bool = False) -> Node:
+def power_scalar(x: Node, exponent: Scalar, ufunc: bool = False,
+                 torch_pow: bool = False) -> Node:
     """x ** e for a Python scalar e, as the cheapest op that gives numpy's result.
-    ufunc: spelt np.power(x, e), whose float16 loop has no square-root shortcut."""
+    ufunc: spelt np.power(x, e), whose float16 loop has no square-root shortcut (nor
+    has ml_dtypes' bfloat16 power, which numpy's `**` calls too): there x ** 0.5 is pow
+    at -0 and -inf (+0, +inf), not sqrt (-0, NaN).
+    torch_pow: PyTorch's meaning instead: x ** 0.5 is sqrt and x ** -0.5 is 1 / sqrt, but
+    in float16 (its CPU pow takes no shortcut there) both are pow."""
     dtype = result_dtype([x, exponent])
     if dtype.is_int and exponent < 0:
         raise DTypeError(f"integer tensor ({dtype}) to a negative integer power {exponent}: "
@@ -273,11 +312,17 @@ def power_scalar(x: Node, exponent: Scalar, ufunc: bool = False) -> Node:
             if n:
                 square = binary(Op.MUL, square, square)
         return result
+    if torch_pow:
+        pow_edges = dtype is DType.float16
+    else:
+        pow_edges = dtype is DType.bfloat16 or (ufunc and dtype is DType.float16)
     if dtype.is_float and exponent == 0.5:
-        if ufunc and dtype is DType.float16:    # pow's meaning: -0 -> +0, -inf -> +inf
+        if pow_edges:                           # pow's meaning: -0 -> +0, -inf -> +inf
             root = Node(Op.SQRT, (binary(Op.ADD, base, 0.0),), base.shape, dtype)
             return where(compare(Op.EQ, base, -math.inf), math.inf, root)
         return Node(Op.SQRT, (base,), base.shape, dtype)
+    if dtype.is_float and exponent == -0.5 and not pow_edges and torch_pow:
+        return Node(Op.RSQRT, (base,), base.shape, dtype)
     if dtype.is_float and exponent == -0.5:
         # pow's, not 1/sqrt's, meaning at the edges: (-0) ** -0.5 is +inf (x + 0.0 turns
         # -0 into +0), (-inf) ** -0.5 is 0

@@ -74,6 +74,24 @@ sigmoid = _unary("sigmoid", Op.SIGMOID, _in_float64(_sigmoid))
 silu = _unary("silu", Op.SILU, _in_float64(lambda x: x * _sigmoid(x)))
 sin = _unary("sin", Op.SIN, np.sin)
 cos = _unary("cos", Op.COS, np.cos)
+tan = _unary("tan", Op.TAN, np.tan)
+log1p = _unary("log1p", Op.LOG1P, np.log1p)
+expm1 = _unary("expm1", Op.EXPM1, np.expm1)
+log2 = _unary("log2", Op.LOG2, np.log2)
+log10 = _unary("log10", Op.LOG10, np.log10)
+exp2 = _unary("exp2", Op.EXP2, np.exp2)
+floor = _unary("floor", Op.FLOOR, np.floor, lambda node: build.rounding(Op.FLOOR, node))
+ceil = _unary("ceil", Op.CEIL, np.ceil, lambda node: build.rounding(Op.CEIL, node))
+trunc = _unary("trunc", Op.TRUNC, np.trunc, lambda node: build.rounding(Op.TRUNC, node))
+rint = _unary("rint", Op.RINT, np.rint, lambda node: build.rounding(Op.RINT, node))
+sign = _unary("sign", Op.SIGN, np.sign, build.sign)
+
+
+def round(x, decimals: int = 0):  # noqa: A001 - numpy's name
+    """numpy.round: to nearest, ties to even, at 10**-decimals."""
+    if isinstance(x, Tensor):
+        return Tensor(build.round_decimals(x.node, decimals))
+    return np.round(x, decimals)
 
 
 def relu(x):
@@ -170,5 +188,6 @@ def concatenate(seq, axis: int = 0):
 
 
 __all__ = ["where", "maximum", "minimum", "exp", "log", "sqrt", "rsqrt", "abs", "tanh",
-           "erf", "sigmoid", "relu", "silu", "gelu", "sin", "cos", "sum", "mean", "max",
-           "min", "reshape", "transpose", "concatenate"]
+           "erf", "sigmoid", "relu", "silu", "gelu", "sin", "cos", "tan", "log1p", "expm1",
+           "log2", "log10", "exp2", "floor", "ceil", "trunc", "rint", "round", "sign", "sum",
+           "mean", "max", "min", "reshape", "transpose", "concatenate"]

@@ -59,6 +59,17 @@ UFUNCS = {
     "tanh": _float_fn(Op.TANH),
     "sin": _float_fn(Op.SIN),
     "cos": _float_fn(Op.COS),
+    "tan": _float_fn(Op.TAN),
+    "log1p": _float_fn(Op.LOG1P),
+    "expm1": _float_fn(Op.EXPM1),
+    "log2": _float_fn(Op.LOG2),
+    "log10": _float_fn(Op.LOG10),
+    "exp2": _float_fn(Op.EXP2),
+    "floor": lambda x: build.rounding(Op.FLOOR, x),
+    "ceil": lambda x: build.rounding(Op.CEIL, x),
+    "trunc": lambda x: build.rounding(Op.TRUNC, x),
+    "rint": lambda x: build.rounding(Op.RINT, x),
+    "sign": build.sign,
     "greater": lambda a, b: build.compare(Op.GT, a, b),
     "greater_equal": lambda a, b: build.compare(Op.GE, a, b),
     "less": lambda a, b: build.compare(Op.LT, a, b),
@@ -253,6 +264,11 @@ def _broadcast_to(array, shape, subok=False):
     return Tensor(build.expand(node, shape))
 
 
+def _round(a, decimals=0, out=None):
+    _reject("numpy.round", {"out": out}, {"out": None})
+    return Tensor(build.round_decimals(_node(a, "numpy.round"), decimals))
+
+
 def _as_tensor(a, what: str) -> Tensor:
     return a if isinstance(a, Tensor) else Tensor(_node(a, what))
 
@@ -266,7 +282,7 @@ FUNCTIONS = {
     "where": _where, "reshape": _reshape, "transpose": _transpose,
     "concatenate": _concatenate, "stack": _stack, "expand_dims": _expand_dims,
     "squeeze": _squeeze, "swapaxes": _swapaxes, "clip": _clip,
-    "broadcast_to": _broadcast_to,
+    "broadcast_to": _broadcast_to, "round": _round, "around": _round,
     "astype": lambda x, dtype, /, *, copy=True: _as_tensor(x, "numpy.astype").astype(dtype),
     "ravel": lambda a, order="C": _as_tensor(a, "numpy.ravel").reshape(-1, order=order),
     "shape": lambda a: a.shape, "ndim": lambda a: a.ndim,

@@ -233,8 +233,31 @@ for _target, _fn in [
         (aten.sigmoid.default, F.sigmoid), (aten.sin.default, F.sin),
         (aten.cos.default, F.cos), (aten.silu.default, F.silu), (aten.relu.default, F.relu),
         (aten.abs.default, abs), (aten.neg.default, operator.neg),
-        (aten.reciprocal.default, lambda x: 1.0 / x)]:
+        (aten.reciprocal.default, lambda x: 1.0 / x), (aten.tan.default, F.tan),
+        (aten.log1p.default, F.log1p), (aten.expm1.default, F.expm1),
+        (aten.log2.default, F.log2), (aten.log10.default, F.log10),
+        (aten.exp2.default, F.exp2), (aten.floor.default, F.floor),
+        (aten.ceil.default, F.ceil), (aten.trunc.default, F.trunc),
+        (aten.round.default, F.rint)]:        # torch rounds half to even too
     handles(_target, elementwise=True)(_unary(_fn))
+
+
+def _no_decimals(node):
+    decimals = node.kwargs.get("decimals", node.args[1] if len(node.args) > 1 else 0)
+    return None if decimals == 0 else f"decimals={decimals!r} is not supported"
+
+
+handles(aten.round.decimals, elementwise=True, check=_no_decimals)(
+    lambda ctx, x, decimals=0: F.rint(_operand(x, ctx.dtype)))
+
+
+@handles(aten.sign.default, elementwise=True)
+def _sign(ctx, x):
+    x = _operand(x, ctx.dtype)
+    if x.dtype.is_bool:                  # torch: a bool's sign is itself
+        return x
+    s = F.sign(x)
+    return F.where(x != x, 0, s) if x.dtype.is_float else s    # torch: sign(NaN) = 0
 
 
 @handles(aten.gelu.default, elementwise=True)
@@ -276,6 +299,8 @@ handles(aten.minimum.default, elementwise=True)(_binary(F.minimum))
 @handles(aten.pow.Tensor_Scalar, aten.pow.Tensor_Tensor, aten.pow.Scalar, elementwise=True)
 def _pow(ctx, a, b):
     a, b = _operand(a, ctx.dtype), _operand(b, ctx.dtype)
+    if isinstance(a, Tensor) and isinstance(b, (int, float)) and not isinstance(b, bool):
+        return Tensor(build.power_scalar(a.node, b, torch_pow=True))
     if isinstance(a, Tensor):
         return a ** b
     return Tensor(build.binary(Op.POW, a, b.node))
@@ -657,6 +682,10 @@ def _cat(ctx, tensors, dim=0):
     # parts with no elements add nothing (nor do legacy 1-d empty parts of any rank)
     parts = [_tensor(t, "cat operand") for t in tensors if not _empty(t)]
     return F.concatenate([p.astype(ctx.dtype) for p in parts], axis=dim)
+
+
+# activations, layout changes, norms and inference normalisations built from the above
+from . import torch_composites  # noqa: E402, F401 - registers its handlers
 
 
 # ops left to PyTorch by design: heavy compute, data-dependent addressing, randomness,

@@ -223,6 +223,10 @@ class Tensor:
         from .numpy_protocol import FUNCTIONS
         return FUNCTIONS["clip"](self, min, max, out)
 
+    def round(self, decimals=0, out=None):
+        from .numpy_protocol import FUNCTIONS
+        return FUNCTIONS["round"](self, decimals, out)
+
     def swapaxes(self, axis1, axis2):
         from .numpy_protocol import FUNCTIONS
         return FUNCTIONS["swapaxes"](self, axis1, axis2)

@@ -28,6 +28,17 @@ class Op(enum.Enum):
     GELU_TANH = enum.auto()  # tanh approximation
     SIN = enum.auto()
     COS = enum.auto()
+    TAN = enum.auto()
+    LOG1P = enum.auto()      # log(1 + x), accurate near 0
+    EXPM1 = enum.auto()      # exp(x) - 1, accurate near 0
+    LOG2 = enum.auto()
+    LOG10 = enum.auto()
+    EXP2 = enum.auto()
+    FLOOR = enum.auto()      # rounding to an integer value, in the float dtype
+    CEIL = enum.auto()
+    TRUNC = enum.auto()
+    RINT = enum.auto()       # to nearest, ties to even (numpy's rint and round)
+    SIGN = enum.auto()       # -1, 0 or 1; NaN stays NaN
     NOT = enum.auto()        # logical not of a bool
     CAST = enum.auto()       # to node.dtype
     # binary element-wise
@@ -68,7 +79,8 @@ class Group:
 
     UNARY = frozenset({Op.NEG, Op.EXP, Op.LOG, Op.SQRT, Op.RSQRT, Op.ABS, Op.TANH, Op.ERF,
                        Op.SIGMOID, Op.RELU, Op.SILU, Op.GELU, Op.GELU_TANH, Op.SIN, Op.COS,
-                       Op.NOT, Op.CAST})
+                       Op.TAN, Op.LOG1P, Op.EXPM1, Op.LOG2, Op.LOG10, Op.EXP2, Op.FLOOR,
+                       Op.CEIL, Op.TRUNC, Op.RINT, Op.SIGN, Op.NOT, Op.CAST})
     BINARY = frozenset({Op.ADD, Op.SUB, Op.MUL, Op.DIV, Op.POW, Op.MAXIMUM, Op.MINIMUM,
                         Op.LT, Op.LE, Op.GT, Op.GE, Op.EQ, Op.NE, Op.AND, Op.OR})
     TERNARY = frozenset({Op.WHERE})
@@ -80,7 +92,8 @@ class Group:
     COMMUTATIVE = frozenset({Op.ADD, Op.MUL, Op.MAXIMUM, Op.MINIMUM, Op.EQ, Op.NE, Op.AND,
                              Op.OR})
     TRANSCENDENTAL = frozenset({Op.EXP, Op.LOG, Op.TANH, Op.ERF, Op.SIGMOID, Op.SILU, Op.GELU,
-                                Op.GELU_TANH, Op.SIN, Op.COS})
+                                Op.GELU_TANH, Op.SIN, Op.COS, Op.TAN, Op.LOG1P, Op.EXPM1,
+                                Op.LOG2, Op.LOG10, Op.EXP2})
     LEAF = frozenset({Op.INPUT, Op.CONST, Op.IOTA})
 
 

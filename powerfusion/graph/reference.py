@@ -97,13 +97,15 @@ _PRECISE = {
     Op.GELU: lambda x: 0.5 * x * (1.0 + _erf(x / math.sqrt(2.0))),
     Op.GELU_TANH: lambda x: 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi)
                                                      * (x + 0.044715 * x ** 3))),
-    Op.SIN: np.sin, Op.COS: np.cos, Op.POW: np.power,
+    Op.SIN: np.sin, Op.COS: np.cos, Op.POW: np.power, Op.TAN: np.tan, Op.LOG1P: np.log1p,
+    Op.EXPM1: np.expm1, Op.LOG2: np.log2, Op.LOG10: np.log10, Op.EXP2: np.exp2,
 }
 
 # computed in the node's compute dtype, exactly as numpy does
 _EXACT = {
     Op.NEG: np.negative, Op.ABS: np.abs, Op.RELU: lambda x: np.maximum(x, x.dtype.type(0)),
-    Op.NOT: np.logical_not,
+    Op.NOT: np.logical_not, Op.FLOOR: np.floor, Op.CEIL: np.ceil, Op.TRUNC: np.trunc,
+    Op.RINT: np.rint, Op.SIGN: np.sign,
     Op.ADD: np.add, Op.SUB: np.subtract, Op.MUL: np.multiply, Op.DIV: np.true_divide,
     Op.MAXIMUM: np.maximum, Op.MINIMUM: np.minimum,
     Op.LT: np.less, Op.LE: np.less_equal, Op.GT: np.greater, Op.GE: np.greater_equal,

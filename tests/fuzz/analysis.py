@@ -175,7 +175,8 @@ def _int_tensor_power(node: Node, infos: dict[int, Info], program: Program) -> b
         _, value, position = node.param
         operands.insert(position, (np.asarray(value).dtype, False))
     (base, _), (exponent, traced) = operands
-    return base.kind in "biu" and exponent.kind in "iu" and traced     # True ** int too
+    # a bool base (True ** a) is an int to pf too: numpy's result is the exponent's int
+    return base.kind in "biu" and exponent.kind in "iu" and traced
 
 
 def _scalars_only(output: Node, program: Program) -> bool:

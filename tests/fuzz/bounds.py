@@ -146,6 +146,47 @@ def periodic(node, xs, es, v):      # sin, cos: absolute error grows with |x|
     return e, np.isfinite(x) & (x > SIN_COS_DOMAIN)
 
 
+def rounding_rule(node, xs, es, v):
+    """floor ceil trunc rint round: exact, but a step where x is within its error of an
+    integer (floor ceil trunc) or of a half-integer (rint round, ties to even). Where x
+    is big enough that every float is an integer, any error reaches a step: fragile."""
+    x, e = np.asarray(xs[0]), es[0]
+    if not is_float(x.dtype):
+        return np.zeros(np.shape(v)), False          # ints: themselves, or converted
+    x = x.astype(np.float64)
+    with np.errstate(all="ignore"):
+        if node.op in ("rint", "round"):
+            step = x - np.floor(x) - 0.5
+        else:
+            step = x - np.round(x)
+    return np.zeros(np.shape(v)), near(np.where(np.isnan(step), np.inf, step), e)
+
+
+def sign_rule(node, xs, es, v):
+    """-1, 0, 1 (NaN stays): exact, but a step at 0. ml_dtypes' bfloat16 sign keeps -0
+    where numpy's float sign (and pf) give +0: a -0 operand there is not a valid test."""
+    x = np.asarray(xs[0], np.float64)
+    minus_zero = (np.asarray(v).dtype == BF16) & (x == 0) & np.signbit(x)
+    return np.zeros(np.shape(v)), near(np.where(np.isnan(x), np.inf, x), es[0]) | minus_zero
+
+
+def log1p_rule(node, xs, es, v):    # NaN below -1: the side of -1 must be certain
+    e, _ = transcendental(lambda x, v: 1 / (1 + x))(node, xs, es, v)
+    return e, near(np.asarray(xs[0], np.float64) + 1, es[0])
+
+
+def tan_rule(node, xs, es, v):
+    """tan's error grows as 1 + tan^2 and is unbounded at the poles: fragile where x is
+    within its error of one (|cos x| is about the distance), and past the domain
+    sin and cos are tested on."""
+    x = np.asarray(xs[0], np.float64)
+    with np.errstate(all="ignore"):
+        d = 1 + np.asarray(v, np.float64) ** 2
+        e = np.where(es[0] > 0, d * es[0], 0)
+        fragile = np.isfinite(x) & ((np.abs(x) > SIN_COS_DOMAIN) | near(np.cos(x), es[0]))
+    return e + rounding(v, TRANSCENDENTAL_ULPS), fragile
+
+
 def compare_rule(node, xs, es, v):
     a, b = _b(*xs)
     ea, eb = _b(*es)
@@ -199,9 +240,14 @@ def reduce_rule(node, xs, es, v):
 
 
 def extreme_rule(node, xs, es, v):    # max, min over axes: one of the terms, with its error
+    """The largest error over the reduced terms: the min of the errors (what the op
+    itself gives on them, for min) may belong to a term that was not chosen."""
     x = np.asarray(xs[0], np.float64)
     zeros = np.signbit(x[x == 0])
-    return on_errors(node, es), bool(zeros.size) and zeros.any() and not zeros.all()
+    axis, keepdims = node.param[:2]
+    e = np.broadcast_to(es[0], x.shape)
+    e = np.max(e, axis=axis, keepdims=keepdims) if e.size else on_errors(node, es)
+    return e, bool(zeros.size) and zeros.any() and not zeros.all()
 
 
 def spread_rule(node, xs, es, v):

@@ -22,7 +22,8 @@ from .values import DTYPES, draw_dtypes, draw_input, draw_shapes, pick
 P_BAD = 0.04                                     # programs that end in a bad op
 EXTENDED = ("any", "all", "argmax", "argmin")    # numpy reductions pf may lack
 UNARY = ("neg", "abs", "exp", "log", "sqrt", "tanh", "sin", "cos", "square", "reciprocal",
-         "not", "isnan", "isinf", "isfinite", "clip")
+         "not", "isnan", "isinf", "isfinite", "clip", "tan", "log1p", "expm1", "log2", "log10",
+         "exp2", "floor", "ceil", "trunc", "rint", "round", "sign")
 SCALAR_BINARY = ("add", "sub", "mul", "div", "pow", "maximum", "minimum", "lt", "le",
                  "gt", "ge", "eq", "ne", "and", "or")
 BINARY = ("add", "add", "sub", "mul", "mul", "div", "maximum", "minimum", "lt", "le",

@@ -14,9 +14,12 @@ from typing import Callable
 
 import numpy as np
 
+import math
+
 from .bounds import (BF16, arg_rule, carried, cast_rule, compare_rule, div_rule, domain_rule,
-                     exact, extreme_rule, mul_rule, add_rule, periodic, pow_rule, reduce_rule,
-                     same, select_rule, spread_rule, transcendental, truth_rule, where_rule)
+                     exact, extreme_rule, log1p_rule, mul_rule, add_rule, periodic, pow_rule,
+                     reduce_rule, rounding_rule, same, select_rule, sign_rule, spread_rule,
+                     tan_rule, transcendental, truth_rule, where_rule)
 from .program import NAMESPACE, Node, _scalar_text, dtype_source
 
 # -- rendering --------------------------------------------------------------------------------
@@ -109,6 +112,22 @@ OPS: dict[str, OpDef] = {
     "tanh": OpDef(("np.tanh({0})", "pf.tanh({0})"), transcendental(lambda x, v: 1 - v * v)),
     "sin": OpDef(("np.sin({0})", "pf.sin({0})"), periodic),
     "cos": OpDef(("np.cos({0})", "pf.cos({0})"), periodic),
+    "tan": OpDef(("np.tan({0})", "pf.tan({0})"), tan_rule),
+    "log1p": OpDef(("np.log1p({0})", "pf.log1p({0})"), log1p_rule),
+    "expm1": OpDef(("np.expm1({0})", "pf.expm1({0})"), transcendental(lambda x, v: v + 1)),
+    "log2": OpDef(("np.log2({0})", "pf.log2({0})"),
+                  domain_rule(lambda x, v: 1 / (x * math.log(2)))),
+    "log10": OpDef(("np.log10({0})", "pf.log10({0})"),
+                   domain_rule(lambda x, v: 1 / (x * math.log(10)))),
+    "exp2": OpDef(("np.exp2({0})", "pf.exp2({0})"),
+                  transcendental(lambda x, v: v * math.log(2))),
+    "floor": OpDef(("np.floor({0})", "pf.floor({0})"), rounding_rule),
+    "ceil": OpDef(("np.ceil({0})", "pf.ceil({0})"), rounding_rule),
+    "trunc": OpDef(("np.trunc({0})", "pf.trunc({0})"), rounding_rule),
+    "rint": OpDef(("np.rint({0})", "pf.rint({0})"), rounding_rule),
+    "round": OpDef(("np.round({0})", "np.around({0})", "pf.round({0})",
+                    "np.round({0}, 0)"), rounding_rule),
+    "sign": OpDef(("np.sign({0})", "pf.sign({0})"), sign_rule),
     "square": OpDef(("np.square({0})", "{0} * {0}"), lambda n, xs, es, v: mul_rule(
         n, xs * 2, es * 2, v)),
     "reciprocal": OpDef(("np.reciprocal({0})", "1 / {0}"), lambda n, xs, es, v: div_rule(
