@@ -312,7 +312,12 @@ def _explain_onnx(args) -> int:
     report = pf.explain(model, *inputs)
     shapes = ", ".join(f"{n}: {a.dtype}{list(a.shape)}"
                        for n, a in zip(model.input_names, inputs))
-    print(f"{args.example} ({shapes})\n")
+    return _print_report(f"{args.example} ({shapes})", report, args)
+
+
+def _print_report(title: str, report, args) -> int:
+    """What `explain` prints for any example: the report, the source and the graph."""
+    print(f"{title}\n")
     print(report)
     if args.source:
         print("\nGenerated source:\n")
@@ -334,14 +339,7 @@ def cmd_explain(args) -> int:
     inputs = ex.inputs(args.shape or ex.shape, np.dtype(args.dtype))
     report = pf.explain(pf.jit(ex.fn), *inputs, target=args.target)
     shapes = ", ".join(f"{a.dtype}{list(a.shape)}" for a in inputs)
-    print(f"{ex.name}({shapes})\n")
-    print(report)
-    if args.source:
-        print("\nGenerated source:\n")
-        print(report.source)
-    if args.graph:
-        print(_write_graph(report.to_dot(naive=args.naive), args.graph))
-    return 0
+    return _print_report(f"{ex.name}({shapes})", report, args)
 
 
 def _write_graph(dot: str, path: str) -> str:
