@@ -148,9 +148,14 @@ def _unary(fn):
 
 
 _FLOAT_UNARY = {"Exp": Op.EXP, "Log": Op.LOG, "Sqrt": Op.SQRT, "Tanh": Op.TANH,
-                "Erf": Op.ERF, "Sigmoid": Op.SIGMOID, "Sin": Op.SIN, "Cos": Op.COS}
+                "Erf": Op.ERF, "Sigmoid": Op.SIGMOID, "Sin": Op.SIN, "Cos": Op.COS,
+                "Tan": Op.TAN}
 for _name, _op in _FLOAT_UNARY.items():
     rule(_name, check=_float_only)(_unary(lambda x, ctx, op=_op: build.unary_float(op, x)))
+# ONNX's Round is numpy's rint: halves to even
+for _name, _op in {"Floor": Op.FLOOR, "Ceil": Op.CEIL, "Round": Op.RINT}.items():
+    rule(_name, check=_float_only)(_unary(lambda x, ctx, op=_op: build.rounding(op, x)))
+rule("Sign", check=_numeric)(_unary(lambda x, ctx: build.sign(x)))
 
 rule("Neg", check=_numeric)(_unary(lambda x, ctx: build.negative(x)))
 rule("Abs", check=_numeric)(_unary(lambda x, ctx: build.absolute(x)))
