@@ -111,8 +111,7 @@ def main() -> None:
             f"{meta['date']}\n\n{os.cpu_count()} CPUs, float32, medians of {args.repeats} "
             f"interleaved samples; GB/s counts x read once, y written once and the "
             f"parameters. Load average after the run: "
-            f"{', '.join(f'{v:.1f}' for v in meta['loadavg_after'])} (other work shared "
-            f"the cores).\n\n```\n{table}\n```\n\ngeometric-mean speedup over "
+            f"{', '.join(f'{v:.1f}' for v in meta['loadavg_after'])}.\n\n```\n{table}\n```\n\ngeometric-mean speedup over "
             f"onnxruntime: {geo:.2f}x\n")
     stem.with_suffix(".md").write_text(text)
     print(text)
