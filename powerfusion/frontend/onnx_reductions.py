@@ -167,6 +167,15 @@ def _stash(ctx: OpContext, x: Node) -> DType:
     return dtype if dtype.itemsize >= x.dtype.compute.itemsize else x.dtype.compute
 
 
+def _normalised_input(ctx: OpContext) -> tuple[Node, Node, tuple[int, ...]]:
+    """LayerNormalization's and RMSNormalization's input, as given and in the stash type,
+    and the axes from `axis` to the last that they normalise over."""
+    x = ctx.node(0)
+    rank = len(x.shape)
+    axis = build.normalize_axis(ctx.attr("axis", -1), rank, x.shape)
+    return x, build.cast(x, _stash(ctx, x)), tuple(range(axis, rank))
+
+
 def _normalise(x: Node, axes: tuple[int, ...], eps: float):
     """(x - mean) * rstd over axes, with mean and rstd kept as size-1 dims."""
     mean = build.mean(x, axes, True)
@@ -187,11 +196,8 @@ def _affine(y: Node, scale: Node | None, bias: Node | None) -> Node:
 
 @rule("LayerNormalization")
 def _layer_norm(ctx: OpContext):
-    x = ctx.node(0)
-    rank = len(x.shape)
-    axis = build.normalize_axis(ctx.attr("axis", -1), rank, x.shape)
-    xs = build.cast(x, _stash(ctx, x))
-    y, mean, rstd = _normalise(xs, tuple(range(axis, rank)), float(ctx.attr("epsilon", 1e-5)))
+    x, xs, axes = _normalised_input(ctx)
+    y, mean, rstd = _normalise(xs, axes, float(ctx.attr("epsilon", 1e-5)))
     y = _affine(y, ctx.node(1), ctx.node(2) if ctx.has(2) else None)
     return [build.cast(y, x.dtype), mean, rstd]
 
@@ -218,11 +224,8 @@ def _group_norm(ctx: OpContext):
 
 @rule("RMSNormalization")
 def _rms_norm(ctx: OpContext):
-    x = ctx.node(0)
-    rank = len(x.shape)
-    axis = build.normalize_axis(ctx.attr("axis", -1), rank, x.shape)
-    xs = build.cast(x, _stash(ctx, x))
-    ms = build.mean(build.binary(Op.MUL, xs, xs), tuple(range(axis, rank)), True)
+    x, xs, axes = _normalised_input(ctx)
+    ms = build.mean(build.binary(Op.MUL, xs, xs), axes, True)
     eps = build.const(float(ctx.attr("epsilon", 1e-5)), xs.dtype)
     rstd = build.unary_float(Op.RSQRT, build.binary(Op.ADD, ms, eps))
     y = build.binary(Op.MUL, xs, build.expand(rstd, xs.shape))
