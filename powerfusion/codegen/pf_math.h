@@ -42,14 +42,15 @@ static inline float pf__absf(float x) { return pf__asfloat(pf__asuint(x) & 0x7ff
 static inline float pf__copysignf(float m, float s) {
     return pf__asfloat((pf__asuint(m) & 0x7fffffffu) | (pf__asuint(s) & 0x80000000u));
 }
-/* the rounding error of xx = x*x, exactly: x*x == xx + pf__sqr_lo(x, xx) */
-static inline float pf__sqr_lo(float x, float xx) {
+/* the rounding error of ab = a*b, exactly: a*b == ab + pf__mul_lo(a, b, ab) */
+static inline float pf__mul_lo(float a, float b, float ab) {
 #if defined(__FP_FAST_FMAF)
-    return __builtin_fmaf(x, x, -xx);
+    return __builtin_fmaf(a, b, -ab);
 #else
-    return (float)((double)x * (double)x - (double)xx);
+    return (float)((double)a * (double)b - (double)ab);
 #endif
 }
+static inline float pf__sqr_lo(float x, float xx) { return pf__mul_lo(x, x, xx); }
 
 /* exp(x): Cody-Waite reduction x = n*ln2 + r, |r| <= ln2/2, exp(r) = 1 + r + r^2 q(r)
  * with q a degree-4 minimax polynomial (relative error 2^-28), scale by 2^n in two
@@ -57,14 +58,11 @@ static inline float pf__sqr_lo(float x, float xx) {
  * reduction; far below the subnormal range the result is selected to 0 at the end
  * (GCC turns two chained NaN-preserving clamps into seven instructions).
  * Max error 0.99 ULP (normal and subnormal results). */
-static inline float pf_expf(float x) {
-    float xc = x > 89.0f ? 89.0f : x;     /* NaN compares false and passes through */
-    const float magic = 0x1.8p23f;        /* adding it rounds to an integer */
-    float t = PF_FMA(xc, 0x1.715476p+0f, magic);
-    float n = t - magic;
+/* exp(r) * 2^n for the reduced r and t = n + magic (n in the low bits of t's
+ * mantissa): the polynomial and the scaling, shared by the reductions below */
+static inline float pf__exp_scale(float t, float r) {
+    const float magic = 0x1.8p23f;
     int32_t ni = (int32_t)(pf__asuint(t) - pf__asuint(magic));
-    float r = PF_FMA(n, -0.693359375f, xc);         /* ln2 = C1 + C2, C1 exact in 9 bits */
-    r = PF_FMA(n, 2.12194440e-4f, r);
     float r2 = r * r;
     float p = 1.3814612757e-03f;
     p = PF_FMA(p, r, 8.3687100559e-03f);
@@ -72,11 +70,34 @@ static inline float pf_expf(float x) {
     p = PF_FMA(p, r, 1.6666521132e-01f);
     p = PF_FMA(p, r, 4.9999994040e-01f);
     p = PF_FMA(p, r2, r) + 1.0f;
-    /* |n| <= 150 for x >= -104 (below, ni may wrap: the result is selected away) */
-    int32_t n1 = ni >> 1, n2 = ni - n1;
+    int32_t n1 = ni >> 1, n2 = ni - n1;    /* |n| <= 150 */
     float s1 = pf__asfloat((uint32_t)(n1 + 127) << 23);
     float s2 = pf__asfloat((uint32_t)(n2 + 127) << 23);
-    float y = (p * s1) * s2;               /* p*s1 is exact: a single rounding */
+    return (p * s1) * s2;                  /* p*s1 is exact: a single rounding */
+}
+/* exp(xc) for -104 <= xc <= 89 (or NaN) */
+static inline float pf__exp_core(float xc) {
+    const float magic = 0x1.8p23f;        /* adding it rounds to an integer */
+    float t = PF_FMA(xc, 0x1.715476p+0f, magic);
+    float n = t - magic;
+    float r = PF_FMA(n, -0.693359375f, xc);         /* ln2 = C1 + C2, C1 exact in 9 bits */
+    r = PF_FMA(n, 2.12194440e-4f, r);
+    return pf__exp_scale(t, r);
+}
+/* exp(hi + lo) for -104 <= hi + lo <= 89, |lo| < 2 and |hi| >= |lo| / 2 or tiny:
+ * hi - n*ln2's first step is exact (n*C1 has 17 bits), so the bits of lo that a
+ * float sum hi + lo would lose are kept: large arguments keep relative accuracy */
+static inline float pf__exp_hilo(float hi, float lo) {
+    const float magic = 0x1.8p23f;
+    float t = PF_FMA(hi + lo, 0x1.715476p+0f, magic);
+    float n = t - magic;
+    float r = PF_FMA(n, -0.693359375f, hi);
+    r = PF_FMA(n, 2.12194440e-4f, r) + lo;
+    return pf__exp_scale(t, r);
+}
+static inline float pf_expf(float x) {
+    float xc = x > 89.0f ? 89.0f : x;     /* NaN compares false and passes through */
+    float y = pf__exp_core(xc);            /* below -104, ni may wrap: selected away */
     return x < -104.0f ? 0.0f : y;         /* exp(-104) < 2^-150: rounds to 0 */
 }
 
@@ -130,7 +151,8 @@ static inline float pf_sigmoidf(float x) {
 
 /* erfc(t) for t in [0.5, 10.5] (callers clamp), as tau*exp(-t^2 + P(tau)),
  * tau = 1/(1+t/2) (passed in), P a degree-9 minimax polynomial fitted on t in [0.5, 10];
- * t^2 = t2hi + t2lo exactly and the sum -t^2 + P is carried in two floats. */
+ * t^2 = t2hi + t2lo exactly, and exp takes -t2hi as its high part (the reduction
+ * subtracts n*ln2 from it exactly) and P - t2lo as its low part. */
 static inline float pf__erfc_big(float tau, float t2hi, float t2lo) {
     float p = 2.568284273e-01f;
     p = PF_FMA(p, tau, -1.207080364e+00f);
@@ -141,17 +163,9 @@ static inline float pf__erfc_big(float tau, float t2hi, float t2lo) {
     p = PF_FMA(p, tau, 1.512078643e-01f);
     p = PF_FMA(p, tau, 3.656693697e-01f);
     p = PF_FMA(p, tau, 1.000733972e+00f);
-    float a = tau * p;                       /* P(tau) - c0, small */
-    /* -t^2 + c0 + a, carried as s + c: TwoSum(c0, -t2hi), then TwoSum(., a) */
-    float s1 = -1.265537262e+00f - t2hi;
-    float b1 = s1 + t2hi;
-    float e1 = (-1.265537262e+00f - b1) + (-t2hi - (s1 - b1));
-    float s = s1 + a;
-    float b2 = s - s1;
-    float e2 = (s1 - (s - b2)) + (a - b2);
-    float c = (e1 + e2) - t2lo;
-    float m = tau * pf_expf(s);
-    return PF_FMA(m, c, m);                  /* tau*exp(s)*(1+c) = tau*exp(s+c) */
+    float lo = PF_FMA(tau, p, -1.265537262e+00f) - t2lo;
+    float hi = -t2hi > -100.0f ? -t2hi : -100.0f;    /* erfc(10) < 2^-145 */
+    return tau * pf__exp_hilo(hi, lo);
 }
 
 /* erf(x)/x - 1 for |x| <= 0.9 as a degree-6 polynomial in x^2 (minimax on
@@ -184,42 +198,51 @@ static inline float pf_erff(float x) {
 /* gelu(x) = x * Phi(x) = 0.5*x*(1 + erf(x/sqrt2)); Phi from 0.5*(1+erf) near 0,
  * from erfc (no cancellation) in both tails, so the negative tail keeps
  * relative accuracy (exp's argument -x^2/2 is carried exactly as hi + lo).
- * Max error 4.02 ULP for x >= -12.8; below, the erfc inside is subnormal and
- * the absolute error stays under 2^-141 (results < 2e-38). */
+ * Float only (tau too): max error 4.8 ULP (5.7 without FMA) for x >= -12.8;
+ * below, the erfc inside is subnormal and the absolute error stays under 2^-141
+ * (results < 2e-38). */
 static inline float pf_geluf(float x) {
-    float xc = x > 15.0f ? 15.0f : (x < -15.0f ? -15.0f : x);
-    float u = xc * 0.70710678118654752f;     /* x/sqrt2 */
-    float t = pf__absf(u);
+    float ax = pf__absf(x);
+    ax = ax < 15.0f ? ax : 15.0f;            /* NaN becomes 15: x carries it below */
+    float u = x * 0.70710678118654752f;      /* x/sqrt2 */
     float erf_small = PF_FMA(u, pf__erf_small_q(u * u), u);
     float phi_small = PF_FMA(0.5f, erf_small, 0.5f);
-    float xx = xc * xc;
+    float xx = ax * ax;
     float t2hi = 0.5f * xx;                  /* (x/sqrt2)^2 = x*x/2, split exactly */
-    float t2lo = 0.5f * pf__sqr_lo(xc, xx);
-    /* tau = 1/(1+|x|/(2 sqrt2)) in double: one rounding, no error from x/sqrt2 */
-    float tau = (float)(1.0 / PF_FMAD(0.35355339059327376, (double)pf__absf(xc), 1.0));
+    float t2lo = 0.5f * pf__sqr_lo(ax, xx);
+    float tau = 1.0f / PF_FMA(0.35355339059327376f, ax, 1.0f);   /* 1/(1+|x|/(2 sqrt2)) */
     float c = pf__erfc_big(tau, t2hi, t2lo); /* erfc(|x|/sqrt2) */
     float phi_big = x > 0.0f ? PF_FMA(-0.5f, c, 1.0f) : 0.5f * c;
-    float phi = t < 0.5f ? phi_small : phi_big;
+    float phi = ax < 0.70710678f ? phi_small : phi_big;
     float r = x * phi;
     return x < -15.0f ? -0.0f : r;           /* true value underflows; avoids -inf*0 */
 }
 
 /* gelu_tanh(x) = 0.5*x*(1+tanh(u)), u = sqrt(2/pi)*(x + 0.044715*x^3), computed
- * as x*sigmoid(2u) (identical, without cancellation for x < 0).  2u is formed
- * in double and split hi+lo so that exp(-|2u|) keeps relative accuracy in
- * the negative tail.  Max error 3.6 ULP for x >= -9.9; below, exp(-|2u|) is
- * subnormal and the absolute error stays under 2^-142 (results < 2e-37). */
+ * as x*sigmoid(2u) (identical, without cancellation for x < 0): x/(1+e) for x >= 0,
+ * x*e/(1+e) below, e = exp(-|2u|).  |2u| = 2u(|x|) is carried as hi + lo in floats
+ * (c0 = 2 sqrt(2/pi) and c1 = 0.044715 c0 split in two, x^2 and the products exact
+ * by fma, the sum c0 + c1 x^2 by TwoSum) so that e keeps relative accuracy where
+ * |2u| is large: float only, twice the SIMD lanes of a double evaluation.
+ * Max error 3.3 ULP for x >= -9.9; below, e is subnormal and the absolute error
+ * stays under 2^-142 (results < 2e-37). */
 static inline float pf_gelu_tanhf(float x) {
-    float xc = x > 20.0f ? 20.0f : (x < -20.0f ? -20.0f : x);
-    double xd = (double)xc;
-    double u2d = xd * PF_FMAD(0.071354816272600871, xd * xd, 1.5957691216057308);
-    float hi = (float)u2d;
-    float lo = (float)(u2d - (double)hi);
-    float sg = x >= 0.0f ? 1.0f : -1.0f;     /* sign(u) == sign(x) */
-    float em = pf_expf(-pf__absf(hi));
-    float e = PF_FMA(-sg * lo, em, em);      /* exp(-|hi + lo|) */
-    float d = 1.0f + e;
-    float r = x >= 0.0f ? x / d : x * (e / d);
+    float ax = pf__absf(x);
+    ax = ax < 20.0f ? ax : 20.0f;            /* NaN becomes 20: x carries it below */
+    const float c0h = 0x1.988454p+0f, c0l = -0x1.857936p-25f;
+    const float c1h = 0x1.2444f2p-4f, c1l = 0x1.49b16ap-29f;
+    float xx = ax * ax, xxl = pf__sqr_lo(ax, xx);
+    float p = c1h * xx, pl = pf__mul_lo(c1h, xx, p);
+    float s = c0h + p, sb = s - c0h;         /* TwoSum(c0h, p) = s + err */
+    float err = (c0h - (s - sb)) + (p - sb);
+    float tl = PF_FMA(c1h, xxl, PF_FMA(c1l, xx, (c0l + pl) + err));
+    float uh = ax * s;                       /* |2u| = uh + ul */
+    float ul = PF_FMA(ax, tl, pf__mul_lo(ax, s, uh));
+    float a = -uh > -104.0f ? -uh : -104.0f;  /* exp(-104) * 20 < 2^-142 */
+    float em = pf__exp_core(a);
+    float e = PF_FMA(-ul, em, em);           /* exp(-uh - ul) = exp(-uh) (1 - ul) */
+    float num = x >= 0.0f ? x : x * e;
+    float r = num / (1.0f + e);
     return x < -20.0f ? -0.0f : r;           /* true value underflows; avoids -inf*0 */
 }
 
