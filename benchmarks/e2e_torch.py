@@ -1,16 +1,24 @@
-"""End-to-end forward latency of Hugging Face models on the CPU: eager PyTorch, the
-default torch.compile (inductor), and torch.compile(backend="powerfusion").
+"""Whole models on the CPU: eager PyTorch, the default torch.compile (Inductor) and
+torch.compile(backend="powerfusion"), inference and a training step.
 
-Models are built from configs with random weights (no downloads): BERT-base sizes
-(hidden 768, 12 heads, intermediate 3072) with fewer layers, and a small LLaMA.
-Candidates are timed interleaved (one sample of each in turn); figures are medians,
-and ratios are against eager measured in the same run.
+Models are built from configs with random weights (no downloads): BERT-base, GPT-2
+and ViT-base sizes with fewer layers, a small LLaMA, and a UNet ResBlock written in
+torch (group norm, SiLU, 3x3 convolutions, residual). Inference runs under
+torch.no_grad at each batch size; a training step is forward + backward of the mean
+of the output (no optimizer; dropout off, so results compare). Candidates are timed interleaved (one sample of each in
+turn), figures are medians, ratios are against the same run's eager and Inductor,
+and the load average is recorded beside them.
 
-    python benchmarks/e2e_torch.py                 # default: 2 layers, seq 128, batch 1 and 4
-    python benchmarks/e2e_torch.py --layers 12 --batch 1 --repeats 20
-    python benchmarks/e2e_torch.py --no-inductor   # skip the inductor baseline
+The breakdown comes from torch.profiler: the time inside library calls (matmul,
+convolution, attention, embedding: the same ATen calls in every backend) per step,
+and the rest of the step, which is what a backend controls (its kernels and the glue
+between them).
 
-Prints a table and writes benchmarks/results/e2e_torch_cpu.json.
+    python -m benchmarks.e2e_torch                        # every model, batch 1 and 8, training
+    python -m benchmarks.e2e_torch --models bert vit --batch 1 --no-training
+    python -m benchmarks.e2e_torch --out benchmarks/results
+
+Prints a table and writes e2e-torch-cpu-DATE.json and .md into --out.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import math
 import os
 import platform
 import statistics
@@ -25,19 +34,22 @@ import sys
 import time
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results" / "e2e_torch_cpu.json"
-
-
-def _cpu_name() -> str:
-    from powerfusion.targets.probe import cpu_model
-
-    return cpu_model()
+# ATen calls every backend leaves to the library: the breakdown counts them apart
+LIBRARY_OPS = frozenset({
+    "aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::matmul", "aten::linear",
+    "aten::convolution", "aten::_convolution", "aten::conv2d", "aten::mkldnn_convolution",
+    "aten::convolution_backward", "aten::_scaled_dot_product_flash_attention_for_cpu",
+    "aten::scaled_dot_product_attention", "aten::embedding", "aten::embedding_dense_backward",
+    "aten::_scaled_dot_product_flash_attention_for_cpu_backward",
+})
 
 
 def machine_info() -> dict:
     import torch
 
-    info = {"cpu": _cpu_name(), "logical_cpus": os.cpu_count(),
+    from powerfusion.targets.probe import cpu_model
+
+    info = {"cpu": cpu_model(), "logical_cpus": os.cpu_count(),
             "torch_threads": torch.get_num_threads(), "platform": platform.platform(),
             "python": platform.python_version(), "torch": torch.__version__}
     try:
@@ -48,110 +60,247 @@ def machine_info() -> dict:
     return info
 
 
-def build_models(layers: int, llama_layers: int):
+class ResBlock:
+    """A UNet ResBlock as diffusion models write it (GroupNorm 32, SiLU, 3x3 conv)."""
+
+    @staticmethod
+    def build(channels: int):
+        import torch
+        from torch import nn
+
+        class Block(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.norm1 = nn.GroupNorm(32, channels)
+                self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
+                self.norm2 = nn.GroupNorm(32, channels)
+                self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+
+            def forward(self, x):
+                h = self.conv1(torch.nn.functional.silu(self.norm1(x)))
+                h = self.conv2(torch.nn.functional.silu(self.norm2(h)))
+                return x + h
+
+        return Block()
+
+
+def build_model(name: str, layers: int):
+    """(model, make_inputs(batch) -> kwargs, description)."""
+    import torch
     import transformers
 
-    bert = transformers.BertModel(transformers.BertConfig(
-        hidden_size=768, num_attention_heads=12, intermediate_size=3072,
-        num_hidden_layers=layers, vocab_size=30522, max_position_embeddings=512,
-        attn_implementation="eager"))
-    llama = transformers.LlamaForCausalLM(transformers.LlamaConfig(
-        hidden_size=512, num_attention_heads=8, num_key_value_heads=4,
-        intermediate_size=1408, num_hidden_layers=llama_layers, vocab_size=8000,
-        max_position_embeddings=512, bos_token_id=0, eos_token_id=0, pad_token_id=0,
-        use_cache=False))
-    return {f"bert-base ({layers} layers)": bert.eval(),
-            f"llama-small ({llama_layers} layers, d=512)": llama.eval()}
+    attn = {"attn_implementation": "eager"}
+    if name == "bert":
+        m = transformers.BertModel(transformers.BertConfig(
+            hidden_size=768, num_attention_heads=12, intermediate_size=3072,
+            num_hidden_layers=layers, **attn))
+        return m, lambda b, seq=128: {"input_ids": torch.randint(0, 30522, (b, seq))}, \
+            f"BERT-base, {layers} layers, seq 128"
+    if name == "gpt2":
+        m = transformers.GPT2Model(transformers.GPT2Config(
+            n_embd=768, n_head=12, n_layer=layers, use_cache=False, **attn))
+        return m, lambda b, seq=128: {"input_ids": torch.randint(0, 50257, (b, seq))}, \
+            f"GPT-2, {layers} layers, seq 128"
+    if name == "llama":
+        m = transformers.LlamaModel(transformers.LlamaConfig(
+            hidden_size=512, num_attention_heads=8, num_key_value_heads=4,
+            intermediate_size=1408, num_hidden_layers=layers, vocab_size=8000,
+            use_cache=False, **attn))
+        return m, lambda b, seq=128: {"input_ids": torch.randint(0, 8000, (b, seq))}, \
+            f"LLaMA-style d=512, {layers} layers, seq 128"
+    if name == "vit":
+        m = transformers.ViTModel(transformers.ViTConfig(
+            hidden_size=768, num_attention_heads=12, intermediate_size=3072,
+            num_hidden_layers=layers, image_size=224, patch_size=16, **attn),
+            add_pooling_layer=False)
+        return m, lambda b: {"pixel_values": torch.randn(b, 3, 224, 224)}, \
+            f"ViT-base/16, {layers} layers, 224x224"
+    if name == "resblock":
+        m = ResBlock.build(128)
+        return m, lambda b: {"x": torch.randn(b, 128, 32, 32)}, \
+            "UNet ResBlock, 128 channels, 32x32"
+    raise ValueError(f"--models: unknown model {name!r}")
 
 
-def run(args) -> dict:
+def _first_tensor(out):
     import torch
 
-    import powerfusion.frontend.torch_backend as tb
+    if isinstance(out, torch.Tensor):
+        return out
+    if isinstance(out, dict) or hasattr(out, "values"):
+        return next(v for v in out.values() if isinstance(v, torch.Tensor))
+    return next(v for v in out if isinstance(v, torch.Tensor))
+
+
+def _library_ms(step, calls: int) -> float:
+    """Milliseconds per step inside library calls (outermost ones only)."""
+    from torch.profiler import profile
+
+    with profile() as prof:
+        for _ in range(calls):
+            step()
+    total_us = 0.0
+    for ev in prof.events():
+        if ev.name not in LIBRARY_OPS:
+            continue
+        parent, nested = ev.cpu_parent, False
+        while parent is not None:
+            if parent.name in LIBRARY_OPS:
+                nested = True
+                break
+            parent = parent.cpu_parent
+        if not nested:
+            total_us += ev.time_range.elapsed_us()
+    return total_us / 1e3 / calls
+
+
+def run_case(model, inputs: dict, mode: str, backends: list[str], repeats: int) -> dict:
+    import torch
+
+    import powerfusion as pf
     from powerfusion.benchmarking import interleaved
 
-    torch.manual_seed(0)
-    rows = []
-    for name, model in build_models(args.layers, args.llama_layers).items():
-        vocab = model.config.vocab_size
-        for batch in args.batch:
-            ids = torch.randint(0, vocab, (batch, args.seq))
-            torch._dynamo.reset()
-            tb.reset_compile_stats()
-            candidates = {"eager": model}
-            if not args.no_inductor:
-                candidates["inductor"] = torch.compile(model)
-            candidates["powerfusion"] = torch.compile(model, backend="powerfusion")
-            fns, compile_s, errors = {}, {}, {}
-            with torch.no_grad():
-                expected = model(input_ids=ids)[0]
-                for cname, m in candidates.items():
-                    start = time.perf_counter()
-                    out = m(input_ids=ids)[0]           # first call: compiles
-                    compile_s[cname] = time.perf_counter() - start
-                    errors[cname] = (out - expected).abs().max().item()
-                    fns[cname] = (lambda m=m, ids=ids: m(input_ids=ids))
-                stats = tb.compile_stats()
-                samples = interleaved(fns, repeats=args.repeats, warmup=2)
-            med = {c: statistics.median(s) for c, s in samples.items()}
-            row = {"model": name, "batch": batch, "seq": args.seq,
-                   "median_ms": {c: 1e3 * v for c, v in med.items()},
-                   "min_ms": {c: 1e3 * min(s) for c, s in samples.items()},
-                   "speedup_vs_eager": {c: med["eager"] / v for c, v in med.items()},
-                   "first_call_s": compile_s, "max_abs_error_vs_eager": errors,
-                   "powerfusion": {k: stats[k] for k in ("graphs", "regions", "kernels",
-                                                         "fused_ops", "fallback_ops",
-                                                         "library_ops")},
-                   "samples_ms": {c: [1e3 * v for v in s] for c, s in samples.items()}}
-            rows.append(row)
-            _print_row(row)
-    return {"benchmark": "e2e_torch_cpu", "date": datetime.datetime.now().isoformat(
-        timespec="seconds"), "machine": machine_info(),
-        "settings": {"layers": args.layers, "llama_layers": args.llama_layers,
-                     "seq": args.seq, "batch": args.batch, "repeats": args.repeats,
-                     "dtype": "float32", "mode": "inference (torch.no_grad)"},
-        "results": rows}
+    torch._dynamo.reset()
+    pf.reset_compile_stats()
+    training = mode == "training"
+    model.eval()                      # dropout off in both modes: results comparable
+    for p in model.parameters():
+        p.requires_grad_(training)
+    compiled = {"eager": model}
+    if "inductor" in backends:
+        compiled["inductor"] = torch.compile(model)
+    if "powerfusion" in backends:
+        compiled["powerfusion"] = torch.compile(model, backend="powerfusion")
+
+    def step_of(m):
+        if training:
+            def step():
+                out = _first_tensor(m(**inputs))
+                out.float().mean().backward()
+                return out
+        else:
+            def step():
+                with torch.no_grad():
+                    return _first_tensor(m(**inputs))
+        return step
+
+    steps = {name: step_of(m) for name, m in compiled.items()}
+    first_s, outputs, grads = {}, {}, {}
+    for name, step in steps.items():
+        model.zero_grad(set_to_none=True)
+        start = time.perf_counter()
+        outputs[name] = step().detach()
+        first_s[name] = time.perf_counter() - start
+        if training:
+            grads[name] = [p.grad.detach().clone() for p in model.parameters()
+                           if p.grad is not None]
+    stats = pf.compile_stats()
+    errors = {n: (o - outputs["eager"]).abs().max().item() for n, o in outputs.items()}
+    grad_errors = {}
+    if training:
+        grad_errors = {n: max(((a - b).abs().max().item() for a, b in zip(g, grads["eager"])),
+                              default=0.0) for n, g in grads.items()}
+    samples = interleaved(steps, repeats=repeats, warmup=2)
+    median_ms = {n: 1e3 * statistics.median(s) for n, s in samples.items()}
+    library = {n: _library_ms(step, 3) for n, step in steps.items()}
+    return {
+        "mode": mode, "median_ms": median_ms,
+        "samples_ms": {n: [1e3 * v for v in s] for n, s in samples.items()},
+        "speedup_vs_eager": {n: median_ms["eager"] / v for n, v in median_ms.items()},
+        "library_ms": library,
+        "controlled_ms": {n: max(median_ms[n] - library[n], 0.0) for n in median_ms},
+        "first_call_s": first_s, "max_abs_error_vs_eager": errors,
+        "max_abs_grad_error_vs_eager": grad_errors,
+        "powerfusion": {k: stats[k] for k in ("graphs", "regions", "kernels", "fused_ops",
+                                              "fallback_ops", "failed_regions",
+                                              "library_ops")}
+        | {"fallback_by_op": stats["fallback_by_op"]},
+    }
 
 
-_HEADER_PRINTED = False
-
-
-def _print_row(row: dict) -> None:
-    global _HEADER_PRINTED
-    cands = list(row["median_ms"])
-    if not _HEADER_PRINTED:
-        print(f"{'model':36s} {'batch':>5s} " + " ".join(f"{c + ' ms':>14s}" for c in cands)
-              + " " + " ".join(f"{c + ' x':>14s}" for c in cands if c != "eager")
-              + "   PF kernels/fallbacks   min ms " + "/".join(cands))
-        _HEADER_PRINTED = True
-    pf = row["powerfusion"]
-    print(f"{row['model']:36s} {row['batch']:5d} "
-          + " ".join(f"{row['median_ms'][c]:14.2f}" for c in cands) + " "
-          + " ".join(f"{row['speedup_vs_eager'][c]:14.2f}" for c in cands if c != "eager")
-          + f"   {pf['kernels']}/{pf['fallback_ops']}   "
-          + "/".join(f"{row['min_ms'][c]:.1f}" for c in cands), flush=True)
+def _fmt_row(model: str, batch: int, r: dict) -> list[str]:
+    m, c = r["median_ms"], r["controlled_ms"]
+    pf_vs_ind = m["inductor"] / m["powerfusion"] if "inductor" in m and "powerfusion" in m \
+        else float("nan")
+    ctl = c["powerfusion"] / c["inductor"] if "inductor" in c and c.get("inductor") else \
+        float("nan")
+    errs = r["max_abs_error_vs_eager"].get("powerfusion", float("nan"))
+    fb = r["powerfusion"]["fallback_ops"]
+    return [model, r["mode"], str(batch)] + [f"{m[n]:.2f}" for n in m] + [
+        f"{pf_vs_ind:.2f}x", f"{c.get('inductor', float('nan')):.2f}",
+        f"{c.get('powerfusion', float('nan')):.2f}", f"{ctl:.2f}", f"{errs:.1e}", str(fb)]
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--layers", type=int, default=2, help="BERT-base layers (default 2)")
-    p.add_argument("--llama-layers", type=int, default=2)
-    p.add_argument("--seq", type=int, default=128)
-    p.add_argument("--batch", type=int, nargs="+", default=[1, 4])
+    p.add_argument("--models", nargs="+", default=["bert", "gpt2", "llama", "vit", "resblock"])
+    p.add_argument("--layers", type=int, default=2, help="transformer layers (default 2)")
+    p.add_argument("--batch", type=int, nargs="+", default=[1, 8])
+    p.add_argument("--train-batch", type=int, default=1)
+    p.add_argument("--no-training", action="store_true")
     p.add_argument("--repeats", type=int, default=10)
-    p.add_argument("--no-inductor", action="store_true")
-    p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--backends", nargs="+", default=["inductor", "powerfusion"])
+    p.add_argument("--out", type=Path, default=None,
+                   help="write e2e-torch-cpu-DATE.json and .md into this folder")
     args = p.parse_args(argv)
     try:
-        import torch  # noqa: F401
+        import torch
         import transformers  # noqa: F401
     except ImportError as e:
         print(f"needs torch and transformers: {e}", file=sys.stderr)
         return 2
-    result = run(args)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    import warnings
+
+    from powerfusion.benchmarking import format_table
+
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    torch.manual_seed(0)
+    names = ["eager", *args.backends]
+    header = ["model", "mode", "batch", *[f"{n} ms" for n in names], "PF vs Inductor",
+              "Inductor ctl ms", "PF ctl ms", "PF/Ind ctl", "PF max err", "fallbacks"]
+    rows, table = [], []
+    load_before = os.getloadavg()
+    for name in args.models:
+        model, make_inputs, desc = build_model(name, args.layers)
+        cases = [("inference", b) for b in args.batch]
+        if not args.no_training:
+            cases.append(("training", args.train_batch))
+        for mode, batch in cases:
+            torch.manual_seed(batch)
+            r = run_case(model, make_inputs(batch), mode, args.backends, args.repeats)
+            r |= {"model": desc, "batch": batch, "load_average": os.getloadavg()}
+            rows.append(r)
+            table.append(_fmt_row(desc, batch, r))
+            print(format_table(header, table[-1:]).splitlines()[-1], flush=True)
+    text = format_table(header, table)
+    ratios = [r["median_ms"]["inductor"] / r["median_ms"]["powerfusion"] for r in rows
+              if {"inductor", "powerfusion"} <= set(r["median_ms"])]
+    ctl = [r["controlled_ms"]["powerfusion"] / r["controlled_ms"]["inductor"] for r in rows
+           if {"inductor", "powerfusion"} <= set(r["controlled_ms"])
+           and r["controlled_ms"]["inductor"] > 0]
+    geo = (lambda xs: math.exp(sum(map(math.log, xs)) / len(xs)) if xs else float("nan"))
+    summary = (f"PowerFusion vs Inductor, geometric mean: {geo(ratios):.2f}x end to end; "
+               f"time outside library calls, PowerFusion / Inductor: {geo(ctl):.2f}")
+    print(text, summary, sep="\n\n")
+    if args.out:
+        date = datetime.date.today().isoformat()
+        load_after = os.getloadavg()
+        info = {"benchmark": "e2e_torch_cpu", "date": date, "machine": machine_info(),
+                "settings": vars(args) | {"out": str(args.out)}, "load_average_before":
+                load_before, "load_average_after": load_after, "summary": summary,
+                "results": rows}
+        stem = args.out / f"e2e-torch-cpu-{date}"
+        stem.with_suffix(".json").write_text(json.dumps(info, indent=1) + "\n")
+        m = info["machine"]
+        stem.with_suffix(".md").write_text(
+            f"# Whole models, eager vs Inductor vs PowerFusion ({date})\n\n"
+            f"{m['cpu']}, {m['logical_cpus']} logical CPUs, torch {m['torch']}, "
+            f"{args.repeats} interleaved samples per case, medians; load average "
+            f"{load_before[0]:.2f} before, {load_after[0]:.2f} after. "
+            "`ctl ms`: the step's time outside library calls (matmul, convolution, "
+            "attention, embedding), from torch.profiler. `python -m benchmarks.e2e_torch`.\n\n"
+            f"{text}\n\n{summary}\n")
+        print(f"wrote {stem}.md")
     return 0
 
 

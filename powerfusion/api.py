@@ -8,13 +8,13 @@ executable in memory; the compiler keeps the binaries on disk.
 from __future__ import annotations
 
 import functools
-import os
 import threading
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from . import options
 from .dtypes import DType, as_dtype
 from .errors import DTypeError, PowerFusionError, UnsupportedError
 from .frontend.tracing import TensorSpec, flatten_arguments, is_torch_tensor, trace_bound
@@ -246,7 +246,7 @@ def _trace_prepared(fn, bound, tensors: list[_TensorArg]):
 
 def default_target() -> str:
     """$POWERFUSION_TARGET, else "cpu": lets a whole test suite run on another backend."""
-    return os.environ.get("POWERFUSION_TARGET", "cpu")
+    return options.get("POWERFUSION_TARGET")
 
 
 def _checked_target(target: str | None) -> str:

@@ -480,7 +480,22 @@ def build_parser() -> argparse.ArgumentParser:
     if suite is not None:
         suite.add_arguments(bench)
     bench.set_defaults(run=cmd_bench)
+
+    opts = sub.add_parser(
+        "options", help="list the environment variables PowerFusion reads",
+        description="Every environment variable PowerFusion reads, the value in effect "
+                    "and what it does.")
+    opts.set_defaults(run=cmd_options)
     return parser
+
+
+def cmd_options(args) -> int:
+    from . import options
+    from .benchmarking import format_table
+
+    rows = options.describe()
+    print(format_table(["variable", "value", "meaning"], [list(r) for r in rows], "lll"))
+    return 1 if any(value.startswith("invalid:") for _, value, _ in rows) else 0
 
 
 # -- probe, bench -------------------------------------------------------------------------

@@ -15,22 +15,19 @@ Two uses conflict when one writes and another thread may be the other's.
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 
 import numpy as np
 
+from .. import options
+from ..dtypes import DType
 from ..errors import UnsupportedError
 from ..gir.expr import Clamp, Div, Expr, Mod, Var
-from ..dtypes import DType
 from ..gir.ir import (Buffer, Compute, IndexValue, Level, Loop, Move, Parallel, Program, Role,
                       Stmt, accesses, walk)
 from ..passes.util import split_region
 
 MAX_BLOCK = 1024            # threads per block: the most every SIMT device takes
-# block size aims at this many elements of a row per thread ($POWERFUSION_SIMT_ITEMS
-# overrides it, for experiments on a device)
-ITEMS_PER_THREAD = int(os.environ.get("POWERFUSION_SIMT_ITEMS", "16"))
 VECTOR_BYTES = 16           # one 128-bit load or store per thread and chunk
 SHARED_ALIGN = 16           # bytes: LOCAL arrays start 128-bit aligned in shared memory
 ELEMENTWISE_BLOCK = 256     # kernels without block reductions need no bigger blocks
@@ -47,14 +44,15 @@ def _thread_loops(stmts: tuple[Stmt, ...]):
 
 
 def block_size(program: Program, warp: int, max_block: int, chunk: int = 1) -> int:
-    """Threads per block: about ITEMS_PER_THREAD elements (at least one chunk) each."""
+    """Threads per block: about $POWERFUSION_SIMT_ITEMS elements (at least one chunk)
+    each."""
     loops = list(_thread_loops(program.body))
     if not loops:
         return warp
     reduces = any(isinstance(s, Compute) and s.is_accumulate
                   for lp in loops for s, _ in walk(lp.body))
     extent = max(lp.var.extent for lp in loops)
-    per_thread = max(ITEMS_PER_THREAD, chunk)
+    per_thread = max(options.get("POWERFUSION_SIMT_ITEMS"), chunk)
     want = 1 << max(0, math.ceil(math.log2(max(1, -(-extent // per_thread)))))
     cap = max_block if reduces else min(ELEMENTWISE_BLOCK, max_block)
     cap = 1 << (cap.bit_length() - 1)        # a power of two: the reduction trees halve it
@@ -239,7 +237,7 @@ def chunk_of(program: Program, itemsize) -> int:
     """Elements per thread and chunk of every SIMD loop: one VECTOR_BYTES access of the
     narrowest global buffer (at most 8). Every SIMD loop of a kernel uses the same
     chunk, so element i belongs to thread (i / chunk) % BLOCK in all of them."""
-    if os.environ.get("POWERFUSION_SIMT_VECTOR", "1") == "0":
+    if not options.get("POWERFUSION_SIMT_VECTOR"):
         return 1
     sizes = [itemsize(b) for b in program.params]
     return max(1, min(8, VECTOR_BYTES // min(sizes))) if sizes else 1
@@ -400,10 +398,6 @@ class LaunchShape:
         return self.block * self.cluster // self.rows
 
 
-ROWS_PER_BLOCK = 8          # short rows: one per warp, this many warps per block
-                            # ($POWERFUSION_SIMT_ROWS overrides it, 1: one row per block)
-
-
 def launch_shape(program: Program, warp: int, max_block: int, max_cluster: int = 1,
                  room: int | None = None) -> LaunchShape:
     """The launch shape: the block of block_size; and when the rows a thread keeps do
@@ -443,7 +437,8 @@ def _rows_per_block(units: int, block: int, warp: int, max_block: int,
     (one per row would be needed)."""
     if block != warp or layout.shared:
         return 1
-    rows = min(int(os.environ.get("POWERFUSION_SIMT_ROWS", ROWS_PER_BLOCK)), max_block // warp)
+    # short rows: one per warp, $POWERFUSION_SIMT_ROWS warps per block
+    rows = min(options.get("POWERFUSION_SIMT_ROWS"), max_block // warp)
     while rows > 1 and units % rows:
         rows //= 2
     return rows

@@ -35,6 +35,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from .. import options
 from ..errors import CacheError
 
 ENV = "POWERFUSION_CACHE_DIR"
@@ -56,8 +57,8 @@ _swept: set[tuple[str, str]] = set()   # (directory, prefix) already swept
 # -- where the cache lives -------------------------------------------------------------------
 def configured_dir() -> tuple[Path, str]:
     """The cache dir the environment asks for, and the variable that decided it."""
-    if os.environ.get(ENV):
-        return Path(os.environ[ENV]).expanduser(), ENV
+    if options.get(ENV):
+        return Path(options.get(ENV)).expanduser(), ENV
     if os.environ.get("XDG_CACHE_HOME"):
         return Path(os.environ["XDG_CACHE_HOME"]).expanduser() / "powerfusion", "XDG_CACHE_HOME"
     return Path.home() / ".cache" / "powerfusion", "HOME"

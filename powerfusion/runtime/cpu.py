@@ -24,6 +24,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from .. import options
 from ..errors import CompileError
 from ..targets import detect_cpu
 from .cache import DiskCache, cache_dir, cache_key, keep_source
@@ -59,7 +60,7 @@ _loaded_lock = threading.Lock()
 
 def compiler_command() -> list[str]:
     """`$CC` (may hold arguments, e.g. "ccache gcc"), else gcc."""
-    return shlex.split(os.environ.get("CC") or "gcc")
+    return shlex.split(options.get("CC"))
 
 
 @functools.cache

@@ -10,13 +10,13 @@ the build log and the path of the kept source.
 from __future__ import annotations
 
 import functools
-import os
 import statistics
 import threading
 from dataclasses import dataclass
 
 import numpy as np
 
+from .. import options
 from ..errors import CompileError, UnsupportedError
 from .cache import cache_key, keep_source
 
@@ -61,7 +61,7 @@ def device() -> OpenCLDevice:
     if not found:
         raise UnsupportedError("no OpenCL device found; install an ICD, e.g. "
                                "apt-get install pocl-opencl-icd")
-    wanted = os.environ.get(DEVICE_ENV, "").strip()
+    wanted = options.get(DEVICE_ENV) or ""
     chosen = found[0][2]
     if wanted:
         match = [d for k, j, d in found if wanted == f"{k}:{j}"

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import os
 
 import numpy as np
 
+from .. import options
 from ..codegen.simt import MAX_BLOCK, REDUCE_SCRATCH, SimtModule, build_simt
 from ..codegen.simt_plan import SHARED_ALIGN, SPILL_REGISTERS
 from ..errors import UnsupportedError
@@ -75,7 +75,7 @@ def _knob(name: str) -> bool:
     """$POWERFUSION_SIMT_<name>=0 turns a SIMT feature off, to time it on a device:
     CLUSTERS (thread block clusters), ROW_REGISTERS (rows kept in registers beside
     shared memory count towards what a block holds)."""
-    return os.environ.get(f"POWERFUSION_SIMT_{name}", "1") != "0"
+    return options.get(f"POWERFUSION_SIMT_{name}")
 
 
 @functools.cache
