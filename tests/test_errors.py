@@ -302,3 +302,21 @@ def test_error_leaves_the_function_usable(rng):
     with pytest.raises(pf.ShapeError):
         f(a, make(rng, (5,)))
     assert_close(f(a, a), 2 * f64(a), "float32")
+
+
+@needs_torch
+@pytest.mark.parametrize("fn, name", [
+    (lambda x: torch.nn.functional.gelu(x), "torch.nn.functional.gelu"),
+    (lambda x: torch.exp(x) + 1, "torch.exp"),
+    (lambda x: torch.where(x > 0, x, 0.0), "torch.where"),
+])
+def test_torch_ops_on_traced_values_say_what_to_use(fn, name):
+    """Torch code given to pf.jit or pf.explain: a typed error pointing at torch.compile,
+    not torch's "must be Tensor, not Tensor"."""
+    x = np.ones(3, np.float32)
+    for call in (lambda: pf.jit(fn)(x), lambda: pf.explain(fn, x)):
+        with pytest.raises(pf.UnsupportedError, match=rf"{name} was called on a value "
+                           r"PowerFusion is tracing.*backend=\"powerfusion\""):
+            call()
+    compiled = torch.compile(fn, backend="powerfusion")      # the way to run it
+    np.testing.assert_allclose(compiled(torch.from_numpy(x)).numpy(), fn(torch.from_numpy(x)))

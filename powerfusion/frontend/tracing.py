@@ -278,6 +278,19 @@ class Tensor:
         from .numpy_protocol import array_function
         return array_function(func, args, kwargs)
 
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        # torch's API checks its arguments for this hook before anything else: without
+        # it a torch op on a traced value fails with "must be Tensor, not Tensor"
+        from torch.overrides import resolve_name
+
+        name = resolve_name(func) or getattr(func, "__name__", repr(func))
+        raise UnsupportedError(
+            f"{name} was called on a value "
+            "PowerFusion is tracing: pf.jit and pf.explain take numpy-style code (numpy "
+            "functions, operators, pf.gelu, pf.softmax, ...); for PyTorch models and "
+            "functions use torch.compile(fn, backend=\"powerfusion\")")
+
 
 def _no_out(name: str, out) -> None:
     if out is not None:
