@@ -1,0 +1,78 @@
+"""View chains folded into one as_strided: the same values as the chain, and the chain
+itself whenever the base is not laid out as the graph said."""
+
+import pytest
+
+torch = pytest.importorskip("torch")
+from torch.fx.experimental.proxy_tensor import make_fx  # noqa: E402
+
+from powerfusion.frontend.torch_views import VIEW_OPS, fold_views, restride  # noqa: E402
+
+aten = torch.ops.aten
+
+
+def _heads(x, w):
+    """The attention layout dance: (b, s, h*d) -> (b*h, s, d) views around a bmm."""
+    q = x.view(2, 8, 4, 16).permute(0, 2, 1, 3).expand(2, 4, 8, 16).reshape(8, 8, 16)
+    k = w.view(2, 8, 4, 16).permute(0, 2, 3, 1).reshape(8, 16, 8)
+    s = torch.bmm(q, k)
+    return s.view(2, 4, 8, 8)[:, 1].transpose(-1, -2).unsqueeze(0)
+
+
+def _traced(fn, *args):
+    return make_fx(fn, tracing_mode="fake")(*args)
+
+
+def _view_calls(gm):
+    return [n for n in gm.graph.nodes if n.op == "call_function" and n.target in VIEW_OPS]
+
+
+def test_chains_fold_and_give_the_same_values():
+    x, w = torch.randn(2, 8, 64), torch.randn(2, 8, 64)
+    gm = _traced(_heads, x, w)
+    before = len(_view_calls(gm))
+    folded = fold_views(gm)
+    # x's and w's views before the copies reshape makes, the views after them, the
+    # result's select-transpose-unsqueeze: one call each
+    assert folded == 5 and before == 11
+    assert not _view_calls(gm)
+    assert sum(n.target is restride for n in gm.graph.nodes) == 5
+    expected = _heads(x, w)
+    got = gm(x, w)
+    assert got.shape == expected.shape and got.stride() == expected.stride()
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)
+
+
+def test_a_base_laid_out_otherwise_replays_the_chain():
+    """The graph was traced on contiguous inputs; a transposed-storage input of the
+    same shape has other strides: as_strided would read the wrong elements."""
+    x, w = torch.randn(2, 8, 64), torch.randn(2, 8, 64)
+    gm = _traced(_heads, x, w)
+    assert fold_views(gm) == 5
+    xt = x.transpose(0, 2).contiguous().transpose(0, 2)       # same values, other strides
+    assert xt.stride() != x.stride()
+    torch.testing.assert_close(gm(xt, w), _heads(x, w), rtol=0, atol=0)
+    offset = torch.randn(1 + 2 * 8 * 64)[1:].view(2, 8, 64)   # storage offset 1
+    offset.copy_(x)
+    torch.testing.assert_close(gm(offset, w), _heads(x, w), rtol=0, atol=0)
+
+
+def test_chains_with_sizes_computed_at_run_time_stay():
+    def fn(x):
+        n = x.shape[0]
+        return x.view(n * 2, -1).t()
+
+    gm = make_fx(fn, tracing_mode="symbolic")(torch.randn(4, 6))
+    fold_views(gm)                        # symbolic sizes: nothing static to fold to
+    torch.testing.assert_close(gm(torch.randn(4, 6)).shape, torch.Size([3, 8]))
+    assert all(n.target is not restride for n in gm.graph.nodes)
+
+
+def test_restride_direct():
+    base = torch.arange(12.0)
+    view = restride(base, (3, 4), (1, 3), 0, ((1,), 0), ())
+    assert view.tolist() == base.view(4, 3).t().tolist()
+    other = torch.arange(24.0)[::2]                             # stride 2: replay
+    replay = ((aten.view.default, ((4, 3),), {}), (aten.t.default, (), {}))
+    assert restride(other, (3, 4), (1, 3), 0, ((1,), 0), replay).tolist() == \
+        other.view(4, 3).t().tolist()
