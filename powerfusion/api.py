@@ -70,10 +70,10 @@ def _numpy_arg(array: np.ndarray, label: str) -> _TensorArg:
 
 
 def _torch_arg(tensor, label: str, target: str) -> _TensorArg:
-    import torch
+    from .frontend.torch_storage import resolved, to_storage
 
     dtype = as_dtype(tensor.dtype, what=label)
-    tensor = tensor.detach().resolve_conj().resolve_neg()
+    tensor = resolved(tensor)
     if tensor.device.type == "cuda" and target == "cuda":
         return _TensorArg("torch_cuda", tensor, dtype, tuple(tensor.stride()))
     if tensor.device.type != "cpu":
@@ -81,11 +81,7 @@ def _torch_arg(tensor, label: str, target: str) -> _TensorArg:
                 else "; target 'cuda' takes CUDA tensors and host arrays")
         raise UnsupportedError(f"{label}: a torch tensor on {tensor.device}, but this "
                                f"function compiles for target {target!r}{hint}")
-    if dtype is DType.bfloat16:
-        storage = tensor.view(torch.int16).numpy().view(np.uint16)
-    else:
-        storage = tensor.numpy()
-    return _TensorArg("torch", storage, dtype, tuple(tensor.stride()))
+    return _TensorArg("torch", to_storage(tensor), dtype, tuple(tensor.stride()))
 
 
 def _is_host_tensor(value) -> bool:
@@ -120,11 +116,9 @@ def _result(storage: np.ndarray, dtype: DType, kind: str):
     if kind == "torch_cuda":
         return storage                  # the CUDA runtime returns torch tensors already
     if kind == "torch":
-        import torch
+        from .frontend.torch_storage import from_storage
 
-        if dtype is DType.bfloat16:
-            return torch.from_numpy(storage.view(np.int16)).view(torch.bfloat16)
-        return torch.from_numpy(storage)
+        return from_storage(storage, dtype)
     return storage.view(dtype.to_numpy()) if dtype is DType.bfloat16 else storage
 
 

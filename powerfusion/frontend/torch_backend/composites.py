@@ -3,21 +3,26 @@ changes, norms and inference normalisations (issue 13). Each follows the arithme
 PyTorch's CPU kernel where rounding could tell them apart; an op whose exact result
 cannot be matched (aten.remainder and aten.fmod of floats: fmod is exact, x - floor(x/y)
 * y is not) has no handler here and keeps running eagerly.
-
-Importing this module registers the handlers in `torch_backend.HANDLERS`.
 """
 
 from __future__ import annotations
 
 import math
 
-from ..graph.graph import Node
-from ..graph.ops import Op
-from . import build
-from . import functions as F
-from .torch_backend import (Splat, _acc, _axes, _clamp, _dim, _empty, _Fallback, _operand,
-                            _tensor, aten, handles)
-from .tracing import Tensor
+import torch
+
+from ...graph.graph import Node
+from ...graph.ops import Op
+from .. import build
+from .. import functions as F
+from ..tracing import Tensor
+from .elementwise import _clamp
+from .layout import _view_handler
+from .reductions import _acc, _axes, _dim
+from .registry import handles
+from .values import Splat, _empty, _Fallback, _operand, _tensor
+
+aten = torch.ops.aten
 
 
 # -- activations ---------------------------------------------------------------------------
@@ -92,12 +97,10 @@ def _constant_pad_nd(ctx, x, pad, value=0):
 
 
 @handles(aten.repeat.default)
+@_view_handler
 def _repeat(ctx, x, repeats):
     """Tile: view x as (1, s0, 1, s1, ...), broadcast to (r0, s0, r1, s1, ...), reshape
     to (r0 * s0, r1 * s1, ...)."""
-    if isinstance(x, Splat):
-        return Splat(x.value, x.dtype, ctx.shape)
-    x = _tensor(x)
     repeats = [int(r) for r in repeats]
     shape = (1,) * (len(repeats) - x.ndim) + x.shape
     pairs = [(1, s) for s in shape]

@@ -1,0 +1,121 @@
+"""`torch.compile(model, backend="powerfusion")`: PyTorch models as they are.
+
+How a model gets here: TorchDynamo captures an FX graph of torch calls and hands it
+to `powerfusion_backend`; AOTAutograd (with PyTorch's core-aten decompositions)
+turns it into aten graphs — forward, backward, or one inference graph — and calls
+`compile_aten_graph` on each. That function:
+
+1. classifies every aten op (`support`): one PowerFusion can replay on frontend
+   `Tensor`s (the table `HANDLERS` of `registry`, filled by `elementwise`,
+   `reductions`, `layout` and `composites`), one left to PyTorch by design (matmul,
+   convolution, attention, embedding, indexing, random numbers, creation of tensors,
+   mutation), or one it does not know (logged once, counted as a fallback);
+2. partitions the graph into maximal cycle-free regions of supported ops
+   (`partitioning`);
+3. replaces each region by a `Region` module (`region`), which replays the region's
+   aten ops per call signature, compiles them with `compile_graph` and runs them on
+   the torch tensors' memory, zero-copy.
+
+Never break the user's model: a region that fails to trace, compile or run falls back
+to PyTorch's eager aten calls for good, with one warning on the "powerfusion" logger
+naming the op and the reason.
+
+Importing this package registers the "powerfusion" backend with torch.compile.
+"""
+
+from __future__ import annotations
+
+import torch.fx
+
+from .. import torch_stats as stats
+from ..torch_stats import compile_stats, reset_compile_stats
+from . import composites, elementwise, layout, reductions  # noqa: F401 - fill HANDLERS
+from .partitioning import REGION_PREFIX, _copy, partition
+from .region import Region
+from .registry import ELEMENTWISE, HANDLERS, PREDICATES, handles
+from .support import DEVICES, _warn
+from .values import Ctx, Splat
+
+__all__ = [
+    "DEVICES",
+    "ELEMENTWISE",
+    "HANDLERS",
+    "PREDICATES",
+    "REGION_PREFIX",
+    "Ctx",
+    "Region",
+    "Splat",
+    "compile_aten_graph",
+    "compile_stats",
+    "decompositions",
+    "handles",
+    "partition",
+    "powerfusion_backend",
+    "register",
+    "reset_compile_stats",
+]
+
+BACKEND_NAME = "powerfusion"
+
+
+def compile_aten_graph(gm: torch.fx.GraphModule, example_inputs, kind: str = "forward"):
+    """fw/bw/inference compiler for AOTAutograd: a boxed callable running gm with its
+    memory-intensive regions as PowerFusion kernels."""
+    from functorch.compile import make_boxed_func
+
+    stats.count("graphs")
+    try:
+        compiled = partition(_copy(gm), label=kind)
+    except Exception as e:               # noqa: BLE001 - never break the model
+        _warn(f"the whole {kind} graph", f"partitioning failed: {type(e).__name__}: {e}")
+        compiled = gm
+    return make_boxed_func(compiled.forward)
+
+
+_DECOMPOSITIONS = None
+
+
+def decompositions() -> dict:
+    """PyTorch's core-aten decompositions, but for attention: normalisations, softmax
+    and GELU stay whole (PowerFusion takes them as they are), and fused attention
+    stays a library call (its CPU decomposition gives wrong gradients in training:
+    the backward op reads a logsumexp the decomposed forward does not produce)."""
+    global _DECOMPOSITIONS
+    if _DECOMPOSITIONS is None:
+        from torch._decomp import core_aten_decompositions
+        _DECOMPOSITIONS = {op: fn for op, fn in core_aten_decompositions().items()
+                           if "scaled_dot_product" not in str(op)}
+    return _DECOMPOSITIONS
+
+
+def powerfusion_backend(gm: torch.fx.GraphModule, example_inputs, **kwargs):
+    """The torch.compile backend: `torch.compile(model, backend="powerfusion")`."""
+    from functools import partial
+
+    from torch._dynamo.backends.common import aot_autograd
+
+    backend = aot_autograd(
+        fw_compiler=partial(compile_aten_graph, kind="forward"),
+        bw_compiler=partial(compile_aten_graph, kind="backward"),
+        inference_compiler=partial(compile_aten_graph, kind="inference"),
+        decompositions=decompositions())
+    return backend(gm, example_inputs, **kwargs)
+
+
+def register() -> None:
+    """Make backend="powerfusion" known to torch.compile in this process, unless the
+    installed package's entry point already provides it (torch loads that itself)."""
+    from torch._dynamo.backends import registry as dynamo_registry
+
+    if BACKEND_NAME in dynamo_registry._COMPILER_FNS:
+        return
+    try:
+        from importlib.metadata import entry_points
+        if any(ep.name == BACKEND_NAME for ep in entry_points(group="torch_dynamo_backends")):
+            return
+    except Exception:                    # noqa: BLE001, S110 - metadata is optional here
+        pass
+    dynamo_registry.register_backend(compiler_fn=powerfusion_backend, name=BACKEND_NAME)
+
+
+register()
