@@ -6,7 +6,7 @@ import pytest
 torch = pytest.importorskip("torch")
 from torch.fx.experimental.proxy_tensor import make_fx  # noqa: E402
 
-from powerfusion.frontend.torch_views import VIEW_OPS, fold_views, restride  # noqa: E402
+from powerfusion.frontend.torch_backend.view_chains import VIEW_OPS, fold_views, restride  # noqa: E402
 
 aten = torch.ops.aten
 
@@ -76,3 +76,29 @@ def test_restride_direct():
     replay = ((aten.view.default, ((4, 3),), {}), (aten.t.default, (), {}))
     assert restride(other, (3, 4), (1, 3), 0, ((1,), 0), replay).tolist() == \
         other.view(4, 3).t().tolist()
+
+
+def test_the_backend_folds_the_views_of_attention():
+    """Through torch.compile: the views around the bmms are folded, the result is
+    eager's, forward and backward."""
+    import powerfusion as pf
+
+    def attention(x, w):
+        b, s, d = x.shape
+        q = (x @ w).view(b, s, 4, d // 4).transpose(1, 2)
+        k = x.view(b, s, 4, d // 4).transpose(1, 2)
+        p = torch.softmax(q @ k.transpose(-1, -2) / 4.0, dim=-1)
+        return (p @ k).transpose(1, 2).reshape(b, s, d)
+
+    x = torch.randn(2, 16, 32, requires_grad=True)
+    w = torch.randn(32, 32, requires_grad=True)
+    pf.reset_compile_stats()
+    torch._dynamo.reset()
+    compiled = torch.compile(attention, backend="powerfusion")
+    got = compiled(x, w)
+    assert pf.compile_stats()["view_chains"] > 0
+    expected = attention(x, w)
+    torch.testing.assert_close(got, expected)
+    (gx, gw), (ex, ew) = (torch.autograd.grad(y.sum(), (x, w)) for y in (got, expected))
+    torch.testing.assert_close(gx, ex)
+    torch.testing.assert_close(gw, ew)

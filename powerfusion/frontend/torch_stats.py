@@ -14,7 +14,9 @@ reads zeros) without importing torch.
 - failed_regions: regions that fell back to PyTorch's eager aten calls because
   tracing, compiling or running them failed (their ops count in fallback_ops);
 - library_ops: ops left to PyTorch by design (matmul, convolution, attention,
-  embedding, indexing, random numbers, tensor creation).
+  embedding, indexing, random numbers, tensor creation);
+- view_chains: runs of aten view ops between kernels and library calls, each made one
+  `as_strided` call.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import threading
 from collections import Counter
 
 _COUNTERS = ("graphs", "regions", "compiles", "kernels", "fused_ops", "fallback_ops",
-             "failed_regions", "library_ops")
+             "failed_regions", "library_ops", "view_chains")
 
 _lock = threading.Lock()
 _counts: Counter = Counter()

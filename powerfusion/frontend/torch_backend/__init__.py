@@ -35,6 +35,7 @@ from .region import Region
 from .registry import ELEMENTWISE, HANDLERS, PREDICATES, handles
 from .support import DEVICES, _warn
 from .values import Ctx, Splat
+from .view_chains import fold_views
 
 __all__ = [
     "DEVICES",
@@ -68,7 +69,13 @@ def compile_aten_graph(gm: torch.fx.GraphModule, example_inputs, kind: str = "fo
         compiled = partition(_copy(gm), label=kind)
     except Exception as e:               # noqa: BLE001 - never break the model
         _warn(f"the whole {kind} graph", f"partitioning failed: {type(e).__name__}: {e}")
-        compiled = gm
+        return make_boxed_func(gm.forward)
+    try:
+        folded = _copy(compiled)
+        stats.count("view_chains", fold_views(folded))
+        compiled = folded
+    except Exception as e:               # noqa: BLE001 - the unfolded graph is as right
+        _warn(f"the views of the {kind} graph", f"folding failed: {type(e).__name__}: {e}")
     return make_boxed_func(compiled.forward)
 
 
