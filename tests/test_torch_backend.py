@@ -304,3 +304,38 @@ def test_zero_size_tensors_match_eager(shape):
         torch.testing.assert_close(g, e, equal_nan=True)
     stats = compile_stats()
     assert stats["failed_regions"] == 0 and stats["fallback_ops"] == 0, stats
+
+
+def test_results_keep_pytorchs_layout_and_identity():
+    """The lean CPU path: a value returned twice is one tensor as in eager (writing it
+    is seen through both), a transposed result has PyTorch's strides, and a result
+    shaped otherwise than its buffer is a view of it."""
+    def fn(x):
+        y = torch.exp(x) * 2
+        return y, y, (x + 1).t(), (x - 1).reshape(4, 2, 8)
+
+    compiled = torch.compile(fn, backend="powerfusion")
+    x = torch.randn(8, 8)
+    got, expected = compiled(x), fn(x)
+    for g, e in zip(got, expected):
+        torch.testing.assert_close(g, e)
+        assert g.stride() == e.stride()
+    assert (got[0] is got[1]) == (expected[0] is expected[1])
+    got[0].zero_()
+    expected[0].zero_()
+    torch.testing.assert_close(got[1], expected[1])
+
+
+def test_threads_share_a_compiled_model():
+    import concurrent.futures
+
+    model = nn.Sequential(nn.Linear(16, 32), nn.GELU(), nn.LayerNorm(32)).eval()
+    compiled = torch.compile(model, backend="powerfusion")
+    inputs = [torch.randn(4, 16) for _ in range(16)]
+    with torch.no_grad():
+        compiled(inputs[0])
+        expected = [model(x) for x in inputs]
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            got = list(pool.map(lambda x: compiled(x), inputs * 8))
+    for g, e in zip(got, expected * 8):
+        torch.testing.assert_close(g, e)

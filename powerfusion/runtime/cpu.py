@@ -215,6 +215,9 @@ class CpuKernel:
         fn.restype = None
         fn.argtypes = None          # we always pass a c_void_p array; skip conversions
         self._fn = fn
+        # the ctypes function itself, for callers that build their own pointer array per
+        # call (`(ctypes.c_void_p * n)(*pointers)`): one Python call less per launch
+        self.c_function = fn
         self.n_args = n_args
         self.entry = entry
         self.path = path

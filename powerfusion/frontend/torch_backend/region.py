@@ -11,6 +11,7 @@ to PyTorch's eager aten calls for good, with one warning naming the op and the r
 
 from __future__ import annotations
 
+import ctypes
 import operator
 from dataclasses import dataclass
 from typing import Any
@@ -59,38 +60,68 @@ def _device_of(flat: list) -> torch.device:
 
 class _CpuLaunch:
     """A region's kernels run straight on torch CPU tensors: pointers from data_ptr(),
-    outputs and temps from torch.empty (bfloat16 as itself), no numpy views; what to
-    allocate and launch is the plan's launch sequence, computed once."""
+    outputs and temps from torch.empty (torch's allocator; bfloat16 as itself), no
+    numpy views. Everything a call needs is resolved once, from the plan's launch
+    sequence, into positions in one list of pointers (the inputs', then the
+    allocations'); a call only fills that list and launches."""
 
     def __init__(self, executable):
         plan = executable.plan
-        self.inputs = tuple(plan.input_names)
-        self.allocations = tuple((name, shape, DTYPE_TO_TORCH[dtype])
-                                 for name, shape, dtype in plan.sequence.allocations)
-        self.launches = tuple((executable.kernels[program.name], names)
-                              for program, names in plan.sequence.launches)
-        self.outputs = tuple(zip(plan.outputs, plan.out_shapes))
+        sequence = plan.sequence
+        slot = {name: k for k, name in enumerate(plan.input_names)}
+        final = {}                       # buffer -> the shape its single output has
+        for spec, shape in zip(plan.outputs, plan.out_shapes):
+            if spec[0] == "buffer":
+                final[spec[1]] = None if spec[1] in final else tuple(shape)
+        self.allocations = []
+        for name, shape, dtype in sequence.allocations:
+            slot[name] = len(slot)
+            want = final.get(name)       # allocated in its output's shape: no view later
+            shape = want if want is not None and _numel(want) == _numel(shape) else shape
+            self.allocations.append((tuple(shape), DTYPE_TO_TORCH[dtype]))
+        self.launches = tuple(
+            (executable.kernels[program.name].c_function, ctypes.c_void_p * len(names),
+             tuple(slot[n] for n in names)) for program, names in sequence.launches)
+        n_inputs = len(plan.input_names)
+        self.outputs, returned = [], set()
+        for spec, shape in zip(plan.outputs, plan.out_shapes):
+            shape = tuple(shape)
+            if spec[0] == "buffer":
+                k = slot[spec[1]] - n_inputs
+                again = spec[1] in returned          # one value twice: two tensors
+                returned.add(spec[1])
+                self.outputs.append(("buffer", k, None if self.allocations[k][0] == shape
+                                     else shape, again))
+            else:
+                self.outputs.append((spec[0], spec, shape, False))
 
     def __call__(self, tensors: list) -> list:
-        pointers = {name: t.data_ptr() for name, t in zip(self.inputs, tensors)}
-        made = {}
-        for name, shape, dtype in self.allocations:
-            t = made[name] = torch.empty(shape, dtype=dtype)
-            pointers[name] = t.data_ptr()
-        for kernel, names in self.launches:
-            kernel([pointers[n] for n in names])
-        outs, returned = [], set()
-        for spec, shape in self.outputs:
-            if spec[0] == "buffer":
-                t = made[spec[1]].view(shape)
-                t = t.clone() if spec[1] in returned else t     # one value twice: two tensors
-                returned.add(spec[1])
-            elif spec[0] == "input":
-                t = tensors[spec[1]].reshape(shape).clone(memory_format=torch.contiguous_format)
+        pointers = [t.data_ptr() for t in tensors]
+        made = []
+        for shape, dtype in self.allocations:
+            t = torch.empty(shape, dtype=dtype)
+            made.append(t)
+            pointers.append(t.data_ptr())
+        for function, array, slots in self.launches:
+            function(array(*[pointers[k] for k in slots]))     # releases the GIL
+        outs = []
+        for kind, k, shape, again in self.outputs:
+            if kind == "buffer":
+                t = made[k] if shape is None else made[k].view(shape)
+                outs.append(t.clone() if again else t)
+            elif kind == "input":
+                outs.append(tensors[k[1]].reshape(shape).clone(
+                    memory_format=torch.contiguous_format))
             else:
-                t = torch.full(shape, spec[1], dtype=DTYPE_TO_TORCH[spec[2]])
-            outs.append(t)
+                outs.append(torch.full(shape, k[1], dtype=DTYPE_TO_TORCH[k[2]]))
         return outs
+
+
+def _numel(shape) -> int:
+    n = 1
+    for s in shape:
+        n *= s
+    return n
 
 
 @dataclass
@@ -103,6 +134,10 @@ class _Compiled:
                                      # ("full", value, dtype, shape, order); order:
                                      # the layout PyTorch gives that result
     cpu_launch: _CpuLaunch | None = None   # the CPU executable, on torch tensors
+    # the common case, run with least work: CPU kernels, every argument a tensor (no
+    # lists) and every result a graph value; the inverse permutation of each result
+    # (None: laid out in order)
+    fast: tuple | None = None
 
 
 def _layout_order(meta) -> tuple[int, ...] | None:
@@ -148,6 +183,11 @@ class Region(torch.nn.Module):
         self.cache: dict[tuple, _Compiled] = {}
         self.failed = False
 
+    def __call__(self, *args):
+        # what nn.Module.__call__ adds (hooks, tracing state) a region never uses; the
+        # graph calls its regions on every step
+        return self.forward(*args)
+
     def forward(self, *args):
         if self.failed:
             return self.eager(*args)
@@ -166,6 +206,16 @@ class Region(torch.nn.Module):
             return self.eager(*args)
 
     def _run(self, compiled: _Compiled, args):
+        if compiled.fast is not None:
+            tensors = [args[k] for k in compiled.tensor_args]
+            for t in tensors:
+                if t.is_neg() or t.is_conj():      # lazy bits: resolved on the slow path
+                    break
+            else:
+                outs = compiled.cpu_launch(tensors)
+                results = [t if inv is None else t.permute(inv)
+                           for t, inv in zip(outs, compiled.fast)]
+                return results[0] if self.single else tuple(results)
         outs = []
         flat = _flat_tensors(args, [])
         device = _device_of(flat)
@@ -230,7 +280,11 @@ class Region(torch.nn.Module):
         if exe is not None:
             stats.count("kernels", len(exe.plan.kernels))
         cpu_launch = _CpuLaunch(exe) if isinstance(exe, Executable) else None
-        return _Compiled(exe, tensor_args, outputs, cpu_launch)
+        fast = None
+        if cpu_launch is not None and all(isinstance(a, torch.Tensor) for a in args) \
+                and all(spec[0] == "graph" and spec[1] == k for k, spec in enumerate(outputs)):
+            fast = tuple(None if spec[3] is None else _inverse(spec[3]) for spec in outputs)
+        return _Compiled(exe, tensor_args, outputs, cpu_launch, fast)
 
     def _trace(self, args):
         env: dict[torch.fx.Node, Any] = {}
