@@ -9,10 +9,10 @@ of the output (no optimizer; dropout off, so results compare). Candidates are ti
 turn), figures are medians, ratios are against the same run's eager and Inductor,
 and the load average is recorded beside them.
 
-The breakdown comes from torch.profiler: the time inside library calls (matmul,
-convolution, attention, embedding: the same ATen calls in every backend) per step,
-and the rest of the step, which is what a backend controls (its kernels and the glue
-between them).
+The breakdown comes from torch.profiler (`pf.advise`'s `library_share`): the share of
+a step inside library calls (matmul, convolution, attention, embedding: the same ATen
+calls in every backend) applied to the step's median, and the rest of the step, which
+is what a backend controls (its kernels and the glue between them).
 
     python -m benchmarks.e2e_torch                        # every model, batch 1 and 8, training
     python -m benchmarks.e2e_torch --models bert vit --batch 1 --no-training
@@ -33,16 +33,6 @@ import statistics
 import sys
 import time
 from pathlib import Path
-
-# ATen calls every backend leaves to the library: the breakdown counts them apart
-LIBRARY_OPS = frozenset({
-    "aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::matmul", "aten::linear",
-    "aten::convolution", "aten::_convolution", "aten::conv2d", "aten::mkldnn_convolution",
-    "aten::convolution_backward", "aten::_scaled_dot_product_flash_attention_for_cpu",
-    "aten::scaled_dot_product_attention", "aten::embedding", "aten::embedding_dense_backward",
-    "aten::_scaled_dot_product_flash_attention_for_cpu_backward",
-})
-
 
 def machine_info() -> dict:
     import torch
@@ -132,32 +122,11 @@ def _first_tensor(out):
     return next(v for v in out if isinstance(v, torch.Tensor))
 
 
-def _library_ms(step, calls: int) -> float:
-    """Milliseconds per step inside library calls (outermost ones only)."""
-    from torch.profiler import profile
-
-    with profile() as prof:
-        for _ in range(calls):
-            step()
-    total_us = 0.0
-    for ev in prof.events():
-        if ev.name not in LIBRARY_OPS:
-            continue
-        parent, nested = ev.cpu_parent, False
-        while parent is not None:
-            if parent.name in LIBRARY_OPS:
-                nested = True
-                break
-            parent = parent.cpu_parent
-        if not nested:
-            total_us += ev.time_range.elapsed_us()
-    return total_us / 1e3 / calls
-
-
 def run_case(model, inputs: dict, mode: str, backends: list[str], repeats: int) -> dict:
     import torch
 
     import powerfusion as pf
+    from powerfusion.advise import library_share
     from powerfusion.benchmarking import interleaved
 
     torch._dynamo.reset()
@@ -202,7 +171,7 @@ def run_case(model, inputs: dict, mode: str, backends: list[str], repeats: int) 
                               default=0.0) for n, g in grads.items()}
     samples = interleaved(steps, repeats=repeats, warmup=2)
     median_ms = {n: 1e3 * statistics.median(s) for n, s in samples.items()}
-    library = {n: _library_ms(step, 3) for n, step in steps.items()}
+    library = {n: median_ms[n] * library_share(step) for n, step in steps.items()}
     return {
         "mode": mode, "median_ms": median_ms,
         "samples_ms": {n: [1e3 * v for v in s] for n, s in samples.items()},

@@ -8,6 +8,7 @@
         return e / e.sum(axis=-1, keepdims=True)
 """
 
+from .advise import Advice, advise
 from .api import JitFunction, explain, jit
 from .frontend.torch_stats import compile_stats, reset_compile_stats
 from .dtypes import DType
@@ -30,7 +31,7 @@ float64 = DType.float64
 
 __all__ = [
     "compile_stats", "reset_compile_stats",
-    "jit", "explain", "JitFunction", "DType",
+    "jit", "explain", "advise", "Advice", "JitFunction", "DType",
     "PowerFusionError", "ShapeError", "DTypeError", "UnsupportedError", "CompileError",
     "where", "maximum", "minimum", "exp", "log", "sqrt", "rsqrt", "abs", "tanh", "erf",
     "sigmoid", "relu", "silu", "gelu", "sin", "cos", "tan", "log1p", "expm1", "log2", "log10",

@@ -481,12 +481,92 @@ def build_parser() -> argparse.ArgumentParser:
         suite.add_arguments(bench)
     bench.set_defaults(run=cmd_bench)
 
+    adv = sub.add_parser(
+        "advise", help="which parts of a numpy function or a torch model are memory-bound, "
+                       "and what PowerFusion is predicted to make of them",
+        description="Measure the baseline (numpy, or eager PyTorch with a breakdown into "
+                    "library compute and the rest), price PowerFusion's kernels with the "
+                    "cost model and predict the speedup, bounded by the library's share. "
+                    "FUNCTION is path/to/file.py:name, called with random arrays of the "
+                    "--shape's; --torch MODULE:FACTORY names a callable returning (model, "
+                    "example inputs: a tuple or a dict of keyword arguments).")
+    adv.add_argument("function", nargs="?", metavar="FILE.py:FUNCTION")
+    adv.add_argument("--shape", type=_parse_shape, action="append", default=[],
+                     help="one per argument of FUNCTION, e.g. 2048x1024")
+    adv.add_argument("--dtype", choices=["float32", "float16", "float64"], default="float32")
+    adv.add_argument("--torch", metavar="MODULE:FACTORY", default=None,
+                     help="a torch model instead: FACTORY() returns (model, inputs)")
+    adv.add_argument("--measure", action="store_true",
+                     help="also compile and time PowerFusion, to set beside the prediction")
+    adv.add_argument("--repeats", type=int, default=10)
+    adv.add_argument("--plot", metavar="FILE.png", default=None,
+                     help="also draw the time per part, baseline against predicted")
+    adv.set_defaults(run=cmd_advise)
+
     opts = sub.add_parser(
         "options", help="list the environment variables PowerFusion reads",
         description="Every environment variable PowerFusion reads, the value in effect "
                     "and what it does.")
     opts.set_defaults(run=cmd_options)
     return parser
+
+
+def _load(spec: str, what: str):
+    """`path/to/file.py:name` or `package.module:name` -> the object it names."""
+    import importlib
+    import importlib.util
+    from pathlib import Path
+
+    source, sep, name = spec.rpartition(":")
+    if not sep or not source or not name:
+        raise SystemExit(f"powerfusion advise: {what} {spec!r}: expected FILE.py:NAME or "
+                         "MODULE:NAME")
+    if source.endswith(".py") or os.path.sep in source:
+        path = Path(source)
+        if not path.is_file():
+            raise SystemExit(f"powerfusion advise: {what}: no file {source}")
+        module_spec = importlib.util.spec_from_file_location(path.stem, path)
+        module = importlib.util.module_from_spec(module_spec)
+        sys.path.insert(0, str(path.resolve().parent))
+        try:
+            module_spec.loader.exec_module(module)
+        finally:
+            sys.path.pop(0)
+    else:
+        sys.path.insert(0, os.getcwd())
+        try:
+            module = importlib.import_module(source)
+        finally:
+            sys.path.pop(0)
+    if not hasattr(module, name):
+        raise SystemExit(f"powerfusion advise: {what}: {source} has no {name!r}")
+    return getattr(module, name)
+
+
+def cmd_advise(args) -> int:
+    from .advise import advise_numpy, advise_torch
+
+    if (args.torch is None) == (args.function is None):
+        raise SystemExit("powerfusion advise: give FILE.py:FUNCTION (with --shape per "
+                         "argument) or --torch MODULE:FACTORY")
+    if args.torch:
+        made = _load(args.torch, "--torch")()
+        if not (isinstance(made, tuple) and len(made) == 2):
+            raise SystemExit("powerfusion advise: --torch: the factory must return "
+                             "(model, inputs)")
+        advice = advise_torch(*made, repeats=args.repeats, measure=args.measure)
+    else:
+        fn = _load(args.function, "FUNCTION")
+        if not args.shape:
+            raise SystemExit("powerfusion advise: give one --shape per argument of "
+                             f"{args.function}")
+        rng = np.random.default_rng(0)
+        arrays = [rng.standard_normal(shape).astype(args.dtype) for shape in args.shape]
+        advice = advise_numpy(fn, *arrays, repeats=args.repeats, measure=args.measure)
+    print(advice)
+    if args.plot:
+        print(f"wrote {advice.plot(args.plot)}")
+    return 0
 
 
 def cmd_options(args) -> int:

@@ -466,9 +466,10 @@ def explain_graph(graph: Graph, *, input_strides, target: str = "cpu"):
     from .report import Report
 
     plan = plan_graph(graph, input_strides, get_target(target))
+    seconds = [kernel_cost(ck, plan.target) for ck in plan.kernels]
     if target == "cpu":
-        return Report.from_plan(plan, generate_source(plan), input_strides)
+        return Report.from_plan(plan, generate_source(plan), input_strides, seconds=seconds)
     from .runtime.simt_executable import simt_module
 
     module = simt_module(plan, target)
-    return Report.from_plan(plan, module.source, input_strides, module.kernels)
+    return Report.from_plan(plan, module.source, input_strides, module.kernels, seconds)

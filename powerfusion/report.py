@@ -24,9 +24,11 @@ class Report:
     programs: list = field(default_factory=list, repr=False)        # optimised GIR values
     naive_programs: list = field(default_factory=list, repr=False)
     launches: list = field(default_factory=list)    # per kernel on a GPU: how it launches
+    predicted_seconds: list = field(default_factory=list)   # per kernel: the cost model's
 
     @classmethod
-    def from_plan(cls, plan, source: str, input_strides, launches=()) -> "Report":
+    def from_plan(cls, plan, source: str, input_strides, launches=(),
+                  seconds=()) -> "Report":
         traffic = {}
         for ck in plan.kernels:
             for level, rw in footprint(ck.program).items():
@@ -55,7 +57,7 @@ class Report:
             choice=plan.choice, alternatives=plan.alternatives,
             programs=[ck.program for ck in plan.kernels],
             naive_programs=[ck.naive for ck in plan.kernels],
-            launches=[k.describe() for k in launches])
+            launches=[k.describe() for k in launches], predicted_seconds=list(seconds))
 
     def to_dot(self, naive: bool = False) -> str:
         """The GIR-Graph as Graphviz DOT; `naive=True` shows it before the passes."""

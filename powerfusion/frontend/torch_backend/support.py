@@ -44,6 +44,23 @@ _LIBRARY_PACKETS = {
 }
 
 
+# of those, the ones that only create, copy or re-view memory: their time is the kind
+# PowerFusion's kernels replace, not a library's compute
+_MEMORY_PACKETS = {
+    "arange", "empty", "empty_like", "empty_strided", "empty_permuted", "zeros", "ones",
+    "full", "full_like", "scalar_tensor", "new_empty", "new_full", "new_zeros", "new_ones",
+    "copy", "copy_", "resize_", "set_", "as_strided", "_local_scalar_dense",
+}
+
+
+def is_library_compute(name: str) -> bool:
+    """Whether an aten op, named as the profiler names it ("aten::addmm") or by its
+    packet ("addmm"), is library compute every backend calls alike: matmul, convolution,
+    attention, embedding, indexing, random numbers."""
+    packet = name.split("::")[-1]
+    return packet in _LIBRARY_PACKETS and packet not in _MEMORY_PACKETS
+
+
 def _op_name(node: torch.fx.Node) -> str:
     target = node.target
     if isinstance(target, torch._ops.OpOverload):

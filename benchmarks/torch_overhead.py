@@ -1,0 +1,102 @@
+"""What torch.compile(backend="powerfusion") adds to a kernel's own time, per call.
+
+A function whose one region is a tiny kernel (GELU then a scale, on 8 x 64 floats:
+the kernel itself takes about a microsecond) is timed at four depths, interleaved,
+one thread:
+
+- kernel: the compiled C function called with ready pointers (ctypes);
+- region: the Region the partitioned graph calls (guard on the arguments' signature,
+  outputs allocated, pointers gathered, the launch);
+- compiled: the whole torch.compile'd call (dynamo's guards and AOTAutograd's wrapper
+  around the graph: PyTorch's part, the same for every backend);
+- inductor and eager: the same function under Inductor and without compiling.
+
+"region - kernel" is PowerFusion's per-kernel overhead.
+
+    python -m benchmarks.torch_overhead [--out benchmarks/results]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import statistics
+import warnings
+from pathlib import Path
+
+
+def measure(repeats: int) -> dict:
+    import torch
+
+    import powerfusion.frontend.torch_backend as tb
+    from powerfusion.benchmarking import interleaved
+    from powerfusion.frontend.torch_backend import Region
+
+    torch.set_num_threads(1)
+    warnings.filterwarnings("ignore")
+
+    def fn(x):
+        return torch.nn.functional.gelu(x) * 2.0
+
+    x = torch.randn(8, 64)
+    regions = []
+    original = tb.partition
+
+    def spying(gm, label="graph"):
+        out = original(gm, label)
+        regions.extend(m for m in out.modules() if isinstance(m, Region))
+        return out
+
+    tb.partition = spying
+    try:
+        torch._dynamo.reset()
+        compiled = torch.compile(fn, backend="powerfusion")
+        compiled(x)
+    finally:
+        tb.partition = original
+    (region,) = regions
+    (launch,) = [c.cpu_launch for c in region.cache.values()]
+    (function, array, _slots), = launch.launches
+    out = torch.empty(8, 64)
+    pointers = array(x.data_ptr(), out.data_ptr())
+    inductor = torch.compile(fn)
+    inductor(x)
+    samples = interleaved({
+        "kernel": lambda: function(pointers),
+        "region": lambda: region(x),
+        "compiled": lambda: compiled(x),
+        "inductor": lambda: inductor(x),
+        "eager": lambda: fn(x),
+    }, repeats=repeats, min_sample_s=0.02)
+    us = {k: 1e6 * statistics.median(v) for k, v in samples.items()}
+    return {"median_us": us, "overhead_per_region_us": us["region"] - us["kernel"],
+            "torch_compile_wrapper_us": us["compiled"] - us["region"]}
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=15)
+    ap.add_argument("--out", type=Path, default=None,
+                    help="write torch-overhead-cpu-DATE.json into this folder")
+    args = ap.parse_args(argv)
+    from powerfusion.targets.probe import cpu_model
+
+    result = measure(args.repeats)
+    us = result["median_us"]
+    print("  ".join(f"{k} {v:.2f} us" for k, v in us.items()))
+    print(f"PowerFusion per region: {result['overhead_per_region_us']:.2f} us over the "
+          f"kernel; dynamo + AOTAutograd around the graph: "
+          f"{result['torch_compile_wrapper_us']:.2f} us")
+    if args.out:
+        date = datetime.date.today().isoformat()
+        info = {"benchmark": "torch_overhead", "date": date, "cpu": cpu_model(),
+                "load_average": os.getloadavg(), **result}
+        path = args.out / f"torch-overhead-cpu-{date}.json"
+        path.write_text(json.dumps(info, indent=1) + "\n")
+        print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,117 @@
+"""pf.advise and `powerfusion advise`: the breakdown adds up, the prediction is built
+from the plan PowerFusion compiles, fallbacks are named, bad requests are refused."""
+
+from __future__ import annotations
+
+import textwrap
+
+import numpy as np
+import pytest
+
+import powerfusion as pf
+from powerfusion.cli import main as cli_main
+
+
+def _layernorm(x, w):
+    mu = x.mean(axis=-1, keepdims=True)
+    d = x - mu
+    return d / np.sqrt((d * d).mean(axis=-1, keepdims=True) + 1e-5) * w
+
+
+def test_numpy_function():
+    x = np.random.default_rng(0).standard_normal((256, 512)).astype(np.float32)
+    w = np.ones(512, np.float32)
+    advice = pf.advise(_layernorm, x, w, repeats=3, measure=True)
+    assert advice.baseline == "numpy" and advice.library_s == 0
+    (kernel,) = advice.kernels
+    assert kernel.global_bytes == kernel.min_bytes == (2 * 256 * 512 + 512) * 4
+    assert advice.predicted_s >= kernel.predicted_s > 0
+    assert advice.measured_s > 0 and advice.baseline_s > 0
+    text = str(advice)
+    assert "_layernorm(float32[256, 512], float32[512])" in text and "x numpy" in text
+
+
+def test_transcendentals_raise_the_prediction_past_the_bytes():
+    """A GELU-heavy kernel moves the bytes of a copy but does far more arithmetic: the
+    roofline's compute side must price it above the copy's time."""
+    from powerfusion.search.compute import compute_seconds
+
+    x = np.random.default_rng(0).standard_normal((512, 1024)).astype(np.float32)
+    gelu, copy = (pf.explain(f, x) for f in (lambda v: pf.gelu(v), lambda v: v * 2.0))
+    (g,), (c,) = gelu.programs, copy.programs
+    from powerfusion.targets import get_target
+
+    cpu = get_target("cpu")
+    assert compute_seconds(g, cpu) > 20 * compute_seconds(c, cpu)
+    advice_g, advice_c = (pf.advise(f, x, repeats=1) for f in (lambda v: pf.gelu(v),
+                                                                lambda v: v * 2.0))
+    assert advice_g.kernels[0].global_bytes == advice_c.kernels[0].global_bytes
+    assert advice_g.kernels[0].predicted_s >= advice_c.kernels[0].predicted_s
+
+
+def test_torch_model_breakdown_and_fallbacks():
+    torch = pytest.importorskip("torch")
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(64, 256)
+            self.norm = torch.nn.LayerNorm(256)
+
+        def forward(self, x):
+            h = torch.nn.functional.gelu(self.fc(x))
+            return self.norm(h).cumsum(dim=-1)       # cumsum: no lowering, counted
+
+    advice = pf.advise(Net().eval(), (torch.randn(32, 64),), repeats=3, measure=True)
+    assert advice.baseline == "eager PyTorch"
+    assert 0 < advice.library_s < advice.baseline_s
+    assert advice.bound == pytest.approx(advice.baseline_s / advice.library_s)
+    assert advice.kernels and all(k.global_bytes >= k.min_bytes > 0 for k in advice.kernels)
+    ops = {op for k in advice.kernels for op in k.ops}
+    assert "aten.gelu.default" in ops and "aten.native_layer_norm.default" in ops
+    assert advice.fallbacks == {"aten.cumsum.default": 1}
+    assert advice.predicted_s == pytest.approx(
+        advice.library_s + sum(k.predicted_s for k in advice.kernels) + advice.glue_s)
+    text = str(advice)
+    assert "library compute" in text and "aten.cumsum.default x1" in text
+    assert advice.measured_s > 0
+
+
+def test_cli_numpy_and_torch(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("torch")
+    (tmp_path / "layers.py").write_text(textwrap.dedent("""
+        import numpy as np
+        def rms(x, w):
+            return x / np.sqrt((x * x).mean(axis=-1, keepdims=True) + 1e-6) * w
+    """))
+    (tmp_path / "models.py").write_text(textwrap.dedent("""
+        import torch
+        def mlp():
+            m = torch.nn.Sequential(torch.nn.Linear(32, 64), torch.nn.SiLU()).eval()
+            return m, {"input": torch.randn(8, 32)}
+    """))
+    monkeypatch.chdir(tmp_path)
+    assert cli_main(["advise", "layers.py:rms", "--shape", "64x128", "--shape", "128",
+                     "--repeats", "2"]) == 0
+    assert "rms(float32[64, 128], float32[128])" in capsys.readouterr().out
+    assert cli_main(["advise", "--torch", "models:mlp", "--repeats", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "Sequential: " in out and "sigmoid, mul" in out and "x eager PyTorch" in out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["advise"], "give FILE.py:FUNCTION"),
+    (["advise", "layers.py:rms"], "no file layers.py"),
+    (["advise", "nocolon"], "expected FILE.py:NAME"),
+])
+def test_cli_refuses_bad_requests(argv, message, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit, match=message):
+        cli_main(argv)
+
+
+def test_plot(tmp_path):
+    pytest.importorskip("matplotlib")
+    x = np.ones((64, 64), np.float32)
+    path = pf.advise(lambda v: v + 1, x, repeats=1).plot(str(tmp_path / "a.png"))
+    assert (tmp_path / "a.png").read_bytes()[:4] == b"\x89PNG" and path.endswith("a.png")
