@@ -197,6 +197,20 @@ def test_nodes_out_of_order_run_in_dependency_order():
     np.testing.assert_allclose(pf.onnx.load(model)(x), np.exp(x), rtol=1e-6)
 
 
+def test_openmp_threads_wait_passively_unless_told(monkeypatch):
+    # kernels alternate with onnxruntime calls: spinning OpenMP threads would hold the
+    # cores those calls need; a policy the user set is theirs
+    import os
+
+    monkeypatch.setenv("OMP_WAIT_POLICY", "unset")
+    monkeypatch.delenv("OMP_WAIT_POLICY")
+    pf.onnx.load(_mlp_block())
+    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    pf.onnx.load(_mlp_block())
+    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
+
+
 # -- errors ---------------------------------------------------------------------------------
 def _relu_model():
     return _model([helper.make_node("Relu", ["x"], ["y"])], [_vi("x", ["n", 8])],
