@@ -80,19 +80,21 @@ def export(name: str, exporter: str, folder: str) -> dict:
                               attention_mask=attention_mask).last_hidden_state
 
     torch.manual_seed(0)
-    model = LastHidden(_build(name).eval())
+    # the wrapper too: the legacy exporter restores the wrapper's mode on all submodules,
+    # and a wrapper left training would switch the model's dropout on after export
+    model = LastHidden(_build(name)).eval()
     ids = torch.randint(0, model.model.config.vocab_size, (1, SEQ))
     mask = torch.ones_like(ids)
     path = Path(folder) / f"{name}-{exporter}.onnx"
-    start = time.perf_counter()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
+        expected = model(ids, mask).numpy()
+        start = time.perf_counter()
         torch.onnx.export(model, (ids, mask), str(path), dynamo=exporter == "dynamo",
                           input_names=["input_ids", "attention_mask"],
                           output_names=["hidden"],
                           **({"opset_version": 18} if exporter == "legacy" else {}))
-        expected = model(ids, mask).numpy()
-    seconds = time.perf_counter() - start
+        seconds = time.perf_counter() - start
     np.savez(path.with_suffix(".npz"), input_ids=ids.numpy(), attention_mask=mask.numpy(),
              torch=expected)
     # plain str: torch's version object would import torch here when unpickled

@@ -46,15 +46,18 @@ class _LastHidden(torch.nn.Module):
         return self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
 
 
-def _export(name: str, exporter: str, path) -> None:
+def _export(name: str, exporter: str, path) -> torch.nn.Module:
     torch.manual_seed(0)
     ids = torch.randint(0, 100, (1, SEQ))
+    # eval() on the wrapper: the legacy exporter restores its mode on every submodule
+    model = _LastHidden(_tiny(name)).eval()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")            # the exporters' deprecation notes
-        torch.onnx.export(_LastHidden(_tiny(name).eval()), (ids, torch.ones_like(ids)),
+        torch.onnx.export(model, (ids, torch.ones_like(ids)),
                           str(path), input_names=["input_ids", "attention_mask"],
                           output_names=["hidden"], dynamo=exporter == "dynamo",
                           **({"opset_version": 18} if exporter == "legacy" else {}))
+    return model
 
 
 @pytest.mark.parametrize("exporter", ["legacy", "dynamo"])
@@ -63,7 +66,7 @@ def test_exported_model_matches_onnxruntime(name, exporter, tmp_path):
     if exporter == "dynamo":
         pytest.importorskip("onnxscript")
     path = tmp_path / f"{name}.onnx"
-    _export(name, exporter, path)
+    module = _export(name, exporter, path)
     model = pf.onnx.load(str(path))
     regions = [s for s in model.steps if isinstance(s, Region)]
     claimed = {i.op_type for r in regions for i in r.infos}
@@ -77,3 +80,6 @@ def test_exported_model_matches_onnxruntime(name, exporter, tmp_path):
     got = model(ids, mask)
     assert got.shape == want.shape == (1, SEQ, 64)
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    with torch.no_grad():                          # and the export is the model
+        eager = module(torch.from_numpy(ids), torch.from_numpy(mask)).numpy()
+    np.testing.assert_allclose(got, eager, rtol=1e-4, atol=1e-5)
