@@ -153,6 +153,64 @@ def test_unclaimed_ops_are_delegated():
     np.testing.assert_allclose(compiled(x), 1 / (1 + np.exp(-x[[2, 0]])), rtol=1e-6)
 
 
+def _weights(*shapes, seed=4):
+    rng = np.random.default_rng(seed)
+    return [numpy_helper.from_array(rng.standard_normal(s).astype(np.float32), f"w{k}")
+            for k, s in enumerate(shapes)]
+
+
+def test_interleaved_library_and_claimed_nodes_are_grouped():
+    # the exporters' order: each projection's MatMul, then its bias; regrouped, two
+    # projections take one sub-model call and one region instead of two of each
+    w0, w1, b = _weights((16, 8), (16, 8), (8,))
+    nodes = [helper.make_node("MatMul", ["x", "w0"], ["h0"]),
+             helper.make_node("Add", ["h0", "w2"], ["a0"]),
+             helper.make_node("MatMul", ["x", "w1"], ["h1"]),
+             helper.make_node("Add", ["h1", "w2"], ["a1"]),
+             helper.make_node("Mul", ["a0", "a1"], ["y"])]
+    model = _model(nodes, [_vi("x", [4, 16])], [_vi("y", None)], [w0, w1, b])
+    compiled = pf.onnx.load(model)
+    assert [type(s) for s in compiled.steps] == [LibraryStep, Region]
+    assert [n.op_type for n in compiled.steps[0].nodes] == ["MatMul", "MatMul"]
+    x = np.random.default_rng(5).standard_normal((4, 16)).astype(np.float32)
+    np.testing.assert_allclose(compiled(x), _ort(model, x)[0], rtol=1e-5, atol=1e-6)
+
+
+def test_identity_of_a_weight_is_the_weight():
+    # the legacy exporter names shared weights with Identity nodes: no region copies them
+    w, b = _weights((16, 8), (8,))
+    nodes = [helper.make_node("Identity", ["w1"], ["bias"]),
+             helper.make_node("MatMul", ["x", "w0"], ["h"]),
+             helper.make_node("Add", ["h", "bias"], ["y"])]
+    model = _model(nodes, [_vi("x", [4, 16])], [_vi("y", None)], [w, b])
+    compiled = pf.onnx.load(model)
+    assert [type(s) for s in compiled.steps] == [LibraryStep, Region]
+    assert compiled.constants["bias"] is compiled.constants["w1"]
+    x = np.random.default_rng(6).standard_normal((4, 16)).astype(np.float32)
+    np.testing.assert_allclose(compiled(x), _ort(model, x)[0], rtol=1e-5, atol=1e-6)
+
+
+def test_nodes_out_of_order_run_in_dependency_order():
+    nodes = [helper.make_node("Relu", ["h"], ["y"]), helper.make_node("Exp", ["x"], ["h"])]
+    model = _model(nodes, [_vi("x", [3])], [_vi("y", None)])
+    x = np.array([-1.0, 0.0, 2.0], np.float32)
+    np.testing.assert_allclose(pf.onnx.load(model)(x), np.exp(x), rtol=1e-6)
+
+
+def test_openmp_threads_wait_passively_unless_told(monkeypatch):
+    # kernels alternate with onnxruntime calls: spinning OpenMP threads would hold the
+    # cores those calls need; a policy the user set is theirs
+    import os
+
+    monkeypatch.setenv("OMP_WAIT_POLICY", "unset")
+    monkeypatch.delenv("OMP_WAIT_POLICY")
+    pf.onnx.load(_mlp_block())
+    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    pf.onnx.load(_mlp_block())
+    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
+
+
 # -- errors ---------------------------------------------------------------------------------
 def _relu_model():
     return _model([helper.make_node("Relu", ["x"], ["y"])], [_vi("x", ["n", 8])],
@@ -216,6 +274,14 @@ def test_unknown_op_is_delegated_and_fails_typed():
     with pytest.raises(pf.UnsupportedError, match=r"mystery \(Frobnicate\): neither "
                                                   "onnxruntime"):
         compiled(np.ones(2, np.float32))
+
+
+def test_a_cycle_names_a_node():
+    nodes = [helper.make_node("Add", ["x", "z"], ["y"], name="add"),
+             helper.make_node("Relu", ["y"], ["z"], name="relu")]
+    model = _model(nodes, [_vi("x", [3])], [_vi("y", None)])
+    with pytest.raises(pf.UnsupportedError, match=r"node 'add' \(Add\).*has a cycle"):
+        pf.onnx.load(model)
 
 
 def test_load_rejects_what_is_not_a_model(tmp_path):
