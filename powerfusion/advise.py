@@ -55,7 +55,7 @@ class Advice:
 
     @property
     def predicted_speedup(self) -> float:
-        return self.baseline_s / self.predicted_s
+        return self.baseline_s / self.predicted_s if self.predicted_s > 0 else 1.0
 
     @property
     def bound(self) -> float:
@@ -73,6 +73,10 @@ class Advice:
                       f"  memory-bound ops and the glue between them: "
                       f"{(self.baseline_s - self.library_s) * ms:.2f} ms ({1 - share:.0%})"]
         kernel_s = sum(k.predicted_s for k in self.kernels)
+        if not self.kernels and not self.library_s:
+            lines.append("PowerFusion: nothing to compile (no kernel: the results are "
+                         "inputs or constants)")
+            return "\n".join(lines)
         lines.append(f"PowerFusion: {len(self.kernels)} "
                      f"{'regions' if self.library_s else 'kernels'}, predicted "
                      f"{kernel_s * ms:.2f} ms of kernels + {self.glue_s * ms:.2f} ms to run "
@@ -212,13 +216,23 @@ def _contiguous(shape) -> tuple[int, ...]:
 
 def advise_torch(model, inputs, *, repeats: int = 10, measure: bool = False) -> Advice:
     """Advice for a torch.nn.Module (or function) on example inputs: a tuple of
-    positional arguments or a dict of keyword arguments. Inference, under no_grad."""
+    positional arguments, a dict of keyword arguments or one tensor. Inference, under
+    no_grad. The model is compiled afresh for the advice; other compiled models in the
+    process are left as they are."""
     import torch
 
-    from .frontend import torch_stats
     from .frontend import torch_backend as tb
+    from .frontend import torch_stats
 
-    args, kwargs = (inputs, {}) if isinstance(inputs, (tuple, list)) else ((), dict(inputs))
+    if isinstance(inputs, torch.Tensor):
+        inputs = (inputs,)
+    if isinstance(inputs, dict):
+        args, kwargs = (), dict(inputs)
+    elif isinstance(inputs, (tuple, list)):
+        args, kwargs = tuple(inputs), {}
+    else:
+        raise TypeError(f"pf.advise: inputs: expected a tensor, a tuple of arguments or a "
+                        f"dict of keyword arguments, got {type(inputs).__name__}")
 
     def step_of(fn):
         def step():
@@ -230,36 +244,32 @@ def advise_torch(model, inputs, *, repeats: int = 10, measure: bool = False) -> 
     baseline = _median_time(eager, repeats)
     library = baseline * library_share(eager)
 
-    regions = []
-    original = tb.partition
+    before = torch_stats.compile_stats()["fallback_by_op"]
+    def backend(gm, example_inputs, **kw):
+        return tb.powerfusion_backend(gm, example_inputs, **kw)
 
-    def spying(gm, label="graph"):
-        out = original(gm, label)
-        regions.extend(m for m in out.modules() if isinstance(m, tb.Region))
-        return out
-
-    torch._dynamo.reset()
-    torch_stats.reset_compile_stats()
-    tb.partition = spying
-    try:
-        compiled = torch.compile(model, backend="powerfusion")
+    with tb.collect_graphs() as graphs:
+        # a backend of its own: dynamo compiles the model again for it (its cache keys on
+        # the backend), beside any compiled version the caller holds
+        compiled = torch.compile(model, backend=backend)
         step = step_of(compiled)
         step()
-    finally:
-        tb.partition = original
-    stats = torch_stats.compile_stats()
+    after = torch_stats.compile_stats()["fallback_by_op"]
+    # (counted process-wide: another thread compiling at the same time adds its own)
+    fallbacks = {op: n - before.get(op, 0) for op, n in after.items()
+                 if n > before.get(op, 0)}
+    regions = [m for _, gm, _ in graphs for m in gm.modules() if isinstance(m, tb.Region)]
     kernels = [_region_advice(r, c) for r in regions for c in r.cache.values()
                if c.executable is not None and not r.failed]
-    glue = (len(regions) * REGION_CALL_S + stats["view_chains"] * VIEW_CHAIN_S
-            + stats["graphs"] * GRAPH_CALL_S)
+    glue = (len(regions) * REGION_CALL_S + sum(n for _, _, n in graphs) * VIEW_CHAIN_S
+            + len(graphs) * GRAPH_CALL_S)
     predicted = library + sum(k.predicted_s for k in kernels) + glue
     name = type(model).__name__ if isinstance(model, torch.nn.Module) else \
         getattr(model, "__name__", "model")
     advice = Advice(name, "eager PyTorch", baseline, library, predicted, kernels, glue,
-                    stats["fallback_by_op"])
+                    fallbacks)
     if measure:
         advice.measured_s = _median_time(step, repeats)
-    torch._dynamo.reset()
     return advice
 
 

@@ -115,3 +115,38 @@ def test_plot(tmp_path):
     x = np.ones((64, 64), np.float32)
     path = pf.advise(lambda v: v + 1, x, repeats=1).plot(str(tmp_path / "a.png"))
     assert (tmp_path / "a.png").read_bytes()[:4] == b"\x89PNG" and path.endswith("a.png")
+
+
+def test_nothing_to_compile_and_bad_inputs():
+    advice = pf.advise(lambda v: v, np.ones((4, 4), np.float32), repeats=1)
+    assert advice.kernels == [] and advice.predicted_speedup == 1.0
+    assert "nothing to compile" in str(advice)
+    torch = pytest.importorskip("torch")
+    model = torch.nn.Linear(8, 8).eval()
+    assert pf.advise(model, torch.ones(2, 8), repeats=1).baseline == "eager PyTorch"
+    from powerfusion.advise import advise_torch
+
+    with pytest.raises(TypeError, match="inputs: expected a tensor, a tuple"):
+        advise_torch(model, 3.0, repeats=1)
+
+
+def test_advice_leaves_other_compiled_models_alone():
+    """No dynamo reset: a model the caller compiled keeps its compiled code, and advice
+    given twice compiles twice (its own backend each time)."""
+    torch = pytest.importorskip("torch")
+    model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.GELU()).eval()
+    x = torch.randn(4, 16)
+    compiles = []
+
+    def counting(gm, example_inputs):
+        compiles.append(1)
+        return gm.forward
+
+    mine = torch.compile(model, backend=counting)
+    with torch.no_grad():
+        mine(x)
+    for _ in range(2):
+        assert len(pf.advise(model, (x,), repeats=1).kernels) == 1
+    with torch.no_grad():
+        mine(x)
+    assert len(compiles) == 1

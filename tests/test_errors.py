@@ -320,3 +320,13 @@ def test_torch_ops_on_traced_values_say_what_to_use(fn, name):
             call()
     compiled = torch.compile(fn, backend="powerfusion")      # the way to run it
     np.testing.assert_allclose(compiled(torch.from_numpy(x)).numpy(), fn(torch.from_numpy(x)))
+
+
+@needs_torch
+def test_torch_constants_of_one_value_embed_like_numpy_ones():
+    x = np.arange(3, dtype=np.float32)
+    np.testing.assert_array_equal(pf.jit(lambda v: torch.tensor(2.0) + v)(x), x + 2)
+    np.testing.assert_array_equal(pf.jit(lambda v: v * torch.tensor([3.0]).expand(3))(x),
+                                  x * 3)
+    with pytest.raises(pf.UnsupportedError, match=r"concrete array of shape \(3,\)"):
+        pf.jit(lambda v: torch.ones(3) * v)(x)

@@ -339,3 +339,21 @@ def test_threads_share_a_compiled_model():
             got = list(pool.map(lambda x: compiled(x), inputs * 8))
     for g, e in zip(got, expected * 8):
         torch.testing.assert_close(g, e)
+
+
+def test_outputs_are_host_memory_whatever_the_default_device():
+    """Kernels write through data_ptr(): outputs must be CPU tensors even when the
+    default device is another (meta here; cuda on a GPU machine) -- once a segfault."""
+    def fn(x):
+        return torch.relu(x) * 2 + 1
+
+    compiled = torch.compile(fn, backend="powerfusion")
+    x = torch.randn(16, 16)
+    compiled(x)
+    torch.set_default_device("meta")
+    try:
+        got = compiled(x)
+    finally:
+        torch.set_default_device("cpu")
+    assert got.device.type == "cpu"
+    torch.testing.assert_close(got, fn(x))

@@ -45,6 +45,16 @@ def to_operand(x, *, what: str = "operand") -> build.Operand:
         # a constant read at trace time as 0-d arrays are
         value = x.reshape(-1)[0] if x.size else np.zeros((), x.dtype)
         return build.full(value.item(), as_dtype(x.dtype, what=what), tuple(x.shape))
+    if is_torch_tensor(x) and x.device.type == "cpu" and (
+            x.numel() <= 1 or all(s == 0 or n == 1 for s, n in zip(x.stride(), x.shape))):
+        from .torch_storage import TORCH_TO_DTYPE       # torch is loaded: x is a tensor
+
+        if x.dtype not in TORCH_TO_DTYPE:
+            raise DTypeError(f"{what}: torch dtype {x.dtype} has no PowerFusion dtype")
+        value = x.detach().reshape(-1)[0].item() if x.numel() else 0
+        dtype = TORCH_TO_DTYPE[x.dtype]
+        return build.const(value, dtype) if x.dim() == 0 else \
+            build.full(value, dtype, tuple(x.shape))
     if isinstance(x, np.ndarray) or is_torch_tensor(x):
         raise UnsupportedError(
             f"{what}: a concrete array of shape {tuple(x.shape)} appears inside the traced "
@@ -284,7 +294,14 @@ class Tensor:
         # it a torch op on a traced value fails with "must be Tensor, not Tensor"
         from torch.overrides import resolve_name
 
+        import torch
+
         name = resolve_name(func) or getattr(func, "__name__", repr(func))
+        if name.startswith("torch.Tensor.") and any(
+                isinstance(a, torch.Tensor) for a in (*args, *(kwargs or {}).values())):
+            # an operator of a torch tensor with a traced value on its right (t + x):
+            # declined, Python tries x.__radd__, whose error names the real problem
+            return NotImplemented
         raise UnsupportedError(
             f"{name} was called on a value "
             "PowerFusion is tracing: pf.jit and pf.explain take numpy-style code (numpy "

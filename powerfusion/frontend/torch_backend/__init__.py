@@ -25,6 +25,9 @@ Importing this package registers the "powerfusion" backend with torch.compile.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+
 import torch.fx
 
 from .. import torch_stats as stats
@@ -58,6 +61,23 @@ __all__ = [
 
 BACKEND_NAME = "powerfusion"
 
+# graphs this thread (or task) compiles, for whoever asked with `collect_graphs`
+_COLLECTED: contextvars.ContextVar[list | None] = contextvars.ContextVar(
+    "powerfusion_collected_graphs", default=None)
+
+
+@contextlib.contextmanager
+def collect_graphs():
+    """Within the block, each aten graph the backend compiles in this thread is appended
+    to the list yielded, as (kind, the partitioned GraphModule, view chains folded):
+    what `pf.advise` reads the regions from. Other threads are not seen."""
+    graphs: list = []
+    token = _COLLECTED.set(graphs)
+    try:
+        yield graphs
+    finally:
+        _COLLECTED.reset(token)
+
 
 def compile_aten_graph(gm: torch.fx.GraphModule, example_inputs, kind: str = "forward"):
     """fw/bw/inference compiler for AOTAutograd: a boxed callable running gm with its
@@ -70,12 +90,17 @@ def compile_aten_graph(gm: torch.fx.GraphModule, example_inputs, kind: str = "fo
     except Exception as e:               # noqa: BLE001 - never break the model
         _warn(f"the whole {kind} graph", f"partitioning failed: {type(e).__name__}: {e}")
         return make_boxed_func(gm.forward)
+    chains = 0
     try:
         folded = _copy(compiled)
-        stats.count("view_chains", fold_views(folded))
+        chains = fold_views(folded)
+        stats.count("view_chains", chains)
         compiled = folded
     except Exception as e:               # noqa: BLE001 - the unfolded graph is as right
         _warn(f"the views of the {kind} graph", f"folding failed: {type(e).__name__}: {e}")
+    collected = _COLLECTED.get()
+    if collected is not None:
+        collected.append((kind, compiled, chains))
     return make_boxed_func(compiled.forward)
 
 

@@ -99,7 +99,7 @@ class _CpuLaunch:
         pointers = [t.data_ptr() for t in tensors]
         made = []
         for shape, dtype in self.allocations:
-            t = torch.empty(shape, dtype=dtype)
+            t = torch.empty(shape, dtype=dtype, device="cpu")     # whatever the default
             made.append(t)
             pointers.append(t.data_ptr())
         for function, array, slots in self.launches:
@@ -113,7 +113,7 @@ class _CpuLaunch:
                 outs.append(tensors[k[1]].reshape(shape).clone(
                     memory_format=torch.contiguous_format))
             else:
-                outs.append(torch.full(shape, k[1], dtype=DTYPE_TO_TORCH[k[2]]))
+                outs.append(torch.full(shape, k[1], dtype=DTYPE_TO_TORCH[k[2]], device="cpu"))
         return outs
 
 
@@ -185,7 +185,9 @@ class Region(torch.nn.Module):
 
     def __call__(self, *args):
         # what nn.Module.__call__ adds (hooks, tracing state) a region never uses; the
-        # graph calls its regions on every step
+        # graph calls its regions on every step. (An FX retrace of the partitioned graph
+        # would now trace into forward instead of keeping the region a leaf: nothing
+        # retraces it.)
         return self.forward(*args)
 
     def forward(self, *args):
