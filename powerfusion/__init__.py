@@ -33,9 +33,9 @@ __all__ = [
     "compile_stats", "reset_compile_stats",
     "jit", "explain", "JitFunction", "DType",
     "PowerFusionError", "ShapeError", "DTypeError", "UnsupportedError", "CompileError",
-    "where", "maximum", "minimum", "remainder", "mod", "fmod", "exp", "log", "sqrt", "rsqrt", "abs", "tanh", "erf",
-    "sigmoid", "relu", "silu", "gelu", "sin", "cos", "tan", "log1p", "expm1", "log2", "log10",
-    "exp2", "floor", "ceil", "trunc", "rint", "round", "sign", "sum", "mean", "max", "min",
+    "where", "maximum", "minimum", "remainder", "mod", "fmod", "exp", "log", "sqrt", "rsqrt",
+    "abs", "tanh", "erf", "sigmoid", "relu", "silu", "gelu", "sin", "cos", "tan", "log1p",
+    "expm1", "log2", "log10", "exp2", "floor", "ceil", "trunc", "rint", "round", "sign", "sum", "mean", "max", "min",
     "reshape", "transpose", "concatenate",
     "bool", "int32", "int64", "float16", "bfloat16", "float32", "float64",
 ]

@@ -189,7 +189,7 @@ def concatenate(seq, axis: int = 0):
     return np.concatenate(seq, axis=axis)
 
 
-__all__ = ["where", "maximum", "minimum", "remainder", "mod", "fmod", "exp", "log", "sqrt", "rsqrt", "abs", "tanh",
-           "erf", "sigmoid", "relu", "silu", "gelu", "sin", "cos", "tan", "log1p", "expm1",
-           "log2", "log10", "exp2", "floor", "ceil", "trunc", "rint", "round", "sign", "sum",
+__all__ = ["where", "maximum", "minimum", "remainder", "mod", "fmod", "exp", "log", "sqrt",
+           "rsqrt", "abs", "tanh", "erf", "sigmoid", "relu", "silu", "gelu", "sin", "cos", "tan",
+           "log1p", "expm1", "log2", "log10", "exp2", "floor", "ceil", "trunc", "rint", "round", "sign", "sum",
            "mean", "max", "min", "reshape", "transpose", "concatenate"]
