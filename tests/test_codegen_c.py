@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import itertools
 import shutil
 import subprocess
 from pathlib import Path
@@ -345,6 +346,34 @@ def test_binary_ops_float64_nan(tmp_path, op, ref):
     out = np.zeros((4, 64), out_dtype.to_numpy())
     run(prog, tmp_path, x, y, out)
     np.testing.assert_allclose(out, ref(x, y), rtol=1e-15)
+
+
+@pytest.mark.parametrize("dtype", [F32, F64, DType.int32, DType.int64], ids=str)
+def test_fmod_and_mod_are_exact(tmp_path, dtype):
+    """FMOD (C's fmod) and MOD (numpy's remainder) bit for bit, special values and huge
+    quotients included (x - floor(x / y) * y is wrong there); integer x % 0 and
+    INT_MIN % -1 give numpy's 0, never C's undefined %."""
+    if dtype.is_float:
+        special = [0.0, -0.0, 1.0, -1.0, 5.5, -5.5, 1e30, -7.25e20, 1e-40, np.inf, -np.inf,
+                   np.nan]
+        rng = np.random.default_rng(9)
+        pairs = list(itertools.product(special, special)) + list(zip(
+            rng.standard_normal(256) * 10.0 ** rng.integers(-3, 30, 256),
+            rng.standard_normal(256) * 10.0 ** rng.integers(-3, 3, 256)))
+    else:
+        low = -2 ** (dtype.itemsize * 8 - 1)
+        values = [0, 1, -1, 7, -7, 3, -3, low, -low - 1, low + 1]
+        pairs = list(itertools.product(values, values))
+    x, y = (np.array(v, dtype.to_numpy()).reshape(1, -1) for v in zip(*pairs))
+    for op, ref in ((Op.FMOD, np.fmod), (Op.MOD, np.remainder)):
+        prog = elementwise(op, 1, x.shape[1], dtype, name=f"m_{op.name.lower()}")
+        out = np.zeros_like(x)
+        run(prog, tmp_path, x, y, out)
+        with np.errstate(all="ignore"):
+            want = ref(x, y)
+        np.testing.assert_array_equal(out, want, err_msg=op.name)
+        if dtype.is_float:
+            np.testing.assert_array_equal(np.signbit(out), np.signbit(want), err_msg=op.name)
 
 
 @pytest.mark.parametrize("op", [Op.EXP, Op.LOG, Op.TANH, Op.ERF, Op.SIGMOID, Op.SILU, Op.GELU,

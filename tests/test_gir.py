@@ -5,6 +5,7 @@ No compiler needed: every program here is built statement by statement.
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -268,6 +269,42 @@ def test_integer_division_truncates_toward_zero(a, b, expected):
 
 def test_integer_overflow_wraps():
     assert binary(Op.ADD, 2**31 - 1, 1, I32) == -2**31
+
+
+def _same(got, want) -> bool:
+    """Equal, sign bit included (NaN matches NaN), and of want's type."""
+    if type(got) is not type(want):
+        return False
+    if np.isnan(want):
+        return bool(np.isnan(got))
+    return bool(got == want) and bool(np.signbit(got) == np.signbit(want))
+
+
+SPECIAL = [0.0, -0.0, 1.0, -1.0, 5.5, -5.5, 3.0, -3.0, 1e30, -7.25e20, 1e-40, math.inf,
+           -math.inf, math.nan]
+
+
+@pytest.mark.parametrize("dtype", [F32, F64], ids=str)
+def test_fmod_and_mod_are_numpys_at_special_values(dtype):
+    """FMOD is C's fmod (the dividend's sign), MOD numpy's remainder (the divisor's,
+    -0 for 1 % -1), exactly, at zeros, infinities, NaN and huge quotients."""
+    t = dtype.to_numpy().type
+    with np.errstate(all="ignore"):
+        for a, b in itertools.product(SPECIAL, SPECIAL):
+            assert _same(binary(Op.FMOD, a, b, dtype), np.fmod(t(a), t(b))), (a, b)
+            assert _same(binary(Op.MOD, a, b, dtype), np.remainder(t(a), t(b))), (a, b)
+
+
+@pytest.mark.parametrize("dtype", [I32, DType.int64], ids=str)
+def test_integer_fmod_and_mod_are_total(dtype):
+    """numpy's integer x % 0 and INT_MIN % -1 are 0 (C's are undefined)."""
+    low = -2 ** (dtype.itemsize * 8 - 1)
+    values = [0, 1, -1, 7, -7, 3, -3, low, -low - 1]
+    t = dtype.to_numpy().type
+    with np.errstate(all="ignore"):
+        for a, b in itertools.product(values, values):
+            assert binary(Op.FMOD, a, b, dtype) == np.fmod(t(a), t(b)), (a, b)
+            assert binary(Op.MOD, a, b, dtype) == np.remainder(t(a), t(b)), (a, b)
 
 
 def test_pow_and_true_division():

@@ -28,6 +28,7 @@ from helpers import (
     needs_bf16,
     needs_torch,
     np_dtype,
+    opencl_or_skip,
     round_to,
     sigmoid64,
     torch,
@@ -276,6 +277,93 @@ def test_binary_bool_follows_numpy(rng):
     assert_close(p, a & b, "bool", label="mul")
     assert_close(mx, a | b, "bool", label="maximum")
     assert_close(mn, a & b, "bool", label="minimum")
+
+
+# -- modulo: exact, as numpy's ------------------------------------------------------------------
+MOD_SPECIAL = [0.0, -0.0, 1.0, -1.0, 5.5, -5.5, 3.0, -3.0, 0.75, 1e30, -7.25e20, 1e-40,
+               math.inf, -math.inf, math.nan]
+
+
+def _modulo_pairs(dtype, rng):
+    """Every pair of special values, then quotients up to 1e30, where x - floor(x / y) * y
+    is wrong and only fmod is exact; as arrays of dtype (bfloat16 through float32)."""
+    a, b = (list(v) for v in zip(*itertools.product(MOD_SPECIAL, MOD_SPECIAL)))
+    a += list(rng.standard_normal(300) * 10.0 ** rng.integers(-3, 30, 300))
+    b += list(rng.standard_normal(300) * 10.0 ** rng.integers(-3, 3, 300))
+    dt = np_dtype(dtype)
+    with np.errstate(over="ignore"):          # float16: 1e30 is inf
+        return [np.array(v, np.float64).astype(np.float32 if dt == BF16 else dt).astype(dt)
+                for v in (a, b)]
+
+
+def _assert_same_bits(got, want, label):
+    assert got.dtype == want.dtype, (label, got.dtype, want.dtype)
+    g, w = got.astype(np.float64), want.astype(np.float64)
+    np.testing.assert_array_equal(g, w, err_msg=label)
+    nan = np.isnan(w)
+    np.testing.assert_array_equal(np.signbit(g[~nan]), np.signbit(w[~nan]), err_msg=label)
+
+
+@pytest.mark.parametrize("target", ["cpu", "opencl"])
+@pytest.mark.parametrize("dtype", dtype_params("float32", "float64", "float16", "bfloat16"))
+def test_modulo_of_floats_is_numpys_bit_for_bit(dtype, target, rng):
+    """%, np.mod, np.remainder, pf.remainder (the divisor's sign, x % 0 NaN) and np.fmod,
+    pf.fmod (the dividend's), with tensors and Python scalars on either side."""
+    if target == "opencl":
+        opencl_or_skip()
+    a, b = _modulo_pairs(dtype, rng)
+
+    def spellings(a, b):
+        return (a % b, np.mod(a, b), np.remainder(a, b), pf.remainder(a, b),
+                np.fmod(a, b), pf.fmod(a, b), a % -2.5, 7.0 % b, np.fmod(a, 3), 1e20 % b)
+
+    with np.errstate(all="ignore"):
+        want = spellings(a, b)
+        got = pf.jit(spellings, target=target)(a, b)
+    for k, (g, w) in enumerate(zip(got, want)):
+        _assert_same_bits(g, w, f"spelling {k}")
+
+
+@pytest.mark.parametrize("target", ["cpu", "opencl"])
+@pytest.mark.parametrize("dtype", dtype_params("int32", "int64"))
+def test_modulo_of_integers_is_numpys_at_zero_and_int_min(dtype, target):
+    """numpy's integer x % 0 and fmod(x, 0) are 0 (with a warning), as is INT_MIN % -1:
+    the kernel never runs C's undefined % on them."""
+    if target == "opencl":
+        opencl_or_skip()
+    info = np.iinfo(dtype)
+    values = np.array([0, 1, -1, 2, 7, -7, 3, -3, info.min, info.max, info.min + 1], dtype)
+    a, b = (np.ascontiguousarray(v) for v in zip(*itertools.product(values, values)))
+    a, b = np.array(a, dtype), np.array(b, dtype)
+
+    def spellings(a, b):
+        return (a % b, np.fmod(a, b), a % 7, a % -7, np.fmod(a, -3), a % 0, np.fmod(a, 0),
+                5 % b, a % 2.5, np.fmod(b, 0.5))
+
+    with np.errstate(all="ignore"):
+        want = spellings(a, b)
+        got = pf.jit(spellings, target=target)(a, b)
+    for k, (g, w) in enumerate(zip(got, want)):
+        _assert_same_bits(g, w, f"spelling {k}")
+
+
+def test_modulo_dtypes_follow_numpy(rng):
+    """Mixed operands promote as numpy's; bool % bool, which numpy makes int8, is refused."""
+    i, f, h = make(rng, (9,), "int32", "positive"), make(rng, (9,), "float32"), \
+        make(rng, (9,), "float16")
+    t, u = make(rng, (9,), "bool"), np.ones(9, bool)
+
+    def mixed(i, f, h, t):
+        return i % f, f % h, h % 3, t % i, np.fmod(t, 2), i % 2.5, f % i
+
+    with np.errstate(all="ignore"):
+        want = mixed(i, f, h, t)
+        got = pf.jit(mixed)(i, f, h, t)
+    for k, (g, w) in enumerate(zip(got, want)):
+        _assert_same_bits(g, w, f"operands {k}")
+    for fn in (lambda t, u: t % u, lambda t, u: np.fmod(t, u), lambda t, u: t % True):
+        with pytest.raises(pf.DTypeError, match="int8"):
+            pf.jit(fn)(t, u)
 
 
 BROADCAST_SHAPES = [

@@ -56,6 +56,15 @@ def rounding_math(dtype=F32) -> Graph:
     return Graph((x, i), tuple(G.ew(op, scaled) for op in ops) + (G.ew(Op.SIGN, i),))
 
 
+def modulo(dtype=F32) -> Graph:
+    """FMOD and MOD through the dialect's helpers (pf_mod_*, pf_fmod_*): float fmod is
+    exact, an integer divisor of 0 (make() draws some) gives numpy's 0."""
+    x, y = G.inp(0, (9, 70), dtype), G.inp(1, (9, 70), dtype)
+    return Graph((x, y), (G.ew(Op.MOD, x, y), G.ew(Op.FMOD, x, y),
+                          G.ew(Op.MOD, x, G.const(-3, dtype)),
+                          G.ew(Op.FMOD, G.const(7, dtype), y)))
+
+
 def reduction(op: Op, shape, axes, dtype=F32) -> Graph:
     x = G.inp(0, shape, dtype)
     return Graph((x,), (G.reduce(op, x, axes),))
@@ -102,6 +111,10 @@ CASES = {
     "rounding_math": rounding_math,
     "rounding_math_float64": lambda: rounding_math(DType.float64),
     "rounding_math_bfloat16": lambda: rounding_math(BF16),
+    "modulo": modulo,
+    "modulo_float64": lambda: modulo(DType.float64),
+    "modulo_int32": lambda: modulo(I32),
+    "modulo_int64": lambda: modulo(DType.int64),
     "softmax": lambda: G.softmax(6, 1000),
     "layernorm": lambda: G.layernorm(5, 768),
     "rmsnorm_residual": lambda: G.rmsnorm(4, 300, residual=True),

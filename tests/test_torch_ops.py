@@ -193,14 +193,79 @@ def test_group_and_batch_norm_match_eager(dtype):
                     "aten._native_batch_norm_legit_no_training.default")
 
 
-def test_remainder_and_fmod_stay_eager():
-    """fmod is exact and x - floor(x / y) * y is not: these keep PyTorch's kernels."""
-    x, y = torch.randn(50) * 10, torch.randn(50)
-    got, want = _run(lambda a, b: (torch.remainder(a, b), torch.fmod(a, b)), x, y)
+def _modulo_edges(dtype):
+    """Every pair of EDGES, less those whose quotient |x / y| overflows float32: there
+    eager's vectorised CPU fmod (Sleef) gives NaN, its scalar path the exact result, as
+    PowerFusion does (see test_fmod_is_exact_where_eagers_vector_path_is_not)."""
+    e = torch.tensor(EDGES, dtype=torch.float64)
+    x, y = e.repeat_interleave(len(e)), e.repeat(len(e))
+    big = (((x.abs() / y.abs() > 3e38) & x.isfinite()) | (1.5 / y.abs() > 3e38)) & (y != 0)
+    keep = ~big
+    return x[keep].to(dtype), y[keep].to(dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16,
+                                   torch.bfloat16])
+def test_remainder_and_fmod_of_floats_are_eagers_bit_for_bit(dtype):
+    """Exact (fmod is; x - floor(x / y) * y is not), at NaN, +-inf, +-0 and quotients up
+    to 1e30, for the Tensor, Scalar and Scalar_Tensor overloads and the % operator."""
+    x, y = _modulo_edges(dtype)
+    got, want = _run(lambda a, b: (torch.remainder(a, b), torch.fmod(a, b), a % b,
+                                   torch.remainder(a, -2.5), torch.fmod(a, 3.0),
+                                   torch.remainder(1.5, b)), x, y)
+    for k, (g, w) in enumerate(zip(got, want)):
+        assert _same_bits(g, w), (k, dtype)
+    _assert_claimed("aten.remainder.Tensor", "aten.fmod.Tensor", "aten.remainder.Scalar",
+                    "aten.fmod.Scalar")
+
+
+def test_remainder_zero_keeps_the_dividends_sign_as_eagers():
+    """PyTorch's remainder of floats gives a zero the dividend's sign (fmod's), numpy's
+    the divisor's: torch.remainder(-0., 1.) is -0, numpy.remainder(-0., 1.) +0."""
+    x = torch.tensor([0.0, -0.0, 1.0, -1.0, 4.0, -4.0])
+    y = torch.tensor([-1.0, 1.0, -1.0, 1.0, -2.0, 2.0])
+    got, want = _run(torch.remainder, x, y)
+    assert _same_bits(got, want)
+    assert torch.signbit(got).tolist() == [False, True, False, True, False, True]
+
+
+def test_fmod_is_exact_where_eagers_vector_path_is_not():
+    """Where |x / y| overflows float32, eager's vectorised fmod gives NaN (its scalar
+    tail, numpy and C the exact remainder); the compiled one is exact everywhere."""
+    import numpy as np
+
+    x = torch.tensor([0.5, 1e30, -1.5, 3e38] * 16)
+    y = torch.tensor([1e-40, 2e-38, 1e-45, -1e-39] * 16)
+    got, _ = _run(torch.fmod, x, y)
+    assert torch.equal(got, torch.from_numpy(np.fmod(x.numpy(), y.numpy())))
+    _assert_claimed("aten.fmod.Tensor")
+
+
+@pytest.mark.parametrize("dtype", [torch.int32, torch.int64])
+def test_integer_modulo_by_a_scalar_is_claimed(dtype):
+    """By a nonzero Python scalar: C's % made total (INT_MIN % -1 is 0)."""
+    info = torch.iinfo(dtype)
+    x = torch.tensor([0, 1, -1, 7, -7, 3, -3, info.min, info.max, info.min + 1], dtype=dtype)
+    got, want = _run(lambda a: (torch.remainder(a, 7), torch.fmod(a, -3), a % -1,
+                                torch.fmod(a, -1), torch.remainder(a, 2.5)), x)
     for g, w in zip(got, want):
-        assert torch.equal(g, w)
-    stats = compile_stats()
-    assert {"aten.remainder.Tensor", "aten.fmod.Tensor"} <= stats["fallback_by_op"].keys()
+        assert _same_bits(g, w)
+    _assert_claimed("aten.remainder.Scalar", "aten.fmod.Scalar")
+
+
+def test_integer_modulo_by_a_tensor_or_zero_stays_eager():
+    """PyTorch raises ZeroDivisionError for an integer zero divisor; a kernel cannot, so
+    these keep PyTorch's kernels, and its error."""
+    x, y = torch.tensor([7, -7, 5], dtype=torch.int32), torch.tensor([2, 3, -4],
+                                                                     dtype=torch.int32)
+    got, want = _run(lambda a, b: (torch.remainder(a, b), torch.fmod(a, b)), x, y)
+    assert all(torch.equal(g, w) for g, w in zip(got, want))
+    assert {"aten.remainder.Tensor", "aten.fmod.Tensor"} <= \
+        compile_stats()["fallback_by_op"].keys()
+    with pytest.raises(RuntimeError, match="ZeroDivisionError"):
+        _run(lambda a: torch.remainder(a, 0), x)
+    with pytest.raises(RuntimeError, match="ZeroDivisionError"):
+        _run(torch.fmod, x, torch.zeros_like(y))
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16,

@@ -66,6 +66,39 @@ _F64_TO_F32_ODD = """\
 }}
 """
 
+# Modulo helpers, one per compute type ({s}: i32 i64 f32 f64), in every prelude. C leaves
+# x % 0 and INT_MIN % -1 undefined (a trap on x86); numpy gives 0 for both, as every
+# x % -1 is: the divisor becomes 1 there, so no undefined % ever runs. A float MOD is
+# numpy's remainder (npy_divmod): fmod, exact, plus b where the signs differ; a zero result
+# takes b's sign; x % 0 stays fmod's NaN.
+_INT_MOD = """\
+{fn} {t} pf_fmod_{s}({t} a, {t} b) {{ return a % ((b == 0 || b == -1) ? 1 : b); }}
+{fn} {t} pf_mod_{s}({t} a, {t} b) {{
+    {t} m = a % ((b == 0 || b == -1) ? 1 : b);
+    return (m != 0 && (m < 0) != (b < 0)) ? m + b : m;
+}}
+"""
+_FLOAT_MOD = """\
+{fn} {t} pf_mod_{s}({t} a, {t} b) {{
+    {t} m = {fmod}(a, b);
+    return m != 0 ? ((m < 0) != (b < 0) ? m + b : m) : {copysign}(({t})0, b);
+}}
+"""
+
+
+def mod_helpers(fn: str, types: dict, fmods: dict, doubles: bool = True) -> str:
+    """The modulo helpers for a prelude: fn, the functions' qualifier; types, the
+    compute type of each DType; fmods, the dialect's names of fmod and copysign per
+    float DType."""
+    text = "".join(_INT_MOD.format(fn=fn, t=types[d], s=f"i{d.itemsize * 8}")
+                   for d in (DType.int32, DType.int64))
+    for d in (DType.float32, DType.float64) if doubles else (DType.float32,):
+        fmod, copysign = fmods[d]
+        text += _FLOAT_MOD.format(fn=fn, t=types[d], s=f"f{d.itemsize * 8}", fmod=fmod,
+                                  copysign=copysign)
+    return text
+
+
 _F, _NUM, _ALL = "f32 f64", "f32 f64 int", "f32 f64 int bool"
 _FMAX = "(({0} > {1} || {0} != {0}) ? {0} : {1})"   # NaN-propagating, branch-free
 _FMIN = "(({0} < {1} || {0} != {0}) ? {0} : {1})"
@@ -118,6 +151,11 @@ _TABLE = [
     (Op.MUL, _F, "({0} * {1})"), (Op.MUL, "int", "(({t})(({u}){0} * ({u}){1}))"),
     (Op.MUL, "bool", "({0} & {1})"),
     (Op.DIV, _F, "({0} / {1})"),
+    # exact (a libm call each: gcc has no vector fmod); {w}: the int's width in bits
+    (Op.FMOD, "f32", "fmodf({0}, {1})"), (Op.FMOD, "f64", "fmod({0}, {1})"),
+    (Op.FMOD, "int", "pf_fmod_i{w}({0}, {1})"),
+    (Op.MOD, "f32", "pf_mod_f32({0}, {1})"), (Op.MOD, "f64", "pf_mod_f64({0}, {1})"),
+    (Op.MOD, "int", "pf_mod_i{w}({0}, {1})"),
     (Op.POW, "f32", "powf({0}, {1})"), (Op.POW, "f64", "pow({0}, {1})"),
     (Op.MAXIMUM, _F, _FMAX), (Op.MAXIMUM, "int", "({0} > {1} ? {0} : {1})"),
     (Op.MINIMUM, _F, _FMIN), (Op.MINIMUM, "int", "({0} < {1} ? {0} : {1})"),
@@ -138,6 +176,7 @@ _C_WORDS = set("""auto break case char const continue default do double else enu
 for goto if inline int long register restrict return short signed sizeof static struct switch
 typedef union unsigned void volatile while args free malloc aligned_alloc main NAN INFINITY
 exp log tanh erf sin cos pow sqrt fabs expf logf tanhf erff sinf cosf powf sqrtf fabsf
+fmod fmodf copysign copysignf
 tan log1p expm1 log2 log10 exp2 floor ceil trunc rint floorf ceilf truncf rintf
 int8_t uint8_t uint16_t int32_t int64_t""".split())
 
@@ -181,7 +220,10 @@ class CPrinter:
                 "static inline int64_t pf_clampi(int64_t x, int64_t lo, int64_t hi) {",
                 "    return x < lo ? lo : (x > hi ? hi : x);", "}", "",
                 _F64_TO_F32_ODD.format(fn="static inline", as_uint="pf__asuint",
-                                       as_float="pf__asfloat", uint="uint32_t")]
+                                       as_float="pf__asfloat", uint="uint32_t"),
+                mod_helpers("static inline", cls.compute_types,
+                            {DType.float32: ("fmodf", "copysignf"),
+                             DType.float64: ("fmod", "copysign")})]
 
     def kernel(self, program: Program) -> str:
         """The text of one kernel function."""
@@ -388,7 +430,7 @@ class CPrinter:
         if template is None or not dtype.is_int:
             return template
         return template.replace("{t}", cls.compute_types[dtype]).replace(
-            "{u}", cls.unsigned_types[dtype])
+            "{u}", cls.unsigned_types[dtype]).replace("{w}", str(dtype.itemsize * 8))
 
     def read(self, a: Access) -> str:
         """The value of an access, in its buffer's compute type."""

@@ -44,7 +44,7 @@ from ..gir.expr import Var
 from ..gir.ir import (Access, Buffer, Compute, Const, IndexValue, Level, Loop, Move, Parallel,
                       Program, Role, Stmt, accesses, walk)
 from ..graph.ops import Op
-from .c import _F64_TO_F32_ODD, CPrinter, _exact_16bit, _plan_registers
+from .c import _F64_TO_F32_ODD, CPrinter, _exact_16bit, _plan_registers, mod_helpers
 from .simt_plan import (MAX_BLOCK, VECTOR_BYTES, Hazards, Use, blocks_of, check_lanes,
                         fits_int32, launch_shape, local_buffers, vector_accesses)
 
@@ -264,6 +264,9 @@ class SimtPrinter(CPrinter):
                      "{ return x < lo ? lo : (x > hi ? hi : x); }")
         lines += [f"PF_FN float {name}(float x) {{ return {body.format(**cls.float_math)}; }}"
                   for name, body in _MATH]
+        names = {d: tuple(cls.math_names.get(f, f) for f in fs) for d, fs in
+                 ((DType.float32, ("fmodf", "copysignf")), (DType.float64, ("fmod", "copysign")))}
+        lines.append(mod_helpers("PF_FN", cls.compute_types, names, doubles=uses_double))
         return "\n".join(lines) + "\n" + _CONVERSIONS
 
     @classmethod
@@ -877,7 +880,8 @@ class OpenCLPrinter(SimtPrinter):
                   "cos": "cos", "rsqrt": "rsqrt", "tan": "tan", "log1p": "log1p",
                   "expm1": "expm1", "log2": "log2", "log10": "log10", "exp2": "exp2"}
     math_names = {"fabsf": "fabs", "sqrtf": "sqrt", "powf": "pow", "floorf": "floor",
-                  "ceilf": "ceil", "truncf": "trunc", "rintf": "rint"}
+                  "ceilf": "ceil", "truncf": "trunc", "rintf": "rint", "fmodf": "fmod",
+                  "copysignf": "copysign"}
     storage_types = {DType.float32: "float", DType.float64: "double",
                      DType.float16: "ushort", DType.bfloat16: "ushort", DType.int32: "int",
                      DType.int64: "long", DType.bool: "uchar"}

@@ -133,8 +133,12 @@ _BOOL_ARITH = {Op.ADD: Op.OR, Op.MUL: Op.AND, Op.MAXIMUM: Op.OR, Op.MINIMUM: Op.
 
 
 def binary(op: Op, a: Operand, b: Operand) -> Node:
-    """Arithmetic (ADD SUB MUL DIV POW MAXIMUM MINIMUM) with numpy's dtype rules."""
+    """Arithmetic (ADD SUB MUL DIV FMOD MOD POW MAXIMUM MINIMUM) with numpy's dtype rules."""
     dtype = result_dtype([a, b])
+    if op in (Op.FMOD, Op.MOD) and dtype.is_bool:
+        name = "fmod" if op is Op.FMOD else "remainder (%)"
+        raise DTypeError(f"{name} of two bool operands: numpy gives int8, which PowerFusion "
+                         "does not have; cast an operand (x.astype(np.int32)) first")
     if op is Op.DIV and not dtype.is_float:
         dtype = DType.float64                       # true division of ints and bools
     if op is Op.POW and dtype.is_bool:

@@ -142,6 +142,8 @@ def _binary(name: str, op: Op, concrete):
 
 maximum = _binary("maximum", Op.MAXIMUM, np.maximum)
 minimum = _binary("minimum", Op.MINIMUM, np.minimum)
+remainder = mod = _binary("remainder", Op.MOD, np.remainder)   # the sign of the divisor
+fmod = _binary("fmod", Op.FMOD, np.fmod)                       # the sign of the dividend
 
 
 def sum(x, axis=None, keepdims: bool = False):  # noqa: A001 - numpy's name
@@ -187,7 +189,7 @@ def concatenate(seq, axis: int = 0):
     return np.concatenate(seq, axis=axis)
 
 
-__all__ = ["where", "maximum", "minimum", "exp", "log", "sqrt", "rsqrt", "abs", "tanh",
-           "erf", "sigmoid", "relu", "silu", "gelu", "sin", "cos", "tan", "log1p", "expm1",
-           "log2", "log10", "exp2", "floor", "ceil", "trunc", "rint", "round", "sign", "sum",
+__all__ = ["where", "maximum", "minimum", "remainder", "mod", "fmod", "exp", "log", "sqrt",
+           "rsqrt", "abs", "tanh", "erf", "sigmoid", "relu", "silu", "gelu", "sin", "cos", "tan",
+           "log1p", "expm1", "log2", "log10", "exp2", "floor", "ceil", "trunc", "rint", "round", "sign", "sum",
            "mean", "max", "min", "reshape", "transpose", "concatenate"]

@@ -45,6 +45,8 @@ UFUNCS = {
     "multiply": lambda a, b: build.binary(Op.MUL, a, b),
     "true_divide": lambda a, b: build.binary(Op.DIV, a, b),
     "divide": lambda a, b: build.binary(Op.DIV, a, b),
+    "remainder": lambda a, b: build.binary(Op.MOD, a, b),     # numpy.mod is remainder too
+    "fmod": lambda a, b: build.binary(Op.FMOD, a, b),
     "power": _power,
     "maximum": lambda a, b: build.binary(Op.MAXIMUM, a, b),
     "minimum": lambda a, b: build.binary(Op.MINIMUM, a, b),

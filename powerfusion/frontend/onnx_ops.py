@@ -244,6 +244,26 @@ rule("Mul", check=_numeric)(_binary(Op.MUL))
 rule("Div", check=_float_only)(_binary(Op.DIV))     # ONNX's int Div truncates: a library op
 
 
+def _mod_check(info: NodeInfo) -> str | None:
+    """ONNX's Mod: fmod=1 is C's fmod, fmod=0 Python's % (the divisor's sign): numpy's
+    remainder, special values included, on floats from opset 28 (before, fmod=0 on floats
+    is invalid, and left to the library to reject). An integer x % 0, undefined in ONNX,
+    gives 0 here, as in numpy."""
+    fmod = info.attrs.get("fmod", 0)
+    if fmod not in (0, 1):
+        return f"Mod with fmod={fmod!r} (ONNX allows 0 or 1)"
+    dtype = info.in_dtypes[0] if info.in_dtypes else None
+    if not fmod and info.opset < 28 and (dtype is None or dtype.is_float):
+        return f"Mod of floats with fmod=0 at opset {info.opset} (ONNX requires fmod=1 " \
+               "for floats before opset 28)"
+    return _numeric(info)
+
+
+@rule("Mod", check=_mod_check)
+def _mod(ctx: OpContext):
+    return _binary(Op.FMOD if ctx.attr("fmod", 0) else Op.MOD)(ctx)
+
+
 @rule("PRelu", check=_float_only)
 def _prelu(ctx: OpContext):
     (x, slope), shape = ctx.operands()

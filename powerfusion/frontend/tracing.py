@@ -135,6 +135,8 @@ class Tensor:
     def __rmul__(self, o): return self._binary(o, build.binary, Op.MUL, True)
     def __truediv__(self, o): return self._binary(o, build.binary, Op.DIV)
     def __rtruediv__(self, o): return self._binary(o, build.binary, Op.DIV, True)
+    def __mod__(self, o): return self._binary(o, build.binary, Op.MOD)
+    def __rmod__(self, o): return self._binary(o, build.binary, Op.MOD, True)
     def __lt__(self, o): return self._binary(o, build.compare, Op.LT)
     def __le__(self, o): return self._binary(o, build.compare, Op.LE)
     def __gt__(self, o): return self._binary(o, build.compare, Op.GT)
@@ -157,11 +159,6 @@ class Tensor:
         raise UnsupportedError("floor division (//) is not supported by PowerFusion tracing")
 
     __rfloordiv__ = __floordiv__
-
-    def __mod__(self, _o):
-        raise UnsupportedError("the % operator is not supported by PowerFusion tracing")
-
-    __rmod__ = __mod__
 
     def __neg__(self): return Tensor(build.negative(self.node))
     def __pos__(self): return self

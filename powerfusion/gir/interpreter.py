@@ -97,6 +97,28 @@ def _divide(a, b):
     return q if (a < 0) == (b < 0) else -q
 
 
+def _fmod(a, b):
+    """C's fmod (the sign of a) on floats; on integers C's %, made total as numpy's is:
+    x % 0 -> 0, and INT_MIN % -1 -> 0 (C leaves both undefined)."""
+    if isinstance(a, np.floating):
+        return np.fmod(a, b)
+    if b == 0:
+        return type(a)(0)
+    m = abs(int(a)) % abs(int(b))
+    return type(a)(-m if a < 0 else m)
+
+
+def _mod(a, b):
+    """numpy's remainder (the sign of b): fmod, plus b where the signs differ; a zero
+    result is copysign(0, b); x % 0 is NaN on floats, 0 on integers."""
+    m = _fmod(a, b)
+    if m != 0 and b != 0 and (m < 0) != (b < 0):
+        return m + b
+    if m == 0 and isinstance(a, np.floating):
+        return np.copysign(type(a)(0), b)
+    return m
+
+
 OPS: dict[Op | None, Callable] = {
     None: lambda x: x,
     Op.CAST: lambda x: x,               # conversion (and rounding) to dst is done by the caller
@@ -132,6 +154,8 @@ OPS: dict[Op | None, Callable] = {
     Op.SUB: np.subtract,
     Op.MUL: np.multiply,
     Op.DIV: _divide,
+    Op.FMOD: _fmod,
+    Op.MOD: _mod,
     Op.POW: np.power,
     Op.MAXIMUM: np.maximum,
     Op.MINIMUM: np.minimum,

@@ -46,6 +46,8 @@ class Op(enum.Enum):
     SUB = enum.auto()
     MUL = enum.auto()
     DIV = enum.auto()        # true division on floats, floor division never
+    FMOD = enum.auto()       # C's fmod, exact: the sign of the dividend (x fmod 0: NaN, int 0)
+    MOD = enum.auto()        # numpy's remainder, exact: the sign of the divisor (x % 0: NaN, int 0)
     POW = enum.auto()
     MAXIMUM = enum.auto()
     MINIMUM = enum.auto()
@@ -81,8 +83,8 @@ class Group:
                        Op.SIGMOID, Op.RELU, Op.SILU, Op.GELU, Op.GELU_TANH, Op.SIN, Op.COS,
                        Op.TAN, Op.LOG1P, Op.EXPM1, Op.LOG2, Op.LOG10, Op.EXP2, Op.FLOOR,
                        Op.CEIL, Op.TRUNC, Op.RINT, Op.SIGN, Op.NOT, Op.CAST})
-    BINARY = frozenset({Op.ADD, Op.SUB, Op.MUL, Op.DIV, Op.POW, Op.MAXIMUM, Op.MINIMUM,
-                        Op.LT, Op.LE, Op.GT, Op.GE, Op.EQ, Op.NE, Op.AND, Op.OR})
+    BINARY = frozenset({Op.ADD, Op.SUB, Op.MUL, Op.DIV, Op.FMOD, Op.MOD, Op.POW, Op.MAXIMUM,
+                        Op.MINIMUM, Op.LT, Op.LE, Op.GT, Op.GE, Op.EQ, Op.NE, Op.AND, Op.OR})
     TERNARY = frozenset({Op.WHERE})
     ELEMENTWISE = UNARY | BINARY | TERNARY
     COMPARISON = frozenset({Op.LT, Op.LE, Op.GT, Op.GE, Op.EQ, Op.NE})

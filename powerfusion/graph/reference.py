@@ -107,6 +107,7 @@ _EXACT = {
     Op.NOT: np.logical_not, Op.FLOOR: np.floor, Op.CEIL: np.ceil, Op.TRUNC: np.trunc,
     Op.RINT: np.rint, Op.SIGN: np.sign,
     Op.ADD: np.add, Op.SUB: np.subtract, Op.MUL: np.multiply, Op.DIV: np.true_divide,
+    Op.FMOD: np.fmod, Op.MOD: np.remainder,     # exact; of ints, x % 0 and x fmod 0 are 0
     Op.MAXIMUM: np.maximum, Op.MINIMUM: np.minimum,
     Op.LT: np.less, Op.LE: np.less_equal, Op.GT: np.greater, Op.GE: np.greater_equal,
     Op.EQ: np.equal, Op.NE: np.not_equal, Op.AND: np.logical_and, Op.OR: np.logical_or,

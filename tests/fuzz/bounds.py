@@ -93,6 +93,25 @@ def div_rule(node, xs, es, v):
     return e + rounding(v), False
 
 
+def mod_rule(node, xs, es, v):
+    """fmod and remainder (%): exact on exact operands. An error in a moves the result
+    as much; one in b moves it trunc(a / b) times as much. Both are steps where a is a
+    multiple of b (remainder at 0 too): fragile where the result is within its error of
+    0 or of +-b. Integers: exact (x % 0 is 0 in numpy and pf alike)."""
+    if not is_float(np.asarray(v).dtype):
+        return np.zeros(np.shape(v)), False
+    a, b = _f(*xs)
+    ea, eb = _b(*es)
+    with np.errstate(all="ignore"):
+        q = np.abs(np.trunc(a / b))
+        e = ea + np.where(eb > 0, q * eb, 0)
+        e = np.where(np.isfinite(e), e, np.inf)
+        m = np.abs(np.fmod(a, b))
+        step = np.minimum(m, np.abs(np.abs(b) - m))
+    fragile = near(np.where(np.isnan(step), np.inf, step), e)
+    return e + rounding(v), fragile
+
+
 def _zeros_of_both_signs(a, b):
     """Where max/min choose between +0.0 and -0.0: numpy's choice is its loop's."""
     a, b = (np.asarray(x, np.float64) for x in _b(a, b))

@@ -25,9 +25,9 @@ UNARY = ("neg", "abs", "exp", "log", "sqrt", "tanh", "sin", "cos", "square", "re
          "not", "isnan", "isinf", "isfinite", "clip", "tan", "log1p", "expm1", "log2", "log10",
          "exp2", "floor", "ceil", "trunc", "rint", "round", "sign")
 SCALAR_BINARY = ("add", "sub", "mul", "div", "pow", "maximum", "minimum", "lt", "le",
-                 "gt", "ge", "eq", "ne", "and", "or")
+                 "gt", "ge", "eq", "ne", "and", "or", "mod", "fmod")
 BINARY = ("add", "add", "sub", "mul", "mul", "div", "maximum", "minimum", "lt", "le",
-          "gt", "ge", "eq", "ne", "and", "or", "xor", "pow")
+          "gt", "ge", "eq", "ne", "and", "or", "xor", "pow", "mod", "fmod")
 REDUCE = ("sum", "sum", "mean", "max", "min", "sum", "max", "var", "std") + EXTENDED
 SCALARS = {
     "f": (0.0, 1.0, -1.0, 0.5, 2.0, 3.25, -7.5, 1e-3, 1e3, 3, -2, True, float("nan"),

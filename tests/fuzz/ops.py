@@ -17,7 +17,7 @@ import numpy as np
 import math
 
 from .bounds import (BF16, arg_rule, carried, cast_rule, compare_rule, div_rule, domain_rule,
-                     exact, extreme_rule, log1p_rule, mul_rule, add_rule, periodic, pow_rule,
+                     exact, extreme_rule, log1p_rule, mod_rule, mul_rule, add_rule, periodic, pow_rule,
                      reduce_rule, rounding_rule, same, select_rule, sign_rule, spread_rule,
                      tan_rule, transcendental, truth_rule, where_rule)
 from .program import NAMESPACE, Node, _scalar_text, dtype_source
@@ -144,6 +144,9 @@ OPS: dict[str, OpDef] = {
     "mul": OpDef(("{0} * {1}", "np.multiply({0}, {1})"), mul_rule),
     "div": OpDef(("{0} / {1}", "np.divide({0}, {1})", "np.true_divide({0}, {1})"), div_rule),
     "pow": OpDef(("{0} ** {1}", "np.power({0}, {1})"), pow_rule),
+    "mod": OpDef(("{0} % {1}", "np.mod({0}, {1})", "np.remainder({0}, {1})",
+                  "pf.remainder({0}, {1})"), mod_rule),
+    "fmod": OpDef(("np.fmod({0}, {1})", "pf.fmod({0}, {1})"), mod_rule),
     "maximum": OpDef(("np.maximum({0}, {1})", "pf.maximum({0}, {1})"), select_rule),
     "minimum": OpDef(("np.minimum({0}, {1})", "pf.minimum({0}, {1})"), select_rule),
     "lt": OpDef(("{0} < {1}", "np.less({0}, {1})"), compare_rule),

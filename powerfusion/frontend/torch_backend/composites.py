@@ -1,8 +1,8 @@
 """aten ops the torch backend builds from graph ops it already has: activations, layout
 changes, norms and inference normalisations (issue 13). Each follows the arithmetic of
 PyTorch's CPU kernel where rounding could tell them apart; an op whose exact result
-cannot be matched (aten.remainder and aten.fmod of floats: fmod is exact, x - floor(x/y)
-* y is not) has no handler here and keeps running eagerly.
+cannot be matched has no handler here and keeps running eagerly (aten.remainder and
+aten.fmod are graph ops, exact as fmod is: see elementwise.py).
 """
 
 from __future__ import annotations

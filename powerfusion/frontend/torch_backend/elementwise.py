@@ -6,6 +6,7 @@ from __future__ import annotations
 import operator
 
 import torch
+import torch.fx
 
 from ...graph.ops import Op
 from .. import build
@@ -101,6 +102,42 @@ def _pow(ctx, a, b):
     if isinstance(a, Tensor):
         return a ** b
     return Tensor(build.binary(Op.POW, a, b.node))
+
+
+# -- modulo --------------------------------------------------------------------------------
+def _modulo_check(node):
+    """Integer modulo compiles only by a nonzero Python scalar: PyTorch raises
+    ZeroDivisionError for a zero divisor, which a kernel cannot; its bool kernels do
+    not exist (eager raises)."""
+    out = node.meta.get("val")
+    if not isinstance(out, torch.Tensor) or out.dtype.is_floating_point:
+        return None
+    if out.dtype is torch.bool:
+        return "modulo of bools (PyTorch has no such kernel)"
+    divisor = node.args[1]
+    if isinstance(divisor, torch.fx.Node) or divisor == 0:
+        return ("integer modulo by a tensor or by 0 (PyTorch raises ZeroDivisionError for a "
+                "zero divisor; a kernel cannot)")
+    return None
+
+
+@handles(aten.fmod.Tensor, aten.fmod.Scalar, elementwise=True, check=_modulo_check)
+def _fmod(ctx, a, b):
+    a, b = _operand(a, ctx.dtype), _operand(b, ctx.dtype)
+    return F.fmod(a, b)
+
+
+@handles(aten.remainder.Tensor, aten.remainder.Scalar, aten.remainder.Scalar_Tensor,
+         elementwise=True, check=_modulo_check)
+def _remainder(ctx, a, b):
+    """PyTorch's remainder: fmod, plus b where a nonzero result's sign differs from b's.
+    On floats a zero result keeps fmod's sign (the dividend's), where numpy's remainder
+    (Op.MOD) gives the divisor's: 0 % -1 is +0 here, -0 in numpy."""
+    a, b = _operand(a, ctx.dtype), _operand(b, ctx.dtype)
+    if not ctx.dtype.is_float:
+        return F.remainder(a, b)          # ints: the two agree (x % 0 is refused above)
+    m = F.fmod(a, b)
+    return F.where((m != 0) & ((m < 0) != (b < 0)), m + b, m)
 
 
 @handles(aten.clamp.default, aten.clamp.Tensor, elementwise=True)
