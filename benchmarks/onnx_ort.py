@@ -1,5 +1,6 @@
 """Memory-bound ONNX subgraphs: pf.onnx.load against onnxruntime (CPU EP, all graph
-optimisations), timed in turn (one sample of each per round), medians.
+optimisations), timed in turn (one sample of each per round, a sample 50 ms of
+calls of one of them), medians.
 
 Each case is an ONNX model built with onnx.helper at a BERT / GPT-2 / LLaMA shape,
 written the way exporters write it (single ops where ONNX has them:
@@ -76,8 +77,13 @@ def run(repeats: int) -> list[dict]:
         want = session.run(None, {"x": x})[0]
         got = compiled(x)
         ok = bool(np.allclose(got, want, rtol=1e-4, atol=1e-5))
+        # samples of 50 ms, each many calls of one framework: GNU OpenMP's threads spin
+        # for a few ms after PowerFusion's calls, which would slow an onnxruntime call
+        # right behind them (and sleeping threads wake cold): blocks measure each at
+        # its steady state, as a program using one of them runs
         samples = interleaved({"pf": lambda: compiled(x),
-                               "ort": lambda: session.run(None, {"x": x})}, repeats)
+                               "ort": lambda: session.run(None, {"x": x})}, repeats,
+                              min_sample_s=0.05)
         pf_s, ort_s = median_s(samples["pf"]), median_s(samples["ort"])
         params = sum(numpy_helper.to_array(t).nbytes for t in model.graph.initializer)
         nbytes = 2 * x.nbytes + params                   # x read once, y written once

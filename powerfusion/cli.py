@@ -278,11 +278,68 @@ def cmd_demo(args) -> int:
               "  first call: trace + compile (+ gcc, unless the disk cache has the kernel)")
         print(_timing_table(timed, torch_fns, repeats))
     failed = [o.example.name for o in outcomes if not o.passed]
-    if failed:
-        print(f"\nFAIL: {len(failed)} of {len(outcomes)} kernels ({', '.join(failed)})")
+    onnx_ok = _onnx_demo(args)
+    if failed or not onnx_ok:
+        print(f"\nFAIL: {len(failed)} of {len(outcomes)} kernels ({', '.join(failed)})"
+              + ("" if onnx_ok else "; the ONNX model"))
         return 1
     print(f"\nAll {len(outcomes)} kernels PASS.")
     return 0
+
+
+def _onnx_demo(args) -> bool:
+    """A BERT-style ONNX block (residual add, LayerNormalization, MatMul, bias, Gelu)
+    through pf.onnx.load against onnxruntime: the MatMul runs in onnxruntime, the rest
+    in PowerFusion kernels. Skipped (True) without onnx and onnxruntime."""
+    try:
+        import onnx
+        import onnxruntime as ort
+        from onnx import TensorProto, helper, numpy_helper
+    except ImportError:
+        print("\nONNX: skipped (pip install onnx onnxruntime to run a model through "
+              "pf.onnx.load)")
+        return True
+    import powerfusion as pf
+
+    rows, d, hidden = (64 if args.quick else 1024), 256, 1024
+    rng = np.random.default_rng(0)
+    weights = {"scale": 1 + 0.1 * rng.standard_normal(d), "bias": 0.1 * rng.standard_normal(d),
+               "w": rng.standard_normal((d, hidden)) / np.sqrt(d),
+               "b": 0.1 * rng.standard_normal(hidden)}
+    nodes = [helper.make_node("Add", ["x", "residual"], ["h"]),
+             helper.make_node("LayerNormalization", ["h", "scale", "bias"], ["n"], axis=-1),
+             helper.make_node("MatMul", ["n", "w"], ["m"]),
+             helper.make_node("Add", ["m", "b"], ["mb"]),
+             helper.make_node("Gelu", ["mb"], ["y"])]
+    vi = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [rows, d]) for n in ("x", "residual")]
+    graph = helper.make_graph(nodes, "bert_block", vi,
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(v.astype(np.float32), k)
+                               for k, v in weights.items()])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
+    onnx.checker.check_model(proto)
+    model = pf.onnx.load(proto)
+    options = ort.SessionOptions()
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    session = ort.InferenceSession(proto.SerializeToString(), options,
+                                   providers=["CPUExecutionProvider"])
+    x, residual = (rng.standard_normal((rows, d)).astype(np.float32) for _ in range(2))
+    got, (expected,) = model(x, residual), session.run(None, {"x": x, "residual": residual})
+    err = float(np.abs(got - expected).max())
+    ok = err <= 1e-4 + 1e-4 * float(np.abs(expected).max())
+    print(f"\nONNX: Add -> LayerNormalization -> MatMul -> Add -> Gelu on {rows}x{d}, "
+          f"pf.onnx.load against onnxruntime: {model!r}")
+    print(f"  max |pf - onnxruntime| = {err:.2e}: {'PASS' if ok else 'FAIL'}")
+    if ok:
+        repeats = args.repeats or (3 if args.quick else 15)
+        samples = benchmarking.interleaved({
+            "pf": lambda: model(x, residual),
+            "ort": lambda: session.run(None, {"x": x, "residual": residual})},
+            repeats=repeats)
+        pf_ms, ort_ms = (1e3 * benchmarking.median_s(samples[k]) for k in ("pf", "ort"))
+        print(f"  {pf_ms:.3f} ms PowerFusion, {ort_ms:.3f} ms onnxruntime: "
+              f"{ort_ms / pf_ms:.2f}x (median of {repeats} interleaved runs)")
+    return ok
 
 
 # -- explain ------------------------------------------------------------------------------

@@ -209,6 +209,11 @@ def test_openmp_threads_wait_passively_unless_told(monkeypatch):
     monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
     pf.onnx.load(_mlp_block())
     assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
+    # a model PowerFusion runs whole never waits on onnxruntime: its threads may spin
+    monkeypatch.delenv("OMP_WAIT_POLICY")
+    nodes = [helper.make_node("Exp", ["x"], ["y"])]
+    pf.onnx.load(_model(nodes, [_vi("x", [3])], [_vi("y", None)]))
+    assert "OMP_WAIT_POLICY" not in os.environ
 
 
 # -- errors ---------------------------------------------------------------------------------

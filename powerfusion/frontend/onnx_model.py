@@ -482,16 +482,20 @@ def _passive_openmp() -> None:
 
     A model's kernels alternate with onnxruntime calls: GNU OpenMP's threads spin after
     each kernel, on the cores onnxruntime's next MatMul needs, and where another process
-    holds a core, every kernel's barrier waits for a scheduler tick (BERT-base, 2 layers,
-    on 2 busy cores: 174 ms spinning, 35 ms passive). OpenMP reads the variable when it
-    loads, with the first kernel: set later, it changes nothing."""
+    holds a core, every kernel's barrier waits for a scheduler tick. Sleeping threads
+    cost the kernels themselves (they wake cold), so this is for models that do call
+    onnxruntime; benchmarks/results/onnx-openmp-policy-cpu-2026-12-05.md has both sides.
+    OpenMP reads the variable when it loads, with the first kernel: set later, it
+    changes nothing."""
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def load(model, *, target: str | None = None) -> OnnxModel:
     """An ONNX model (path, bytes or ModelProto) as a PowerFusion callable."""
-    _passive_openmp()
-    return OnnxModel(_as_model(model), target)
+    loaded = OnnxModel(_as_model(model), target)
+    if not all(isinstance(step, Region) for step in loaded.steps):
+        _passive_openmp()           # it alternates with onnxruntime (nothing has run yet)
+    return loaded
 
 
 __all__ = ["OnnxModel", "ModelReport", "load", "PowerFusionError"]
