@@ -311,9 +311,10 @@ def _onnx_demo(args) -> bool:
              helper.make_node("MatMul", ["n", "w"], ["m"]),
              helper.make_node("Add", ["m", "b"], ["mb"]),
              helper.make_node("Gelu", ["mb"], ["y"])]
-    vi = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [rows, d]) for n in ("x", "residual")]
-    graph = helper.make_graph(nodes, "bert_block", vi,
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+    vi = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [rows, d])
+          for n in ("x", "residual")]
+    out = helper.make_tensor_value_info("y", TensorProto.FLOAT, [rows, hidden])
+    graph = helper.make_graph(nodes, "bert_block", vi, [out],
                               [numpy_helper.from_array(v.astype(np.float32), k)
                                for k, v in weights.items()])
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
