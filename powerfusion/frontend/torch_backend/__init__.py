@@ -38,6 +38,7 @@ from .region import Region
 from .registry import ELEMENTWISE, HANDLERS, PREDICATES, handles
 from .support import DEVICES, _warn
 from .values import Ctx, Splat
+from .inplace import reinplace_fresh
 from .view_chains import fold_views
 
 __all__ = [
@@ -86,7 +87,9 @@ def compile_aten_graph(gm: torch.fx.GraphModule, example_inputs, kind: str = "fo
 
     stats.count("graphs")
     try:
-        compiled = partition(_copy(gm), label=kind)
+        graph = _copy(gm)
+        reinplace_fresh(graph)
+        compiled = partition(graph, label=kind)
     except Exception as e:               # noqa: BLE001 - never break the model
         _warn(f"the whole {kind} graph", f"partitioning failed: {type(e).__name__}: {e}")
         return make_boxed_func(gm.forward)

@@ -36,6 +36,7 @@ _LIBRARY_PACKETS = {
     "native_dropout", "native_dropout_backward", "bernoulli", "rand", "rand_like",
     "randn", "randn_like", "randint", "randint_like", "randperm", "uniform", "normal",
     "index", "index_put", "index_select", "gather", "scatter", "scatter_add",
+    "index_put_", "index_add_", "index_copy_", "scatter_", "scatter_add_",   # reinplaced
     "scatter_reduce", "slice_scatter", "select_scatter", "diagonal_scatter",
     "as_strided_scatter", "index_add", "index_copy", "embedding_renorm",
     "arange", "empty", "empty_like", "empty_strided", "empty_permuted", "zeros", "ones",
