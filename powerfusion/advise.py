@@ -158,6 +158,13 @@ def _median_time(step, repeats: int) -> float:
     return statistics.median(samples)
 
 
+def _interleaved_medians(baseline, candidate, repeats: int) -> tuple[float, float]:
+    from .benchmarking import interleaved, median_s
+
+    samples = interleaved({"baseline": baseline, "candidate": candidate}, repeats, warmup=2)
+    return median_s(samples["baseline"]), median_s(samples["candidate"])
+
+
 def library_share(step, calls: int = 3) -> float:
     """The fraction of `step`'s time spent inside library compute (the outermost such
     ATen calls), from torch.profiler; a fraction of the profiled run itself, so that it
@@ -268,8 +275,10 @@ def advise_torch(model, inputs, *, repeats: int = 10, measure: bool = False) -> 
         getattr(model, "__name__", "model")
     advice = Advice(name, "eager PyTorch", baseline, library, predicted, kernels, glue,
                     fallbacks)
-    if measure:
-        advice.measured_s = _median_time(step, repeats)
+    if measure:                 # both again, interleaved: the machine's drift hits both
+        advice.baseline_s, advice.measured_s = _interleaved_medians(eager, step, repeats)
+        advice.library_s = advice.baseline_s * library / baseline
+        advice.predicted_s += advice.library_s - library
     return advice
 
 
@@ -300,7 +309,8 @@ def advise_numpy(fn, *arrays, repeats: int = 10, measure: bool = False,
         baseline, 0.0, predicted, kernels, glue)
     if measure:
         compiled = jit(fn, target=target)
-        advice.measured_s = _median_time(lambda: compiled(*arrays), repeats)
+        advice.baseline_s, advice.measured_s = _interleaved_medians(
+            lambda: fn(*arrays), lambda: compiled(*arrays), repeats)
     return advice
 
 
