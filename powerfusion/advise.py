@@ -202,23 +202,16 @@ def _roofline(program, memory_s: float, target) -> float:
 
 def _region_advice(region, compiled) -> KernelAdvice:
     from .compiler import kernel_cost
+    from .graph.views import contiguous_strides
     from .report import Report
 
     plan = compiled.executable.plan
     # the inputs' strides only tell broadcast (stride-0) dims apart: none in aten graphs
-    report = Report.from_plan(plan, "", [_contiguous(n.shape) for n in plan.graph.inputs])
+    report = Report.from_plan(plan, "", [contiguous_strides(n.shape) for n in plan.graph.inputs])
     return KernelAdvice(region.label.split(".")[-1], list(region.ops), report.global_bytes,
                         report.min_global_bytes,
                         sum(_roofline(ck.program, kernel_cost(ck, plan.target), plan.target)
                             for ck in plan.kernels))
-
-
-def _contiguous(shape) -> tuple[int, ...]:
-    strides, step = [], 1
-    for n in reversed(shape):
-        strides.append(step)
-        step *= n
-    return tuple(reversed(strides))
 
 
 def advise_torch(model, inputs, *, repeats: int = 10, measure: bool = False) -> Advice:

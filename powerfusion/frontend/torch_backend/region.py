@@ -12,6 +12,7 @@ to PyTorch's eager aten calls for good, with one warning naming the op and the r
 from __future__ import annotations
 
 import ctypes
+import math
 import operator
 from dataclasses import dataclass
 from typing import Any
@@ -77,7 +78,7 @@ class _CpuLaunch:
         for name, shape, dtype in sequence.allocations:
             slot[name] = len(slot)
             want = final.get(name)       # allocated in its output's shape: no view later
-            shape = want if want is not None and _numel(want) == _numel(shape) else shape
+            shape = want if want is not None and math.prod(want) == math.prod(shape) else shape
             self.allocations.append((tuple(shape), DTYPE_TO_TORCH[dtype]))
         self.launches = tuple(
             (executable.kernels[program.name].c_function, ctypes.c_void_p * len(names),
@@ -115,13 +116,6 @@ class _CpuLaunch:
             else:
                 outs.append(torch.full(shape, k[1], dtype=DTYPE_TO_TORCH[k[2]], device="cpu"))
         return outs
-
-
-def _numel(shape) -> int:
-    n = 1
-    for s in shape:
-        n *= s
-    return n
 
 
 @dataclass
