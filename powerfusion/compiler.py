@@ -133,7 +133,7 @@ def kernel_cost(ck: CompiledKernel, target: Target) -> float:
 def _threads(ck: CompiledKernel, target: Target) -> int:
     """How many GPU threads the kernel keeps busy: its parallel units times the threads
     the SIMT printer gives each (a block, or a cluster's blocks)."""
-    return max(1, ck.schedule.outer_extent) * _launch_shape(ck.program, target).lanes
+    return max(1, ck.schedule.outer_extent) * ck.program.launch.lanes
 
 
 def plan_graph(graph: Graph, input_strides, target: Target, choice: str | None = None) -> Plan:
@@ -149,23 +149,9 @@ def plan_graph(graph: Graph, input_strides, target: Target, choice: str | None =
 
 
 def _fits_shared(plan: Plan) -> bool:
-    """Does every kernel's shared memory fit a block? Rows kept on chip may use
-    registers beyond LOCAL memory (Target.row_bytes), but only rows each thread holds
-    its own part of; anything else in LOCAL lives in shared memory whole. (If no plan
-    fits, the first one's printer says which kernel does not.)"""
-    if plan.target.family != "simt":
-        return True
-    room = plan.target.capacity(Level.LOCAL)
-    return all(_launch_shape(ck.program, plan.target).layout.shared_bytes <= room
-               for ck in plan.kernels)
-
-
-def _launch_shape(program: Program, target: Target):
-    """How the SIMT printer will launch the program (codegen/simt_plan.launch_shape)."""
-    from .codegen.simt_plan import MAX_BLOCK, launch_shape
-
-    return launch_shape(program, 32, MAX_BLOCK, target.cluster_blocks,
-                        target.capacity(Level.LOCAL))
+    """Does every kernel's shared memory fit a block (its launch's fit check)? (If no
+    plan fits, the first one's printer says which kernel does not.)"""
+    return all(ck.program.launch is None or ck.program.launch.fits for ck in plan.kernels)
 
 
 def _plan_roots(graph: Graph, roots: list[Node], input_strides, target: Target,
@@ -239,7 +225,7 @@ def _own_temps(program: Program, taken: set[str]) -> Program:
     body = map_accesses(program.body, lambda a: Access(mapping[a.buffer.name], a.index)
                         if a.buffer.name in mapping else a)
     params = tuple(mapping.get(b.name, b) for b in program.params)
-    return Program(program.name, params, body)
+    return Program(program.name, params, body, program.launch)
 
 
 TRANSPOSE_TILE = 32     # a warp's width: one tile row is one coalesced access

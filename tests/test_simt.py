@@ -348,6 +348,15 @@ def _module(graph: Graph, dialect: str = "cuda"):
     return build_simt([ck.program for ck in plan.kernels], dialect)
 
 
+def _legal(program: Program, dialect: str = "cuda") -> Program:
+    """A hand-written program with the launch the SIMT passes give it for the dialect
+    (CUDA: as on an H100)."""
+    from powerfusion.passes.simt.launch import plan_launch
+    from powerfusion.runtime.simt_executable import simt_target
+
+    return plan_launch(program, simt_target(dialect, "h100" if dialect == "cuda" else None))
+
+
 def _kernel_text(source: str) -> str:
     return source[source.index('extern "C"'):]
 
@@ -401,7 +410,7 @@ def test_rows_a_thread_reads_back_itself_stay_in_registers():
     assert "this thread's part of the row" in kernel and "pf_smem" not in kernel
     assert module.kernels[0].shared_bytes == 0 and "__syncthreads" not in kernel
     assert "for (int pf_k = 0; pf_k < 4; ++pf_k)" in kernel     # 256 threads x 4 chunks
-    shared = _kernel_text(emit_simt([_reverse_rows(5, 300)], "cuda"))
+    shared = _kernel_text(emit_simt([_legal(_reverse_rows(5, 300))], "cuda"))
     assert "this thread's part" not in shared and "__syncthreads" in shared
 
 
@@ -539,9 +548,11 @@ def test_only_cuda_has_thread_block_clusters():
         assert Target.from_json(shipped(name).to_json()) == shipped(name)
     program = plan_graph(G.softmax(4, 100), G.strides_of(G.softmax(4, 100)),
                          simt_target("opencl")).kernels[0].program
+    clustered = dataclasses.replace(program, launch=dataclasses.replace(program.launch,
+                                                                        cluster=2))
     for dialect in ("opencl", "hip"):
         with pytest.raises(UnsupportedError, match="no thread block clusters"):
-            build_simt([program], dialect, max_cluster=8)
+            build_simt([clustered], dialect)
 
 
 def test_a_local_array_that_fits_no_shared_memory_is_a_typed_error():
@@ -554,7 +565,7 @@ def test_a_local_array_that_fits_no_shared_memory_is_a_typed_error():
     from powerfusion.runtime.simt_executable import simt_module, simt_target
 
     target = simt_target("cuda", "h100")
-    program = _reverse_rows(4, 65536)
+    program = _legal(_reverse_rows(4, 65536))
     plan = SimpleNamespace(target=target, kernels=[SimpleNamespace(program=program)])
     with pytest.raises(UnsupportedError, match=r"kernel reverse_rows needs 262144 B of shared"):
         simt_module(plan, "cuda")
@@ -584,7 +595,7 @@ def test_chunks_can_be_switched_off(monkeypatch):
 
 
 def test_reading_another_threads_element_puts_barriers_around_it():
-    kernel = _kernel_text(emit_simt([_reverse_rows(5, 300)], "cuda"))
+    kernel = _kernel_text(emit_simt([_legal(_reverse_rows(5, 300))], "cuda"))
     # one between the loops; one before the next row overwrites the tile
     assert kernel.count("__syncthreads();") == 2
 
@@ -593,7 +604,7 @@ def test_opencl_barriers_hold_when_one_block_runs_every_row(rng):
     from powerfusion.runtime import opencl
 
     opencl_or_skip()
-    module = build_simt([_reverse_rows(5, 300)], "opencl")
+    module = build_simt([_legal(_reverse_rows(5, 300), "opencl")], "opencl")
     kernel = opencl.OpenCLKernel(opencl.build(module.source), "reverse_rows")
     x = rng.standard_normal((5, 300)).astype(np.float32)
     y = np.empty_like(x)
@@ -621,7 +632,7 @@ def test_a_running_value_read_inside_a_simd_loop_is_refused():
                                 Compute(Op.ADD, acc, (acc, r)),
                                 Move(Access(y, index), acc))))),))
     with pytest.raises(UnsupportedError, match="partial"):
-        emit_simt([cumsum], "cuda")
+        emit_simt([_legal(cumsum)], "cuda")
 
 
 def test_unknown_dialect_is_refused():

@@ -20,8 +20,8 @@ The mapping keeps the interpreter's meaning (loops run in order) on a grid of bl
   (i / C) % BLOCK, so the same index expression in two loops of one extent is the same
   thread: no barrier.
 
-The threads that share a row (its lanes) are usually the block. simt_plan.launch_shape
-may instead give a short row one warp, several rows per block (rows p over pf_g * R +
+The threads that share a row (its lanes) are usually the block. The launch
+(passes/simt/launch.py, recorded in the program) may instead give a short row one warp, several rows per block (rows p over pf_g * R +
 warp, reductions by shuffles), or a long row a thread block cluster (CUDA sm_90: rows
 over cluster indices, lanes spanning the blocks, reductions finished through
 distributed shared memory).
@@ -45,8 +45,8 @@ from ..gir.ir import (Access, Buffer, Compute, Const, IndexValue, Level, Loop, M
                       Program, Role, Stmt, accesses, walk)
 from ..graph.ops import Op
 from .c import _F64_TO_F32_ODD, CPrinter, _exact_16bit, _plan_registers, mod_helpers
-from .simt_plan import (MAX_BLOCK, VECTOR_BYTES, Hazards, Use, blocks_of, check_lanes,
-                        fits_int32, launch_shape, local_buffers, vector_accesses)
+from ..passes.simt.launch import VECTOR_BYTES
+from .simt_plan import Hazards, Use, check_lanes, vector_accesses
 
 REDUCE_SCRATCH = 32         # 8-byte slots of the reduction scratch (one per warp)
 
@@ -91,24 +91,20 @@ class SimtModule:
         return next(k for k in self.kernels if k.name == name)
 
 
-def emit_simt(programs, dialect: str, max_block: int = MAX_BLOCK) -> str:
+def emit_simt(programs, dialect: str) -> str:
     """The source of one translation unit, one kernel per program; deterministic."""
-    return build_simt(programs, dialect, max_block).source
+    return build_simt(programs, dialect).source
 
 
-def build_simt(programs, dialect: str, max_block: int = MAX_BLOCK, max_cluster: int = 1,
-               room: int | None = None) -> SimtModule:
-    """The source plus each kernel's launch configuration (what the runtimes need).
-    max_cluster, room: the most blocks a thread block cluster may have (1: none) and the
-    shared memory of a block, for rows too long for one block (simt_plan.launch_shape)."""
+def build_simt(programs, dialect: str) -> SimtModule:
+    """The source plus each kernel's launch configuration (what the runtimes need). Every
+    program carries its launch (passes/simt/launch.py): the printer follows it."""
     if dialect not in DIALECTS:
         raise UnsupportedError(f"SIMT dialect {dialect!r}: choose one of {sorted(DIALECTS)}")
     cls = DIALECTS[dialect]
-    if max_cluster > 1 and cls.cluster_attribute is None:
-        raise UnsupportedError(f"SIMT dialect {dialect!r} has no thread block clusters")
     texts, launches, helpers = [], [], set()
     for program in programs:
-        printer = cls(max_block, max_cluster, room)
+        printer = cls()
         texts.append(printer.kernel(program))
         launches.append(printer.launch)
         helpers |= printer.helpers
@@ -181,7 +177,7 @@ class SimtPrinter(CPrinter):
     cluster_attribute: str | None = None       # thread block clusters (CUDA sm_90 only)
 
     dialect = "simt"
-    warp = 32                                   # threads per warp; blocks are multiples
+    warp = 32               # the warp the dialect's code assumes (PF_WARP, lanes reductions)
     kernel_head = 'extern "C" __global__ void __launch_bounds__({block})'
     helper_qualifier = "__device__ __forceinline__"   # not static: no unused warnings
     scratch_fn = "PF_FN"                        # qualifier of helpers given __local scratch
@@ -221,10 +217,8 @@ class SimtPrinter(CPrinter):
                    for k, t in ops.items()}
         cls.ops = {**ops, **cls.rounded_ops}
 
-    def __init__(self, max_block: int = MAX_BLOCK, max_cluster: int = 1,
-                 room: int | None = None):
+    def __init__(self):
         super().__init__()
-        self.max_block, self.max_cluster, self.room = max_block, max_cluster, room
         # reductions used: (scope, op, dtype), scope "block", "cluster" or "lanes"
         self.helpers: set[tuple[str, Op, DType]] = set()
         self.cluster = 1                          # blocks sharing a row (a cluster)
@@ -337,18 +331,28 @@ class SimtPrinter(CPrinter):
         for b in program.params:
             if b.level is not Level.GLOBAL:
                 raise UnsupportedError(f"parameter {b.name} is at level {b.level.value}")
-        self.index_type = self.compute_types[DType.int32 if fits_int32(program)
+        launch = program.launch
+        if launch is None:
+            raise UnsupportedError(f"SIMT codegen: kernel {program.name} has no launch; the "
+                                   "SIMT passes decide it (passes/simt/launch.py)")
+        if launch.cluster > 1 and self.cluster_attribute is None:
+            raise UnsupportedError(f"SIMT dialect {self.dialect!r} has no thread block "
+                                   f"clusters (kernel {program.name} is planned for one)")
+        if launch.rows > 1 and launch.lanes != self.warp:
+            raise UnsupportedError(f"SIMT codegen: kernel {program.name} is planned for "
+                                   f"rows of {launch.lanes} lanes; {self.dialect}'s warp is "
+                                   f"{self.warp} (plan it for the dialect's Target)")
+        self.index_type = self.compute_types[DType.int32 if launch.index_bits == 32
                                              else DType.int64]
-        shape = launch_shape(program, self.warp, self.max_block, self.max_cluster, self.room)
-        self.chunk, self.block_size, self.cluster = shape.chunk, shape.block, shape.cluster
-        self.rows, self.lanes = shape.rows, shape.lanes
+        self.chunk, self.block_size, self.cluster = launch.chunk, launch.block, launch.cluster
+        self.rows, self.lanes = launch.rows, launch.lanes
         if self.cluster > 1:            # rows p run on clusters; a thread's lane spans them
             self.block_index, self.block_count = "pf_cluster_id()", "pf_cluster_count()"
             self.barrier = "pf_cluster_sync();"
-        blocks, why = blocks_of(program)
-        layout = shape.layout
-        self.private, self.in_regs, self.rest = layout.per_thread, layout.in_regs, layout.rest
-        shared, offsets = layout.shared_bytes, layout.offsets()
+        self.private = {r.name: r.per_thread for r in launch.private}
+        self.in_regs = {r.name: r.in_registers for r in launch.private}
+        self.rest = {r.name: r.rest for r in launch.private if r.rest is not None}
+        shared = launch.shared_bytes
         self.predeclare, self.inline = _plan_registers(program.body)
         self.exact16 = _exact_16bit(program.body, tuple(self.store_16))
         self.block(program.body, ())
@@ -363,20 +367,20 @@ class SimtPrinter(CPrinter):
                         f"    const int pf_tid = pf_lane % {self.lanes};   // in its row",
                         f"    const int pf_seg = pf_lane / {self.lanes};   // its row of the "
                         f"block's {self.rows}"]
-        prologue += self.declare_locals(list(layout.shared), offsets)
-        prologue += [f"    {self.compute_types[b.dtype.compute]} {self.ident('buf', b.name)}"
-                     f"[{self.in_regs[b.name]}];   // this thread's part of the row"
-                     + (f" (the rest in {self.ident('buf', self.rest[b.name].name)})"
-                        if b.name in self.rest else "")
-                     for b in local_buffers(program) if b.name in self.private]
+        prologue += self.declare_locals([b for b, _ in launch.shared],
+                                        {b.name: at for b, at in launch.shared})
+        prologue += [f"    {self.compute_types[r.buffer.dtype.compute]} "
+                     f"{self.ident('buf', r.name)}[{r.in_registers}];   // this thread's "
+                     "part of the row" + (f" (the rest in {self.ident('buf', r.rest.name)})"
+                                          if r.rest is not None else "")
+                     for r in launch.private]
         if self.helpers:
             prologue.append("    " + self.scratch_decl())
-        if why:
-            prologue.insert(0, f"    // one block runs every p: {why}")
+        if launch.serial:
+            prologue.insert(0, f"    // one block runs every p: {launch.serial}")
         self.launch = KernelLaunch(program.name, program.params, self.block_size,
-                                   blocks * self.cluster // self.rows,
-                                   self.dynamic_shared(shared), shared, self.cluster,
-                                   self.rows)
+                                   launch.blocks, self.dynamic_shared(shared), shared,
+                                   self.cluster, self.rows)
         head = self.kernel_head.format(block=self.block_size)
         if self.cluster > 1:
             head = head.replace("__launch_bounds__", self.cluster_attribute.format(
@@ -843,7 +847,7 @@ class CudaPrinter(SimtPrinter):
 
 class HipPrinter(SimtPrinter):
     dialect = "hip"
-    warp = 64               # a CDNA wavefront (gfx90a); blocks are multiples of it
+    warp = 64               # a CDNA wavefront (gfx90a)
     header = ("#if !defined(__HIPCC_RTC__)\n#include <hip/hip_runtime.h>\n#endif\n"
               "#define PF_WARP warpSize\n")
 

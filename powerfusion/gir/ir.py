@@ -160,15 +160,71 @@ Stmt = Union[Loop, Move, Compute]
 
 
 @dataclass(frozen=True, slots=True)
+class PrivateRow:
+    """A LOCAL row every thread of a SIMT block holds its own part of (it reads back
+    only what it wrote): `per_thread` elements each, the first `in_registers` of them in
+    registers and the rest in its slots of `rest`, an array in shared memory."""
+
+    buffer: Buffer
+    per_thread: int
+    in_registers: int
+    rest: Buffer | None = None
+
+    @property
+    def name(self) -> str:
+        return self.buffer.name
+
+
+@dataclass(frozen=True, slots=True)
+class Launch:
+    """How a program maps onto a SIMT device, decided once from the Target by
+    passes/simt/launch.py: the cost model, the fit check, the printer and the runtime
+    read it, none re-derive it.
+
+    `block` threads per block; a SIMD loop gives thread t the elements of chunk
+    (i / chunk) % lanes. `cluster` blocks share each parallel unit (a row) through a
+    thread block cluster, or `rows` units share each block (a warp each). LOCAL buffers
+    live either as private rows or whole in shared memory at a byte offset."""
+
+    block: int
+    chunk: int
+    cluster: int = 1
+    rows: int = 1
+    blocks: int = 1                 # blocks with work: units spread, or 1 (see serial)
+    serial: str = ""                # why one block runs every unit ("" when they spread)
+    index_bits: int = 32            # every index expression fits this signed integer
+    private: tuple[PrivateRow, ...] = ()
+    shared: tuple[tuple[Buffer, int], ...] = ()     # (array, byte offset) per block
+    shared_bytes: int = 0
+    shared_room: int | None = None  # the shared memory a block has (None: unbounded)
+
+    @property
+    def lanes(self) -> int:
+        """Threads that share one row: what the SIMD loops spread over."""
+        return self.block * self.cluster // self.rows
+
+    @property
+    def fits(self) -> bool:
+        """Does the block's shared memory hold every array the launch puts there?"""
+        return self.shared_room is None or self.shared_bytes <= self.shared_room
+
+    def private_row(self, name: str) -> PrivateRow | None:
+        return next((r for r in self.private if r.name == name), None)
+
+
+@dataclass(frozen=True, slots=True)
 class Program:
-    """One kernel: its global buffers (inputs, outputs, temps) and its statements."""
+    """One kernel: its global buffers (inputs, outputs, temps) and its statements; for a
+    SIMT target, also its launch (None until passes/simt/launch.py decides it)."""
 
     name: str
     params: tuple[Buffer, ...]
     body: tuple[Stmt, ...]
+    launch: Launch | None = None
 
     def with_body(self, body: tuple[Stmt, ...]) -> "Program":
-        return self if body == self.body else Program(self.name, self.params, body)
+        return self if body == self.body else Program(self.name, self.params, body,
+                                                      self.launch)
 
     def __str__(self) -> str:
         from .printer import format_program

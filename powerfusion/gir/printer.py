@@ -18,17 +18,39 @@ from __future__ import annotations
 
 import math
 
-from .ir import Access, Buffer, Compute, Level, Loop, Move, Program, Stmt, walk
+from .ir import Access, Buffer, Compute, Launch, Level, Loop, Move, Program, Stmt, walk
 
 INDENT = "  "
 
 
 def format_program(program: Program) -> str:
     lines = [f"kernel {program.name}({', '.join(map(_param, program.params))})"]
+    if program.launch is not None:
+        lines += [INDENT + line for line in format_launch(program.launch)]
     for buf in _locals(program):
         lines.append(f"{INDENT}local {buf.name}: {buf.dtype}{list(buf.shape)}")
     _format_block(program.body, 1, lines)
     return "\n".join(lines)
+
+
+def format_launch(launch: Launch) -> list[str]:
+    """A SIMT launch in a few lines: the block, how units share it, where LOCAL lives."""
+    unit = (f", a unit spread over a cluster of {launch.cluster} blocks" if launch.cluster > 1
+            else f", {launch.rows} units per block" if launch.rows > 1 else "")
+    lines = [f"launch {launch.blocks} blocks of {launch.block} threads{unit}: "
+             f"{launch.lanes} lanes per unit, chunks of {launch.chunk}, "
+             f"int{launch.index_bits} indices"
+             + (f" (one block runs every unit: {launch.serial})" if launch.serial else "")]
+    for r in launch.private:
+        where = f"{r.in_registers} in registers" + (
+            f", {r.per_thread - r.in_registers} in shared {r.rest.name}" if r.rest else "")
+        lines.append(f"  private row {r.name}: {r.per_thread} per thread ({where})")
+    for buf, at in launch.shared:
+        lines.append(f"  shared {buf.name} at byte {at}")
+    if launch.shared:
+        room = "" if launch.shared_room is None else f" of {launch.shared_room:,}"
+        lines.append(f"  shared memory {launch.shared_bytes:,} B{room} per block")
+    return lines
 
 
 def format_stmt(stmt: Stmt) -> str:

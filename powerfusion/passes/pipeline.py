@@ -18,6 +18,7 @@ from .split import split_div
 from .stage import stage_tiles
 from .sums import accurate_sums
 from .rows import copies_past_cache, rows_out
+from .simt.launch import plan_launch
 from .traffic import footprint
 
 
@@ -59,6 +60,8 @@ def optimize(program: Program, target: Target, placement: str = "local",
     if transpose:                                  # a transpose schedule's tile (SIMT):
         p = log.record("stage", stage_tiles(p, transpose))  # strided reads via LOCAL
     p = log.record("sums", accurate_sums(p, target))  # long sums as accurate as numpy's
+    if target.family == "simt":                    # how it maps onto blocks and threads
+        p = log.record("launch", plan_launch(p, target))
     return _checked(p, "the passes")
 
 

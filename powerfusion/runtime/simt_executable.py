@@ -18,8 +18,8 @@ import functools
 import numpy as np
 
 from .. import options
-from ..codegen.simt import MAX_BLOCK, REDUCE_SCRATCH, SimtModule, build_simt
-from ..codegen.simt_plan import SHARED_ALIGN, SPILL_REGISTERS
+from ..codegen.simt import REDUCE_SCRATCH, SimtModule, build_simt
+from ..passes.simt.launch import MAX_BLOCK, SHARED_ALIGN, SPILL_REGISTERS
 from ..errors import UnsupportedError
 from ..gir.ir import Level, Program, Role
 from ..targets import MemoryLevel, Target
@@ -51,13 +51,15 @@ def simt_target(dialect: str, device: str | None = None) -> Target:
     if dialect == "opencl":
         limits = _opencl_limits()
         reserve = MAX_BLOCK * 8                 # the __local reduction tree
+        largest = min(MAX_BLOCK, limits["work_group"])
         return Target(
             name="opencl", family="simt", cores=limits["units"], simd_bytes=16,
             memory=(MemoryLevel(Level.GLOBAL, limits["global"], 100e9, "device"),
                     MemoryLevel(Level.LOCAL, max(0, limits["local"] - reserve), 1e12,
                                 "block"),
                     MemoryLevel(Level.REGISTER, 1024, 1e13, "thread")),
-            row_register_bytes=_row_registers(min(MAX_BLOCK, limits["work_group"])))
+            row_register_bytes=_row_registers(largest), warp=32, max_block=largest,
+            dialect="opencl", reserved_shared=min(reserve, limits["local"]))
     names = {"cuda": device or _cuda_device_name(), "hip": "mi250"}
     if dialect not in names:
         raise UnsupportedError(f"SIMT dialect {dialect!r}: choose one of {list(DIALECTS)}")
@@ -67,8 +69,9 @@ def simt_target(dialect: str, device: str | None = None) -> Target:
     reserve = (REDUCE_SCRATCH + 1) * 8 + 16 * SHARED_ALIGN
     return dataclasses.replace(target, memory=tuple(
         dataclasses.replace(m, capacity=m.capacity - reserve) if m.level is Level.LOCAL
-        else m for m in target.memory), row_register_bytes=_row_registers(MAX_BLOCK),
-        cluster_blocks=target.cluster_blocks if _knob("CLUSTERS") else 1)
+        else m for m in target.memory), row_register_bytes=_row_registers(target.max_block),
+        cluster_blocks=target.cluster_blocks if _knob("CLUSTERS") else 1,
+        reserved_shared=reserve)
 
 
 def _knob(name: str) -> bool:
@@ -111,16 +114,12 @@ def simt_module(plan, dialect: str) -> SimtModule:
     """The plan's kernels printed in dialect, as the runtime builds them (explain shows
     this source); UnsupportedError if a kernel's shared memory does not fit."""
     programs = [ck.program for ck in plan.kernels]
-    largest = _opencl_limits()["work_group"] if dialect == "opencl" else MAX_BLOCK
-    room = plan.target.capacity(Level.LOCAL)
-    module = build_simt(programs, dialect, min(MAX_BLOCK, largest),
-                        plan.target.cluster_blocks, room)
-    for k in module.kernels:        # rows' registers (target.row_bytes) hold private rows
-        if k.local_bytes > room:    # only; any other LOCAL array lives in shared memory
+    for p in programs:              # rows' registers (target.row_bytes) hold private rows
+        if not p.launch.fits:       # only; any other LOCAL array lives in shared memory
             raise UnsupportedError(
-                f"SIMT codegen: kernel {k.name} needs {k.local_bytes} B of shared memory "
-                f"per block; {plan.target.name} has {room} B")
-    return module
+                f"SIMT codegen: kernel {p.name} needs {p.launch.shared_bytes} B of shared "
+                f"memory per block; {plan.target.name} has {p.launch.shared_room} B")
+    return build_simt(programs, dialect)
 
 
 def compile_plan_simt(plan, dialect: str, module: SimtModule | None = None):

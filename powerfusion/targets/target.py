@@ -45,6 +45,15 @@ class Target:
     # registers and shared memory spreads over this many, which pool their partial
     # reductions through distributed shared memory. 1: no clusters.
     cluster_blocks: int = 1
+    # SIMT: threads of a warp (blocks are multiples of it, shuffles reduce within it)
+    # and the most threads a block may have on this device; 1 on a CPU
+    warp: int = 1
+    max_block: int = 1
+    # the printer family's dialect this target is compiled in: "c", "cuda", "hip", "opencl"
+    dialect: str = "c"
+    # shared memory per block the generated code keeps for itself (reduction scratch,
+    # the alignment of each LOCAL array), already taken off LOCAL's capacity
+    reserved_shared: int = 0
 
     @property
     def row_bytes(self) -> int:
@@ -77,6 +86,9 @@ class Target:
         data = {"name": self.name, "family": self.family, "cores": self.cores,
                 "simd_bytes": self.simd_bytes, "l1_bytes": self.l1_bytes,
                 "features": list(self.features), "cluster_blocks": self.cluster_blocks,
+                "warp": self.warp, "max_block": self.max_block, "dialect": self.dialect,
+                "reserved_shared": self.reserved_shared,
+                "row_register_bytes": self.row_register_bytes,
                 "memory": [{"level": m.level.value, "capacity": m.capacity,
                             "bandwidth": m.bandwidth, "shared_by": m.shared_by}
                            for m in self.memory]}
@@ -88,7 +100,10 @@ class Target:
         return cls(d["name"], d["family"], int(d["cores"]), int(d["simd_bytes"]), tuple(
             MemoryLevel(Level(m["level"]), int(m["capacity"]), float(m["bandwidth"]),
                         m["shared_by"]) for m in d["memory"]), int(d.get("l1_bytes", 0)),
-                   tuple(d.get("features", ())), cluster_blocks=int(d.get("cluster_blocks", 1)))
+                   tuple(d.get("features", ())), int(d.get("row_register_bytes", 0)),
+                   int(d.get("cluster_blocks", 1)), int(d.get("warp", 1)),
+                   int(d.get("max_block", 1)), d.get("dialect", "c"),
+                   int(d.get("reserved_shared", 0)))
 
     def with_bandwidths(self, measured: dict[Level, float]) -> "Target":
         """The same target with measured bandwidths (from `powerfusion probe`)."""
