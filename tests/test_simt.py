@@ -349,12 +349,14 @@ def _module(graph: Graph, dialect: str = "cuda"):
 
 
 def _legal(program: Program, dialect: str = "cuda") -> Program:
-    """A hand-written program with the launch the SIMT passes give it for the dialect
-    (CUDA: as on an H100)."""
+    """A hand-written program with the launch and barriers the SIMT passes give it for the
+    dialect (CUDA: as on an H100)."""
     from powerfusion.passes.simt.launch import plan_launch
+    from powerfusion.passes.simt.sync import place_barriers
     from powerfusion.runtime.simt_executable import simt_target
 
-    return plan_launch(program, simt_target(dialect, "h100" if dialect == "cuda" else None))
+    target = simt_target(dialect, "h100" if dialect == "cuda" else None)
+    return place_barriers(plan_launch(program, target))
 
 
 def _kernel_text(source: str) -> str:
@@ -641,7 +643,7 @@ def test_unknown_dialect_is_refused():
 
 
 def test_chunk_alignment_sees_through_divisions_by_multiples_of_the_chunk():
-    from powerfusion.codegen.simt_plan import _chunk_aligned
+    from powerfusion.codegen.simt_vectors import _chunk_aligned
     from powerfusion.gir.expr import Expr, Var
 
     i, p = Var("i", 1024), Var("p", 8)

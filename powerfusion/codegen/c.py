@@ -22,8 +22,8 @@ import numpy as np
 from ..dtypes import DType, promote
 from ..errors import UnsupportedError
 from ..gir.expr import Clamp, Div, Expr, Mod, Var
-from ..gir.ir import (Access, Buffer, Compute, Const, IndexValue, Level, Loop, Move, Parallel,
-                      Program, Role, Stmt, accesses, walk)
+from ..gir.ir import (Access, Barrier, Buffer, Compute, Const, IndexValue, Level, Loop, Move,
+                      Parallel, Program, Role, Stmt, accesses, walk)
 from ..graph.ops import Group, Op
 
 
@@ -282,9 +282,15 @@ class CPrinter:
                     or self.exact16.get(s.src.buffer.name) is s.dst.buffer.dtype
                 self.write(s.dst, self.read(s.src), s.src.buffer.dtype, path + (k,),
                            round16=not exact)
+            elif isinstance(s, Barrier):
+                self.barrier_statement()
             else:
                 self.compute(s, path + (k,))
         self.visible = saved
+
+    def barrier_statement(self) -> None:
+        raise UnsupportedError("C codegen: a barrier is a SIMT statement; the CPU's "
+                               "parallel units share no block")
 
     def loop(self, loop: Loop, path: tuple[int, ...]) -> None:
         var, n = self.ident("var", loop.var.name), loop.var.extent

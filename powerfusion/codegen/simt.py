@@ -41,12 +41,12 @@ import numpy as np
 from ..dtypes import DType
 from ..errors import UnsupportedError
 from ..gir.expr import Var
-from ..gir.ir import (Access, Buffer, Compute, Const, IndexValue, Level, Loop, Move, Parallel,
-                      Program, Role, Stmt, accesses, walk)
-from ..graph.ops import Op
+from ..gir.ir import (Access, Barrier, Buffer, Compute, Const, IndexValue, Level, Loop, Move,
+                      Parallel, Program, Role, accesses, walk)
+from ..graph.ops import ACCUMULATES, Op, accumulate_identity
 from .c import _F64_TO_F32_ODD, CPrinter, _exact_16bit, _plan_registers, mod_helpers
 from ..passes.simt.launch import VECTOR_BYTES
-from .simt_plan import Hazards, Use, check_lanes, vector_accesses
+from .simt_vectors import vector_accesses
 
 REDUCE_SCRATCH = 32         # 8-byte slots of the reduction scratch (one per warp)
 
@@ -226,8 +226,6 @@ class SimtPrinter(CPrinter):
         self.lanes = 1                            # threads sharing a row
         self.thread_loop_var: Var | None = None  # the SIMD loop spread over threads
         self.in_cores = False
-        self.hazards = Hazards()
-        self.pending: list[Use] = []             # row-level reads of the statement at hand
         self.constants: dict[str, object] = {}    # registers last set to a constant
         self.chunk = 1                            # elements per thread and chunk
         self.private: dict[str, int] = {}         # LOCAL rows held per thread: elements
@@ -437,32 +435,23 @@ class SimtPrinter(CPrinter):
             return
         # rows streamed through thread loops: unrolled, the loads of the next rows go out
         # before the adds of this one wait for theirs
-        streams = all(isinstance(s, Loop) and s.kind is Parallel.SIMD for s in loop.body)
+        streams = all(isinstance(s, Loop) and s.kind is Parallel.SIMD for s in loop.body
+                      if not isinstance(s, Barrier))
         self.repeated_body(loop, path, f"for ({idx} {var} = 0; {var} < {n}; ++{var}) {{",
                            "#pragma unroll 4" if streams else None)
 
     def repeated_body(self, loop: Loop, path, header: str, pragma: str | None = None) -> None:
-        """A loop every thread runs in step: its next iteration may need a barrier
-        against what the last one left unsynchronised."""
-        everything = self.loop_accesses(loop)
-        if self.hazards.conflicts(everything):  # entering: against what came before
-            self.emit_barrier()
+        """A loop every thread runs in step (its barriers are statements of the body)."""
         if pragma:
             self.emit(pragma)
         self.emit(header)
         self.depth += 1
         self.block(loop.body, path)
-        if self.hazards.conflicts(everything):
-            self.emit_barrier()
         self.depth -= 1
         self.emit("}")
-        self.hazards.add(everything)
 
     def thread_loop(self, loop: Loop, path) -> None:
         var, n, idx = self.ident("var", loop.var.name), loop.var.extent, self.index_type
-        uses = self.loop_accesses(loop)
-        check_lanes(uses, loop)
-        self.sync_before(uses)
         accumulators = self.accumulators(loop)
         saved = {}
         for reg, op in accumulators:        # partials start from the identity
@@ -492,8 +481,6 @@ class SimtPrinter(CPrinter):
             if reg.name in saved:
                 combine = self.template(op, dtype)
                 self.emit(f"{name} = {combine.format(saved[reg.name], name)};")
-        if accumulators:
-            self.hazards.clear()             # the block reduction synchronised the block
 
     def chunked_loop(self, loop: Loop, path) -> None:
         """Each thread takes `chunk` consecutive elements at a time: the loop's
@@ -653,8 +640,6 @@ class SimtPrinter(CPrinter):
         return [found[k] for k in sorted(found)]
 
     def read(self, a: Access) -> str:
-        if self.thread_loop_var is None and self.shared(a.buffer):
-            self.pending.append(Use(a.buffer.name, ("all",), False))
         if a.buffer.name in self.private:
             return self.private_slot(a)
         array = self.slots.get((a.buffer.name, a.index))
@@ -670,14 +655,9 @@ class SimtPrinter(CPrinter):
             self.constants[c.dst.buffer.name] = c.srcs[0].value
 
     def write(self, a: Access, value: str, src: DType, path, round16: bool) -> None:
-        """Every statement ends here: row-level memory traffic syncs first, and a store
-        to memory outside the thread loops is made by thread 0."""
+        """Every statement ends here: a store to memory outside the thread loops is made
+        by thread 0."""
         self.constants.pop(a.buffer.name, None)
-        if self.thread_loop_var is None:
-            uses, self.pending = self.pending, []
-            if self.shared(a.buffer):
-                uses.append(Use(a.buffer.name, ("one",), True))
-            self.sync_before(uses)
         if a.buffer.name in self.private:
             self.emit(f"{self.private_slot(a)} = "
                       f"{self.convert(value, src, a.buffer.dtype, round16)};")
@@ -708,51 +688,8 @@ class SimtPrinter(CPrinter):
             return self.convert(f"(({i64})({self.index(o.index)}))", DType.int64, target, False)
         return super().operand(o, target)
 
-    # -- barriers ---------------------------------------------------------------------
-    def sync_before(self, uses: list[Use]) -> None:
-        if self.hazards.conflicts(uses):
-            self.emit_barrier()
-        self.hazards.add(uses)
-
-    def emit_barrier(self) -> None:
+    def barrier_statement(self) -> None:
         self.emit(self.barrier)
-        self.hazards.clear()
-
-    def shared(self, buf: Buffer) -> bool:
-        """Memory other threads of the block may touch: LOCAL (but rows held in
-        registers) and non-input global."""
-        if buf.level is Level.LOCAL:
-            return buf.name not in self.private
-        return buf.level is Level.GLOBAL and buf.role is not Role.INPUT
-
-    def row_accesses(self, s: Stmt) -> list[Use]:
-        if isinstance(s, Loop):
-            return self.loop_accesses(s)
-        reads, writes = accesses(s)
-        return ([Use(a.buffer.name, ("all",), False) for a in reads if self.shared(a.buffer)]
-                + [Use(a.buffer.name, ("one",), True) for a in writes if self.shared(a.buffer)])
-
-    def loop_accesses(self, loop: Loop) -> list[Use]:
-        """Every shared access in the loop, with the thread that makes it."""
-        if loop.kind is not Parallel.SIMD:
-            out = []
-            for s in loop.body:
-                out += self.row_accesses(s)
-            return out
-        lane = Var("pf_lane", loop.var.extent)
-        out = []
-        for s, inner in walk(loop.body):
-            reads, writes = accesses(s)
-            for a, is_write in [(a, False) for a in reads] + [(a, True) for a in writes]:
-                if not self.shared(a.buffer):
-                    continue
-                inner_vars = {lp.var for lp in inner}
-                if a.index.vars() & inner_vars or loop.var not in a.index.vars():
-                    who = ("any",)      # many threads may meet this element
-                else:
-                    who = ("lane", a.index.substitute({loop.var: lane}))
-                out.append(Use(a.buffer.name, who, is_write))
-        return out
 
 
 def _mentions(lines: list[str], name: str) -> bool:
@@ -764,17 +701,8 @@ _SIZES = {"float": 4, "double": 8, "unsigned short": 2, "ushort": 2, "int": 4,
 
 
 # -- identities of the accumulations a block reduction combines ----------------------------
-def _identity(op: Op):
-    from ..gir.lower import identity
-    return lambda dtype: identity(op, dtype)
-
-
-_IDENTITY = {
-    Op.ADD: _identity(Op.SUM),
-    Op.MAXIMUM: _identity(Op.MAX),
-    Op.MINIMUM: _identity(Op.MIN),
-    Op.MUL: lambda dtype: Const(True if dtype.is_bool else 1 if dtype.is_int else 1.0, dtype),
-}
+_IDENTITY = {op: (lambda dtype, op=op: Const(accumulate_identity(op, dtype), dtype))
+             for op in ACCUMULATES}
 
 
 # -- the dialects -----------------------------------------------------------------------------

@@ -23,7 +23,8 @@ from __future__ import annotations
 from ..errors import PowerFusionError
 from ..graph.ops import Group
 from .expr import Expr
-from .ir import Access, Buffer, Compute, IndexValue, Level, Loop, Parallel, Program, Role, Stmt
+from .ir import (Access, Barrier, Buffer, Compute, IndexValue, Level, Loop, Parallel, Program,
+                 Role, Stmt)
 
 
 class GIRError(PowerFusionError, AssertionError):
@@ -70,6 +71,8 @@ class _Checker:
     def block(self, stmts, loops: tuple[Loop, ...], written: frozenset[str]) -> None:
         """Check stmts in order; `written`: registers written before, in scope."""
         for s in stmts:
+            if isinstance(s, Barrier):
+                continue
             if isinstance(s, Loop):
                 self.loop(s, loops)
                 self.block(s.body, loops + (s,), written)

@@ -33,10 +33,11 @@ from typing import ClassVar
 import numpy as np
 
 from ..dtypes import DType, promote
-from ..graph.ops import Group, Op
+from ..graph.ops import Group, Op, accumulate_identity
 from ..graph.reference import bfloat16_to_float32, float32_to_bfloat16_bits, round_to_bfloat16
 from .check import GIRError
-from .ir import Access, Buffer, Compute, Const, Level, Loop, Move, Program, Role
+from .ir import (Access, Barrier, Buffer, Compute, Const, Launch, Level, Loop, Move, Parallel,
+                 Program, Role, walk)
 
 Storage = np.ndarray | tuple[np.ndarray, int]
 
@@ -195,21 +196,31 @@ def operand_dtype(operand) -> DType:
 
 # -- the machine -------------------------------------------------------------------------
 class _Machine:
-    def __init__(self, storage: dict[str, tuple[np.ndarray, int]]):
+    def __init__(self, storage: dict[str, tuple[np.ndarray, int]], launch: Launch | None):
         self.storage = storage
         self.locals: dict[str, np.ndarray] = {}
         self.registers: dict[str, np.generic] = {}
         self.env: dict = {}                     # Var -> its current value
+        self.threads = _Threads(launch) if launch is not None else None
 
     def run(self, stmts) -> None:
         for s in stmts:
             self.STATEMENTS[type(s)](self, s)
 
     def loop(self, s: Loop) -> None:
+        threads = self.threads
+        if threads is not None and threads.thread is None and s.kind is not Parallel.SERIAL:
+            threads.loop(self, s)
+            return
         for k in range(s.var.extent):
             self.env[s.var] = k
             self.run(s.body)
         self.env.pop(s.var, None)
+
+    def barrier(self, s: Barrier) -> None:
+        if self.threads is None:
+            raise GIRError("a barrier in a program with no SIMT launch")
+        self.threads.barrier()
 
     def move(self, s: Move) -> None:
         self.write(s.dst, convert(self.read(s.src), s.dst.buffer.dtype, narrow=True))
@@ -220,7 +231,7 @@ class _Machine:
         args = [convert(self.operand(o), d, narrow=False) for o, d in zip(s.srcs, wanted)]
         self.write(s.dst, convert(OPS[s.op](*args), dst, narrow=s.op is Op.CAST))
 
-    STATEMENTS: ClassVar[dict] = {Loop: loop, Move: move, Compute: compute}
+    STATEMENTS: ClassVar[dict] = {Loop: loop, Move: move, Compute: compute, Barrier: barrier}
 
     def operand(self, o) -> np.generic:
         if isinstance(o, Access):
@@ -236,6 +247,8 @@ class _Machine:
                 raise GIRError(f"register {buf.name} is read before it is written")
             return self.registers[buf.name]
         array, position = self.locate(a)
+        if self.threads is not None:
+            self.threads.access(a, position, write=False, where=self._where)
         raw = array[position]
         if buf.level is Level.GLOBAL and buf.dtype is DType.bfloat16:
             return bfloat16_to_float32(raw)[()]
@@ -249,6 +262,9 @@ class _Machine:
         array, position = self.locate(a)
         if buf.level is Level.GLOBAL and buf.dtype is DType.bfloat16:
             value = float32_to_bfloat16_bits(value)[()]
+        if self.threads is not None:
+            same = np.asarray(value, array.dtype).tobytes() == array[position].tobytes()
+            self.threads.access(a, position, write=True, where=self._where, same=same)
         array[position] = value
 
     def locate(self, a: Access) -> tuple[np.ndarray, int]:
@@ -270,6 +286,113 @@ class _Machine:
 
     def _where(self) -> str:
         return ", ".join(f"{v.name}={k}" for v, k in self.env.items()) or "no loop"
+
+
+class _Threads:
+    """The threads of a SIMT block, as the program's launch maps work onto them, and a
+    check that they never race: an element of shared memory (a LOCAL array other than a
+    private row, a non-input global buffer) written by one thread and read or written by
+    another with no barrier between is a GIRError. Iteration i of a SIMD loop runs on
+    thread (i / chunk) % lanes (of its unit's warp when a block holds several units); a
+    row-level statement runs on every thread, its store made by thread 0. Units are
+    taken one after another on one block, the way a grid-stride loop may run them.
+    A block reduction after a SIMD loop synchronises the block."""
+
+    ALL = -1                                # a row-level read: every thread
+
+    def __init__(self, launch: Launch):
+        self.launch = launch
+        self.thread: int | None = None      # inside a SIMD loop: the thread running it
+        self.base = 0                       # the first thread of the unit at hand
+        self.epoch = 0                      # barriers passed
+        # (buffer, position) -> [epoch, writer, epoch of the readers, readers]
+        self.seen: dict[tuple[str, int], list] = {}
+
+    def barrier(self) -> None:
+        self.epoch += 1
+
+    def loop(self, machine: "_Machine", s: Loop) -> None:
+        launch = self.launch
+        if s.kind is Parallel.CORES:
+            for k in range(s.var.extent):
+                machine.env[s.var] = k
+                self.base = (k % launch.rows) * launch.lanes
+                machine.run(s.body)
+            machine.env.pop(s.var, None)
+            self.base = 0
+            return
+        accumulators = _accumulators(machine, s)
+        registers = machine.registers
+        saved = {name: registers[name] for name in accumulators}
+        partials: dict[str, list] = {}
+        for name, (op, dtype) in accumulators.items():   # each thread's from the identity
+            start = convert(accumulate_identity(op, dtype), dtype, narrow=True)
+            partials[name] = [start] * launch.lanes
+        for k in range(s.var.extent):
+            machine.env[s.var] = k
+            lane = (k // launch.chunk) % launch.lanes
+            self.thread = self.base + lane
+            for name, values in partials.items():
+                registers[name] = values[lane]
+            machine.run(s.body)
+            for name, values in partials.items():
+                values[lane] = registers[name]
+        machine.env.pop(s.var, None)
+        self.thread = None
+        for name, (op, dtype) in accumulators.items():  # the block reduction: a tree over
+            values = partials[name]                      # the threads' partials, then the
+            while len(values) > 1:                       # value from before the loop
+                half = len(values) // 2
+                values = [convert(OPS[op](a, b), dtype, narrow=False)
+                          for a, b in zip(values[:half], values[half:2 * half])] \
+                    + values[2 * half:]
+            registers[name] = convert(OPS[op](saved[name], values[0]), dtype, narrow=False)
+        if accumulators:                    # the block reduction has barriers of its own
+            self.barrier()
+
+    def access(self, a: Access, position: int, write: bool, where, same: bool = False) -> None:
+        """One access by the thread at hand; `same`: a write of the value already there
+        (a transpose tile's clamped edge lanes rewrite their neighbour's element so)."""
+        buf = a.buffer
+        if buf.level is Level.REGISTER or buf.level is Level.GLOBAL and buf.role is Role.INPUT \
+                or buf.level is Level.LOCAL and self.launch.private_row(buf.name) is not None:
+            return
+        who = self.thread if self.thread is not None else (self.base if write else self.ALL)
+        record = self.seen.setdefault((buf.name, position), [-1, None, -1, set()])
+        epoch = self.epoch
+        race = record[0] == epoch and (record[1] != who or who == self.ALL) \
+            and not (write and same)
+        if write and record[2] == epoch:
+            race = race or bool(record[3] - {who})
+        if race:
+            other = record[1] if record[0] == epoch and record[1] != who else "another"
+            raise GIRError(f"threads race on element {position} of {buf.name}: "
+                           f"{'written' if write else 'read'} by "
+                           f"{'every thread' if who == self.ALL else f'thread {who}'} after "
+                           f"thread {other} {'wrote' if record[0] == epoch else 'read'} it, "
+                           f"with no barrier between ({where()})")
+        if write:
+            record[0], record[1] = epoch, who
+        else:
+            if record[2] != epoch:
+                record[2], record[3] = epoch, set()
+            record[3].add(who)
+
+
+def _accumulators(machine: "_Machine", loop: Loop) -> dict[str, tuple[Op, DType]]:
+    """Registers the SIMD loop only accumulates into (r = op(r, x)), written before it:
+    each thread keeps a partial, and a block reduction after the loop combines them
+    (what the SIMT printer makes of them). name -> (op, dtype)"""
+    found: dict[str, tuple[Op, DType]] = {}
+    other: set[str] = set()
+    for s, _ in walk(loop.body):
+        if isinstance(s, Compute) and s.is_accumulate \
+                and accumulate_identity(s.op, s.dst.buffer.dtype) is not None:
+            found[s.dst.buffer.name] = (s.op, s.dst.buffer.dtype)
+        elif isinstance(s, (Move, Compute)):
+            other.add(s.dst.buffer.name)
+    return {name: found[name] for name in sorted(found)
+            if name not in other and name in machine.registers}
 
 
 def _poisoned(size: int, dtype: np.dtype) -> np.ndarray:
@@ -300,7 +423,8 @@ def _bind(buf: Buffer, given: Storage | None) -> tuple[np.ndarray, int]:
 
 
 def run(program: Program, arrays: Mapping[str, Storage]) -> dict[str, np.ndarray]:
-    """Execute program on the caller's storage; return every param's 1-D storage.
+    """Execute program on the caller's storage; return every param's 1-D storage. A
+    program with a SIMT launch runs as its block's threads would, checked for races.
 
     arrays maps a param's name to its storage: `(flat, base)`, flat a 1-D array and
     base the position of logical element 0 in it, or a bare array (base 0; not 1-D
@@ -313,5 +437,5 @@ def run(program: Program, arrays: Mapping[str, Storage]) -> dict[str, np.ndarray
                        f"{program.name}")
     storage = {b.name: _bind(b, arrays.get(b.name)) for b in program.params}
     with np.errstate(all="ignore"):
-        _Machine(storage).run(program.body)
+        _Machine(storage, program.launch).run(program.body)
     return {name: array for name, (array, _) in storage.items()}

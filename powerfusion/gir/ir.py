@@ -6,6 +6,8 @@
   another, possibly across memory levels; a dtype change on the way is a
   widening load or a narrowing store.
 - Compute: an instruction on register operands.
+- Barrier (SIMT only, placed by passes/simt/sync.py): threads of a block wait for each
+  other, so memory one wrote is seen by the others.
 
 Every access names its buffer and an index expression over the enclosing loop
 variables, so the bytes each unit touches at each level can be read off the program.
@@ -156,7 +158,18 @@ class Loop:
         return f"{self.kind.value} {self.var.name} in 0..{self.var.extent}"
 
 
-Stmt = Union[Loop, Move, Compute]
+@dataclass(frozen=True, slots=True)
+class Barrier:
+    """Synchronisation (SIMT): every thread of the block, or of its thread block cluster,
+    waits here for the others, and what each wrote before it is seen by all after it.
+    Placed by passes/simt/sync.py where one thread reads or overwrites an element of
+    shared memory another thread touched since the last barrier."""
+
+    def __str__(self) -> str:
+        return "barrier"
+
+
+Stmt = Union[Loop, Move, Compute, Barrier]
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,6 +272,8 @@ def map_accesses(stmts: tuple[Stmt, ...], fn) -> tuple[Stmt, ...]:
             out.append(s if body == s.body else Loop(s.var, s.kind, body))
         elif isinstance(s, Move):
             out.append(Move(fn(s.dst), fn(s.src), s.stream))
+        elif isinstance(s, Barrier):
+            out.append(s)
         else:
             out.append(Compute(s.op, fn(s.dst), tuple(fn(a) if isinstance(a, Access) else a
                                                       for a in s.srcs)))

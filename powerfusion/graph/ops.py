@@ -103,6 +103,17 @@ class Group:
 REDUCE_COMBINE = {Op.SUM: Op.ADD, Op.MAX: Op.MAXIMUM, Op.MIN: Op.MINIMUM}
 
 
+ACCUMULATES = {Op.ADD: Op.SUM, Op.MAXIMUM: Op.MAX, Op.MINIMUM: Op.MIN, Op.MUL: None}
+
+
+def accumulate_identity(op: Op, dtype) -> bool | int | float | None:
+    """The value an accumulation `r = op(r, x)` starts from in each thread that holds a
+    partial of it (None: op has no identity, so it cannot be split over threads)."""
+    if op is Op.MUL:
+        return True if dtype.is_bool else 1 if dtype.is_int else 1.0
+    return reduce_identity(ACCUMULATES[op], dtype) if op in ACCUMULATES else None
+
+
 def reduce_identity(op: Op, dtype) -> bool | int | float:
     """The value a reduction starts from (and gives over no elements): 0 for a sum, the
     lowest value of the dtype for a max, the highest for a min."""

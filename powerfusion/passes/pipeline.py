@@ -19,6 +19,7 @@ from .stage import stage_tiles
 from .sums import accurate_sums
 from .rows import copies_past_cache, rows_out
 from .simt.launch import plan_launch
+from .simt.sync import place_barriers
 from .traffic import footprint
 
 
@@ -60,8 +61,9 @@ def optimize(program: Program, target: Target, placement: str = "local",
     if transpose:                                  # a transpose schedule's tile (SIMT):
         p = log.record("stage", stage_tiles(p, transpose))  # strided reads via LOCAL
     p = log.record("sums", accurate_sums(p, target))  # long sums as accurate as numpy's
-    if target.family == "simt":                    # how it maps onto blocks and threads
+    if target.family == "simt":                    # how it maps onto blocks and threads,
         p = log.record("launch", plan_launch(p, target))
+        p = log.record("sync", place_barriers(p))  # and where its threads wait for each other
     return _checked(p, "the passes")
 
 

@@ -1,65 +1,13 @@
-"""What the SIMT printer decides while it prints: barrier placement and vector accesses.
+"""Which accesses of a SIMD loop the SIMT printer moves as whole vector chunks.
 
-(The launch is decided before, by passes/simt/launch.py, and recorded in the program.)
-
-Barriers: a `Use` is one access to memory other threads of a block can see, with the
-thread that makes it: ("lane", index) inside a SIMD loop (iteration i runs on thread
-(i / chunk) % BLOCK, so an equal index in loops of equal extent is the same thread), ("one",) for
-a row-level store (thread 0), ("all",) for a row-level read, ("any",) when unknown.
-Two uses conflict when one writes and another thread may be the other's.
+(The launch, the chunk included, is decided before by passes/simt/launch.py and the
+barriers by passes/simt/sync.py; both are recorded in the program.)
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from ..errors import UnsupportedError
 from ..gir.expr import Div, Expr, Mod, Var
 from ..gir.ir import Level, Loop, Move, accesses, walk
-
-
-# -- barriers -------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Use:
-    buffer: str
-    who: tuple          # ("lane", index) | ("one",) thread 0 | ("all",) | ("any",)
-    write: bool
-
-
-def conflict(a: Use, b: Use) -> bool:
-    if a.buffer != b.buffer or not (a.write or b.write):
-        return False
-    return not (a.who == b.who and a.who[0] in ("lane", "one"))
-
-
-class Hazards:
-    """Shared accesses since the last barrier."""
-
-    def __init__(self):
-        self.uses: list[Use] = []
-
-    def conflicts(self, uses: list[Use]) -> bool:
-        return any(conflict(a, b) for a in uses for b in self.uses)
-
-    def add(self, uses: list[Use]) -> None:
-        self.uses += [u for u in uses if u not in self.uses]
-
-    def clear(self) -> None:
-        self.uses = []
-
-
-def check_lanes(uses: list[Use], loop: Loop) -> None:
-    """Inside one SIMD loop, threads run side by side: no element may pass between them."""
-    for k, a in enumerate(uses):
-        if a.write and a.who[0] != "lane":
-            raise UnsupportedError(
-                f"SIMT codegen: SIMD loop {loop.var.name} writes {a.buffer} at an element "
-                "that does not follow the loop index; several threads would store it")
-        for b in uses[k + 1:]:
-            if conflict(a, b):
-                raise UnsupportedError(
-                    f"SIMT codegen: SIMD loop {loop.var.name} passes values between its "
-                    f"iterations through {a.buffer}; its threads run side by side")
 
 
 # -- vector chunks ---------------------------------------------------------------------------
