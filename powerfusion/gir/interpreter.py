@@ -37,7 +37,8 @@ from ..graph.ops import Group, Op, accumulate_identity
 from ..graph.reference import bfloat16_to_float32, float32_to_bfloat16_bits, round_to_bfloat16
 from .check import GIRError
 from .ir import (Access, Barrier, Buffer, Compute, Const, Launch, Level, Loop, Move, Parallel,
-                 Program, Role, walk)
+                 Program, Role)
+from .ir import accumulators as accumulators_of
 
 Storage = np.ndarray | tuple[np.ndarray, int]
 
@@ -321,7 +322,8 @@ class _Threads:
             machine.env.pop(s.var, None)
             self.base = 0
             return
-        accumulators = _accumulators(machine, s)
+        accumulators = {name: (c.op, c.dst.buffer.dtype)
+                        for name, c in accumulators_of(s, machine.registers).items()}
         registers = machine.registers
         saved = {name: registers[name] for name in accumulators}
         partials: dict[str, list] = {}
@@ -377,22 +379,6 @@ class _Threads:
             if record[2] != epoch:
                 record[2], record[3] = epoch, set()
             record[3].add(who)
-
-
-def _accumulators(machine: "_Machine", loop: Loop) -> dict[str, tuple[Op, DType]]:
-    """Registers the SIMD loop only accumulates into (r = op(r, x)), written before it:
-    each thread keeps a partial, and a block reduction after the loop combines them
-    (what the SIMT printer makes of them). name -> (op, dtype)"""
-    found: dict[str, tuple[Op, DType]] = {}
-    other: set[str] = set()
-    for s, _ in walk(loop.body):
-        if isinstance(s, Compute) and s.is_accumulate \
-                and accumulate_identity(s.op, s.dst.buffer.dtype) is not None:
-            found[s.dst.buffer.name] = (s.op, s.dst.buffer.dtype)
-        elif isinstance(s, (Move, Compute)):
-            other.add(s.dst.buffer.name)
-    return {name: found[name] for name in sorted(found)
-            if name not in other and name in machine.registers}
 
 
 def _poisoned(size: int, dtype: np.dtype) -> np.ndarray:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Iterator, Union
 
 from ..dtypes import DType
-from ..graph.ops import Op
+from ..graph.ops import ACCUMULATES, Op
 from .expr import Expr, Var
 
 
@@ -303,6 +303,22 @@ def _substitute_index_values(stmts, old: Var, new: Expr):
         else:
             out.append(s)
     return tuple(out)
+
+
+def accumulators(loop: Loop, written) -> dict[str, Compute]:
+    """The registers a SIMD loop accumulates into (r = op(r, x), op with an identity),
+    among `written` (those set before the loop), that nothing else in the loop writes:
+    on a SIMT target each thread keeps a partial of each, and a block reduction after
+    the loop combines them (a collective, with barriers of its own). name -> the
+    accumulating Compute."""
+    found: dict[str, Compute] = {}
+    other: set[str] = set()
+    for s, _ in walk(loop.body):
+        if isinstance(s, Compute) and s.is_accumulate and s.op in ACCUMULATES:
+            found[s.dst.buffer.name] = s
+        elif isinstance(s, (Move, Compute)):
+            other.add(s.dst.buffer.name)
+    return {name: found[name] for name in sorted(found) if name not in other and name in written}
 
 
 def buffers(program: Program) -> dict[str, Buffer]:

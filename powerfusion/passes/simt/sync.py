@@ -23,8 +23,8 @@ from dataclasses import dataclass
 
 from ...errors import UnsupportedError
 from ...gir.expr import Var
-from ...gir.ir import (Barrier, Buffer, Compute, Launch, Level, Loop, Parallel, Program, Role,
-                       Stmt, accesses, walk)
+from ...gir.ir import (Barrier, Buffer, Launch, Level, Loop, Parallel, Program, Role, Stmt,
+                       accesses, accumulators, walk)
 
 
 @dataclass(frozen=True)
@@ -125,11 +125,9 @@ class _Sync:
         uses = self.loop_accesses(loop)
         check_lanes(uses, loop)
         out = self.sync_before(uses)
-        inside = {s.dst.buffer.name for s, _ in walk(loop.body)
-                  if isinstance(s, Compute) and s.dst.buffer.level is Level.REGISTER}
-        if inside & self.written:           # accumulators: the block reduction after the
-            self.hazards.clear()            # loop synchronises the block
-        self.written |= inside | self.registers_written(loop.body)
+        if accumulators(loop, self.written):    # the block reduction after the loop
+            self.hazards.clear()                # synchronises the block
+        self.written |= self.registers_written(loop.body)
         return out + [loop]
 
     def row_statement(self, s: Stmt) -> list[Stmt]:
