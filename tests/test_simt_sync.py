@@ -1,10 +1,11 @@
 """SIMT-legalised GIR, run by the interpreter as a block's threads would run it.
 
-The SIMT passes record a program's launch and place its barriers in GIR
-(passes/simt/). The interpreter runs such a program thread by thread as the launch maps
-it (each thread's partial of a block reduction included) and reports a race on shared
-memory. So every SIMT test case's legalised GIR must match numpy with no race, and
-taking out any barrier the sync pass placed must be a race the interpreter reports.
+The SIMT passes record a program's launch and place its collectives and barriers in
+GIR (passes/simt/). The interpreter runs such a program thread by thread as the launch
+maps it (each thread's partial of a reduction, combined by the Collective) and reports
+a race on shared memory. So every SIMT test case's legalised GIR must match numpy with
+no race; taking out any barrier the sync pass placed must be a race the interpreter
+reports; a collective missing is an error and one with the wrong op a wrong answer.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import graphs as G
 from powerfusion.compiler import InterpretedExecutable, plan_graph
 from powerfusion.gir.check import GIRError
 from powerfusion.gir.interpreter import run
-from powerfusion.gir.ir import Barrier, Level, Loop, Program
+from powerfusion.gir.ir import Barrier, Collective, Level, Loop, Program, walk
 from powerfusion.graph.graph import Graph
 from powerfusion.graph.ops import Op
 from powerfusion.passes.simt.launch import plan_launch
@@ -135,3 +136,52 @@ def test_a_thread_reading_its_own_stash_needs_no_barrier():
     plan = plan_graph(graph, G.strides_of(graph), simt_target("cuda", "h100"))
     (ck,) = plan.kernels
     assert ck.program.launch.private and not list(_barriers(ck.program.body))
+
+
+# -- collectives ---------------------------------------------------------------------------
+def _with_collectives(stmts, change):
+    """The statements with every Collective c replaced by change(c) (None: removed)."""
+    out = []
+    for s in stmts:
+        if isinstance(s, Collective):
+            s = change(s)
+        elif isinstance(s, Loop):
+            s = Loop(s.var, s.kind, _with_collectives(s.body, change))
+        if s is not None:
+            out.append(s)
+    return tuple(out)
+
+
+def _softmax_program():
+    graph = G.softmax(4, 1000)
+    (ck,) = plan_graph(graph, G.strides_of(graph), simt_target("cuda", "h100")).kernels
+    x = np.random.default_rng(2).standard_normal(4000).astype(np.float32)
+    e = np.exp(x.reshape(4, 1000) - x.reshape(4, 1000).max(axis=1, keepdims=True))
+    return ck.program, x, e / e.sum(axis=1, keepdims=True)
+
+
+def test_each_accumulating_loop_ends_in_a_collective_over_the_threads_sharing_the_row():
+    program, x, want = _softmax_program()
+    found = [s for s, _ in walk(program.body) if isinstance(s, Collective)]
+    assert [(c.op, c.scope) for c in found] == [(Op.MAXIMUM, "block"), (Op.ADD, "block")]
+    np.testing.assert_allclose(run(program, {"in0": x})["out0"].reshape(4, 1000), want,
+                               rtol=1e-5, atol=1e-7)
+    short = G.softmax(4096, 256)                    # a warp per row, 8 rows per block
+    (ck,) = plan_graph(short, G.strides_of(short), simt_target("cuda", "h100")).kernels
+    assert {s.scope for s, _ in walk(ck.program.body) if isinstance(s, Collective)} == {"lanes"}
+
+
+def test_a_missing_collective_is_an_error():
+    program, x, _ = _softmax_program()
+    broken = dataclasses.replace(program, body=_with_collectives(program.body, lambda c: None))
+    with pytest.raises(GIRError, match="no collective combines"):
+        run(broken, {"in0": x})
+
+
+def test_a_wrong_collective_gives_a_wrong_answer():
+    program, x, want = _softmax_program()
+    for wrong in ({Op.MAXIMUM: Op.MINIMUM}, {Op.ADD: Op.MAXIMUM}):
+        body = _with_collectives(program.body, lambda c: Collective(wrong.get(c.op, c.op),
+                                                                    c.dst, c.scope))
+        got = run(dataclasses.replace(program, body=body), {"in0": x})["out0"]
+        assert not np.allclose(got.reshape(4, 1000), want, rtol=1e-3)

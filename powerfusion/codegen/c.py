@@ -22,7 +22,7 @@ import numpy as np
 from ..dtypes import DType, promote
 from ..errors import UnsupportedError
 from ..gir.expr import Clamp, Div, Expr, Mod, Var
-from ..gir.ir import (Access, Barrier, Buffer, Compute, Const, IndexValue, Level, Loop, Move,
+from ..gir.ir import (Access, Barrier, Buffer, Collective, Compute, Const, IndexValue, Level, Loop, Move,
                       Parallel, Program, Role, Stmt, accesses, walk)
 from ..graph.ops import Group, Op
 
@@ -284,6 +284,8 @@ class CPrinter:
                            round16=not exact)
             elif isinstance(s, Barrier):
                 self.barrier_statement()
+            elif isinstance(s, Collective):
+                self.collective_statement(s)
             else:
                 self.compute(s, path + (k,))
         self.visible = saved
@@ -291,6 +293,10 @@ class CPrinter:
     def barrier_statement(self) -> None:
         raise UnsupportedError("C codegen: a barrier is a SIMT statement; the CPU's "
                                "parallel units share no block")
+
+    def collective_statement(self, c) -> None:
+        raise UnsupportedError(f"C codegen: {c} is a SIMT statement; a CPU thread "
+                               "accumulates a whole row itself")
 
     def loop(self, loop: Loop, path: tuple[int, ...]) -> None:
         var, n = self.ident("var", loop.var.name), loop.var.extent

@@ -41,8 +41,8 @@ import numpy as np
 from ..dtypes import DType
 from ..errors import UnsupportedError
 from ..gir.expr import Var
-from ..gir.ir import (Access, Barrier, Buffer, Compute, Const, IndexValue, Level, Loop, Move,
-                      Parallel, Program, Role, accesses, walk)
+from ..gir.ir import (Access, Barrier, Buffer, Collective, Compute, Const, IndexValue, Level,
+                      Loop, Move, Parallel, Program, Role, accesses, collectives_after, walk)
 from ..graph.ops import ACCUMULATES, Op, accumulate_identity
 from .c import _F64_TO_F32_ODD, CPrinter, _exact_16bit, _plan_registers, mod_helpers
 from ..passes.simt.launch import VECTOR_BYTES
@@ -347,6 +347,8 @@ class SimtPrinter(CPrinter):
         if self.cluster > 1:            # rows p run on clusters; a thread's lane spans them
             self.block_index, self.block_count = "pf_cluster_id()", "pf_cluster_count()"
             self.barrier = "pf_cluster_sync();"
+        self.collectives = collectives_after(program.body)
+        self.saved: dict[str, str] = {}     # accumulator -> its value from before the loop
         self.private = {r.name: r.per_thread for r in launch.private}
         self.in_regs = {r.name: r.in_registers for r in launch.private}
         self.rest = {r.name: r.rest for r in launch.private if r.rest is not None}
@@ -452,14 +454,20 @@ class SimtPrinter(CPrinter):
 
     def thread_loop(self, loop: Loop, path) -> None:
         var, n, idx = self.ident("var", loop.var.name), loop.var.extent, self.index_type
-        accumulators = self.accumulators(loop)
-        saved = {}
-        for reg, op in accumulators:        # partials start from the identity
+        collectives = self.collectives.get(id(loop), ())
+        combined = [(c.dst.buffer.name, c.op) for c in collectives]
+        if [(reg.name, op) for reg, op in self.accumulators(loop)] != combined:
+            raise UnsupportedError(
+                f"SIMT codegen: SIMD loop {loop.var.name}'s accumulators are not what the "
+                f"collectives after it combine ({combined}); the collectives pass places them")
+        for c in collectives:               # partials start from the identity
+            reg = c.dst.buffer
             name = self.ident("buf", reg.name)
-            identity = _IDENTITY[op](reg.dtype)
+            identity = _IDENTITY[c.op](reg.dtype)
             if self.constants.get(reg.name, None) != identity.value:
-                saved[reg.name] = self.ident("init", reg.name)
-                self.emit(f"{self.compute_types[reg.dtype.compute]} {saved[reg.name]} = {name};")
+                self.saved[reg.name] = self.ident("init", reg.name)
+                self.emit(f"{self.compute_types[reg.dtype.compute]} {self.saved[reg.name]} = "
+                          f"{name};")
                 self.emit(f"{name} = {self.literal(identity.value, identity.dtype, reg.dtype)};")
         self.thread_loop_var = loop.var
         if self.chunk == 1 and not self.touches_private(loop):
@@ -468,19 +476,22 @@ class SimtPrinter(CPrinter):
         else:
             self.chunked_loop(loop, path)
         self.thread_loop_var = None
-        for reg, op in accumulators:
-            dtype = reg.dtype.compute
-            name = self.ident("buf", reg.name)
-            scope = "cluster" if self.cluster > 1 else "lanes" if self.rows > 1 else "block"
-            self.helpers.add((scope, op, dtype))
-            if scope == "cluster":          # the block's result, then the cluster's
-                self.helpers.add(("block", op, dtype))
-            helper = self.helper_name(op, dtype).replace("pf_block_", f"pf_{scope}_")
-            self.emit(f"{name} = {helper}({name}, pf_red);")
-            self.constants.pop(reg.name, None)
-            if reg.name in saved:
-                combine = self.template(op, dtype)
-                self.emit(f"{name} = {combine.format(saved[reg.name], name)};")
+
+    def collective_statement(self, c: Collective) -> None:
+        """The threads' partials combined by the scope's reduction helper, then with the
+        value the register had before the loop (when that was not the identity)."""
+        reg, op, scope = c.dst.buffer, c.op, c.scope
+        dtype = reg.dtype.compute
+        name = self.ident("buf", reg.name)
+        self.helpers.add((scope, op, dtype))
+        if scope == "cluster":          # the block's result, then the cluster's
+            self.helpers.add(("block", op, dtype))
+        helper = self.helper_name(op, dtype).replace("pf_block_", f"pf_{scope}_")
+        self.emit(f"{name} = {helper}({name}, pf_red);")
+        self.constants.pop(reg.name, None)
+        if reg.name in self.saved:
+            combine = self.template(op, dtype)
+            self.emit(f"{name} = {combine.format(self.saved.pop(reg.name), name)};")
 
     def chunked_loop(self, loop: Loop, path) -> None:
         """Each thread takes `chunk` consecutive elements at a time: the loop's
@@ -619,7 +630,7 @@ class SimtPrinter(CPrinter):
         found: dict[str, tuple[Buffer, Op]] = {}
         others: set[str] = set()
         for s, _ in walk(loop.body):
-            if isinstance(s, Loop):
+            if not isinstance(s, (Move, Compute)):
                 continue
             own = isinstance(s, Compute) and s.is_accumulate
             srcs = (s.src,) if isinstance(s, Move) else s.srcs[1 if own else 0:]

@@ -20,7 +20,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..dtypes import DType
-from ..errors import DTypeError, ShapeError, UnsupportedError
+from ..errors import ShapeError, UnsupportedError
 from ..graph.graph import Node
 from ..graph.ops import Op
 from . import build

@@ -23,8 +23,8 @@ from __future__ import annotations
 from ..errors import PowerFusionError
 from ..graph.ops import Group
 from .expr import Expr
-from .ir import (Access, Barrier, Buffer, Compute, IndexValue, Level, Loop, Parallel, Program,
-                 Role, Stmt)
+from .ir import (Access, Barrier, Buffer, Collective, Compute, IndexValue, Level, Loop, Parallel,
+                 Program, Role, Stmt)
 
 
 class GIRError(PowerFusionError, AssertionError):
@@ -79,8 +79,8 @@ class _Checker:
                 continue
             if isinstance(s, Compute):
                 self.operands(s, loops)
-            reads = [s.src] if not isinstance(s, Compute) else [
-                o for o in s.srcs if isinstance(o, Access)]
+            reads = [s.dst] if isinstance(s, Collective) else [s.src] \
+                if not isinstance(s, Compute) else [o for o in s.srcs if isinstance(o, Access)]
             for a in reads:
                 self.access(a, s, loops, write=False)
                 if a.buffer.level is Level.REGISTER and a.buffer.name not in written:

@@ -36,8 +36,8 @@ from ..dtypes import DType, promote
 from ..graph.ops import Group, Op, accumulate_identity
 from ..graph.reference import bfloat16_to_float32, float32_to_bfloat16_bits, round_to_bfloat16
 from .check import GIRError
-from .ir import (Access, Barrier, Buffer, Compute, Const, Launch, Level, Loop, Move, Parallel,
-                 Program, Role)
+from .ir import (Access, Barrier, Buffer, Collective, Compute, Const, Launch, Level, Loop, Move,
+                 Parallel, Program, Role, collectives_after)
 from .ir import accumulators as accumulators_of
 
 Storage = np.ndarray | tuple[np.ndarray, int]
@@ -197,12 +197,13 @@ def operand_dtype(operand) -> DType:
 
 # -- the machine -------------------------------------------------------------------------
 class _Machine:
-    def __init__(self, storage: dict[str, tuple[np.ndarray, int]], launch: Launch | None):
+    def __init__(self, storage: dict[str, tuple[np.ndarray, int]], launch: Launch | None,
+                 body: tuple = ()):
         self.storage = storage
         self.locals: dict[str, np.ndarray] = {}
         self.registers: dict[str, np.generic] = {}
         self.env: dict = {}                     # Var -> its current value
-        self.threads = _Threads(launch) if launch is not None else None
+        self.threads = _Threads(launch, body) if launch is not None else None
 
     def run(self, stmts) -> None:
         for s in stmts:
@@ -223,6 +224,11 @@ class _Machine:
             raise GIRError("a barrier in a program with no SIMT launch")
         self.threads.barrier()
 
+    def collective(self, s: Collective) -> None:
+        if self.threads is None:
+            raise GIRError(f"{s} in a program with no SIMT launch")
+        self.threads.collective(self, s)
+
     def move(self, s: Move) -> None:
         self.write(s.dst, convert(self.read(s.src), s.dst.buffer.dtype, narrow=True))
 
@@ -232,7 +238,8 @@ class _Machine:
         args = [convert(self.operand(o), d, narrow=False) for o, d in zip(s.srcs, wanted)]
         self.write(s.dst, convert(OPS[s.op](*args), dst, narrow=s.op is Op.CAST))
 
-    STATEMENTS: ClassVar[dict] = {Loop: loop, Move: move, Compute: compute, Barrier: barrier}
+    STATEMENTS: ClassVar[dict] = {Loop: loop, Move: move, Compute: compute, Barrier: barrier,
+                                  Collective: collective}
 
     def operand(self, o) -> np.generic:
         if isinstance(o, Access):
@@ -297,12 +304,17 @@ class _Threads:
     thread (i / chunk) % lanes (of its unit's warp when a block holds several units); a
     row-level statement runs on every thread, its store made by thread 0. Units are
     taken one after another on one block, the way a grid-stride loop may run them.
-    A block reduction after a SIMD loop synchronises the block."""
+    A register a SIMD loop accumulates into keeps one partial per thread, which the
+    Collective after the loop combines (and synchronises the threads): one missing is
+    a GIRError, one with the wrong op a wrong answer."""
 
     ALL = -1                                # a row-level read: every thread
 
-    def __init__(self, launch: Launch):
+    def __init__(self, launch: Launch, body: tuple):
         self.launch = launch
+        self.collectives = collectives_after(body)
+        self.partials: dict[str, list] = {}  # register -> each thread's, until combined
+        self.saved: dict[str, object] = {}   # register -> its value before the SIMD loop
         self.thread: int | None = None      # inside a SIMD loop: the thread running it
         self.base = 0                       # the first thread of the unit at hand
         self.epoch = 0                      # barriers passed
@@ -322,14 +334,19 @@ class _Threads:
             machine.env.pop(s.var, None)
             self.base = 0
             return
-        accumulators = {name: (c.op, c.dst.buffer.dtype)
-                        for name, c in accumulators_of(s, machine.registers).items()}
+        collectives = self.collectives.get(id(s), ())
         registers = machine.registers
-        saved = {name: registers[name] for name in accumulators}
+        combined = {c.dst.buffer.name for c in collectives}
+        alone = sorted(set(accumulators_of(s, registers)) - combined)
+        if alone:
+            raise GIRError(f"SIMD loop {s.var.name} updates register(s) {', '.join(alone)} in "
+                           "every thread, and no collective combines the threads' values")
         partials: dict[str, list] = {}
-        for name, (op, dtype) in accumulators.items():   # each thread's from the identity
-            start = convert(accumulate_identity(op, dtype), dtype, narrow=True)
-            partials[name] = [start] * launch.lanes
+        for c in collectives:               # each thread's partial from op's identity
+            name, dtype = c.dst.buffer.name, c.dst.buffer.dtype
+            self.saved[name] = registers[name]
+            partials[name] = [convert(accumulate_identity(c.op, dtype), dtype, narrow=True)] \
+                * launch.lanes
         for k in range(s.var.extent):
             machine.env[s.var] = k
             lane = (k // launch.chunk) % launch.lanes
@@ -341,16 +358,22 @@ class _Threads:
                 values[lane] = registers[name]
         machine.env.pop(s.var, None)
         self.thread = None
-        for name, (op, dtype) in accumulators.items():  # the block reduction: a tree over
-            values = partials[name]                      # the threads' partials, then the
-            while len(values) > 1:                       # value from before the loop
-                half = len(values) // 2
-                values = [convert(OPS[op](a, b), dtype, narrow=False)
-                          for a, b in zip(values[:half], values[half:2 * half])] \
-                    + values[2 * half:]
-            registers[name] = convert(OPS[op](saved[name], values[0]), dtype, narrow=False)
-        if accumulators:                    # the block reduction has barriers of its own
-            self.barrier()
+        self.partials.update(partials)
+
+    def collective(self, machine: "_Machine", c: Collective) -> None:
+        """The threads' partials combined by a tree (as a block reduction's shuffles
+        pair them), then with the value from before the loop; it synchronises them."""
+        name, dtype = c.dst.buffer.name, c.dst.buffer.dtype
+        if name not in self.partials:
+            raise GIRError(f"{c}: no SIMD loop right before it left partials of {name}")
+        values = self.partials.pop(name)
+        while len(values) > 1:
+            half = len(values) // 2
+            values = [convert(OPS[c.op](a, b), dtype, narrow=False)
+                      for a, b in zip(values[:half], values[half:2 * half])] + values[2 * half:]
+        machine.registers[name] = convert(OPS[c.op](self.saved.pop(name), values[0]), dtype,
+                                          narrow=False)
+        self.barrier()
 
     def access(self, a: Access, position: int, write: bool, where, same: bool = False) -> None:
         """One access by the thread at hand; `same`: a write of the value already there
@@ -423,5 +446,5 @@ def run(program: Program, arrays: Mapping[str, Storage]) -> dict[str, np.ndarray
                        f"{program.name}")
     storage = {b.name: _bind(b, arrays.get(b.name)) for b in program.params}
     with np.errstate(all="ignore"):
-        _Machine(storage, program.launch).run(program.body)
+        _Machine(storage, program.launch, program.body).run(program.body)
     return {name: array for name, (array, _) in storage.items()}

@@ -8,6 +8,8 @@
 - Compute: an instruction on register operands.
 - Barrier (SIMT only, placed by passes/simt/sync.py): threads of a block wait for each
   other, so memory one wrote is seen by the others.
+- Collective (SIMT only, placed by passes/simt/collectives.py): the threads of a group
+  combine their partials of a register.
 
 Every access names its buffer and an index expression over the enclosing loop
 variables, so the bytes each unit touches at each level can be read off the program.
@@ -169,7 +171,24 @@ class Barrier:
         return "barrier"
 
 
-Stmt = Union[Loop, Move, Compute, Barrier]
+@dataclass(frozen=True, slots=True)
+class Collective:
+    """A group-scope reduction (SIMT), right after the SIMD loop whose threads each kept a
+    partial of register `dst` (every thread's partial starts from op's identity): after
+    it every thread of the group holds op over the partials, combined with the value dst
+    had before the loop. scope: the threads that combine, "block", "lanes" (a warp
+    sharing its block with other rows) or "cluster" (a thread block cluster's blocks).
+    Placed by passes/simt/collectives.py; it synchronises the threads it combines."""
+
+    op: Op
+    dst: Access
+    scope: str = "block"
+
+    def __str__(self) -> str:
+        return f"collective {self.dst} <- {self.op.name.lower()} over the {self.scope}"
+
+
+Stmt = Union[Loop, Move, Compute, Barrier, Collective]
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,9 +274,11 @@ def walk(stmts: tuple[Stmt, ...], loops: tuple[Loop, ...] = ()
 
 
 def accesses(stmt: Stmt) -> tuple[list[Access], list[Access]]:
-    """(reads, writes) of one Move or Compute."""
+    """(reads, writes) of one Move, Compute or Collective."""
     if isinstance(stmt, Move):
         return [stmt.src], [stmt.dst]
+    if isinstance(stmt, Collective):
+        return [stmt.dst], [stmt.dst]
     if isinstance(stmt, Compute):
         return [s for s in stmt.srcs if isinstance(s, Access)], [stmt.dst]
     return [], []
@@ -274,6 +295,8 @@ def map_accesses(stmts: tuple[Stmt, ...], fn) -> tuple[Stmt, ...]:
             out.append(Move(fn(s.dst), fn(s.src), s.stream))
         elif isinstance(s, Barrier):
             out.append(s)
+        elif isinstance(s, Collective):
+            out.append(Collective(s.op, fn(s.dst), s.scope))
         else:
             out.append(Compute(s.op, fn(s.dst), tuple(fn(a) if isinstance(a, Access) else a
                                                       for a in s.srcs)))
@@ -319,6 +342,27 @@ def accumulators(loop: Loop, written) -> dict[str, Compute]:
         elif isinstance(s, (Move, Compute)):
             other.add(s.dst.buffer.name)
     return {name: found[name] for name in sorted(found) if name not in other and name in written}
+
+
+def collectives_after(body: tuple[Stmt, ...]) -> dict[int, tuple[Collective, ...]]:
+    """id(SIMD loop) -> the Collectives right after it, which combine its threads'
+    partials."""
+    out: dict[int, tuple[Collective, ...]] = {}
+
+    def visit(stmts) -> None:
+        for k, s in enumerate(stmts):
+            if isinstance(s, Loop):
+                if s.kind is Parallel.SIMD:
+                    following = []
+                    for t in stmts[k + 1:]:
+                        if not isinstance(t, Collective):
+                            break
+                        following.append(t)
+                    out[id(s)] = tuple(following)
+                visit(s.body)
+
+    visit(body)
+    return out
 
 
 def buffers(program: Program) -> dict[str, Buffer]:

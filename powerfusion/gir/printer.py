@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 
-from .ir import (Access, Barrier, Buffer, Compute, Launch, Level, Loop, Move, Program, Stmt,
+from .ir import (Access, Barrier, Buffer, Collective, Compute, Launch, Level, Loop, Move, Program, Stmt,
                  walk)
 
 INDENT = "  "
@@ -58,8 +58,8 @@ def format_stmt(stmt: Stmt) -> str:
     """One statement on one line (a loop: its header)."""
     if isinstance(stmt, Loop):
         return f"{stmt}:"
-    if isinstance(stmt, Barrier):
-        return "barrier"
+    if isinstance(stmt, (Barrier, Collective)):
+        return str(stmt)
     if isinstance(stmt, Move):
         return (f"move {_dst(stmt.dst)} <- {stmt.src}"
                 f"   ({stmt.src.buffer.level.value} -> {stmt.dst.buffer.level.value})")

@@ -18,6 +18,7 @@ from .split import split_div
 from .stage import stage_tiles
 from .sums import accurate_sums
 from .rows import copies_past_cache, rows_out
+from .simt.collectives import place_collectives
 from .simt.launch import plan_launch
 from .simt.sync import place_barriers
 from .traffic import footprint
@@ -63,7 +64,8 @@ def optimize(program: Program, target: Target, placement: str = "local",
     p = log.record("sums", accurate_sums(p, target))  # long sums as accurate as numpy's
     if target.family == "simt":                    # how it maps onto blocks and threads,
         p = log.record("launch", plan_launch(p, target))
-        p = log.record("sync", place_barriers(p))  # and where its threads wait for each other
+        p = log.record("collectives", place_collectives(p))  # where they combine partials,
+        p = log.record("sync", place_barriers(p))  # and where they wait for each other
     return _checked(p, "the passes")
 
 

@@ -9,7 +9,7 @@ threads; between them there must be a barrier. The pass walks the program as the
 threads do, keeps the accesses made since the last barrier, and places one before a
 statement whose accesses conflict with them: before a loop, before a row-level
 statement, and at the end of a loop body whose next iteration would conflict with this
-one. A block reduction after a SIMD loop synchronises the block itself.
+one. A Collective (the reduction after a SIMD loop) synchronises its threads itself.
 
 A `Use` is one access with the thread that makes it: ("lane", index) inside a SIMD loop
 (an equal index in loops of equal extent is the same thread under the chunked mapping),
@@ -23,8 +23,8 @@ from dataclasses import dataclass
 
 from ...errors import UnsupportedError
 from ...gir.expr import Var
-from ...gir.ir import (Barrier, Buffer, Launch, Level, Loop, Parallel, Program, Role, Stmt,
-                       accesses, accumulators, walk)
+from ...gir.ir import (Barrier, Buffer, Collective, Launch, Level, Loop, Parallel, Program,
+                       Role, Stmt, accesses, walk)
 
 
 @dataclass(frozen=True)
@@ -87,7 +87,6 @@ class _Sync:
     def __init__(self, launch: Launch):
         self.launch = launch
         self.hazards = Hazards()
-        self.written: set[str] = set()      # registers written so far, in program order
 
     def block(self, stmts: tuple[Stmt, ...]) -> tuple[Stmt, ...]:
         out: list[Stmt] = []
@@ -96,6 +95,9 @@ class _Sync:
                 out += self.thread_loop(s)
             elif isinstance(s, Loop):
                 out += self.repeated(s)
+            elif isinstance(s, Collective):     # its threads meet: nothing is pending
+                self.hazards.clear()
+                out.append(s)
             else:
                 out += self.row_statement(s)
         return tuple(out)
@@ -124,11 +126,7 @@ class _Sync:
     def thread_loop(self, loop: Loop) -> list[Stmt]:
         uses = self.loop_accesses(loop)
         check_lanes(uses, loop)
-        out = self.sync_before(uses)
-        if accumulators(loop, self.written):    # the block reduction after the loop
-            self.hazards.clear()                # synchronises the block
-        self.written |= self.registers_written(loop.body)
-        return out + [loop]
+        return self.sync_before(uses) + [loop]
 
     def row_statement(self, s: Stmt) -> list[Stmt]:
         reads, writes = accesses(s)
@@ -136,13 +134,7 @@ class _Sync:
                 if is_shared(a.buffer, self.launch)]
         uses += [Use(a.buffer.name, ("one",), True) for a in writes
                  if is_shared(a.buffer, self.launch)]
-        self.written |= {a.buffer.name for a in writes if a.buffer.level is Level.REGISTER}
         return self.sync_before(uses) + [s]
-
-    @staticmethod
-    def registers_written(stmts: tuple[Stmt, ...]) -> set[str]:
-        return {a.buffer.name for s, _ in walk(stmts) for a in accesses(s)[1]
-                if a.buffer.level is Level.REGISTER}
 
     def row_accesses(self, s: Stmt) -> list[Use]:
         if isinstance(s, Loop):
