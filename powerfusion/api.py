@@ -17,7 +17,9 @@ import numpy as np
 from . import options
 from .dtypes import DType, as_dtype
 from .errors import DTypeError, PowerFusionError, UnsupportedError
-from .frontend.tracing import TensorSpec, flatten_arguments, is_torch_tensor, trace_bound
+from .frontend.tensor import is_torch_tensor
+from .frontend.tracing import TensorSpec, flatten_arguments, trace_bound
+from .targets import TARGETS
 
 
 @dataclass

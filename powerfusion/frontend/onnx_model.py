@@ -29,7 +29,7 @@ from ..graph.graph import Node
 from . import onnx_layout, onnx_reductions  # noqa: F401 - they register their rules
 from .onnx_library import LibraryStep, used_names
 from .onnx_ops import ELEM_DTYPES, RULES, Delegate, NodeInfo, OpContext
-from .tracing import Tensor
+from .tensor import Tensor
 
 logger = logging.getLogger("powerfusion")
 MIN_OPSET = 13                   # the first opset whose semantics the rules follow

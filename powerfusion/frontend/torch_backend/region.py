@@ -26,7 +26,7 @@ from ...graph.ops import Op
 from .. import build
 from .. import torch_stats as stats
 from ..torch_storage import DTYPE_TO_TORCH, from_storage, resolved, to_storage
-from ..tracing import Tensor
+from ..tensor import Tensor
 from .registry import HANDLERS
 from .support import DEVICES, _op_name, _warn
 from .values import (Ctx, Splat, _concrete, _dt, _Fallback, _finish, _no_elements, _tensor,
