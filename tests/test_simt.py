@@ -22,7 +22,7 @@ import pytest
 import graphs as G
 from helpers import make, opencl_or_skip, tolerance
 from powerfusion.codegen.simt import build_simt, emit_simt
-from powerfusion.compiler import plan_graph
+from powerfusion.search.space import plan_graph
 from powerfusion.dtypes import DType
 from powerfusion.errors import UnsupportedError
 from powerfusion.gir.expr import Expr, Var
@@ -469,7 +469,7 @@ def test_a_vocabulary_wide_log_softmax_keeps_its_rows_on_chip_on_a_gpu():
     lse = G.ew(Op.LOG, G.reduce(Op.SUM, G.ew(Op.EXP, shifted), (1,)))
     graph = Graph((x,), (G.ew(Op.SUB, shifted, G.expand(lse, (256, 50257))),))
     plan = plan_graph(graph, G.strides_of(graph), simt_target("cuda", "h100"))
-    assert plan.choice == "as written" and len(plan.kernels) == 1
+    assert plan.choice.label == "as written" and len(plan.kernels) == 1
     from powerfusion.passes.traffic import footprint
     moved = footprint(plan.kernels[0].program)["global"]
     assert moved == {"read": 256 * 50257 * 4, "write": 256 * 50257 * 4}
@@ -488,7 +488,7 @@ def test_rows_too_long_for_a_block_spread_over_a_thread_block_cluster(monkeypatc
 
     graph = G.softmax(256, 262144)
     plan = plan_graph(graph, G.strides_of(graph), simt_target("cuda", "h100"))
-    assert plan.choice == "as written" and len(plan.kernels) == 1
+    assert plan.choice.label == "as written" and len(plan.kernels) == 1
     assert footprint(plan.kernels[0].program)["global"] == {"read": 256 * 262144 * 4,
                                                             "write": 256 * 262144 * 4}
     module = simt_module(plan, "cuda")
@@ -522,7 +522,7 @@ def test_rows_too_long_for_a_block_spread_over_a_thread_block_cluster(monkeypatc
 
     monkeypatch.setenv("POWERFUSION_SIMT_CLUSTERS", "0")
     plan = plan_graph(graph, G.strides_of(graph), simt_target("cuda", "h100"))
-    assert plan.choice == "online softmax"
+    assert plan.choice.label == "online softmax"
     assert "__cluster_dims__" not in simt_module(plan, "cuda").source
 
 
@@ -550,7 +550,7 @@ def test_a_local_array_that_fits_no_shared_memory_is_a_typed_error():
     before anything is built, naming the kernel."""
     from types import SimpleNamespace
 
-    from powerfusion.compiler import CompiledKernel
+    from powerfusion.search.plan import CompiledKernel
     from powerfusion.runtime.simt_executable import simt_module, simt_target
 
     target = simt_target("cuda", "h100")
@@ -565,12 +565,12 @@ def test_a_gpu_splits_a_long_column_reduction_and_a_cpu_does_not():
     """sum over 65536 rows of 1024 columns: as written, a GPU gets 8 blocks of 128
     columns; split into 256-row partials it gets 2048, for 1 MB more traffic. The cost
     model prices the missing parallelism on the GPU only."""
-    from powerfusion.targets import get_target
+    from powerfusion.runtime.backends import get_target
 
     graph = reduction(Op.SUM, (65536, 1024), (0,))
     gpu = plan_graph(graph, G.strides_of(graph), get_target("cuda"))
     cpu = plan_graph(graph, G.strides_of(graph), get_target("cpu"))
-    assert gpu.choice == "split columns" and cpu.choice == "as written"
+    assert gpu.choice.label == "split columns" and cpu.choice.label == "as written"
     first = gpu.kernels[0]
     assert first.schedule.columns == 128 and first.schedule.outer_extent == 2048
     kernel = _kernel_text(build_simt([ck.program for ck in gpu.kernels], "cuda").source)

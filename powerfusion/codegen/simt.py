@@ -41,6 +41,7 @@ import numpy as np
 from ..dtypes import DType
 from ..errors import UnsupportedError
 from ..gir.expr import Var
+from ..gir.lower import identity
 from ..gir.ir import (Access, Buffer, Compute, Const, IndexValue, Level, Loop, Move, Parallel,
                       Program, Role, Stmt, accesses, walk)
 from ..graph.ops import Op
@@ -761,7 +762,6 @@ _SIZES = {"float": 4, "double": 8, "unsigned short": 2, "ushort": 2, "int": 4,
 
 # -- identities of the accumulations a block reduction combines ----------------------------
 def _identity(op: Op):
-    from ..gir.lower import identity
     return lambda dtype: identity(op, dtype)
 
 

@@ -5,7 +5,7 @@ import pytest
 from support import layernorm, moves, plan_of, rand
 
 import powerfusion as pf
-from powerfusion.compiler import InterpretedExecutable
+from powerfusion.runtime.cpu_executable import InterpretedExecutable
 from powerfusion.gir.ir import Level, Loop, Parallel, buffers
 
 ml_dtypes = pytest.importorskip("ml_dtypes")
