@@ -21,8 +21,8 @@ import pytest
 
 import graphs as G
 from helpers import make, opencl_or_skip, tolerance
+from powerfusion.codegen import simt
 from powerfusion.codegen.simt import build_simt, emit_simt
-from powerfusion.search.space import plan_graph
 from powerfusion.dtypes import DType
 from powerfusion.errors import UnsupportedError
 from powerfusion.gir.expr import Expr, Var
@@ -31,6 +31,8 @@ from powerfusion.gir.ir import (Access, Buffer, Compute, Const, Level, Loop, Mov
 from powerfusion.graph.graph import Graph
 from powerfusion.graph.ops import Op
 from powerfusion.graph.reference import bfloat16_to_float32, evaluate
+from powerfusion.search.space import plan_graph
+from powerfusion.targets import SIMT_TARGETS
 
 F32, F16, BF16, I32 = DType.float32, DType.float16, DType.bfloat16, DType.int32
 
@@ -641,3 +643,8 @@ def test_chunk_alignment_sees_through_divisions_by_multiples_of_the_chunk():
     assert not _chunk_aligned(Expr.of(i) // 32 * 6 + Expr.of(i) % 32, i, 4)   # misaligned
     assert not _chunk_aligned(Expr.of(i) + Expr.of(i) % 32, i, 4)             # stride 2
     assert not _chunk_aligned((Expr.of(i) % 32) * 33, i, 4)  # a padded column
+
+
+def test_every_simt_target_has_one_printer():
+    """targets.SIMT_TARGETS is the one list of dialects; the printers are keyed by it."""
+    assert sorted(simt.DIALECTS) == sorted(SIMT_TARGETS)
