@@ -29,7 +29,7 @@ def main(argv=None) -> None:
     warnings.filterwarnings("ignore")
     import powerfusion as pf
     from powerfusion.benchmarking import format_table
-    from powerfusion.targets.probe import cpu_model
+    from powerfusion.runtime.probe import cpu_model
 
     rows = []
     for name in args.models:

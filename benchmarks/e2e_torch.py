@@ -37,7 +37,7 @@ from pathlib import Path
 def machine_info() -> dict:
     import torch
 
-    from powerfusion.targets.probe import cpu_model
+    from powerfusion.runtime.probe import cpu_model
 
     info = {"cpu": cpu_model(), "logical_cpus": os.cpu_count(),
             "torch_threads": torch.get_num_threads(), "platform": platform.platform(),

@@ -27,7 +27,7 @@ import numpy as np
 from powerfusion.benchmarking import format_table, interleaved, median_s
 from powerfusion.codegen.math_header import math_header
 from powerfusion.runtime.cpu import DEFAULT_FLAGS
-from powerfusion.targets.probe import cpu_model
+from powerfusion.runtime.probe import cpu_model
 
 N = 1 << 18
 

@@ -188,7 +188,7 @@ def machine_info(versions: dict) -> dict:
     import onnx
     import onnxruntime as ort
 
-    from powerfusion.targets.probe import cpu_model
+    from powerfusion.runtime.probe import cpu_model
 
     try:
         import onnxscript  # the dynamo exporter's, where installed

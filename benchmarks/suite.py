@@ -526,7 +526,7 @@ def run_case(case: Case, *, quick: bool, repeats: int, torch_fns: dict | None,
 
 # -- the machine -------------------------------------------------------------------------------
 def machine_info(threads: int) -> dict:
-    from powerfusion.targets.probe import cpu_model
+    from powerfusion.runtime.probe import cpu_model
 
     info = {
         "cpu": cpu_model(),
@@ -776,7 +776,7 @@ def run(args) -> int:
     baselines = ["numpy"] + (["torch"] if torch_fns else []) + \
                 (["torch_compile"] if use_compile else [])
 
-    from powerfusion.targets import probe
+    from powerfusion.runtime import probe
 
     threads = int(os.environ.get("OMP_NUM_THREADS") or 0) or \
         (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())

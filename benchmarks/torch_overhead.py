@@ -81,7 +81,7 @@ def main(argv=None) -> None:
     ap.add_argument("--out", type=Path, default=None,
                     help="write torch-overhead-cpu-DATE.json into this folder")
     args = ap.parse_args(argv)
-    from powerfusion.targets.probe import cpu_model
+    from powerfusion.runtime.probe import cpu_model
 
     result = measure(args.repeats)
     us = result["median_us"]

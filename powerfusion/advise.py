@@ -23,6 +23,19 @@ import statistics
 import time
 from dataclasses import dataclass, field
 
+import numpy as np
+
+from .api import _checked_target, explain, jit
+from .benchmarking import interleaved, median_s
+from .errors import UnsupportedError
+from .frontend import torch_stats
+from .graph.views import contiguous_strides
+from .passes.traffic import footprint
+from .report import Report
+from .runtime.backends import get_target
+from .search.compute import compute_seconds
+from .search.cost import kernel_cost
+
 # What running compiled kernels costs from Python, beyond the kernels' own time, on a
 # CPU (benchmarks/torch_overhead.py measures it; results in benchmarks/results/):
 REGION_CALL_S = 8e-6         # a region: guard, allocation, pointers, launch
@@ -111,8 +124,6 @@ class Advice:
         try:
             import matplotlib
         except ImportError:
-            from .errors import UnsupportedError
-
             raise UnsupportedError("a plot needs matplotlib: pip install matplotlib") from None
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
@@ -159,8 +170,6 @@ def _median_time(step, repeats: int) -> float:
 
 
 def _interleaved_medians(baseline, candidate, repeats: int) -> tuple[float, float]:
-    from .benchmarking import interleaved, median_s
-
     samples = interleaved({"baseline": baseline, "candidate": candidate}, repeats, warmup=2)
     return median_s(samples["baseline"]), median_s(samples["candidate"])
 
@@ -193,18 +202,12 @@ def library_share(step, calls: int = 3) -> float:
 
 def _roofline(program, memory_s: float, target) -> float:
     """A kernel's predicted time: its bytes' time or its arithmetic's, the larger."""
-    from .search.compute import compute_seconds
-
     if target.family != "cpu":
         return memory_s
     return max(memory_s, compute_seconds(program, target))
 
 
 def _region_advice(region, compiled) -> KernelAdvice:
-    from .compiler import kernel_cost
-    from .graph.views import contiguous_strides
-    from .report import Report
-
     plan = compiled.executable.plan
     # the inputs' strides only tell broadcast (stride-0) dims apart: none in aten graphs
     report = Report.from_plan(plan, "", [contiguous_strides(n.shape) for n in plan.graph.inputs])
@@ -222,7 +225,6 @@ def advise_torch(model, inputs, *, repeats: int = 10, measure: bool = False) -> 
     import torch
 
     from .frontend import torch_backend as tb
-    from .frontend import torch_stats
 
     if isinstance(inputs, torch.Tensor):
         inputs = (inputs,)
@@ -279,12 +281,6 @@ def advise_numpy(fn, *arrays, repeats: int = 10, measure: bool = False,
                  target: str | None = None) -> Advice:
     """Advice for a numpy-style function on example arrays: numpy's measured time
     against the cost model's price of PowerFusion's kernels."""
-    import numpy as np
-
-    from .api import _checked_target, explain, jit
-    from .passes.traffic import footprint
-    from .targets import get_target
-
     baseline = _median_time(lambda: fn(*arrays), repeats)
     report = explain(fn, *arrays, target=target)
     machine = get_target(_checked_target(target))

@@ -15,9 +15,12 @@ from typing import Any
 import numpy as np
 
 from . import options
+from .compiler import compile_graph, explain_graph
 from .dtypes import DType, as_dtype
 from .errors import DTypeError, PowerFusionError, UnsupportedError
-from .frontend.tracing import TensorSpec, flatten_arguments, is_torch_tensor, trace_bound
+from .frontend.tensor import is_torch_tensor
+from .frontend.tracing import TensorSpec, flatten_arguments, trace_bound
+from .targets import TARGETS
 
 
 @dataclass
@@ -179,8 +182,6 @@ class JitFunction:
 
     def _compile(self, key: tuple, bound, tensors: list[_TensorArg]) -> _Compiled:
         """Trace and compile a new signature, once even when threads call it together."""
-        from .compiler import compile_graph
-
         with self._lock:
             lock = self._compiling.setdefault(key, threading.Lock())
         try:
@@ -244,8 +245,6 @@ def default_target() -> str:
 
 
 def _checked_target(target: str | None) -> str:
-    from .targets import TARGETS
-
     target = target or default_target()
     if target not in TARGETS:
         raise UnsupportedError(f"target: expected one of {', '.join(TARGETS)}, got {target!r}")
@@ -274,8 +273,6 @@ def _checked_function(fn, what: str):
 
 def explain(fn, *args, target: str | None = None, **kwargs):
     """The compiler's report (GIR, generated code, bytes moved) for fn on these args."""
-    from .compiler import explain_graph
-
     own = getattr(type(fn), "__pf_explain__", None)   # a loaded model explains its regions
     if own is not None:
         return own(fn, *args, target=target, **kwargs)

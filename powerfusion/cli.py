@@ -12,18 +12,33 @@ run by numpy in float32 is the numpy baseline, and run in float64 it is the refe
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import math
 import os
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 
 import numpy as np
 
-from . import benchmarking
+import powerfusion as pf
+
+from . import benchmarking, options
+from .advise import advise_numpy, advise_torch
+from .benchmarking import format_table
+from .errors import PowerFusionError
+from .frontend import trace
+from .runtime import probe
+from .runtime.backends import get_target
+from .search.tuner import model_accuracy, tune
 
 
 # -- the examples: ordinary numpy functions ----------------------------------------------
@@ -217,7 +232,6 @@ def cmd_demo(args) -> int:
         os.environ["POWERFUSION_CACHE_DIR"] = tempfile.mkdtemp(prefix="powerfusion-demo-")
     if args.threads:
         os.environ["OMP_NUM_THREADS"] = str(args.threads)    # read when OpenMP starts
-    import powerfusion as pf
 
     torch_fns, torch_note = {}, "not installed (pip install torch==2.13.0 to compare)"
     if not args.no_torch:
@@ -299,7 +313,6 @@ def _onnx_demo(args) -> bool:
         print("\nONNX: skipped (pip install onnx onnxruntime to run a model through "
               "pf.onnx.load)")
         return True
-    import powerfusion as pf
 
     rows, d, hidden = (64 if args.quick else 1024), 256, 1024
     rng = np.random.default_rng(0)
@@ -363,8 +376,6 @@ def _parse_dim(text: str) -> tuple[str, int]:
 
 
 def _explain_onnx(args) -> int:
-    import powerfusion as pf
-
     model = pf.onnx.load(args.example, target=args.target)
     inputs = model.example_inputs(dict(args.dim or ()))
     report = pf.explain(model, *inputs)
@@ -386,8 +397,6 @@ def _print_report(title: str, report, args) -> int:
 
 
 def cmd_explain(args) -> int:
-    import powerfusion as pf
-
     if args.example not in EXAMPLES:
         if args.example.endswith(".onnx") or os.path.isfile(args.example):
             return _explain_onnx(args)
@@ -402,10 +411,6 @@ def cmd_explain(args) -> int:
 
 def _write_graph(dot: str, path: str) -> str:
     """Write DOT text, or render it with Graphviz when the name asks for an image."""
-    import shutil
-    import subprocess
-    from pathlib import Path
-
     out = Path(path)
     if out.suffix in (".svg", ".png"):
         exe = shutil.which("dot")
@@ -422,10 +427,6 @@ def _write_graph(dot: str, path: str) -> str:
 
 
 def cmd_tune(args) -> int:
-    from .frontend import trace
-    from .search.tuner import model_accuracy, tune
-    from .targets import get_target
-
     ex = EXAMPLES[args.example]
     inputs = ex.inputs(args.shape or ex.shape, np.dtype("float32"))
     graph, _ = trace(ex.fn, inputs)
@@ -438,10 +439,10 @@ def cmd_tune(args) -> int:
         timed_on = [torch.from_numpy(a).cuda() for a in inputs]
     result = tune(graph, strides, target, timed_on, budget_s=args.budget, dialect=args.target)
     print(f"{ex.name}: measured (median ms):")
-    for label, sec in sorted(result.seconds.items(), key=lambda kv: kv[1]):
-        mark = " <- winner" if label == result.choice else ""
-        model = " (cost model's first choice)" if label == result.model_choice else ""
-        print(f"  {label:32s} {sec * 1e3:9.3f}{mark}{model}")
+    for candidate, sec in sorted(result.seconds.items(), key=lambda kv: kv[1]):
+        mark = " <- winner" if candidate == result.choice else ""
+        model = " (cost model's first choice)" if candidate == result.model_choice else ""
+        print(f"  {candidate.label:32s} {sec * 1e3:9.3f}{mark}{model}")
     right, total = model_accuracy(target.name)
     print(f"cost model's first choice was the measured best for {right} of {total} tuned "
           "kernels in the tuning database")
@@ -571,10 +572,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _load(spec: str, what: str):
     """`path/to/file.py:name` or `package.module:name` -> the object it names."""
-    import importlib
-    import importlib.util
-    from pathlib import Path
-
     source, sep, name = spec.rpartition(":")
     if not sep or not source or not name:
         raise SystemExit(f"powerfusion advise: {what} {spec!r}: expected FILE.py:NAME or "
@@ -602,8 +599,6 @@ def _load(spec: str, what: str):
 
 
 def cmd_advise(args) -> int:
-    from .advise import advise_numpy, advise_torch
-
     if (args.torch is None) == (args.function is None):
         raise SystemExit("powerfusion advise: give FILE.py:FUNCTION (with --shape per "
                          "argument) or --torch MODULE:FACTORY")
@@ -628,9 +623,6 @@ def cmd_advise(args) -> int:
 
 
 def cmd_options(args) -> int:
-    from . import options
-    from .benchmarking import format_table
-
     rows = options.describe()
     print(format_table(["variable", "value", "meaning"], [list(r) for r in rows], "lll"))
     return 1 if any(value.startswith("invalid:") for _, value, _ in rows) else 0
@@ -640,7 +632,6 @@ def cmd_options(args) -> int:
 def cmd_probe(args) -> int:
     if args.threads:
         os.environ["OMP_NUM_THREADS"] = str(args.threads)    # read when OpenMP starts
-    from .targets import probe
 
     start = time.perf_counter()
     results = probe.measure(quick=args.quick)
@@ -655,9 +646,6 @@ def cmd_probe(args) -> int:
 def _bench_suite():
     """benchmarks/suite.py of the source tree this package runs from (None when absent:
     an installed package without its repository)."""
-    import importlib.util
-    from pathlib import Path
-
     name = "benchmarks.suite"
     if name in sys.modules:
         return sys.modules[name]
@@ -685,8 +673,6 @@ def cmd_bench(args) -> int:
 
 
 def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
     try:
         return version("powerfusion")
     except PackageNotFoundError:
@@ -699,7 +685,6 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "run", None):
         parser.print_help()
         return 2
-    from .errors import PowerFusionError
 
     try:
         return args.run(args)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from .gir.dataflow import programs_to_dot
 from .passes.traffic import footprint
 
 
@@ -54,15 +55,14 @@ class Report:
             source=source, traffic=traffic, global_bytes=g["read"] + g["write"],
             min_global_bytes=minimum, passes=passes,
             decisions=[ck.log.decisions for ck in plan.kernels], kernels=len(plan.kernels),
-            choice=plan.choice, alternatives=plan.alternatives,
+            choice=plan.choice.label,
+            alternatives=[(choice.label, cost) for choice, cost in plan.alternatives],
             programs=[ck.program for ck in plan.kernels],
             naive_programs=[ck.naive for ck in plan.kernels],
             launches=[k.describe() for k in launches], predicted_seconds=list(seconds))
 
     def to_dot(self, naive: bool = False) -> str:
         """The GIR-Graph as Graphviz DOT; `naive=True` shows it before the passes."""
-        from .gir.dataflow import programs_to_dot
-
         return programs_to_dot(self.naive_programs if naive else self.programs)
 
     def __str__(self) -> str:

@@ -17,8 +17,8 @@ sys.path[:0] = [os.path.join(os.path.dirname(__file__), "..", "tests"),
                 os.path.join(os.path.dirname(__file__), "..")]
 
 import graphs as G  # noqa: E402
-from powerfusion.compiler import plan_graph  # noqa: E402
 from powerfusion.runtime.simt_executable import compile_plan_simt, simt_target  # noqa: E402
+from powerfusion.search.space import plan_graph  # noqa: E402
 from test_simt import _inputs, assert_matches_oracle  # noqa: E402
 
 CASES = [   # (name, graph, what the kernel must use)

@@ -39,7 +39,7 @@ def test_transcendentals_raise_the_prediction_past_the_bytes():
     x = np.random.default_rng(0).standard_normal((512, 1024)).astype(np.float32)
     gelu, copy = (pf.explain(f, x) for f in (lambda v: pf.gelu(v), lambda v: v * 2.0))
     (g,), (c,) = gelu.programs, copy.programs
-    from powerfusion.targets import get_target
+    from powerfusion.runtime.backends import get_target
 
     cpu = get_target("cpu")
     assert compute_seconds(g, cpu) > 20 * compute_seconds(c, cpu)

@@ -81,7 +81,7 @@ def test_probe_writes_a_target(tmp_path):
 
 
 def test_measured_cpu_reads_the_probe_file(tmp_path):
-    from powerfusion.targets import probe
+    from powerfusion.runtime import probe
 
     path = tmp_path / "target-cpu.json"
     assert probe.measured_cpu(path) == detect_cpu()          # no file: the detected one

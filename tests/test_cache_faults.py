@@ -25,6 +25,7 @@ from powerfusion.errors import CacheError, CompileError, PowerFusionError
 from powerfusion.runtime import cache, cpu
 from powerfusion.runtime.cache import ENV, CacheWarning, DiskCache
 from powerfusion.search import tuner, tuning_db
+from powerfusion.search.plan import Candidate
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -350,10 +351,13 @@ def test_kill_9_mid_compile_leaves_orphans_the_next_process_sweeps(tmp_path, mon
 
 
 # -- the tuning database ---------------------------------------------------------------------
-@pytest.mark.parametrize("bad", [[1], "a string", 3, None, {"choice": 5}, {"seconds": {}}])
+@pytest.mark.parametrize("bad", [[1], "a string", 3, None, {"choice": 5}, {"seconds": {}},
+                                 {"choice": {"computation": "as written"}}])
 def test_a_tuning_entry_that_is_not_an_object_is_ignored(bad, monkeypatch):
-    good = {"choice": "as written", "model_choice": "as written"}
-    tuning_db.db_path("cpu").write_text(json.dumps({"bad": bad, "good": good}))
+    good = {"choice": Candidate(), "model_choice": Candidate()}
+    stored = {"computation": "as written", "placement": "local", "streaming": False}
+    tuning_db.db_path("cpu").write_text(json.dumps({"bad": bad, "good": {
+        "choice": stored, "model_choice": stored}}))
     assert tuning_db.lookup("cpu", "bad") is None
     assert tuning_db.load("cpu") == {"good": good}
     assert tuner.model_accuracy("cpu") == (1, 1)
@@ -376,8 +380,8 @@ def test_a_tuning_file_that_is_not_an_object_is_healed(kind):
     else:
         path.write_text("[1, 2]" if kind == "list" else "[" * 100_000)
     assert tuning_db.load("cpu") == {}
-    tuning_db.record("cpu", "k", {"choice": "as written"})
-    assert tuning_db.load("cpu") == {"k": {"choice": "as written"}}
+    tuning_db.record("cpu", "k", {"choice": Candidate()})
+    assert tuning_db.load("cpu") == {"k": {"choice": Candidate()}}
 
 
 # -- many processes, one fresh cache ---------------------------------------------------------

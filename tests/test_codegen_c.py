@@ -566,7 +566,8 @@ def test_module_of_two_kernels(tmp_path):
 def test_pipeline_matches_interpreter(case):
     """Whole pipeline (lower + passes + this printer) against the GIR interpreter."""
     import graphs
-    from powerfusion.compiler import InterpretedExecutable, compile_graph
+    from powerfusion.compiler import compile_graph
+    from powerfusion.runtime.cpu_executable import InterpretedExecutable
     g = {"softmax": lambda: graphs.softmax(64, 300), "layernorm": lambda: graphs.layernorm(48, 257),
          "masked_scaled_softmax": lambda: graphs.masked_scaled_softmax(40, 100),
          "group_norm": lambda: graphs.group_norm(2, 8, 5, 7, 4)}[case]()

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 import powerfusion as pf
-from powerfusion.compiler import plan_graph
 from powerfusion.errors import UnsupportedError
+from powerfusion.search.space import plan_graph
 from test_simt import (CASES, CLUSTER_CASES, TRANSCENDENTAL, _inputs, _strides,
                        assert_matches_oracle)
 

@@ -19,8 +19,8 @@ from powerfusion.gir.check import GIRError, check
 from powerfusion.gir.expr import Expr, Var, flatten, unflatten
 from powerfusion.gir.interpreter import OPS, as_storage, run
 from powerfusion.gir.ir import (Access, Buffer, Compute, Const, IndexValue, Level, Loop, Move,
-                                Parallel, Program, Role)
-from powerfusion.gir.printer import format_program, global_bytes, traffic
+                                Parallel, Program, Role, format_program)
+from powerfusion.gir.traffic import global_bytes, traffic
 from powerfusion.graph.ops import Group, Op
 
 F32, F16, BF16, F64 = DType.float32, DType.float16, DType.bfloat16, DType.float64

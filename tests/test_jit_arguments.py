@@ -4,13 +4,11 @@ and typed errors that name the argument."""
 
 from __future__ import annotations
 
-import sys
-import types
-
 import numpy as np
 import pytest
 
 import powerfusion as pf
+from powerfusion import api
 from powerfusion.graph.ops import Op
 from powerfusion.graph.reference import evaluate
 from test_tracing import assert_same, sample
@@ -38,9 +36,8 @@ def compiled(monkeypatch):
 
     def explain_graph(graph, *, input_strides, target="cpu"):
         return ("report", graph, input_strides, target)
-    fake = types.ModuleType("powerfusion.compiler")
-    fake.compile_graph, fake.explain_graph = compile_graph, explain_graph
-    monkeypatch.setitem(sys.modules, "powerfusion.compiler", fake)
+    monkeypatch.setattr(api, "compile_graph", compile_graph)
+    monkeypatch.setattr(api, "explain_graph", explain_graph)
     return calls
 
 

@@ -49,7 +49,7 @@ def test_read_when_planned_not_at_import(monkeypatch):
     go when POWERFUSION_SIMT_VECTOR=0, and a bad value fails the plan, typed."""
     from powerfusion.codegen.simt import emit_simt
     from graphs import softmax, strides_of
-    from powerfusion.compiler import plan_graph
+    from powerfusion.search.space import plan_graph
     from powerfusion.runtime.simt_executable import simt_target
 
     graph = softmax(4, 1000)

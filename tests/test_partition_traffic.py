@@ -2,10 +2,10 @@
 
 import pytest
 
-from powerfusion.compiler import plan_graph
 from powerfusion.graph.ops import Op
 from powerfusion.report import Report
-from powerfusion.targets import get_target
+from powerfusion.runtime.backends import get_target
+from powerfusion.search.space import plan_graph
 
 from graphs import (concat, ew, expand, group_norm, inp, layernorm, masked_scaled_softmax,
                     permute, reduce, reshape, rmsnorm, slice_, softmax, strides_of)

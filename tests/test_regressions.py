@@ -17,7 +17,7 @@ import pytest
 from helpers import BF16, needs_bf16
 
 import powerfusion as pf
-from powerfusion import compiler
+from powerfusion.runtime import execute
 from powerfusion.gir.check import GIRError
 
 
@@ -52,7 +52,7 @@ def test_the_compile_path_rejects_an_out_of_bounds_move():
     from powerfusion.gir.expr import Expr, Var
     from powerfusion.gir.ir import Access, Buffer, Level, Loop, Move, Parallel, Program, Role
     from powerfusion.passes.pipeline import optimize
-    from powerfusion.targets import get_target
+    from powerfusion.runtime.backends import get_target
 
     x = Buffer("x", Level.GLOBAL, pf.float32, (4,), Role.INPUT)
     y = Buffer("y", Level.GLOBAL, pf.float32, (1,), Role.OUTPUT)
@@ -171,8 +171,8 @@ def test_the_buffer_pool_hands_an_array_to_one_thread_at_a_time(monkeypatch):
         time.sleep(0.002)
         return count
 
-    monkeypatch.setattr(compiler, "sys", types.SimpleNamespace(getrefcount=slow))
-    pool = compiler.BufferPool()
+    monkeypatch.setattr(execute, "sys", types.SimpleNamespace(getrefcount=slow))
+    pool = execute.BufferPool()
     pool.get("o", (4,), np.float32)         # one array kept, free again
     got = []
     threads = [threading.Thread(target=lambda: got.append(pool.get("o", (4,), np.float32)))
@@ -484,10 +484,12 @@ def test_kernels_never_share_a_temp_of_another_size():
     """Two kernels each keeping a row temp in global memory got the same name (g13), and
     every runtime allocates by name: the second kernel wrote past the first one's array
     (heap corruption found by the fuzzer under AddressSanitizer)."""
-    from powerfusion.compiler import Executable, generate_source, plan_graph
     from powerfusion.frontend import trace
     from powerfusion.gir.ir import Role
-    from powerfusion.targets import get_target
+    from powerfusion.runtime.backends import get_target
+    from powerfusion.runtime.cpu_executable import Executable, generate_source
+    from powerfusion.search.plan import Candidate
+    from powerfusion.search.space import plan_graph
 
     def softmax(x):
         e = np.exp(x - x.max(-1, keepdims=True))
@@ -497,7 +499,8 @@ def test_kernels_never_share_a_temp_of_another_size():
     x = np.random.default_rng(8).random((2, 8), dtype=np.float32)
     y = np.random.default_rng(9).random((300, 500), dtype=np.float32)
     graph, _ = trace(fn, (x, y))
-    plan = plan_graph(graph, [(8, 1), (500, 1)], get_target("cpu"), "as written, rows global")
+    plan = plan_graph(graph, [(8, 1), (500, 1)], get_target("cpu"),
+                      Candidate(placement="global"))
     temps = [p.name for ck in plan.kernels for p in ck.program.params if p.role is Role.TEMP]
     assert len(temps) == 2 and len(set(temps)) == 2, temps
     got = Executable(plan, generate_source(plan)).run([x, y])
@@ -506,7 +509,7 @@ def test_kernels_never_share_a_temp_of_another_size():
 
 
 def test_the_buffer_pool_hands_out_only_its_own_shape():
-    pool = compiler.BufferPool()
+    pool = execute.BufferPool()
     pool.get("t", (2,), np.float32)
     assert pool.get("t", (8,), np.float64).shape == (8,)
 

@@ -21,8 +21,8 @@ import pytest
 
 import graphs as G
 from helpers import make, opencl_or_skip, tolerance
+from powerfusion.codegen import simt
 from powerfusion.codegen.simt import build_simt, emit_simt
-from powerfusion.compiler import plan_graph
 from powerfusion.dtypes import DType
 from powerfusion.errors import UnsupportedError
 from powerfusion.gir.expr import Expr, Var
@@ -31,6 +31,8 @@ from powerfusion.gir.ir import (Access, Buffer, Compute, Const, Level, Loop, Mov
 from powerfusion.graph.graph import Graph
 from powerfusion.graph.ops import Op
 from powerfusion.graph.reference import bfloat16_to_float32, evaluate
+from powerfusion.search.space import plan_graph
+from powerfusion.targets import SIMT_TARGETS
 
 F32, F16, BF16, I32 = DType.float32, DType.float16, DType.bfloat16, DType.int32
 
@@ -480,7 +482,7 @@ def test_a_vocabulary_wide_log_softmax_keeps_its_rows_on_chip_on_a_gpu():
     lse = G.ew(Op.LOG, G.reduce(Op.SUM, G.ew(Op.EXP, shifted), (1,)))
     graph = Graph((x,), (G.ew(Op.SUB, shifted, G.expand(lse, (256, 50257))),))
     plan = plan_graph(graph, G.strides_of(graph), simt_target("cuda", "h100"))
-    assert plan.choice == "as written" and len(plan.kernels) == 1
+    assert plan.choice.label == "as written" and len(plan.kernels) == 1
     from powerfusion.passes.traffic import footprint
     moved = footprint(plan.kernels[0].program)["global"]
     assert moved == {"read": 256 * 50257 * 4, "write": 256 * 50257 * 4}
@@ -499,7 +501,7 @@ def test_rows_too_long_for_a_block_spread_over_a_thread_block_cluster(monkeypatc
 
     graph = G.softmax(256, 262144)
     plan = plan_graph(graph, G.strides_of(graph), simt_target("cuda", "h100"))
-    assert plan.choice == "as written" and len(plan.kernels) == 1
+    assert plan.choice.label == "as written" and len(plan.kernels) == 1
     assert footprint(plan.kernels[0].program)["global"] == {"read": 256 * 262144 * 4,
                                                             "write": 256 * 262144 * 4}
     module = simt_module(plan, "cuda")
@@ -533,7 +535,7 @@ def test_rows_too_long_for_a_block_spread_over_a_thread_block_cluster(monkeypatc
 
     monkeypatch.setenv("POWERFUSION_SIMT_CLUSTERS", "0")
     plan = plan_graph(graph, G.strides_of(graph), simt_target("cuda", "h100"))
-    assert plan.choice == "online softmax"
+    assert plan.choice.label == "online softmax"
     assert "__cluster_dims__" not in simt_module(plan, "cuda").source
 
 
@@ -563,7 +565,7 @@ def test_a_local_array_that_fits_no_shared_memory_is_a_typed_error():
     before anything is built, naming the kernel."""
     from types import SimpleNamespace
 
-    from powerfusion.compiler import CompiledKernel
+    from powerfusion.search.plan import CompiledKernel
     from powerfusion.runtime.simt_executable import simt_module, simt_target
 
     target = simt_target("cuda", "h100")
@@ -578,12 +580,12 @@ def test_a_gpu_splits_a_long_column_reduction_and_a_cpu_does_not():
     """sum over 65536 rows of 1024 columns: as written, a GPU gets 8 blocks of 128
     columns; split into 256-row partials it gets 2048, for 1 MB more traffic. The cost
     model prices the missing parallelism on the GPU only."""
-    from powerfusion.targets import get_target
+    from powerfusion.runtime.backends import get_target
 
     graph = reduction(Op.SUM, (65536, 1024), (0,))
     gpu = plan_graph(graph, G.strides_of(graph), get_target("cuda"))
     cpu = plan_graph(graph, G.strides_of(graph), get_target("cpu"))
-    assert gpu.choice == "split columns" and cpu.choice == "as written"
+    assert gpu.choice.label == "split columns" and cpu.choice.label == "as written"
     first = gpu.kernels[0]
     assert first.schedule.columns == 128 and first.schedule.outer_extent == 2048
     kernel = _kernel_text(build_simt([ck.program for ck in gpu.kernels], "cuda").source)
@@ -654,3 +656,8 @@ def test_chunk_alignment_sees_through_divisions_by_multiples_of_the_chunk():
     assert not _chunk_aligned(Expr.of(i) // 32 * 6 + Expr.of(i) % 32, i, 4)   # misaligned
     assert not _chunk_aligned(Expr.of(i) + Expr.of(i) % 32, i, 4)             # stride 2
     assert not _chunk_aligned((Expr.of(i) % 32) * 33, i, 4)  # a padded column
+
+
+def test_every_simt_target_has_one_printer():
+    """targets.SIMT_TARGETS is the one list of dialects; the printers are keyed by it."""
+    assert sorted(simt.DIALECTS) == sorted(SIMT_TARGETS)

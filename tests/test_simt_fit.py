@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 
 import powerfusion as pf
-from powerfusion import compiler
 from powerfusion.frontend import trace
 from powerfusion.runtime.simt_executable import simt_target
+from powerfusion.search.cost import fits_shared
+from powerfusion.search.space import candidate_plans
 
 KERNELS = {
     "column l2-normalise": lambda x: x / np.sqrt((x * x).sum(axis=0, keepdims=True)),
@@ -44,11 +45,11 @@ def test_every_candidate_fits_the_target(name, dialect):
         x = np.zeros(shape, np.float32)
         graph, _ = trace(KERNELS[name], (x,))
         strides = [(shape[1], 1)]
-        candidates = compiler.candidate_plans(graph, strides, target, ("local", "global"),
-                                              (False, True))
+        candidates = candidate_plans(graph, strides, target, ("local", "global"),
+                                     (False, True))
         assert candidates
-        for label, plan, _ in candidates:
-            assert compiler._fits_shared(plan), (name, shape, label)
+        for candidate, plan, _ in candidates:
+            assert fits_shared(plan), (name, shape, candidate.label)
         pf.explain(KERNELS[name], x, target=dialect)      # prints without UnsupportedError
 
 

@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 import graphs as G
-from powerfusion.compiler import InterpretedExecutable, plan_graph
+from powerfusion.runtime.cpu_executable import InterpretedExecutable
+from powerfusion.search.space import plan_graph
 from powerfusion.gir.check import GIRError
 from powerfusion.gir.interpreter import run
 from powerfusion.gir.ir import Barrier, Collective, Level, Loop, Program, walk

@@ -168,7 +168,8 @@ def test_cuda_transpose_sources_compile_for_sm80_and_sm90(tmp_path):
 def test_staging_keeps_the_meaning(shape, perm, rng):
     """The GIR after the stage pass, run by the interpreter, is still the transpose."""
     import graphs as G
-    from powerfusion.compiler import InterpretedExecutable, plan_graph
+    from powerfusion.runtime.cpu_executable import InterpretedExecutable
+    from powerfusion.search.space import plan_graph
     from powerfusion.gir.check import check
     from powerfusion.graph.graph import Graph
     from powerfusion.graph.ops import Op

@@ -1,9 +1,14 @@
 """The tuner measures candidates, records the winner, and later runs start tuned."""
 
+import dataclasses
+import json
+
 import numpy as np
+import pytest
 
 import powerfusion as pf
 from powerfusion.search import tuner, tuning_db
+from powerfusion.search.plan import Candidate
 
 
 def softmax(x):
@@ -19,7 +24,7 @@ def test_tuning_records_a_measured_winner_that_later_runs_use(tmp_path, monkeypa
     entries = tuning_db.load("cpu")
     assert len(entries) == 1
     (entry,) = entries.values()
-    assert entry["choice"] in entry["seconds"] and len(entry["seconds"]) >= 2
+    assert entry["choice"].label in entry["seconds"] and len(entry["seconds"]) >= 2
     assert all(s > 0 for s in entry["seconds"].values())
     # a fresh function, not asking to tune, starts from the recorded winner
     later = pf.jit(softmax)
@@ -46,14 +51,15 @@ def test_the_tuner_also_times_streaming_stores_and_a_later_run_can_use_them(tmp_
     pf.jit(softmax, tune=True)(x)
     (entry,) = tuning_db.load("cpu").values()
     streamed = [label for label in entry["seconds"] if label.endswith("streaming stores")]
-    assert streamed == [entry["model_choice"] + ", streaming stores"]
+    assert streamed == [entry["model_choice"].label + ", streaming stores"]
     # force the streaming variant as the recorded winner: a later run compiles it
     key = next(iter(tuning_db.load("cpu")))
-    tuning_db.record("cpu", key, {**entry, "choice": streamed[0]})
+    winner = dataclasses.replace(entry["model_choice"], streaming=True)
+    tuning_db.record("cpu", key, {**entry, "choice": winner})
     later = pf.jit(softmax)
     np.testing.assert_allclose(later(x), softmax(x.astype(np.float64)), rtol=1e-5, atol=1e-7)
     (compiled,) = later.cache.values()
-    assert compiled.executable.plan.choice == streamed[0]
+    assert compiled.executable.plan.choice == winner
     assert "pf_stream_f32(" in compiled.executable.source
 
 
@@ -70,10 +76,43 @@ def test_a_simt_target_is_tuned_too(tmp_path, monkeypatch):
     tuned = pf.jit(softmax, target="opencl", tune=True)
     np.testing.assert_allclose(tuned(x), expected, rtol=1e-5, atol=1e-8)
     ((key, entry),) = tuning_db.load("opencl").items()
-    assert len(entry["seconds"]) >= 2 and entry["choice"] in entry["seconds"]
-    other = next(label for label in entry["seconds"] if label != entry["choice"])
-    tuning_db.record("opencl", key, {**entry, "choice": other})
+    assert len(entry["seconds"]) >= 2 and entry["choice"].label in entry["seconds"]
+    other = next(label for label in entry["seconds"] if label != entry["choice"].label)
+    tuning_db.record("opencl", key, {**entry, "choice": tuning_db.candidate(other)})
     later = pf.jit(softmax, target="opencl")
     np.testing.assert_allclose(later(x), expected, rtol=1e-5, atol=1e-8)
     (compiled,) = later.cache.values()
-    assert compiled.executable.plan.choice == other
+    assert compiled.executable.plan.choice.label == other
+
+
+@pytest.mark.parametrize("label, candidate", [
+    ("as written", Candidate()),
+    ("online softmax", Candidate("online softmax")),
+    ("as written, rows global", Candidate(placement="global")),
+    ("one-pass variance, streaming stores", Candidate("one-pass variance", streaming=True)),
+    ("split columns, rows global, streaming stores", Candidate("split columns", "global", True)),
+])
+def test_a_label_written_by_an_older_version_reads_as_its_candidate(label, candidate):
+    assert tuning_db.candidate(label) == candidate
+    assert candidate.label == label             # what explain and the CLI print
+
+
+def test_an_older_database_still_picks_the_recorded_winner(tmp_path, monkeypatch):
+    """Entries once held labels; read, they name the same plan, and the next write
+    stores every entry as data."""
+    monkeypatch.setenv("POWERFUSION_CACHE_DIR", str(tmp_path))
+    x = np.random.default_rng(3).standard_normal((64, 512)).astype(np.float32)
+    pf.jit(softmax, tune=True)(x)
+    (key,) = tuning_db.load("cpu")
+    path = tuning_db.db_path("cpu")
+    path.write_text(json.dumps({key: {"choice": "as written, rows global, streaming stores",
+                                      "model_choice": "as written", "seconds": {}}}))
+    later = pf.jit(softmax)
+    np.testing.assert_allclose(later(x), softmax(x.astype(np.float64)), rtol=1e-5, atol=1e-7)
+    (compiled,) = later.cache.values()
+    assert compiled.executable.plan.choice == Candidate("as written", "global", True)
+    tuning_db.record("cpu", "other", {"choice": Candidate("online softmax")})
+    stored = json.loads(path.read_text())
+    assert stored[key]["choice"] == {"computation": "as written", "placement": "global",
+                                     "streaming": True}
+    assert stored["other"]["choice"]["computation"] == "online softmax"

@@ -25,6 +25,7 @@ from ..gir.expr import Clamp, Div, Expr, Mod, Var
 from ..gir.ir import (Access, Barrier, Buffer, Collective, Compute, Const, IndexValue, Level, Loop, Move,
                       Parallel, Program, Role, Stmt, accesses, walk)
 from ..graph.ops import Group, Op
+from .math_header import math_header, rows_header
 
 
 def emit_c(program: Program) -> str:
@@ -46,12 +47,10 @@ def emit_c_module(programs: list[Program]) -> str:
 
 
 def _rows_header() -> str:
-    from .math_header import rows_header
     return rows_header()
 
 
 def _math_header() -> str:
-    from .math_header import math_header
     return math_header()
 
 

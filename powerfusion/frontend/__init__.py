@@ -1,6 +1,7 @@
 """Frontends that turn user programs into the tensor graph: pf.jit tracing (numpy
 protocols included) and the pf.* functions it offers."""
 
-from .tracing import Tensor, TensorSpec, trace
+from .tensor import Tensor
+from .tracing import TensorSpec, trace
 
 __all__ = ["Tensor", "TensorSpec", "trace"]

@@ -18,6 +18,7 @@ from ..dtypes import DType, promote, promote_scalar
 from ..errors import DTypeError, ShapeError, UnsupportedError
 from ..graph.graph import Node
 from ..graph.ops import Op
+from ..graph.reference import round_to_bfloat16
 
 Scalar = bool | int | float
 Operand = Node | Scalar
@@ -43,7 +44,6 @@ def scalar_value(value, dtype: DType, *, what: str = "scalar"):
         if dtype is DType.float32:
             return float(np.float32(v))
     if dtype is DType.bfloat16:
-        from ..graph.reference import round_to_bfloat16
         return float(round_to_bfloat16(np.float32(v)))
     return v
 

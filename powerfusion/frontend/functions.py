@@ -14,7 +14,7 @@ import numpy as np
 from ..errors import DTypeError
 from ..graph.ops import Op
 from . import build
-from .tracing import Tensor, to_operand
+from .tensor import Tensor, to_operand
 
 
 def _any_traced(*values) -> bool:

@@ -24,12 +24,16 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from .. import api
 from ..errors import DTypeError, PowerFusionError, ShapeError, UnsupportedError
+from ..gir.dataflow import programs_to_dot
 from ..graph.graph import Node
+from ..graph.ops import Op
+from . import build
 from . import onnx_layout, onnx_reductions  # noqa: F401 - they register their rules
 from .onnx_library import LibraryStep, used_names
 from .onnx_ops import ELEM_DTYPES, RULES, Delegate, NodeInfo, OpContext
-from .tracing import Tensor
+from .tensor import Tensor
 
 logger = logging.getLogger("powerfusion")
 MIN_OPSET = 13                   # the first opset whose semantics the rules follow
@@ -171,12 +175,10 @@ class Region:
     def function(self, env: dict[str, np.ndarray]):
         """The jitted function for the static values in env (None: they are
         delegated to the library)."""
-        from ..api import jit
-
         statics = {n: np.asarray(env[n]) for n in self.statics}
         key = tuple((a.dtype.str, a.shape, a.tobytes()) for a in statics.values())
         if key not in self.jits:
-            self.jits[key] = jit(self._traced({**self.constants, **statics}),
+            self.jits[key] = api.jit(self._traced({**self.constants, **statics}),
                                  target=self.target)
         return self.jits[key], key
 
@@ -205,9 +207,6 @@ class Region:
 
 def _replay(info: NodeInfo, nodes: dict[str, Node], known: dict[str, np.ndarray]) -> None:
     """Add one claimed node's results to nodes; errors name the node."""
-    from ..graph.ops import Op
-    from . import build
-
     try:
         results = RULES[info.op_type].handler(OpContext(info, nodes, known))
     except (ShapeError, DTypeError, UnsupportedError) as e:
@@ -356,15 +355,13 @@ class OnnxModel:
 
     def explain(self, *args, target: str | None = None, **kwargs):
         """pf.explain for the model: each region's report, on these inputs."""
-        from ..api import explain
-
         env = {**self.constants, **self._feeds(args, kwargs)}
         parts = []
         for step in self.steps:
             if isinstance(step, Region):
                 fn, _ = step.function(env)
                 report = None if fn is None else \
-                    explain(fn, *(env[n] for n in step.inputs), target=target)
+                    api.explain(fn, *(env[n] for n in step.inputs), target=target)
                 parts.append((step.label, step.describe(), report))
             else:
                 parts.append((step.label, step.describe(), None))
@@ -461,8 +458,6 @@ class ModelReport:
 
     def to_dot(self, naive: bool = False) -> str:
         """The GIR-Graph of every region's kernels, as Graphviz DOT."""
-        from ..gir.dataflow import programs_to_dot
-
         return programs_to_dot([p for r in self.reports
                                 for p in (r.naive_programs if naive else r.programs)])
 

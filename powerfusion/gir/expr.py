@@ -8,8 +8,11 @@ reshapes collapse back to plain strides, which is what makes regions affine.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Union
+
+import numpy as np
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,8 +230,6 @@ ExprLike = Union[Expr, int, Var, Div, Mod, Clamp]
 
 def _split_small(e: Expr, k: int):
     """Write e = c*q + r with c dividing k, c > 1, 0 <= r < c; return (q, c) or None."""
-    import math
-
     for c in sorted({math.gcd(coef, k) for _, coef in e.terms}, reverse=True):
         if c <= 1:
             continue
@@ -268,8 +269,6 @@ def _subst_atom(atom: Atom, mapping) -> Expr:
 
 
 def _eval_atom(atom: Atom, env):
-    import numpy as np
-
     if isinstance(atom, Var):
         return env[atom]
     v = atom.arg.evaluate(env)

@@ -259,8 +259,6 @@ class Program:
                                                       self.launch)
 
     def __str__(self) -> str:
-        from .printer import format_program
-
         return format_program(self)
 
 
@@ -373,3 +371,98 @@ def buffers(program: Program) -> dict[str, Buffer]:
         for a in reads + writes:
             found.setdefault(a.buffer.name, a.buffer)
     return found
+
+
+# -- text: what str(program) prints ------------------------------------------------------
+INDENT = "  "
+
+
+def format_program(program: Program) -> str:
+    """GIR as readable text:
+
+        kernel softmax(x: float32[4, 8] global input, y: float32[4, 8] global output)
+          local tile: float32[8]
+          cores p in 0..4:
+            compute m: float32 <- set(-inf)
+            simd i in 0..8:
+              move r: float32 <- x[8*p + i]   (global -> register)
+              compute m: float32 <- maximum(m, r)
+            ...
+
+    The header names the kernel and its params (`name: dtype[shape] level role`); a SIMT
+    program's launch follows (format_launch), then its LOCAL buffers, declared in order of first use. A register written by a statement
+    shows its dtype there, since the dtype decides rounding. The text is deterministic.
+    """
+    lines = [f"kernel {program.name}({', '.join(map(_param, program.params))})"]
+    if program.launch is not None:
+        lines += [INDENT + line for line in format_launch(program.launch)]
+    for buf in _locals(program):
+        lines.append(f"{INDENT}local {buf.name}: {buf.dtype}{list(buf.shape)}")
+    _format_block(program.body, 1, lines)
+    return "\n".join(lines)
+
+
+def format_launch(launch: Launch) -> list[str]:
+    """A SIMT launch in a few lines: the block, how units share it, where LOCAL lives."""
+    unit = (f", a unit spread over a cluster of {launch.cluster} blocks" if launch.cluster > 1
+            else f", {launch.rows} units per block" if launch.rows > 1 else "")
+    lines = [f"launch {launch.blocks} blocks of {launch.block} threads{unit}: "
+             f"{launch.lanes} lanes per unit, chunks of {launch.chunk}, "
+             f"int{launch.index_bits} indices"
+             + (f" (one block runs every unit: {launch.serial})" if launch.serial else "")]
+    for r in launch.private:
+        where = f"{r.in_registers} in registers" + (
+            f", {r.per_thread - r.in_registers} in shared {r.rest.name}" if r.rest else "")
+        lines.append(f"  private row {r.name}: {r.per_thread} per thread ({where})")
+    for buf, at in launch.shared:
+        lines.append(f"  shared {buf.name} at byte {at}")
+    if launch.shared:
+        room = "" if launch.shared_room is None else f" of {launch.shared_room:,}"
+        lines.append(f"  shared memory {launch.shared_bytes:,} B{room} per block")
+    return lines
+
+
+def format_stmt(stmt: Stmt) -> str:
+    """One statement on one line (a loop: its header)."""
+    if isinstance(stmt, Loop):
+        return f"{stmt}:"
+    if isinstance(stmt, (Barrier, Collective)):
+        return str(stmt)
+    if isinstance(stmt, Move):
+        return (f"move {_dst(stmt.dst)} <- {stmt.src}"
+                f"   ({stmt.src.buffer.level.value} -> {stmt.dst.buffer.level.value})")
+    name = stmt.op.name.lower() if stmt.op else "set"
+    return f"compute {_dst(stmt.dst)} <- {name}({', '.join(map(str, stmt.srcs))})"
+
+
+def _format_block(stmts: tuple[Stmt, ...], depth: int, lines: list[str]) -> None:
+    for s in stmts:
+        lines.append(INDENT * depth + format_stmt(s))
+        if isinstance(s, Loop):
+            _format_block(s.body, depth + 1, lines)
+
+
+def _param(buf: Buffer) -> str:
+    return f"{buf.name}: {buf.dtype}{list(buf.shape)} {buf.level.value} {buf.role.value}"
+
+
+def _dst(access: Access) -> str:
+    if access.buffer.level is Level.REGISTER:
+        return f"{access}: {access.buffer.dtype}"
+    return str(access)
+
+
+def _locals(program: Program) -> list[Buffer]:
+    found: dict[str, Buffer] = {}
+    for s, _ in walk(program.body):
+        if isinstance(s, (Move, Compute)):
+            for a in _operand_accesses(s):
+                if a.buffer.level is Level.LOCAL:
+                    found.setdefault(a.buffer.name, a.buffer)
+    return list(found.values())
+
+
+def _operand_accesses(s: Move | Compute) -> list[Access]:
+    if isinstance(s, Move):
+        return [s.src, s.dst]
+    return [o for o in s.srcs if isinstance(o, Access)] + [s.dst]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..gir.ir import Level, Loop, Move, Program, Role, Stmt
+from ..gir.ir import Level, Loop, Move, Program, Role, Stmt, accesses, walk
 from .util import memory_reads, register_reads
 
 
@@ -21,8 +21,6 @@ def drop(program: Program) -> Program:
 
 
 def _referenced(body) -> set[str]:
-    from ..gir.ir import accesses, walk
-
     names = set()
     for s, _ in walk(body):
         reads, writes = accesses(s)

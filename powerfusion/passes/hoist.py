@@ -6,7 +6,7 @@ rsqrt(var + eps) is first computed for every element; here it leaves the inner l
 
 from __future__ import annotations
 
-from ..gir.ir import Access, Compute, IndexValue, Level, Loop, Move, Program, Stmt
+from ..gir.ir import Access, Compute, IndexValue, Level, Loop, Move, Program, Stmt, walk
 from .util import effects, map_loops
 
 
@@ -62,7 +62,5 @@ def _invariant(s: Stmt, loop: Loop, varying: set, mem_writes) -> bool:
 
 
 def _written_once(name: str, loop: Loop) -> bool:
-    from ..gir.ir import walk
-
     return sum(1 for t, _ in walk(loop.body)
                if isinstance(t, (Move, Compute)) and t.dst.buffer.name == name) == 1

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 
+from ..gir.expr import Var
 from ..gir.ir import Access, Buffer, Level, Loop, Move, Program, Role, Stmt, walk
 from ..targets import Target
 from .forward import forward_values
@@ -79,8 +80,6 @@ def _compact(local):
 
 
 def _canonical(local, loop: Loop):
-    from ..gir.expr import Var
-
     return local.substitute({loop.var: Var("_", loop.var.extent)})
 
 

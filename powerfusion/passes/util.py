@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..gir.expr import Expr, Var
-from ..gir.ir import (Access, Compute, Level, Loop, Move, Stmt, accesses, buffers,
+from ..gir.ir import (Access, Compute, Level, Loop, Move, Parallel, Stmt, accesses, buffers,
                       map_accesses, substitute_var, walk)
 
 
@@ -109,8 +109,6 @@ def local_bytes_in_use(stmts: tuple[Stmt, ...]) -> int:
 
 def cores_loop(program) -> Loop | None:
     """The program's parallel loop, when its body is exactly one (as lowering makes it)."""
-    from ..gir.ir import Parallel
-
     if len(program.body) == 1 and isinstance(program.body[0], Loop) \
             and program.body[0].kind is Parallel.CORES:
         return program.body[0]

@@ -2,8 +2,8 @@
 
 A plan runs on torch CUDA tensors (on torch's current stream; results are torch
 tensors), on anything with `__cuda_array_interface__` (CuPy; results are torch tensors
-when torch is there), or on numpy arrays (copied in and out; the contract of
-`compiler.Executable.run`). cubins are cached on disk under a key of the source, the
+when torch is there), or on numpy arrays (copied in and out: the executable contract,
+execute.py). cubins are cached on disk under a key of the source, the
 GPU architecture and the NVRTC version.
 
 Nothing here is imported until a CUDA plan runs: machines without a GPU or without
@@ -19,8 +19,10 @@ import threading
 import numpy as np
 
 from ..errors import CompileError, UnsupportedError
+from ..gir.interpreter import as_storage
 from ..gir.ir import Role
 from .cache import DiskCache, cache_dir, cache_key, keep_source
+from .execute import execute
 
 MAX_STATIC_SHARED = 48 * 1024      # beyond this a kernel must opt in to dynamic shared memory
 ALIGN = 16          # kernels move 128-bit vectors: every buffer's element 0 is this aligned
@@ -180,9 +182,6 @@ class CudaExecutable:
         return self._run_from_host(inputs)
 
     def _run_from_host(self, inputs) -> list[np.ndarray]:
-        from ..compiler import execute
-        from ..gir.interpreter import as_storage
-
         driver = _driver()
         stream = device().default_stream
         allocations: dict[str, tuple[int, int, int]] = {}  # name -> (pointer, base, raw)

@@ -2,9 +2,8 @@
 
 `compile_plan_simt(plan, dialect)` prints the plan's kernels in the dialect and returns
 an executable whose `.source` is exactly what the runtime compiles (so explain can show
-it without the device) and whose `.run(inputs)` follows `compiler.Executable.run`:
-numpy storage arrays per graph input, with the strides used at plan time, in; fresh
-C-contiguous numpy arrays per graph output (bfloat16 as uint16) out.
+it without the device) and whose `.run(inputs)` follows the executable contract
+(execute.py).
 
 `simt_target(dialect)` is the Target the plan is made for: shared memory as the device
 has it, less what the printer reserves for its reduction scratch.
@@ -14,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import sys
 
 import numpy as np
 
@@ -21,11 +21,13 @@ from .. import options
 from ..codegen.simt import REDUCE_SCRATCH, SimtModule, build_simt
 from ..passes.simt.launch import MAX_BLOCK, SHARED_ALIGN, SPILL_REGISTERS
 from ..errors import UnsupportedError
+from ..gir.interpreter import as_storage
 from ..gir.ir import Level, Program, Role
-from ..targets import MemoryLevel, Target
+from ..targets import SIMT_TARGETS, MemoryLevel, Target
 from ..targets.target import shipped
-
-DIALECTS = ("cuda", "hip", "opencl")
+from . import cuda, opencl
+from .cuda import CudaExecutable
+from .execute import execute
 
 
 # An OpenCL device described when none is here (explain without a device): what
@@ -35,8 +37,6 @@ _GENERIC_OPENCL = {"units": 16, "global": 4 << 30, "local": 32 << 10, "work_grou
 
 def _opencl_limits() -> dict:
     """The OpenCL device's limits, or the generic ones when there is no device."""
-    from . import opencl
-
     try:
         dev = opencl.device().device
     except UnsupportedError:
@@ -62,7 +62,7 @@ def simt_target(dialect: str, device: str | None = None) -> Target:
             dialect="opencl", reserved_shared=min(reserve, limits["local"]))
     names = {"cuda": device or _cuda_device_name(), "hip": "mi250"}
     if dialect not in names:
-        raise UnsupportedError(f"SIMT dialect {dialect!r}: choose one of {list(DIALECTS)}")
+        raise UnsupportedError(f"SIMT dialect {dialect!r}: choose one of {list(SIMT_TARGETS)}")
     target = shipped(names[dialect])
     # static reduction scratch (and a cluster's slot) and the padding of each LOCAL
     # array to SHARED_ALIGN
@@ -87,15 +87,11 @@ def _cuda_device_name() -> str:
     capability 8.x (no thread block clusters), "h200" for an H200 (an H100's chip with
     faster memory), else "h100" (also with no GPU here, for explain: the machine the
     kernels are tuned for)."""
-    import sys
-
     if "cuda.core" not in sys.modules and "cuda.core.experimental" not in sys.modules:
         try:                                   # a machine without cuda-python: no GPU
-            import cuda.core  # noqa: F401
+            import cuda.core as _  # noqa: F401 - binds no `cuda` over the runtime module
         except ImportError:
             return "h100"
-    from . import cuda
-
     try:
         major, _ = cuda.device().compute_capability
         name = str(cuda.device().name)
@@ -106,7 +102,7 @@ def _cuda_device_name() -> str:
 
 def _row_registers(block: int) -> int:
     """The registers a block of this many threads gives a row too long for them (the
-    printer's SPILL_REGISTERS float32 slots per thread, codegen/simt_plan.py)."""
+    launch pass's SPILL_REGISTERS float32 slots per thread, passes/simt/launch.py)."""
     return SPILL_REGISTERS * 4 * block if _knob("ROW_REGISTERS") else 0
 
 
@@ -129,12 +125,10 @@ def compile_plan_simt(plan, dialect: str, module: SimtModule | None = None):
     if dialect == "opencl":
         return OpenCLExecutable(plan, module)
     if dialect == "cuda":
-        from .cuda import CudaExecutable
-
         return CudaExecutable(plan, module)
     if dialect == "hip":
         return SourceOnlyExecutable(plan, module)
-    raise UnsupportedError(f"SIMT dialect {dialect!r}: choose one of {list(DIALECTS)}")
+    raise UnsupportedError(f"SIMT dialect {dialect!r}: choose one of {list(SIMT_TARGETS)}")
 
 
 class SourceOnlyExecutable:
@@ -157,18 +151,12 @@ class OpenCLExecutable(SourceOnlyExecutable):
 
     def kernels(self) -> dict:
         if self._kernels is None:
-            from . import opencl
-
             program = opencl.build(self.source)
             self._kernels = {k.name: opencl.OpenCLKernel(program, k.name)
                              for k in self.module.kernels}
         return self._kernels
 
     def run(self, inputs) -> list[np.ndarray]:
-        from ..compiler import execute
-        from ..gir.interpreter import as_storage
-        from . import opencl
-
         kernels = self.kernels()
         units = int(opencl.device().device.max_compute_units)
         on_device: dict[str, object] = {}

@@ -11,23 +11,28 @@ the model's first choice was it.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from dataclasses import dataclass
 
 import numpy as np
 
+from ..benchmarking import interleaved
 from ..errors import UnsupportedError
 from ..graph.graph import Graph
+from ..runtime.backends import executable, printed
 from ..targets import Target
 from . import tuning_db
+from .plan import Candidate
+from .space import candidate_plans
 
 
 @dataclass
 class TuneResult:
-    choice: str                          # the measured winner's label
-    model_choice: str                    # the cost model's first choice
-    seconds: dict[str, float]            # median seconds per measured candidate
+    choice: Candidate                    # the measured winner
+    model_choice: Candidate              # the cost model's first choice
+    seconds: dict[Candidate, float]      # median seconds per measured candidate
     key: str
 
     @property
@@ -41,19 +46,17 @@ def tune(graph: Graph, input_strides, target: Target, inputs, *, top: int = 4,
     """Measure the top candidates on `inputs` (the caller's storage arrays; for CUDA,
     the caller's CUDA tensors or host arrays) compiled for `dialect` ("cpu" or a SIMT
     dialect)."""
-    from ..benchmarking import interleaved
-    from ..compiler import STREAMING, candidate_plans
-
     streams = (False, True) if target.family == "cpu" else (False,)
     candidates = candidate_plans(graph, input_strides, target, ("local", "global"), streams)
-    plain = [c for c in candidates if not c[0].endswith(STREAMING)]
+    plain = [c for c in candidates if not c[0].streaming]
     first = printed(plain[0][1], dialect)
     key = tuning_db.key_of(first.source)
     start = time.perf_counter()
-    shortlist = plain[:top] + [c for c in candidates if c[0] == plain[0][0] + STREAMING]
-    runs: dict[str, object] = {}
+    streamed = dataclasses.replace(plain[0][0], streaming=True)
+    shortlist = plain[:top] + [c for c in candidates if c[0] == streamed]
+    runs: dict[Candidate, object] = {}
     seen_sources: set[str] = set()
-    for n, (label, plan, _cost) in enumerate(shortlist):
+    for n, (candidate, plan, _cost) in enumerate(shortlist):
         if time.perf_counter() - start > budget_s and runs:
             break
         try:
@@ -63,52 +66,28 @@ def tune(graph: Graph, input_strides, target: Target, inputs, *, top: int = 4,
         if code.source in seen_sources:     # the same code as a faster-ranked candidate
             continue
         seen_sources.add(code.source)
-        runs[label] = _runner(plan, code, dialect, inputs)
+        runs[candidate] = _runner(plan, code, dialect, inputs)
         if progress:
-            _bar(n + 1, len(shortlist), f"compiled {label}")
+            _bar(n + 1, len(shortlist), f"compiled {candidate.label}")
     # timed in turn, one sample of each per round: on a shared machine the memory
     # bandwidth swings within seconds, and back-to-back runs would time the swing
     samples = interleaved(runs, repeats=repeat)
-    seconds = {label: float(np.median(t)) for label, t in samples.items()}
+    seconds = {c: float(np.median(t)) for c, t in samples.items()}
     if progress:
-        sys.stderr.write("\n  timed in turn: " + ", ".join(f"{label} {t * 1e3:.3f} ms"
-                                                        for label, t in seconds.items()) + "\n")
+        sys.stderr.write("\n  timed in turn: " + ", ".join(f"{c.label} {t * 1e3:.3f} ms"
+                                                        for c, t in seconds.items()) + "\n")
     choice = min(seconds, key=seconds.get)
     result = TuneResult(choice, plain[0][0], seconds, key)
     tuning_db.record(target.name, key, {"choice": choice, "model_choice": result.model_choice,
-                                        "seconds": seconds})
+                                        "seconds": {c.label: t for c, t in seconds.items()}})
     return result
-
-
-@dataclass(frozen=True)
-class _CSource:
-    source: str
-
-
-def printed(plan, dialect: str):
-    """The plan's code: its `.source` is what the tuning database is keyed by (a SIMT
-    module, which the SIMT runtimes take as it is)."""
-    if dialect == "cpu":
-        from ..compiler import generate_source
-
-        return _CSource(generate_source(plan))
-    from ..runtime.simt_executable import simt_module
-
-    return simt_module(plan, dialect)
 
 
 def _runner(plan, code, dialect: str, inputs):
     """One call of the plan's executable on inputs, finished when it returns: CUDA
     tensors run on the device (synchronised), host arrays as the executable takes
     them (a SIMT runtime's copies in and out included)."""
-    if dialect == "cpu":
-        from ..compiler import Executable
-
-        exe = Executable(plan, code.source)
-        return lambda: exe.run(inputs)
-    from ..runtime.simt_executable import compile_plan_simt
-
-    exe = compile_plan_simt(plan, dialect, code)
+    exe = executable(plan, dialect, code)
     if dialect == "cuda" and inputs and all(getattr(a, "is_cuda", False) for a in inputs):
         import torch
 
@@ -130,5 +109,5 @@ def _bar(done: int, total: int, label: str) -> None:
 def model_accuracy(target: str) -> tuple[int, int]:
     """(times the cost model's first choice was the measured best, kernels tuned)."""
     entries = tuning_db.load(target).values()
-    right = sum(1 for e in entries if e.get("choice") == e.get("model_choice"))
+    right = sum(1 for e in entries if e["choice"] == e.get("model_choice"))
     return right, len(entries)

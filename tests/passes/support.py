@@ -5,11 +5,12 @@ from __future__ import annotations
 import numpy as np
 
 import powerfusion as pf
-from powerfusion.compiler import InterpretedExecutable, plan_graph
 from powerfusion.frontend import trace
 from powerfusion.gir.ir import Loop, Move, walk
 from powerfusion.graph.reference import evaluate
-from powerfusion.targets import get_target
+from powerfusion.runtime.backends import get_target
+from powerfusion.runtime.cpu_executable import InterpretedExecutable
+from powerfusion.search.space import plan_graph
 
 CPU = get_target("cpu")
 STAGES = ["naive", "forward", "hoist", "merge", "drop", "promote", "reuse", "optimized"]

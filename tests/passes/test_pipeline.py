@@ -7,11 +7,12 @@ from hypothesis import strategies as st
 from support import STAGES, assert_stages_match_oracle, layernorm, rand, softmax
 
 import powerfusion as pf
-from powerfusion.compiler import InterpretedExecutable, _plan_roots
 from powerfusion.frontend import trace
 from powerfusion.graph import alternatives
 from powerfusion.graph.reference import evaluate
-from powerfusion.targets import get_target
+from powerfusion.runtime.backends import get_target
+from powerfusion.runtime.cpu_executable import InterpretedExecutable
+from powerfusion.search.space import _plan_roots
 
 
 def groupnorm(x, g, b):

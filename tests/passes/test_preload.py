@@ -5,8 +5,8 @@ import pytest
 from support import layernorm, moves, plan_of, rand
 
 import powerfusion as pf
-from powerfusion.compiler import InterpretedExecutable
 from powerfusion.gir.ir import Level, Loop, Parallel, buffers
+from powerfusion.runtime.cpu_executable import InterpretedExecutable
 
 ml_dtypes = pytest.importorskip("ml_dtypes")
 BF16 = np.dtype(ml_dtypes.bfloat16)

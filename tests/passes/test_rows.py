@@ -1,13 +1,15 @@
 """stream: float32 output rows go through a LOCAL row and leave with streaming stores."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 from support import CPU, assert_stages_match_oracle, rand, softmax
 
-from powerfusion.compiler import (Executable, InterpretedExecutable, generate_source,
-                                  plan_graph)
 from powerfusion.frontend import trace
 from powerfusion.gir.ir import Level, Loop, Move, Parallel, walk
+from powerfusion.runtime.cpu_executable import Executable, InterpretedExecutable, generate_source
+from powerfusion.search.space import plan_graph
 
 
 def plans(fn, *args):
@@ -15,7 +17,8 @@ def plans(fn, *args):
     graph, _ = trace(fn, args)
     strides = [tuple(s // a.itemsize for s in a.strides) for a in args]
     plain = plan_graph(graph, strides, CPU)
-    return plain, plan_graph(graph, strides, CPU, plain.choice + ", streaming stores")
+    return plain, plan_graph(graph, strides, CPU,
+                             dataclasses.replace(plain.choice, streaming=True))
 
 
 def test_the_output_row_is_written_on_chip_then_streamed():

@@ -6,7 +6,7 @@ from support import assert_stages_match_oracle, loops, plan_of, rand, softmax
 from powerfusion.dtypes import DType
 from powerfusion.gir.ir import Compute, Parallel, walk
 from powerfusion.passes.sums import LANE_ADDS, accurate_sums
-from powerfusion.targets import get_target
+from powerfusion.runtime.backends import get_target
 
 CPU = get_target("cpu")
 BLOCK = CPU.simd_bytes // 4 * LANE_ADDS         # values per block on this CPU

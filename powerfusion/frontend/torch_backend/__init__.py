@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+from functools import partial
 
 import torch.fx
 
@@ -125,8 +126,6 @@ def decompositions() -> dict:
 
 def powerfusion_backend(gm: torch.fx.GraphModule, example_inputs, **kwargs):
     """The torch.compile backend: `torch.compile(model, backend="powerfusion")`."""
-    from functools import partial
-
     from torch._dynamo.backends.common import aot_autograd
 
     backend = aot_autograd(

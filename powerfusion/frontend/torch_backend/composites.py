@@ -15,7 +15,7 @@ from ...graph.graph import Node
 from ...graph.ops import Op
 from .. import build
 from .. import functions as F
-from ..tracing import Tensor
+from ..tensor import Tensor
 from .elementwise import _clamp
 from .layout import _view_handler
 from .reductions import _acc, _axes, _dim

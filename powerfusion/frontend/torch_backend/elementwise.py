@@ -11,7 +11,7 @@ import torch.fx
 from ...graph.ops import Op
 from .. import build
 from .. import functions as F
-from ..tracing import Tensor
+from ..tensor import Tensor
 from .registry import PREDICATES, handles
 from .values import Splat, _dt, _operand, _tensor, _truth
 

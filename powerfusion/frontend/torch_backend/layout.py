@@ -9,7 +9,7 @@ import torch
 
 from .. import build
 from .. import functions as F
-from ..tracing import Tensor
+from ..tensor import Tensor
 from .registry import handles
 from .values import Splat, _empty, _tensor
 

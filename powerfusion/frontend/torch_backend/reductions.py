@@ -12,7 +12,7 @@ import torch
 from ...dtypes import DType
 from .. import build
 from .. import functions as F
-from ..tracing import Tensor
+from ..tensor import Tensor
 from .registry import handles
 from .values import Splat, _concrete, _dt, _empty, _Fallback, _tensor, _truth
 

@@ -21,12 +21,14 @@ import numpy as np
 import torch
 import torch.fx
 
+from ... import compiler
 from ...graph.graph import Graph, Node
 from ...graph.ops import Op
+from ...runtime.cpu_executable import Executable
 from .. import build
 from .. import torch_stats as stats
 from ..torch_storage import DTYPE_TO_TORCH, from_storage, resolved, to_storage
-from ..tracing import Tensor
+from ..tensor import Tensor
 from .registry import HANDLERS
 from .support import DEVICES, _op_name, _warn
 from .values import (Ctx, Splat, _concrete, _dt, _Fallback, _finish, _no_elements, _tensor,
@@ -255,14 +257,12 @@ class Region(torch.nn.Module):
         return results[0] if self.single else tuple(results)
 
     def _compile(self, args) -> _Compiled | None:
-        from ...compiler import Executable, compile_graph
-
         try:
             graph, tensor_args, outputs = self._trace(args)
             flat = _flat_tensors(args, [])
             exe = None
             if graph.outputs:
-                exe = compile_graph(graph, input_strides=tuple(
+                exe = compiler.compile_graph(graph, input_strides=tuple(
                     tuple(flat[k].stride()) for k in tensor_args),
                     target=DEVICES[_device_of(flat).type])
         except _Fallback as e:

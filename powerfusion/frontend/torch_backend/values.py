@@ -17,7 +17,7 @@ from ...dtypes import DType
 from ...graph.ops import Op
 from .. import build
 from ..torch_storage import TORCH_TO_DTYPE
-from ..tracing import Tensor
+from ..tensor import Tensor
 
 
 class _Fallback(Exception):

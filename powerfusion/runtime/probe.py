@@ -17,6 +17,7 @@ the detected CPU) that `measured_cpu()` reads back.
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import json
 import math
@@ -28,8 +29,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ..benchmarking import format_table
 from ..gir.ir import Level
-from .target import Target, detect_cpu
+from ..targets import Target, detect_cpu
+from .cache import cache_dir
+from .cpu import compile_shared
 
 FILE_NAME = "target-cpu.json"
 DRAM_BYTES = 256 << 20          # bytes moved per pass of the DRAM copy (read + write)
@@ -112,10 +116,6 @@ class Measurement:
 
 class _Kernel:
     def __init__(self):
-        import ctypes
-
-        from ..runtime.cpu import compile_shared
-
         lib = ctypes.CDLL(str(compile_shared(_SOURCE, name="pf_probe")))
         self._copy = lib.pf_probe_copy
         self._copy.restype = None
@@ -213,8 +213,6 @@ def measure(dram_bytes: int = DRAM_BYTES, quick: bool = False) -> list[Measureme
 
 def default_path() -> Path:
     """`$POWERFUSION_CACHE_DIR` (or ~/.cache/powerfusion) / target-cpu.json."""
-    from ..runtime.cache import cache_dir
-
     return cache_dir() / FILE_NAME
 
 
@@ -286,8 +284,6 @@ def _measured(path: str, _mtime_ns: int, _size: int) -> Target:
 
 
 def format_results(results: list[Measurement]) -> str:
-    from ..benchmarking import format_table
-
     rows = []
     for m in results:
         ws = (f"{m.working_set / (1 << 20):.0f} MB" if m.working_set >= 1 << 20

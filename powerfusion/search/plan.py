@@ -1,0 +1,62 @@
+"""What planning decides for a graph: the candidate it took and each kernel through
+every stage before code generation."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+
+from ..gir.ir import Buffer, Program
+from ..graph.graph import Graph
+from ..graph.partition import Kernel
+from ..passes.pipeline import PassLog
+from ..runtime.execute import LaunchSequence
+from ..targets import Target
+from .schedule import Schedule
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One point of the search space a graph is planned under."""
+
+    computation: str = "as written"  # an alternative computation (graph/alternatives.py)
+    placement: str = "local"         # rows that must stay live: on chip, or "global"
+    streaming: bool = False          # output rows written with streaming stores
+
+    @property
+    def label(self) -> str:
+        """How explain, the tuner and the CLI name it: "online softmax, rows global"."""
+        label = self.computation
+        if self.placement != "local":
+            label += f", rows {self.placement}"
+        return label + (", streaming stores" if self.streaming else "")
+
+
+@dataclass
+class CompiledKernel:
+    """One kernel through every stage, kept for explain."""
+
+    kernel: Kernel
+    schedule: Schedule
+    naive: Program
+    program: Program
+    log: PassLog
+
+
+@dataclass
+class Plan:
+    """Everything compile_graph decides before code generation."""
+
+    graph: Graph
+    target: Target
+    kernels: list[CompiledKernel]
+    outputs: list[tuple]                 # per graph output: ("buffer", name) / ("input", k) ...
+    out_shapes: list[tuple[int, ...]]
+    buffers: dict[str, Buffer]           # every global buffer between kernels, by name
+    input_names: list[str] = field(default_factory=list)
+    choice: Candidate = Candidate()      # the candidate planned
+    alternatives: list = field(default_factory=list)   # (Candidate, estimated seconds) considered
+
+    @functools.cached_property
+    def sequence(self) -> "LaunchSequence":
+        return LaunchSequence.of(self)

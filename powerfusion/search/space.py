@@ -1,0 +1,205 @@
+"""The search space: every candidate a graph can be planned under, each planned and
+priced by the cost model, and the plan of one candidate.
+
+A plan is the graph partitioned into kernels, each lowered to GIR under its schedule
+and optimised by the passes (compile_graph then prints and loads it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+from ..gir.expr import Expr, Var
+from ..gir.ir import Access, Buffer, Level, Program, Role, map_accesses
+from ..gir.lower import Storage, lower
+from ..graph.alternatives import REWRITES
+from ..graph.canonical import canonicalize
+from ..graph.graph import Graph, Node
+from ..graph.ops import Group, Op
+from ..graph.partition import Kernel, partition, reshape_index
+from ..graph.views import contiguous_strides, strided_offset, through_views
+from ..passes.pipeline import PassLog, optimize
+from ..targets import Target
+from .cost import BLOCKS_PER_UNIT, fits_shared, kernel_cost
+from .plan import Candidate, CompiledKernel, Plan
+from .schedule import default_schedule
+
+
+def candidate_plans(graph: Graph, input_strides, target: Target,
+                    placements: tuple[str, ...] = ("local",),
+                    streams: tuple[bool, ...] = (False,)
+                    ) -> list[tuple[Candidate, Plan, float]]:
+    """Every (computation, placement, streaming stores) point worth considering, each
+    with its plan and the cost model's price (kernel_cost: estimated seconds),
+    cheapest first. The model does not price streaming stores (whether they
+    pay changes with the machine's memory load, see docs/architecture.md): a tie it
+    never breaks for them."""
+    roots = []
+    for o in graph.outputs:
+        base = o
+        while base.op is Op.RESHAPE:     # a reshape of a C-contiguous result is free
+            base = base.srcs[0]
+        roots.append(base)
+    computations = [("as written", roots)]
+    for name, rewrite in REWRITES.items():
+        rewritten = rewrite(roots)
+        if rewritten is not None:
+            computations.append((name, rewritten))
+    out = []
+    for name, cand in computations:
+        for placement in placements:
+            for stream in streams:
+                plan = _plan_roots(graph, cand, input_strides, target, placement, stream)
+                cost = sum(kernel_cost(ck, target) for ck in plan.kernels)
+                plan.choice = Candidate(name, placement, stream)
+                out.append((plan.choice, plan, cost))
+    # the space holds only what the target can launch; rows in global scratch are the
+    # last resort when nothing else fits a block's shared memory
+    fitting = [c for c in out if fits_shared(c[1])]
+    if not fitting and "global" not in placements:
+        return candidate_plans(graph, input_strides, target, ("global",), streams)
+    out = fitting or out        # none fits at all: the printer names the kernel that fails
+    out.sort(key=lambda c: c[2])        # stable: "as written" wins ties
+    table = [(choice, cost) for choice, _, cost in out]
+    for _, plan, _ in out:
+        plan.alternatives = table
+    return out
+
+
+def plan_graph(graph: Graph, input_strides, target: Target,
+               choice: Candidate | None = None) -> Plan:
+    """Partition, lower and optimise under each alternative computation; keep the one
+    the cost model prices lowest, or the given `choice` (a tuner's measured winner)."""
+    placements = ("local",) if choice is None or choice.placement == "local" \
+        else ("local", "global")
+    streams = (False, True) if choice is not None and choice.streaming else (False,)
+    candidates = candidate_plans(graph, input_strides, target, placements, streams)
+    for candidate, plan, _ in candidates:
+        if candidate == choice:
+            return plan
+    return candidates[0][1]
+
+
+def _plan_roots(graph: Graph, roots: list[Node], input_strides, target: Target,
+                placement: str = "local", stream: bool = False) -> Plan:
+    out_specs = []
+    canon = canonicalize(roots)
+    storage: dict[int, Storage] = {}
+    buffers: dict[str, Buffer] = {}
+    input_names = []
+    for k, (node, strides) in enumerate(zip(graph.inputs, input_strides)):
+        buf = Buffer(f"in{k}", Level.GLOBAL, node.dtype, node.shape, Role.INPUT)
+        storage[id(node)] = Storage(buf, tuple(strides))
+        buffers[buf.name] = buf
+        input_names.append(buf.name)
+    # an empty result needs no kernel: its buffer is allocated, with nothing to compute
+    kernels = partition([c for c in canon if c.op not in (Op.INPUT, Op.CONST, Op.IOTA)
+                         and c.size > 0])
+    out_index = {}
+    for k, (c, o) in enumerate(zip(canon, graph.outputs)):
+        if c.op is Op.INPUT:
+            out_specs.append(("input", next(j for j, n in enumerate(graph.inputs) if n is c)))
+        elif c.op is Op.CONST:
+            out_specs.append(("const", c.arg, c.dtype))
+        else:
+            if id(c) not in out_index:
+                out_index[id(c)] = f"out{len(out_index)}"
+                buf = Buffer(out_index[id(c)], Level.GLOBAL, c.dtype, c.shape, Role.OUTPUT)
+                storage[id(c)] = Storage(buf, contiguous_strides(c.shape))
+                buffers[buf.name] = buf
+            out_specs.append(("buffer", out_index[id(c)]))
+    # intermediates that one kernel stores and a later one reads
+    for kern in kernels:
+        for r in kern.roots:
+            if id(r) not in storage:
+                buf = Buffer(f"t{len(buffers)}", Level.GLOBAL, r.dtype.compute, r.shape,
+                             Role.OUTPUT)
+                storage[id(r)] = Storage(buf, contiguous_strides(r.shape))
+                buffers[buf.name] = buf
+    compiled = []
+    taken = set(buffers)                # global names in use: the plan's, earlier temps
+    for n, kern in enumerate(kernels):
+        simt = target.family == "simt"      # a GPU multiprocessor wants several blocks
+        sched = default_schedule(kern.shape, kern.reduce_axes, target.cores, placement,
+                                 by_columns=_by_columns(kern), min_columns=128 if simt else 8,
+                                 units_per_core=2 * BLOCKS_PER_UNIT if simt else 2,
+                                 transpose=_transpose_tile(kern, storage) if simt else (),
+                                 stream=stream and not simt)
+        naive = lower(kern, sched, f"pf_kernel_{n}", storage)
+        log = PassLog()
+        program = optimize(naive, target, sched.placement, log, sched.transpose, sched.stream)
+        program = _own_temps(program, taken)
+        compiled.append(CompiledKernel(kern, sched, naive, program, log))
+    return Plan(graph, target, compiled, out_specs, [o.shape for o in graph.outputs], buffers,
+                input_names)
+
+
+def _own_temps(program: Program, taken: set[str]) -> Program:
+    """A temp a kernel keeps in global memory is its own: one whose name another kernel
+    (or the plan) uses too is renamed, since every runtime allocates by name and would
+    hand one kernel's scratch, of another size, to the other. Adds the names to taken."""
+    mapping = {}
+    for b in program.params:
+        if b.role is Role.TEMP:
+            if b.name in taken:
+                new = next(f"{b.name}_{program.name}{k or ''}" for k in range(len(taken) + 1)
+                           if f"{b.name}_{program.name}{k or ''}" not in taken)
+                mapping[b.name] = dataclasses.replace(b, name=new)
+            taken.add(mapping[b.name].name if b.name in mapping else b.name)
+    if not mapping:
+        return program
+    body = map_accesses(program.body, lambda a: Access(mapping[a.buffer.name], a.index)
+                        if a.buffer.name in mapping else a)
+    params = tuple(mapping.get(b.name, b) for b in program.params)
+    return Program(program.name, params, body, program.launch)
+
+
+TRANSPOSE_TILE = 32     # a warp's width: one tile row is one coalesced access
+
+
+def _transpose_tile(kern: Kernel, storage: dict[int, Storage]) -> tuple[int, ...]:
+    """(rows, cols) of the tile a GPU stages a layout change through, or () for none.
+
+    An element-wise kernel over (..., R, C) whose stored input is contiguous down R (its
+    stride along C is neither 0 nor 1, along R it is 1) reads strided whichever way
+    the threads walk: each unit takes a tile, reads it column by column and writes it
+    row by row (passes/stage.py)."""
+    if kern.reduce_axes or len(kern.shape) < 2 or min(kern.shape[-2:]) < 8:
+        return ()
+    axes = tuple(Var(f"a{k}", n) for k, n in enumerate(kern.shape))
+    index = tuple(Expr.of(v) for v in axes)
+    reads = [s for n in kern.nodes for s in n.srcs]
+    reads += [r for r in kern.roots if r.op in Group.MOVEMENT]
+    for node in reads:
+        base, at = through_views(node, reshape_index(index, kern.shape, node.shape))
+        if id(base) not in storage or base.op is not Op.INPUT:
+            continue
+        offset = strided_offset(at, storage[id(base)].strides)
+        step = [offset.substitute({v: 1}) - offset.substitute({v: 0}) for v in axes[-2:]]
+        if step[0] == Expr(1) and step[1] not in (Expr(0), Expr(1)):
+            return tuple(min(TRANSPOSE_TILE, n) for n in kern.shape[-2:])
+    return ()
+
+
+def _by_columns(kern: Kernel) -> bool:
+    """Is this a single reduction over leading axes whose results nothing full-size
+    reads? Then streaming the reduced axes beats striding through them."""
+    reductions = [n for n in kern.nodes if n.op in Group.REDUCE]
+    last = len(kern.shape) - 1
+    if len(reductions) != 1 or not kern.reduce_axes or last in kern.reduce_axes:
+        return False
+    if math.prod(kern.shape) == math.prod(kern.shape[k] for k in kern.reduce_axes):
+        return False                    # one kept element: the reduction is one row
+    full = math.prod(kern.shape)
+    if any(math.prod(r.shape) == full for r in kern.roots):
+        return False
+    red = reductions[0]
+    upstream: set[int] = set()
+    stack = [red]
+    while stack:                       # everything the reduction reads, views included
+        n = stack.pop()
+        if id(n) not in upstream:
+            upstream.add(id(n))
+            stack.extend(n.srcs)
+    return all(math.prod(n.shape) != full or id(n) in upstream for n in kern.nodes)
