@@ -661,3 +661,21 @@ def test_chunk_alignment_sees_through_divisions_by_multiples_of_the_chunk():
 def test_every_simt_target_has_one_printer():
     """targets.SIMT_TARGETS is the one list of dialects; the printers are keyed by it."""
     assert sorted(simt.DIALECTS) == sorted(SIMT_TARGETS)
+
+
+@pytest.mark.parametrize("columns", [32, 64, 128])
+def test_the_cost_model_prices_the_launch_the_printer_prints(columns):
+    """HIP softmax over short rows: a row is one 64-wide wavefront's, eight rows share a
+    512-thread block. The cost model once priced 32-lane rows in 256-thread blocks (a
+    warp of 32 of its own) while the printer launched 512: both now read the program's
+    launch, which the launch pass decided from the HIP Target's warp."""
+    from powerfusion.search.cost import _threads
+    from powerfusion.runtime.simt_executable import simt_target
+
+    target = simt_target("hip")
+    graph = G.softmax(4096, columns)
+    (ck,) = plan_graph(graph, G.strides_of(graph), target).kernels
+    launch = ck.program.launch
+    assert (target.warp, launch.lanes, launch.rows, launch.block) == (64, 64, 8, 512)
+    assert build_simt([ck.program], "hip").kernels[0].block == launch.block
+    assert _threads(ck, target) == 4096 * 64
