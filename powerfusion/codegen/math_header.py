@@ -1,4 +1,5 @@
-"""The C math support header (``pf_math.h``) that generated C code includes as text."""
+"""The support headers generated code includes as text: ``pf_math.h`` and ``pf_rows.h``
+for C, ``pf_simt.h`` for the SIMT dialects."""
 
 from __future__ import annotations
 
@@ -20,6 +21,14 @@ def math_header() -> str:
     ``pf_f32_to_f16``, ``pf_bf16_to_f32``, ``pf_f32_to_bf16``.
     """
     return (Path(__file__).parent / HEADER_NAME).read_text(encoding="utf-8")
+
+
+@functools.lru_cache(maxsize=1)
+def simt_header() -> str:
+    """Return the text of ``pf_simt.h``: the device prelude every SIMT module defines
+    (pf_math.h's functions over the dialect's float functions, and the 16-bit storage
+    conversions), after the printer's dialect macros."""
+    return (Path(__file__).parent / "pf_simt.h").read_text(encoding="utf-8")
 
 
 @functools.lru_cache(maxsize=1)

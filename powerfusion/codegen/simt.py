@@ -32,11 +32,9 @@ math names). The op table, constants and index expressions are the C printer's.
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass
 
-import numpy as np
 
 from ..dtypes import DType
 from ..errors import UnsupportedError
@@ -45,6 +43,7 @@ from ..gir.ir import (Access, Barrier, Buffer, Collective, Compute, Const, Index
                       Loop, Move, Parallel, Program, Role, accesses, collectives_after, walk)
 from ..graph.ops import ACCUMULATES, Op, accumulate_identity
 from .c import _F64_TO_F32_ODD, CPrinter, _exact_16bit, _plan_registers, mod_helpers
+from .math_header import simt_header
 from ..passes.simt.launch import VECTOR_BYTES
 from .simt_vectors import vector_accesses
 
@@ -121,54 +120,6 @@ def build_simt(programs, dialect: str) -> SimtModule:
         parts.append(cls.cluster_primitives)
         parts += [cls.cluster_reduce_helper(op, dtype) for op, dtype in used("cluster")]
     return SimtModule(dialect, "\n".join(parts + [body]), tuple(launches))
-
-
-# -- what the device prelude defines: pf_math.h's functions on the device ---------------------
-def _f32(x: float) -> str:
-    return re.sub(r"\.?0*p", "p", float.hex(float(np.float32(x)))) + "f"
-
-
-_MATH = [   # (name, body over x): {exp} etc. are the dialect's float functions
-    ("pf_expf", "{exp}(x)"), ("pf_logf", "{log}(x)"), ("pf_tanhf", "{tanh}(x)"),
-    ("pf_erff", "{erf}(x)"), ("pf_sinf", "{sin}(x)"), ("pf_cosf", "{cos}(x)"),
-    ("pf_rsqrtf", "{rsqrt}(x)"), ("pf_tanf", "{tan}(x)"), ("pf_log1pf", "{log1p}(x)"),
-    ("pf_expm1f", "{expm1}(x)"), ("pf_log2f", "{log2}(x)"), ("pf_log10f", "{log10}(x)"),
-    ("pf_exp2f", "{exp2}(x)"),
-    ("pf_sigmoidf", "1.0f / (1.0f + {exp}(-x))"),
-    ("pf_siluf", "x / (1.0f + {exp}(-x))"),
-    ("pf_geluf", f"0.5f * x * (1.0f + {{erf}}(x * {_f32(math.sqrt(0.5))}))"),
-    ("pf_gelu_tanhf", f"0.5f * x * (1.0f + {{tanh}}({_f32(math.sqrt(2 / math.pi))} * "
-                      f"(x + {_f32(0.044715)} * x * x * x)))"),
-]
-
-_CONVERSIONS = """\
-PF_FN float pf_f16_to_f32(unsigned short h) {
-    unsigned int sign = ((unsigned int)h & 0x8000u) << 16;
-    unsigned int rest = (unsigned int)h & 0x7fffu;
-    if (rest >= 0x7c00u) return PF_AS_FLOAT(sign | 0x7f800000u | ((rest & 0x3ffu) << 13));
-    if (rest >= 0x0400u) return PF_AS_FLOAT(sign | ((rest << 13) + 0x38000000u));
-    float mag = (float)rest * 0x1p-24f;          /* subnormal or zero: exact */
-    return sign ? -mag : mag;
-}
-PF_FN unsigned short pf_f32_to_f16(float f) {   /* round to nearest even, as numpy */
-    unsigned int x = PF_AS_UINT(f);
-    unsigned int sign = (x >> 16) & 0x8000u;
-    unsigned int a = x & 0x7fffffffu;
-    if (a > 0x7f800000u) return (unsigned short)(sign | 0x7e00u | ((a >> 13) & 0x3ffu));
-    if (a >= 0x477ff000u) return (unsigned short)(sign | 0x7c00u);
-    if (a < 0x38800000u)   /* subnormal: adding 0.5f rounds to a multiple of 2^-24 */
-        return (unsigned short)(sign | (PF_AS_UINT(PF_AS_FLOAT(a) + 0.5f) - 0x3f000000u));
-    return (unsigned short)(sign | ((a + 0xc8000fffu + ((a >> 13) & 1u)) >> 13));
-}
-PF_FN float pf_bf16_to_f32(unsigned short b) {
-    return PF_AS_FLOAT((unsigned int)b << 16);
-}
-PF_FN unsigned short pf_f32_to_bf16(float f) {
-    unsigned int x = PF_AS_UINT(f);
-    if ((x & 0x7fffffffu) > 0x7f800000u) return (unsigned short)((x >> 16) | 0x40u);
-    return (unsigned short)((x + 0x7fffu + ((x >> 16) & 1u)) >> 16);
-}
-"""
 
 
 class SimtPrinter(CPrinter):
@@ -254,12 +205,11 @@ class SimtPrinter(CPrinter):
                                                 as_float="PF_AS_FLOAT", uint="unsigned int"))
         lines.append(f"PF_FN {i64} pf_clampi({i64} x, {i64} lo, {i64} hi) "
                      "{ return x < lo ? lo : (x > hi ? hi : x); }")
-        lines += [f"PF_FN float {name}(float x) {{ return {body.format(**cls.float_math)}; }}"
-                  for name, body in _MATH]
+        lines += [f"#define PF_{name.upper()}F {fn}" for name, fn in cls.float_math.items()]
         names = {d: tuple(cls.math_names.get(f, f) for f in fs) for d, fs in
                  ((DType.float32, ("fmodf", "copysignf")), (DType.float64, ("fmod", "copysign")))}
         lines.append(mod_helpers("PF_FN", cls.compute_types, names, doubles=uses_double))
-        return "\n".join(lines) + "\n" + _CONVERSIONS
+        return "\n".join(lines) + "\n" + simt_header()
 
     @classmethod
     def double_header(cls) -> list[str]:
