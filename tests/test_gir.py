@@ -561,3 +561,14 @@ def test_substitute_agrees_with_evaluating_the_replacement(outer, replacement, e
 def test_substitute_returns_the_same_object_when_nothing_changes():
     e = Expr.of(VARS[1]) * 3 + 1
     assert e.substitute({VARS[0]: 5}) is e
+
+
+def test_storage_of_a_0d_array_is_a_view_writes_reach():
+    """as_storage of a 0-d array once indexed it with (), a copy: the interpreter's writes
+    to a 0-d output were lost (fuzzer finding F17)."""
+    from powerfusion.gir.interpreter import as_storage
+
+    out = np.zeros((), np.int64)
+    flat, base = as_storage(out)
+    flat[base] = 5
+    assert out[()] == 5

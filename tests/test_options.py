@@ -53,14 +53,17 @@ def test_read_when_planned_not_at_import(monkeypatch):
     from powerfusion.runtime.simt_executable import simt_target
 
     graph = softmax(4, 1000)
-    plan = plan_graph(graph, strides_of(graph), simt_target("cuda", "h100"))
-    programs = [k.program for k in plan.kernels]
-    assert "uint4" in emit_simt(programs, "cuda")
+
+    def source() -> str:            # the chunk is part of the launch, decided at plan time
+        plan = plan_graph(graph, strides_of(graph), simt_target("cuda", "h100"))
+        return emit_simt([k.program for k in plan.kernels], "cuda")
+
+    assert "uint4" in source()
     monkeypatch.setenv("POWERFUSION_SIMT_VECTOR", "0")
-    assert "uint4" not in emit_simt(programs, "cuda")
+    assert "uint4" not in source()
     monkeypatch.setenv("POWERFUSION_SIMT_VECTOR", "off")
     with pytest.raises(OptionError, match="POWERFUSION_SIMT_VECTOR"):
-        emit_simt(programs, "cuda")
+        source()
 
 
 def test_target_option_is_read_by_each_jit(monkeypatch):

@@ -70,7 +70,7 @@ def convert(value, dtype: DType, narrow: bool) -> np.generic:
 def as_storage(array: np.ndarray) -> tuple[np.ndarray, int]:
     """(1-D storage, base) viewing the memory of a strided array, writes included."""
     itemsize = array.itemsize
-    if array.size == 0:
+    if array.size == 0 or array.ndim == 0:   # (a 0-d array indexed by () is a copy)
         return array.reshape(-1), 0
     flipped = array[tuple(slice(None, None, -1) if s < 0 else slice(None)
                           for s in array.strides)]

@@ -17,13 +17,18 @@ import sys
 import tempfile
 import time
 
+from .check import GIR_TARGETS
+
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.fuzz", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--programs", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0, help="campaign seed")
-    parser.add_argument("--target", default="cpu", choices=("cpu", "opencl"))
+    parser.add_argument("--target", default="cpu",
+                        choices=("cpu", "opencl", *GIR_TARGETS),
+                        help="cuda-gir / hip-gir: the dialect's SIMT-legalised GIR, run by "
+                             "the interpreter as the block's threads would")
     parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--batch", type=int, default=16, help="programs per pf.jit call")
     parser.add_argument("--exclude", default="", help="ops never to draw, comma-separated")

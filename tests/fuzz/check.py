@@ -33,6 +33,32 @@ from .program import Program
 
 RTOL = {"float64": 1e-12, "float32": 2e-4, "float16": 2e-3, "bfloat16": 1.6e-2}
 
+# targets that run no device code: the plan pf makes for the dialect (CUDA as on an H100,
+# HIP as on an MI250), its SIMT-legalised GIR (launch, collectives, barriers) run by the
+# GIR interpreter as the block's threads would, races reported
+GIR_TARGETS = {"cuda-gir": "cuda", "hip-gir": "hip"}
+
+
+def jit_for(fn, target: str):
+    """pf.jit(fn) for a campaign's target: a real one, or a GIR_TARGETS one."""
+    if target not in GIR_TARGETS:
+        return pf.jit(fn, target=target)
+    _interpret_plans()
+    return pf.jit(fn, target=GIR_TARGETS[target])
+
+
+def _interpret_plans() -> None:
+    """From now on, in this process, pf.jit runs its plans through the interpreter."""
+    from powerfusion import api
+    from powerfusion.runtime.backends import get_target
+    from powerfusion.runtime.cpu_executable import InterpretedExecutable
+    from powerfusion.search.space import plan_graph
+
+    def interpreted(graph, *, input_strides, target, tune_with=None):
+        return InterpretedExecutable(plan_graph(graph, input_strides, get_target(target)))
+
+    api.compile_graph = interpreted
+
 
 @dataclass
 class Outcome:
@@ -132,7 +158,7 @@ def run(program: Program, target: str):
     is called again (the cached path), and sometimes first from two threads at once:
     all calls must agree bit for bit."""
     source = program.source()
-    fn = pf.jit(program.function(), target=target)
+    fn = jit_for(program.function(), target)
     threads = threads_for(source)
     calls = [program.arrays() for _ in range(threads)]
     if threads == 1:

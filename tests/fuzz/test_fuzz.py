@@ -1,9 +1,11 @@
 """The differential fuzzer in CI: a fixed budget of seeded random programs on the CPU
-target and a smaller share on OpenCL, each compared against numpy; plus tests of the
-fuzzer itself (its generator, error analysis, checker and shrinker).
+target, a smaller share on OpenCL and on the SIMT-legalised GIR of CUDA and HIP plans
+(run by the interpreter), each compared against numpy; plus tests of the fuzzer itself
+(its generator, error analysis, checker and shrinker).
 
 A failing campaign test prints the classes of failures with shrunk, runnable repros.
-The budget can be changed with $PF_FUZZ_CPU_PROGRAMS and $PF_FUZZ_OPENCL_PROGRAMS.
+The budget can be changed with $PF_FUZZ_CPU_PROGRAMS, $PF_FUZZ_OPENCL_PROGRAMS and
+$PF_FUZZ_GIR_PROGRAMS.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from .shrink import shrink
 CI_SEED = 20261201
 CPU_PROGRAMS = int(os.environ.get("PF_FUZZ_CPU_PROGRAMS", "3000"))
 OPENCL_PROGRAMS = int(os.environ.get("PF_FUZZ_OPENCL_PROGRAMS", "300"))
+GIR_PROGRAMS = int(os.environ.get("PF_FUZZ_GIR_PROGRAMS", "200"))
 
 
 def _report(summary) -> str:
@@ -47,6 +50,16 @@ def test_fuzz_opencl():
     summary = run_campaign(OPENCL_PROGRAMS, seed=CI_SEED + 1, target="opencl", jobs=2,
                            batch=16)
     assert summary.programs == OPENCL_PROGRAMS
+    assert not summary.failures, _report(summary)
+
+
+@pytest.mark.parametrize("target,seed", [("cuda-gir", CI_SEED + 2), ("hip-gir", CI_SEED + 3)])
+def test_fuzz_simt_legalised_gir(target, seed):
+    """The plans a GPU would run (launch, collectives, barriers in GIR), run by the
+    interpreter as a block's threads would: numpy's answers, and no race."""
+    programs = GIR_PROGRAMS if target == "cuda-gir" else GIR_PROGRAMS // 2
+    summary = run_campaign(programs, seed=seed, target=target, jobs=2, batch=16)
+    assert summary.programs == programs
     assert not summary.failures, _report(summary)
 
 
