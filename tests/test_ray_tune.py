@@ -2,7 +2,8 @@
 driver's tuning database as they arrive, and a lost worker loses nothing finished.
 
 The cluster is one local Ray instance with four worker processes (4 CPUs, one tuning
-per CPU). The dispatch tests and the missing-Ray error need no Ray at all.
+per CPU); the lost-node test starts its own, of two one-CPU nodes, and removes one.
+The dispatch tests and the missing-Ray error need no Ray at all.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -54,6 +56,51 @@ def cluster(tmp_path_factory):
             os.environ.pop("POWERFUSION_CACHE_DIR", None)
         else:
             os.environ["POWERFUSION_CACHE_DIR"] = old
+
+
+def ship_this_module() -> None:
+    """Tasks defined here travel by value: Ray's workers cannot import tests/."""
+    import ray.cloudpickle
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+def slow_task(job: TuneJob, dialect: str, *settings):
+    time.sleep(1.0)             # long enough that a node is always busy when one goes
+    return tune_job(job, dialect, *settings)
+
+
+def test_a_lost_nodes_job_is_tuned_on_another_node_of_its_kind(tmp_path, monkeypatch):
+    """Two nodes of one kind; one goes away mid-job: its job is tuned on the other."""
+    pytest.importorskip("ray")
+    import ray
+    from ray.cluster_utils import Cluster
+
+    monkeypatch.setenv("POWERFUSION_CACHE_DIR", str(tmp_path))    # before the nodes start
+    ship_this_module()
+    nodes = Cluster(initialize_head=True, head_node_args={"num_cpus": 0,
+                                                          "include_dashboard": False})
+    doomed = nodes.add_node(num_cpus=1)
+    nodes.add_node(num_cpus=1)
+    ray.init(address=nodes.address, log_to_driver=False, logging_level="warning")
+
+    def remove_a_node():
+        while not tuning_db.db_path("cpu").exists():
+            time.sleep(0.02)
+        nodes.remove_node(doomed)
+
+    try:
+        nodes.wait_for_nodes()
+        threading.Thread(target=remove_a_node, daemon=True).start()
+        jobs = suite_jobs("softmax,layernorm,rmsnorm,bias_gelu,swiglu,column_sum")
+        report = tune_on_ray(jobs, task=slow_task, **SETTINGS)
+    finally:
+        ray.shutdown()
+        nodes.shutdown()
+    assert [node for _, node in report.requeued] == [doomed.node_id]
+    assert not report.failed
+    assert sorted(t.job for t in report.tuned) == sorted(j.name for j in jobs)
+    assert len(tuning_db.load("cpu")) == len(jobs)
 
 
 def fresh_database() -> Path:
@@ -114,9 +161,7 @@ def dying_task(job: TuneJob, dialect: str, *settings):
 
 
 def test_a_worker_killed_mid_job_loses_no_finished_entry(cluster):
-    import ray.cloudpickle
-
-    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])   # workers lack tests/
+    ship_this_module()
     jobs = suite_jobs("softmax,layernorm,rmsnorm,bias_gelu,swiglu,column_sum")
     fresh_database()
     report = tune_on_ray(jobs, tasks_per_node=4, max_retries=1, task=dying_task,

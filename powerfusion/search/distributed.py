@@ -76,6 +76,7 @@ class Report:
     nodes: dict[str, Device]                       # node id -> the device it tunes for
     tuned: list[Tuned] = field(default_factory=list)
     failed: list[Failed] = field(default_factory=list)
+    requeued: list[tuple[str, str]] = field(default_factory=list)   # (job, node lost under it)
 
 
 # -- what a worker runs -------------------------------------------------------------------
@@ -217,6 +218,7 @@ def _drive(ray, jobs, dialect, settings, tasks_per_node, max_retries, on_result,
                        f"{type(e).__name__} after {max_retries} retries: {e}")
             else:
                 dispatch.lost(node, job)
+                report.requeued.append((job.name, node))
         else:
             dispatch.done(node)
             merge(tuned)
