@@ -2,6 +2,7 @@
 
   powerfusion demo      compile four transformer kernels, check them, time them
   powerfusion explain   GIR, bytes moved and generated C of one builtin example
+  powerfusion tune      time the cost model's best candidates, here or on a Ray cluster
   powerfusion probe     measure bandwidth at each memory level, write a target file
   powerfusion bench     the benchmark suite against numpy, torch eager, torch.compile
 
@@ -22,6 +23,7 @@ import sys
 import tempfile
 import time
 import traceback
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
@@ -33,12 +35,15 @@ import powerfusion as pf
 
 from . import benchmarking, options
 from .advise import advise_numpy, advise_torch
+from .api import _numpy_arg
 from .benchmarking import format_table
 from .errors import PowerFusionError
 from .frontend import trace
 from .runtime import probe
 from .runtime.backends import get_target
-from .search.tuner import model_accuracy, tune
+from .search import tuning_db
+from .search.distributed import Tuned, TuneJob, tune_on_ray
+from .search.tuner import device_inputs, model_accuracy, tune
 
 
 # -- the examples: ordinary numpy functions ----------------------------------------------
@@ -427,26 +432,73 @@ def _write_graph(dot: str, path: str) -> str:
 
 
 def cmd_tune(args) -> int:
-    ex = EXAMPLES[args.example]
-    inputs = ex.inputs(args.shape or ex.shape, np.dtype("float32"))
-    graph, _ = trace(ex.fn, inputs)
-    strides = [tuple(s // a.itemsize for s in a.strides) for a in inputs]
+    jobs = _tune_jobs(args)
+    settings = {"top": args.top, "budget_s": args.budget, "repeat": args.repeat}
+    if args.ray is not None:
+        return _tune_on_ray(jobs, args, settings)
     target = get_target(args.target)
-    timed_on = list(inputs)
-    if args.target == "cuda":           # timed on the device, not through host copies
-        import torch
-
-        timed_on = [torch.from_numpy(a).cuda() for a in inputs]
-    result = tune(graph, strides, target, timed_on, budget_s=args.budget, dialect=args.target)
-    print(f"{ex.name}: measured (median ms):")
-    for candidate, sec in sorted(result.seconds.items(), key=lambda kv: kv[1]):
-        mark = " <- winner" if candidate == result.choice else ""
-        model = " (cost model's first choice)" if candidate == result.model_choice else ""
-        print(f"  {candidate.label:32s} {sec * 1e3:9.3f}{mark}{model}")
+    failures = 0
+    for job in jobs:
+        try:
+            result = tune(job.graph, job.input_strides, target,
+                          device_inputs(job.inputs, args.target), dialect=args.target,
+                          **settings)
+        except PowerFusionError as e:
+            print(f"powerfusion tune: {job.name}: {type(e).__name__}: {e}", file=sys.stderr)
+            failures += 1
+            continue
+        _print_tuned(job.name, result.entry)
     right, total = model_accuracy(target.name)
     print(f"cost model's first choice was the measured best for {right} of {total} tuned "
           "kernels in the tuning database")
-    return 0
+    return 1 if failures else 0
+
+
+def _tune_jobs(args) -> list[TuneJob]:
+    """The builtin example, or the benchmark suite's cases, traced on their inputs."""
+    if args.suite or args.cases:
+        suite = _bench_suite()
+        if suite is None:
+            raise SystemExit("powerfusion tune --suite: benchmarks/suite.py not found; run it "
+                             "from a checkout of the PowerFusion repository")
+        return [_tune_job(c.name, c.fn, c.inputs(args.quick)) for c in suite.select(args.cases)]
+    if args.example is None:
+        raise SystemExit("powerfusion tune: name an example, or give --suite")
+    ex = EXAMPLES[args.example]
+    shape = args.shape or (ex.quick_shape if args.quick else ex.shape)
+    return [_tune_job(ex.name, ex.fn, ex.inputs(shape, np.dtype("float32")))]
+
+
+def _tune_job(name: str, fn, arrays) -> TuneJob:
+    graph, _ = trace(fn, arrays)
+    args = [_numpy_arg(a, f"{name}: argument {k}") for k, a in enumerate(arrays)]
+    return TuneJob(name, graph, tuple(a.strides for a in args), tuple(a.storage for a in args))
+
+
+def _print_tuned(name: str, entry: dict) -> None:
+    print(f"{name}: measured (median ms):")
+    for label, sec in sorted(entry["seconds"].items(), key=lambda kv: kv[1]):
+        mark = " <- winner" if label == entry["choice"].label else ""
+        model = " (cost model's first choice)" if label == entry["model_choice"].label else ""
+        print(f"  {label:32s} {sec * 1e3:9.3f}{mark}{model}")
+
+
+def _tune_on_ray(jobs: list[TuneJob], args, settings: dict) -> int:
+    def show(outcome):
+        if isinstance(outcome, Tuned):
+            _print_tuned(f"{outcome.job} on {outcome.device.description}", outcome.entry)
+        else:
+            print(f"powerfusion tune: {outcome.job} on {outcome.device.description}: "
+                  f"{outcome.error}", file=sys.stderr)
+
+    report = tune_on_ray(jobs, address=args.ray or None, dialect=args.target,
+                         tasks_per_node=args.tasks_per_node, on_result=show, **settings)
+    kinds = Counter(report.nodes.values())
+    for device, nodes in kinds.items():
+        done = sum(1 for t in report.tuned if t.device == device)
+        print(f"{device.description}: {nodes} node(s), {done} of {len(jobs)} kernels tuned, "
+              f"merged into {tuning_db.db_path(device.target)}")
+    return 1 if report.failed else 0
 
 
 # -- the command line ---------------------------------------------------------------------
@@ -502,17 +554,37 @@ def build_parser() -> argparse.ArgumentParser:
     explain.set_defaults(run=cmd_explain)
 
     tune = sub.add_parser(
-        "tune", help="time the cost model's top candidates for a builtin example and keep "
-                     "the winner in the tuning database",
+        "tune", help="time the cost model's top candidates for a builtin example or the "
+                     "benchmark suite, here or on a Ray cluster, and keep the winners in the "
+                     "tuning database",
         description="Compile and time the cost model's top candidates (alternative "
-                    "computations x placements) for a builtin example on this machine; the "
-                    "winner goes to the tuning database, so later runs start tuned.")
-    tune.add_argument("example", choices=sorted(EXAMPLES))
+                    "computations x placements) for a builtin example or the benchmark "
+                    "suite's kernels on this machine, or with --ray on every kind of device "
+                    "of a Ray cluster; the winners go to this machine's tuning database, so "
+                    "later runs start tuned.")
+    tune.add_argument("example", choices=sorted(EXAMPLES), nargs="?")
+    tune.add_argument("--suite", action="store_true",
+                      help="every kernel of the benchmark suite instead of one example")
+    tune.add_argument("--cases", default=None, metavar="NAMES",
+                      help="with --suite: these cases (comma-separated, shell patterns)")
+    tune.add_argument("--quick", action="store_true",
+                      help="the suite's (or the example's) small shapes")
     tune.add_argument("--shape", type=_parse_shape, default=None,
                       help="shape of x, e.g. 4096x768 (default: the demo's shape)")
-    tune.add_argument("--budget", type=float, default=20.0, help="seconds to spend at most")
+    tune.add_argument("--budget", type=float, default=20.0,
+                      help="seconds to spend compiling candidates per kernel at most")
+    tune.add_argument("--top", type=int, default=4,
+                      help="the cost model's best candidates to measure (default 4)")
+    tune.add_argument("--repeat", type=int, default=9,
+                      help="timed samples per candidate (default 9)")
     tune.add_argument("--target", default="cpu", choices=["cpu", "opencl", "cuda"],
                       help="where to time them (default cpu)")
+    tune.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                      help="tune on a Ray cluster (HOST:6379; 'auto': the one running here; "
+                           "no address: a new local one), once per kind of device")
+    tune.add_argument("--tasks-per-node", type=int, default=1, metavar="N",
+                      help="with --ray: CPU tunings at once on one node, each with its share "
+                           "of the CPUs (default 1: tunings at once time each other)")
     tune.set_defaults(run=cmd_tune)
 
     probe = sub.add_parser(

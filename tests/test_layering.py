@@ -35,7 +35,8 @@ LAYERS = [
 
 # what may be imported inside a function: dependencies a user may not have installed
 # (and the project's modules that load one), and a slow standard-library lookup
-OPTIONAL = ("torch", "functorch", "onnx", "onnxruntime", "pyopencl", "cuda", "matplotlib")
+OPTIONAL = ("torch", "functorch", "onnx", "onnxruntime", "pyopencl", "cuda", "matplotlib",
+            "ray")
 SLOW = ("importlib.metadata",)
 
 

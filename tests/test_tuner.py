@@ -2,6 +2,10 @@
 
 import dataclasses
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -116,3 +120,58 @@ def test_an_older_database_still_picks_the_recorded_winner(tmp_path, monkeypatch
     assert stored[key]["choice"] == {"computation": "as written", "placement": "global",
                                      "streaming": True}
     assert stored["other"]["choice"]["computation"] == "online softmax"
+
+
+WRITER = """
+import sys, time
+from pathlib import Path
+from powerfusion.search import tuning_db
+from powerfusion.search.plan import Candidate
+go, name, n = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+while not go.exists():
+    time.sleep(0.001)
+for k in range(n):
+    tuning_db.record("cpu", f"{name}-{k}", {"choice": Candidate(placement="global"),
+                                            "seconds": {"as written, rows global": k}})
+"""
+
+READER = """
+import json, sys, time
+from pathlib import Path
+go, path, stop = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
+while not go.exists():
+    time.sleep(0.001)
+reads = 0
+while not stop.exists():
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        continue
+    assert isinstance(json.loads(text), dict), text[:200]   # never half a file
+    reads += 1
+print(reads)
+"""
+
+
+def test_the_tuning_database_keeps_every_entry_of_concurrent_writers(tmp_path):
+    """Several processes record at once (tuning_db.record: read, modify and replace the
+    file under a lock): every entry survives and a reader never sees half a file."""
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(repo), "POWERFUSION_CACHE_DIR": str(tmp_path)}
+    go, stop = tmp_path / "go", tmp_path / "stop"
+    path = tmp_path / "tuning-cpu.json"
+    writers = [subprocess.Popen([sys.executable, "-c", WRITER, str(go), f"w{w}", "30"],
+                                env=env, stderr=subprocess.PIPE, text=True) for w in range(4)]
+    reader = subprocess.Popen([sys.executable, "-c", READER, str(go), str(path), str(stop)],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    go.touch()
+    for proc in writers:
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+    stop.touch()
+    reads, err = reader.communicate(timeout=60)
+    assert reader.returncode == 0, err
+    assert int(reads) > 0
+    entries = tuning_db._read(path)
+    assert set(entries) == {f"w{w}-{k}" for w in range(4) for k in range(30)}
+    assert all(e["choice"] == Candidate(placement="global") for e in entries.values())

@@ -39,13 +39,20 @@ class TuneResult:
     def model_was_right(self) -> bool:
         return self.choice == self.model_choice
 
+    @property
+    def entry(self) -> dict:
+        """What the tuning database keeps under `key`."""
+        return {"choice": self.choice, "model_choice": self.model_choice,
+                "seconds": {c.label: t for c, t in self.seconds.items()}}
+
 
 def tune(graph: Graph, input_strides, target: Target, inputs, *, top: int = 4,
          budget_s: float = 20.0, repeat: int = 9, progress: bool = True,
-         dialect: str = "cpu") -> TuneResult:
+         dialect: str = "cpu", record: bool = True) -> TuneResult:
     """Measure the top candidates on `inputs` (the caller's storage arrays; for CUDA,
     the caller's CUDA tensors or host arrays) compiled for `dialect` ("cpu" or a SIMT
-    dialect)."""
+    dialect), and record the winner in this machine's tuning database (`record=False`:
+    leave that to the caller, as a distributed tune's driver does)."""
     streams = (False, True) if target.family == "cpu" else (False,)
     candidates = candidate_plans(graph, input_strides, target, ("local", "global"), streams)
     plain = [c for c in candidates if not c[0].streaming]
@@ -78,9 +85,19 @@ def tune(graph: Graph, input_strides, target: Target, inputs, *, top: int = 4,
                                                         for c, t in seconds.items()) + "\n")
     choice = min(seconds, key=seconds.get)
     result = TuneResult(choice, plain[0][0], seconds, key)
-    tuning_db.record(target.name, key, {"choice": choice, "model_choice": result.model_choice,
-                                        "seconds": {c.label: t for c, t in seconds.items()}})
+    if record:
+        tuning_db.record(target.name, key, result.entry)
     return result
+
+
+def device_inputs(inputs, dialect: str) -> list:
+    """Host arrays as the tuner times them: on the device for CUDA (a kernel's time,
+    not the copies around it), as they are elsewhere."""
+    if dialect != "cuda":
+        return list(inputs)
+    import torch
+
+    return [torch.from_numpy(a).cuda() for a in inputs]
 
 
 def _runner(plan, code, dialect: str, inputs):
