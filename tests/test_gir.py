@@ -565,7 +565,7 @@ def test_substitute_returns_the_same_object_when_nothing_changes():
 
 def test_storage_of_a_0d_array_is_a_view_writes_reach():
     """as_storage of a 0-d array once indexed it with (), a copy: the interpreter's writes
-    to a 0-d output were lost (fuzzer finding F17)."""
+    to a 0-d output were lost (fuzzer finding F25)."""
     from powerfusion.gir.interpreter import as_storage
 
     out = np.zeros((), np.int64)
