@@ -41,11 +41,12 @@ def to_operand(x, *, what: str = "operand") -> build.Operand:
         value = np.asarray(x)
         return build.const(value.item(), as_dtype(value.dtype, what=what))
     if isinstance(x, np.ndarray) and _one_value(x):
-        # np.broadcast_to(2.0, shape), np.expand_dims(b, 0), np.concatenate of those: a
-        # scalar with a shape, a constant read at trace time as 0-d arrays are
+        # np.broadcast_to(2.0, shape), np.expand_dims(b, 0): a scalar with a shape,
+        # a constant read at trace time as 0-d arrays are
         value = x.reshape(-1)[0] if x.size else np.zeros((), x.dtype)
         return build.full(value.item(), as_dtype(x.dtype, what=what), tuple(x.shape))
-    if is_torch_tensor(x) and x.device.type == "cpu" and _one_torch_value(x):
+    if is_torch_tensor(x) and x.device.type == "cpu" and (
+            x.numel() <= 1 or all(s == 0 or n == 1 for s, n in zip(x.stride(), x.shape))):
         from .torch_storage import TORCH_TO_DTYPE       # torch is loaded: x is a tensor
 
         if x.dtype not in TORCH_TO_DTYPE:
@@ -57,34 +58,16 @@ def to_operand(x, *, what: str = "operand") -> build.Operand:
     if isinstance(x, np.ndarray) or is_torch_tensor(x):
         raise UnsupportedError(
             f"{what}: a concrete array of shape {tuple(x.shape)} appears inside the traced "
-            "function; PowerFusion embeds only arrays of one value (0-d arrays, "
-            "np.broadcast_to of a scalar, any array whose elements are all equal) as "
-            "constants: pass it as an argument of the jitted function instead")
+            "function; PowerFusion embeds only arrays of one value in memory (0-d arrays, "
+            "np.broadcast_to of a scalar) as constants: pass it as an argument of the "
+            "jitted function instead")
     raise DTypeError(f"{what}: expected a traced tensor, a numpy array argument or a Python "
                      f"scalar, got {type(x).__name__}")
 
 
 def _one_value(x: np.ndarray) -> bool:
-    """Every element of x is the same value, bit for bit (or x has none): the same
-    element in memory (stride 0), or copies of it (np.concatenate of a scalar's array)."""
-    if x.size <= 1 or all(stride == 0 or n == 1 for stride, n in zip(x.strides, x.shape)):
-        return True
-    if x.dtype.hasobject:
-        return False
-    flat = np.ascontiguousarray(x).reshape(-1)
-    bits = flat.view(np.uint8).reshape(flat.size, flat.itemsize)
-    return bool((bits == bits[0]).all())
-
-
-def _one_torch_value(x) -> bool:
-    """_one_value for a CPU torch tensor."""
-    import torch        # loaded: x is a tensor
-
-    if x.numel() <= 1 or all(s == 0 or n == 1 for s, n in zip(x.stride(), x.shape)):
-        return True
-    flat = x.detach().contiguous().reshape(-1)
-    bits = flat.view(torch.uint8).reshape(flat.numel(), flat.element_size())
-    return bool((bits == bits[0]).all())
+    """Every element of x is the same element in memory (or x has none)."""
+    return x.size <= 1 or all(stride == 0 or n == 1 for stride, n in zip(x.strides, x.shape))
 
 
 def _operand_or_none(x):

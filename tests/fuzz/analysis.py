@@ -185,6 +185,15 @@ def _scalars_only(output: Node, program: Program) -> bool:
     return all(program.inputs[k].layout == "python" for k in inputs)
 
 
+def _concrete_array(node: Node, infos: dict, program: Program) -> bool:
+    """A value of several elements made from Python scalars alone: a concrete numpy array
+    inside the traced function, which pf refuses (typed) unless its elements share one
+    address: it cannot tell one built there from an array the function closed over,
+    whose later changes an embedded copy would miss (FINDINGS: F26)."""
+    return node.op != "input" and np.size(infos[node.uid].array) > 1 \
+        and _scalars_only(node, program)
+
+
 def analyze(program: Program) -> Expected:
     """numpy's results for every output, or the exception it raises; Fragile if the
     program is not a valid test."""
@@ -197,6 +206,6 @@ def analyze(program: Program) -> Expected:
         return Expected(None, raised.error)
     may_refuse = not all(i.supported for i in infos.values()) or any(
         _bool_power(n, infos) or _int_tensor_power(n, infos, program)
-        for n in program.nodes()) or any(
+        or _concrete_array(n, infos, program) for n in program.nodes()) or any(
         _scalars_only(o, program) for o in program.outputs)
     return Expected([infos[o.uid] for o in program.outputs], None, may_refuse)
