@@ -49,6 +49,17 @@ def test_interleaved_samples_every_candidate():
     assert all(t > 0 for s in samples.values() for t in s)
 
 
+def test_interleaved_rounds_start_with_each_candidate_in_turn():
+    """The collection between rounds leaves the caches cold for whoever runs first:
+    every candidate takes that place as often as the others."""
+    order: list[str] = []
+    candidates = {name: (lambda name=name: order.append(name)) for name in "abc"}
+    benchmarking.interleaved(candidates, repeats=6, warmup=1, min_sample_s=0)
+    rounds = [order[3 + 3 * r: 6 + 3 * r] for r in range(6)]      # after the warmups
+    assert [r[0] for r in rounds] == list("abcabc")
+    assert all(sorted(r) == list("abc") for r in rounds)
+
+
 def test_demo_quick_passes():
     result = _run("-m", "powerfusion.cli", "demo", "--quick")
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
