@@ -186,3 +186,20 @@ def test_a_wrong_collective_gives_a_wrong_answer():
                                                                     c.dst, c.scope))
         got = run(dataclasses.replace(program, body=body), {"in0": x})["out0"]
         assert not np.allclose(got.reshape(4, 1000), want, rtol=1e-3)
+
+
+def test_explain_shows_the_launch_the_collectives_and_the_barriers():
+    import powerfusion as pf
+
+    def softmax(x):
+        e = np.exp(x - x.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+
+    gir = pf.explain(softmax, np.zeros((64, 4096), np.float32), target="cuda").gir
+    assert "launch 64 blocks of 256 threads: 256 lanes per unit, chunks of 4" in gir
+    assert "private row" in gir and "(16 in registers)" in gir
+    assert gir.count("over the block") == 2             # the row max and the row sum
+    transpose = pf.explain(lambda x: x.T * 2, np.zeros((70, 45), np.float32),
+                           target="cuda").gir
+    assert sum(line.strip() == "barrier" for line in transpose.splitlines()) == 2
+    assert "shared " in transpose and "at byte 0" in transpose
