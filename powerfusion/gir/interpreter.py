@@ -379,8 +379,7 @@ class _Threads:
         """One access by the thread at hand; `same`: a write of the value already there
         (a transpose tile's clamped edge lanes rewrite their neighbour's element so)."""
         buf = a.buffer
-        if buf.level is Level.REGISTER or buf.level is Level.GLOBAL and buf.role is Role.INPUT \
-                or buf.level is Level.LOCAL and self.launch.private_row(buf.name) is not None:
+        if not self.launch.shares(buf):
             return
         who = self.thread if self.thread is not None else (self.base if write else self.ALL)
         record = self.seen.setdefault((buf.name, position), [-1, None, -1, set()])

@@ -243,6 +243,13 @@ class Launch:
     def private_row(self, name: str) -> PrivateRow | None:
         return next((r for r in self.private if r.name == name), None)
 
+    def shares(self, buf: Buffer) -> bool:
+        """Can other threads of the block touch buf? LOCAL arrays but private rows (each
+        thread holds its own part), and non-input global buffers."""
+        if buf.level is Level.LOCAL:
+            return self.private_row(buf.name) is None
+        return buf.level is Level.GLOBAL and buf.role is not Role.INPUT
+
 
 @dataclass(frozen=True, slots=True)
 class Program:

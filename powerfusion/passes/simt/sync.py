@@ -23,8 +23,8 @@ from dataclasses import dataclass
 
 from ...errors import UnsupportedError
 from ...gir.expr import Var
-from ...gir.ir import (Barrier, Buffer, Collective, Launch, Level, Loop, Parallel, Program,
-                       Role, Stmt, accesses, walk)
+from ...gir.ir import (Barrier, Collective, Launch, Loop, Parallel, Program,
+                       Stmt, accesses, walk)
 
 
 @dataclass(frozen=True)
@@ -68,14 +68,6 @@ def check_lanes(uses: list[Use], loop: Loop) -> None:
                 raise UnsupportedError(
                     f"SIMT codegen: SIMD loop {loop.var.name} passes values between its "
                     f"iterations through {a.buffer}; its threads run side by side")
-
-
-def is_shared(buf: Buffer, launch: Launch) -> bool:
-    """Memory other threads of the block may touch: LOCAL (but private rows, which each
-    thread holds its own part of) and non-input global."""
-    if buf.level is Level.LOCAL:
-        return launch.private_row(buf.name) is None
-    return buf.level is Level.GLOBAL and buf.role is not Role.INPUT
 
 
 def place_barriers(program: Program) -> Program:
@@ -129,21 +121,16 @@ class _Sync:
         return self.sync_before(uses) + [loop]
 
     def row_statement(self, s: Stmt) -> list[Stmt]:
-        reads, writes = accesses(s)
-        uses = [Use(a.buffer.name, ("all",), False) for a in reads
-                if is_shared(a.buffer, self.launch)]
-        uses += [Use(a.buffer.name, ("one",), True) for a in writes
-                 if is_shared(a.buffer, self.launch)]
-        return self.sync_before(uses) + [s]
+        return self.sync_before(self.row_accesses(s)) + [s]
 
     def row_accesses(self, s: Stmt) -> list[Use]:
         if isinstance(s, Loop):
             return self.loop_accesses(s)
         reads, writes = accesses(s)
         return ([Use(a.buffer.name, ("all",), False) for a in reads
-                 if is_shared(a.buffer, self.launch)]
+                 if self.launch.shares(a.buffer)]
                 + [Use(a.buffer.name, ("one",), True) for a in writes
-                   if is_shared(a.buffer, self.launch)])
+                   if self.launch.shares(a.buffer)])
 
     def loop_accesses(self, loop: Loop) -> list[Use]:
         """Every shared access in the loop, with the thread that makes it."""
@@ -157,7 +144,7 @@ class _Sync:
         for s, inner in walk(loop.body):
             reads, writes = accesses(s)
             for a, is_write in [(a, False) for a in reads] + [(a, True) for a in writes]:
-                if not is_shared(a.buffer, self.launch):
+                if not self.launch.shares(a.buffer):
                     continue
                 inner_vars = {lp.var for lp in inner}
                 if a.index.vars() & inner_vars or loop.var not in a.index.vars():
