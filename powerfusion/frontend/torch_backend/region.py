@@ -30,6 +30,7 @@ from .. import torch_stats as stats
 from ..torch_storage import DTYPE_TO_TORCH, from_storage, resolved, to_storage
 from ..tensor import Tensor
 from .registry import HANDLERS
+from .tensor_pool import TensorPool
 from .support import DEVICES, _op_name, _warn
 from .values import (Ctx, Splat, _concrete, _dt, _Fallback, _finish, _no_elements, _tensor,
                      _zeros_like_meta)
@@ -63,9 +64,10 @@ def _device_of(flat: list) -> torch.device:
 
 class _CpuLaunch:
     """A region's kernels run straight on torch CPU tensors: pointers from data_ptr(),
-    outputs and temps from torch.empty (torch's allocator; bfloat16 as itself), no
-    numpy views. Everything a call needs is resolved once, from the plan's launch
-    sequence, into positions in one list of pointers (the inputs', then the
+    outputs and temps from torch's allocator (bfloat16 as itself), no
+    numpy views; a pool (`TensorPool`) hands back the memory of earlier calls that
+    nobody holds any more. Everything a call needs is resolved once, from the plan's
+    launch sequence, into positions in one list of pointers (the inputs', then the
     allocations'); a call only fills that list and launches."""
 
     def __init__(self, executable):
@@ -82,6 +84,7 @@ class _CpuLaunch:
             want = final.get(name)       # allocated in its output's shape: no view later
             shape = want if want is not None and math.prod(want) == math.prod(shape) else shape
             self.allocations.append((tuple(shape), DTYPE_TO_TORCH[dtype]))
+        self.pool = TensorPool(self.allocations)
         self.launches = tuple(
             (executable.kernels[program.name].c_function, ctypes.c_void_p * len(names),
              tuple(slot[n] for n in names)) for program, names in sequence.launches)
@@ -100,11 +103,8 @@ class _CpuLaunch:
 
     def __call__(self, tensors: list) -> list:
         pointers = [t.data_ptr() for t in tensors]
-        made = []
-        for shape, dtype in self.allocations:
-            t = torch.empty(shape, dtype=dtype, device="cpu")     # whatever the default
-            made.append(t)
-            pointers.append(t.data_ptr())
+        made = self.pool.take()
+        pointers += [t.data_ptr() for t in made]
         for function, array, slots in self.launches:
             function(array(*[pointers[k] for k in slots]))     # releases the GIL
         outs = []

@@ -1,0 +1,86 @@
+"""A region's CPU outputs and temps come from a TensorPool: memory nobody holds is
+written again on the next call (no page faults), memory anyone still reads - the
+output itself, a view of it, another thread's result - never is."""
+
+from __future__ import annotations
+
+import concurrent.futures
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from powerfusion.frontend.torch_backend.tensor_pool import TensorPool  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _fresh():
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
+
+
+def _norm_gelu(x):
+    # two kernels at least: the row statistics and the normalised, activated values
+    return torch.nn.functional.gelu(torch.nn.functional.layer_norm(x * 2 + 1, (x.shape[-1],)))
+
+
+def test_dropped_outputs_are_reused_and_held_ones_never_overwritten():
+    compiled = torch.compile(_norm_gelu, backend="powerfusion")
+    a, b, c = (torch.randn(64, 256) for _ in range(3))
+    first = compiled(a)
+    address = first.data_ptr()
+    del first
+    second = compiled(b)                     # the dropped output's memory again
+    assert second.data_ptr() == address
+    view = second[3:, ::2]                   # only a view of it is held now
+    del second
+    third = compiled(c)
+    assert third.data_ptr() != address       # the view's memory is still read
+    torch.testing.assert_close(view, _norm_gelu(b)[3:, ::2])
+    torch.testing.assert_close(third, _norm_gelu(c))
+    for _ in range(3):                        # held results pile up: each one its own
+        compiled(a)
+    torch.testing.assert_close(view, _norm_gelu(b)[3:, ::2])
+    torch.testing.assert_close(third, _norm_gelu(c))
+
+
+def test_a_storage_resized_by_its_holder_is_not_handed_out_again():
+    compiled = torch.compile(_norm_gelu, backend="powerfusion")
+    x = torch.randn(32, 128)
+    out = compiled(x)
+    out.untyped_storage().resize_(0)          # the holder gives the memory back
+    del out
+    for _ in range(2):
+        torch.testing.assert_close(compiled(x), _norm_gelu(x))
+
+
+def test_threads_dropping_results_at_once_each_get_their_own_memory():
+    compiled = torch.compile(_norm_gelu, backend="powerfusion")
+    inputs = [torch.randn(128, 512) for _ in range(8)]
+    expected = [_norm_gelu(x) for x in inputs]
+    compiled(inputs[0])
+
+    def check(k):
+        for _ in range(20):
+            got = compiled(inputs[k])
+            torch.testing.assert_close(got, expected[k])   # no other thread wrote it
+            del got
+        return True
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        assert all(pool.map(check, range(len(inputs))))
+
+
+def test_the_pool_keeps_at_most_two_tensors_per_allocation():
+    pool = TensorPool([((4, 4), torch.float32), ((8,), torch.bfloat16)])
+    held = [pool.take() for _ in range(4)]    # all held: four distinct sets
+    pointers = {t.data_ptr() for taken in held for t in taken}
+    assert len(pointers) == 8
+    assert [len(k) for k in pool.kept] == [2, 2]
+    kept = {k.base.data_ptr() for kept in pool.kept for k in kept}
+    del held
+    again = pool.take()
+    assert {t.data_ptr() for t in again} <= kept
+    assert [t.shape for t in again] == [(4, 4), (8,)]
+    assert [t.dtype for t in again] == [torch.float32, torch.bfloat16]
