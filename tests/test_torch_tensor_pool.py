@@ -84,3 +84,26 @@ def test_the_pool_keeps_at_most_two_tensors_per_allocation():
     assert {t.data_ptr() for t in again} <= kept
     assert [t.shape for t in again] == [(4, 4), (8,)]
     assert [t.dtype for t in again] == [torch.float32, torch.bfloat16]
+
+
+def test_a_region_checks_each_arguments_layout_before_its_lean_path():
+    """The lean path is the last call's compiled kernels; an argument laid out otherwise
+    (transposed, negated lazily, another shape) goes back through the signature."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    from powerfusion.frontend.torch_backend import Region
+
+    def fn(x, y):
+        return torch.exp(x * 2 + y)
+
+    x, y = torch.randn(16, 32), torch.randn(32)
+    region = Region(make_fx(fn, tracing_mode="fake")(x, y), "layouts")
+    torch.testing.assert_close(region(x, y), fn(x, y))
+    assert region.hot is not None
+    transposed = torch.randn(32, 16).t()
+    torch.testing.assert_close(region(transposed, y), fn(transposed, y))
+    negated = torch._neg_view(x)
+    torch.testing.assert_close(region(negated, y), fn(negated, y))
+    other = torch.randn(8, 32)
+    torch.testing.assert_close(region(other, y), fn(other, y))
+    torch.testing.assert_close(region(x, y), fn(x, y))

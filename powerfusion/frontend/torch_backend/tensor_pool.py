@@ -24,22 +24,22 @@ _use_count = torch._C._storage_Use_Count
 
 
 class _Kept:
-    """One pooled tensor and what its storage looks like when only the pool holds it."""
+    """One pooled tensor, its storage and that storage's reference count when only
+    the pool holds it."""
 
-    __slots__ = ("base", "free_count", "data_ptr", "nbytes")
+    __slots__ = ("base", "storage", "free_count", "nbytes")
 
     def __init__(self, base: torch.Tensor):
         self.base = base
-        storage = base.untyped_storage()
-        self.free_count = _use_count(storage._cdata)   # calibrated: no view exists yet
-        self.data_ptr = storage.data_ptr()
-        self.nbytes = storage.nbytes()
+        self.storage = base.untyped_storage()
+        self.free_count = _use_count(self.storage._cdata)   # no view exists yet
+        self.nbytes = self.storage.nbytes()
 
     def is_free(self) -> bool:
-        storage = self.base.untyped_storage()
-        # a storage resized or moved by someone who held a view is not reused
-        return (_use_count(storage._cdata) == self.free_count
-                and storage.data_ptr() == self.data_ptr and storage.nbytes() == self.nbytes)
+        # a storage its holder shrank (resize_) is never reused: the kept tensor would
+        # point past its memory
+        return (_use_count(self.storage._cdata) == self.free_count
+                and self.storage.nbytes() == self.nbytes)
 
 
 class TensorPool:
