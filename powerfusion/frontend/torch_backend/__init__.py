@@ -40,6 +40,7 @@ from .registry import ELEMENTWISE, HANDLERS, PREDICATES, handles
 from .support import DEVICES, _warn
 from .values import Ctx, Splat
 from .inplace import reinplace_fresh
+from .launcher import boxed_runner
 from .view_chains import fold_views
 
 __all__ = [
@@ -105,7 +106,7 @@ def compile_aten_graph(gm: torch.fx.GraphModule, example_inputs, kind: str = "fo
     collected = _COLLECTED.get()
     if collected is not None:
         collected.append((kind, compiled, chains))
-    return make_boxed_func(compiled.forward)
+    return boxed_runner(compiled)
 
 
 _DECOMPOSITIONS = None

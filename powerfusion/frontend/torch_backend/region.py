@@ -201,8 +201,7 @@ class Region(torch.nn.Module):
                     try:
                         outs = compiled.cpu_launch(args)
                     except Exception as e:   # noqa: BLE001 - never break the model
-                        self._give_up(", ".join(dict.fromkeys(self.ops)), "running the "
-                                      f"compiled kernels failed: {type(e).__name__}: {e}")
+                        self.give_up_running(e)
                         return self.eager(*args)
                     results = [t if inv is None else t.permute(inv)
                                for t, inv in zip(outs, compiled.fast)]
@@ -223,9 +222,13 @@ class Region(torch.nn.Module):
         try:
             return self._run(compiled, args)
         except Exception as e:           # noqa: BLE001 - never break the model
-            self._give_up(", ".join(dict.fromkeys(self.ops)),
-                          f"running the compiled kernels failed: {type(e).__name__}: {e}")
+            self.give_up_running(e)
             return self.eager(*args)
+
+    def give_up_running(self, e: Exception) -> None:
+        """Running the compiled kernels raised e: PyTorch's aten calls from now on."""
+        self._give_up(", ".join(dict.fromkeys(self.ops)),
+                      f"running the compiled kernels failed: {type(e).__name__}: {e}")
 
     def _run(self, compiled: _Compiled, args):
         outs = []

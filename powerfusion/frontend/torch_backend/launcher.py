@@ -1,0 +1,119 @@
+"""The compiled graph as torch.compile calls it, with each region's lean path as one
+generated Python function called straight from the graph's code.
+
+In a model every Python frame and every torch call between two kernels costs a few
+microseconds (the caches are cold after a matmul), and a region called as a module
+takes four frames before its kernels run (the module attribute, `Region.__call__`,
+`forward`, the launch). After the graph's first call each region knows the signature
+it runs with; `specialise` then writes, per region, a function that checks that
+signature argument by argument (shape, strides, no lazy negation), takes its memory
+from the region's pool and calls the kernels with the data pointers, unrolled, and
+points the graph's call at it. Anything else - another signature, a region that gave
+up, a failure - goes to `Region.forward` as before, so the lean function can only be
+faster, never different.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import torch.fx
+
+from .region import Region
+
+
+def lean_function(region: Region):
+    """A function running region's lean path for its current signature, or None when
+    the region has none (its last call was not lean, or it gave up)."""
+    hot = region.hot
+    if hot is None:
+        return None
+    layouts, compiled = hot
+    launch = compiled.cpu_launch
+    if any(kind != "buffer" for kind, *_ in launch.outputs):
+        return None                      # a result copied from an input or a constant
+    names = [f"a{k}" for k in range(len(layouts))]
+    env = {"region": region, "hot": hot, "take": launch.pool.take,
+           "forward": region.forward, "give_up": region.give_up_running}
+    checks = ["region.hot is hot"]
+    for k, (shape, stride) in enumerate(layouts):
+        env[f"S{k}"], env[f"T{k}"] = shape, stride
+        checks.append(f"a{k}.shape == S{k} and a{k}.stride() == T{k} and not a{k}.is_neg()")
+    n_inputs = len(layouts)
+    pointers = [f"p{k} = a{k}.data_ptr()" for k in range(n_inputs)]
+    pointers += [f"p{n_inputs + j} = m[{j}].data_ptr()" for j in range(len(launch.allocations))]
+    calls = []
+    for i, (function, array, slots) in enumerate(launch.launches):
+        env[f"K{i}"], env[f"A{i}"] = function, array
+        calls.append(f"K{i}(A{i}({', '.join(f'p{s}' for s in slots)}))")
+    results = []
+    for j, ((kind, k, shape, again), inverse) in enumerate(zip(launch.outputs, compiled.fast)):
+        value = f"m[{k}]"
+        if shape is not None:
+            env[f"V{j}"] = shape
+            value += f".view(V{j})"
+        if again:
+            value += ".clone()"
+        if inverse is not None:
+            env[f"P{j}"] = inverse
+            value += f".permute(P{j})"
+        results.append(value)
+    returned = results[0] if region.single else f"({', '.join(results)},)"
+    args = ", ".join(names)
+    body = "\n".join(f"            {line}" for line in calls)
+    source = (
+        f"def lean({args}):\n"
+        f"    if {' and '.join(checks)}:\n"
+        f"        m = take()\n"
+        + "".join(f"        {line}\n" for line in pointers) +
+        f"        try:\n{body}\n"
+        f"        except Exception as e:    # noqa: BLE001 - never break the model\n"
+        f"            give_up(e)\n"
+        f"            return forward({args})\n"
+        f"        return {returned}\n"
+        f"    return forward({args})\n")
+    exec(compile(source, f"<powerfusion lean {region.label}>", "exec"), env)  # noqa: S102
+    lean = env["lean"]
+    lean.__name__ = lean.__qualname__ = region.label.replace(".", "_")
+    lean.__module__ = __name__
+    lean.source = source
+    return lean
+
+
+def boxed_runner(gm: torch.fx.GraphModule):
+    """gm's forward as AOTAutograd calls it (one list of arguments), specialised after
+    its first call: each region with a lean path is called through its lean function."""
+    state = {"forward": gm.forward, "specialised": False}
+    lock = threading.Lock()
+
+    def run(args):
+        out = state["forward"](*args)
+        if not state["specialised"]:
+            with lock:
+                if not state["specialised"]:
+                    state["forward"] = specialise(gm)
+                    state["specialised"] = True
+        return out
+
+    run._boxed_call = True
+    return run
+
+
+def specialise(gm: torch.fx.GraphModule):
+    """Point each region call of gm at its lean function, where it has one; gm's new
+    forward. The Region modules stay (what `advise` and a fallback read)."""
+    changed = False
+    for node in gm.graph.nodes:
+        if node.op != "call_module":
+            continue
+        region = gm.get_submodule(node.target)
+        if not isinstance(region, Region):
+            continue
+        lean = lean_function(region)
+        if lean is None:
+            continue
+        node.op, node.target = "call_function", lean
+        changed = True
+    if changed:
+        gm.recompile()
+    return gm.forward

@@ -1,0 +1,96 @@
+"""After a graph's first call each region with a lean path runs through a generated
+function called straight from the graph's code: same results as eager, back to
+`Region.forward` for any other signature, and to eager for good when its kernels fail."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from torch.fx.experimental.proxy_tensor import make_fx  # noqa: E402
+
+from powerfusion.frontend.torch_backend import Region, collect_graphs  # noqa: E402
+from powerfusion.frontend.torch_backend.launcher import lean_function  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _fresh():
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
+
+
+class Block(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(64, 64)
+        self.norm = torch.nn.LayerNorm(64)
+
+    def forward(self, x):
+        h = self.norm(torch.nn.functional.gelu(self.fc(x)) + x)
+        return torch.softmax(self.fc(h) * 0.5, dim=-1), h.t()
+
+
+def _lean_calls(gm):
+    return [n for n in gm.graph.nodes
+            if n.op == "call_function" and getattr(n.target, "source", None)]
+
+
+def test_the_graph_calls_lean_functions_after_its_first_call_and_matches_eager():
+    model = Block().eval()
+    compiled = torch.compile(model, backend="powerfusion")
+    inputs = [torch.randn(32, 64) for _ in range(4)]
+    with torch.no_grad(), collect_graphs() as graphs:
+        first = compiled(inputs[0])                 # runs the regions, then specialises
+        results = [compiled(x) for x in inputs]
+    (_, gm, _), = graphs
+    assert len(_lean_calls(gm)) >= 2
+    for x, got in zip(inputs, results):             # every result held: none rewritten
+        for g, e in zip(got, model(x)):
+            torch.testing.assert_close(g, e)
+            assert g.stride() == e.stride()
+    for g, e in zip(first, model(inputs[0])):
+        torch.testing.assert_close(g, e)
+
+
+def _region(fn, *args):
+    region = Region(make_fx(fn, tracing_mode="fake")(*args), "lean_test")
+    region(*args)
+    return region
+
+
+def test_a_lean_function_sends_another_layout_back_to_the_region():
+    def fn(x, y):
+        return torch.tanh(x) + y, (x * y).sum(-1)
+
+    x, y = torch.randn(8, 16), torch.randn(16)
+    region = _region(fn, x, y)
+    lean = lean_function(region)
+    assert "a0.stride() == T0" in lean.source
+    for args in [(x, y), (torch.randn(16, 8).t(), y), (torch._neg_view(x), y),
+                 (torch.randn(3, 16), y), (x, y)]:
+        for g, e in zip(lean(*args), fn(*args)):
+            torch.testing.assert_close(g, e)
+
+
+def test_a_lean_function_whose_kernel_fails_gives_up_for_good(caplog):
+    def fn(x):
+        return torch.exp(x) * 3
+
+    x = torch.randn(4, 4)
+    region = _region(fn, x)
+    lean = lean_function(region)
+
+    def broken(_pointers):
+        raise OSError("the kernel's library went away")
+
+    lean.__globals__["K0"] = broken
+    with caplog.at_level(logging.WARNING, logger="powerfusion"):
+        torch.testing.assert_close(lean(x), fn(x))
+    assert region.failed and region.hot is None
+    assert "the kernel's library went away" in caplog.text
+    torch.testing.assert_close(lean(x), fn(x))      # eager from now on
+    assert lean_function(region) is None
