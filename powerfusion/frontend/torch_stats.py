@@ -16,7 +16,9 @@ reads zeros) without importing torch.
 - library_ops: ops left to PyTorch by design (matmul, convolution, attention,
   embedding, indexing, random numbers, tensor creation);
 - view_chains: runs of aten view ops between kernels and library calls, each made one
-  `as_strided` call.
+  `as_strided` call;
+- attention: matmul -> scale -> mask -> softmax -> matmul patterns of inference graphs
+  made one fused attention call.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import threading
 from collections import Counter
 
 _COUNTERS = ("graphs", "regions", "compiles", "kernels", "fused_ops", "fallback_ops",
-             "failed_regions", "library_ops", "view_chains")
+             "failed_regions", "library_ops", "view_chains", "attention")
 
 _lock = threading.Lock()
 _counts: Counter = Counter()

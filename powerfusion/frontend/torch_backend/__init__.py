@@ -5,6 +5,8 @@ to `powerfusion_backend`; AOTAutograd (with PyTorch's core-aten decompositions)
 turns it into aten graphs — forward, backward, or one inference graph — and calls
 `compile_aten_graph` on each. That function:
 
+0. in an inference graph, replaces attention written out (matmul, scale, mask,
+   softmax, matmul) by PyTorch's fused attention (`attention`);
 1. classifies every aten op (`support`): one PowerFusion can replay on frontend
    `Tensor`s (the table `HANDLERS` of `registry`, filled by `elementwise`,
    `reductions`, `layout` and `composites`), one left to PyTorch by design (matmul,
@@ -39,6 +41,7 @@ from .region import Region
 from .registry import ELEMENTWISE, HANDLERS, PREDICATES, handles
 from .support import DEVICES, _warn
 from .values import Ctx, Splat
+from .attention import fuse_attention
 from .inplace import reinplace_fresh
 from .launcher import boxed_runner
 from .view_chains import fold_views
@@ -88,8 +91,16 @@ def compile_aten_graph(gm: torch.fx.GraphModule, example_inputs, kind: str = "fo
     from functorch.compile import make_boxed_func
 
     stats.count("graphs")
+    graph = _copy(gm)
+    if kind == "inference":
+        try:
+            fused = _copy(graph)
+            stats.count("attention", fuse_attention(fused))
+            graph = fused
+        except Exception as e:           # noqa: BLE001 - attention as written is as right
+            _warn(f"the attention of the {kind} graph",
+                  f"fusing it failed: {type(e).__name__}: {e}")
     try:
-        graph = _copy(gm)
         reinplace_fresh(graph)
         compiled = partition(graph, label=kind)
     except Exception as e:               # noqa: BLE001 - never break the model

@@ -1,0 +1,103 @@
+"""Attention written out (matmul, scale, mask, softmax, matmul) in an inference graph
+becomes one fused attention call, with the same results as eager; patterns it must
+not take (attention weights read elsewhere, training) stay as written."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import powerfusion as pf  # noqa: E402
+
+F = torch.nn.functional
+
+
+@pytest.fixture(autouse=True)
+def _fresh():
+    torch._dynamo.reset()
+    pf.reset_compile_stats()
+    torch.manual_seed(0)
+    yield
+    torch._dynamo.reset()
+
+
+class Attention(torch.nn.Module):
+    """Heads split from three projections, as HF's eager attention writes it, then the
+    output projection, a residual and a norm: what follows the fused call reads its
+    result by strides (it lays it out as [batch, query, head, dim] in memory)."""
+
+    def __init__(self, d=32, heads=4, scale="mul", mask=False, weights=False):
+        super().__init__()
+        self.q, self.k, self.v = (torch.nn.Linear(d, d) for _ in range(3))
+        self.proj = torch.nn.Linear(d, d)
+        self.norm = torch.nn.LayerNorm(d)
+        self.heads, self.scale, self.mask, self.weights = heads, scale, mask, weights
+
+    def forward(self, x):
+        b, s, d = x.shape
+        q, k, v = (proj(x).view(b, s, self.heads, -1).transpose(1, 2)
+                   for proj in (self.q, self.k, self.v))
+        scores = q @ k.transpose(-1, -2)
+        if self.scale == "mul":
+            scores = scores * (1 / math.sqrt(d // self.heads))
+        elif self.scale == "div":
+            scores = scores / math.sqrt(d // self.heads)
+        if self.mask:
+            causal = torch.ones(s, s, dtype=torch.bool, device=x.device).tril()
+            scores = scores + torch.zeros(s, s, dtype=x.dtype).masked_fill(~causal, float("-inf"))
+        w = torch.softmax(scores, dim=-1)
+        out = self.norm(self.proj((w @ v).transpose(1, 2).reshape(b, s, d)) + x)
+        return (out, w) if self.weights else out
+
+
+@pytest.mark.parametrize("scale, mask, batch", [("mul", False, 1), ("div", True, 3),
+                                                 ("none", True, 2)])
+def test_attention_becomes_one_fused_call_with_eager_results(scale, mask, batch):
+    model = Attention(scale=scale, mask=mask).eval()
+    x = torch.randn(batch, 16, 32)
+    with torch.no_grad():
+        got = torch.compile(model, backend="powerfusion")(x)
+        expected = model(x)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    assert pf.compile_stats()["attention"] == 1
+
+
+def test_attention_weights_read_elsewhere_stay_as_written():
+    model = Attention(weights=True).eval()
+    x = torch.randn(2, 16, 32)
+    with torch.no_grad():
+        got = torch.compile(model, backend="powerfusion")(x)
+        expected = model(x)
+    for g, e in zip(got, expected):
+        torch.testing.assert_close(g, e, rtol=1e-5, atol=1e-5)
+    assert pf.compile_stats()["attention"] == 0
+
+
+def test_training_graphs_keep_attention_and_their_gradients():
+    model = Attention(mask=True)
+    x = torch.randn(2, 16, 32, requires_grad=True)
+    compiled = torch.compile(model, backend="powerfusion")
+    compiled(x).sum().backward()
+    got = [x.grad.clone()] + [p.grad.clone() for p in model.parameters()]
+    x.grad = None
+    model.zero_grad()
+    model(x).sum().backward()
+    expected = [x.grad] + [p.grad for p in model.parameters()]
+    for g, e in zip(got, expected):
+        torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-5)
+    assert pf.compile_stats()["attention"] == 0
+
+
+def test_bfloat16_attention_matches_eager_within_its_precision():
+    model = Attention(mask=True).eval().to(torch.bfloat16)
+    x = torch.randn(2, 16, 32, dtype=torch.bfloat16)
+    with torch.no_grad():
+        got = torch.compile(model, backend="powerfusion")(x)
+        reference = Attention(mask=True).eval()
+        reference.load_state_dict({k: v.float() for k, v in model.state_dict().items()})
+        expected = reference(x.float())
+    torch.testing.assert_close(got.float(), expected, rtol=3e-2, atol=3e-2)
+    assert pf.compile_stats()["attention"] == 1
