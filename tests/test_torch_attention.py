@@ -101,3 +101,44 @@ def test_bfloat16_attention_matches_eager_within_its_precision():
         expected = reference(x.float())
     torch.testing.assert_close(got.float(), expected, rtol=3e-2, atol=3e-2)
     assert pf.compile_stats()["attention"] == 1
+
+
+def _random_attention_cases(n=12, seed=7):
+    """Shapes, masks and scale forms drawn at random: cross attention (queries !=
+    keys, value width != key width), masks broadcast from [s, l], [1, 1, s, l] or
+    [b, 1, s, l], inputs laid out [b, s, h, d] (a reshape traced as a copy) or not."""
+    import random
+
+    rng = random.Random(seed)
+    for _ in range(n):
+        b, h = rng.randint(1, 3), rng.choice([1, 2, 4])
+        s, l = rng.choice([1, 5, 16]), rng.choice([1, 7, 16])
+        d, dv = rng.choice([4, 8, 16]), rng.choice([4, 8])
+        mask = rng.choice([None, (s, l), (1, 1, s, l), (b, 1, s, l)])
+        yield b, h, s, l, d, dv, mask, rng.choice(["mul", "div", "none"]), rng.random() < 0.5
+
+
+@pytest.mark.parametrize("b, h, s, l, d, dv, mask, scale, heads_last",
+                         list(_random_attention_cases()))
+def test_random_attention_shapes_match_eager(b, h, s, l, d, dv, mask, scale, heads_last):
+    def fn(q, k, v, m):
+        scores = q @ k.transpose(-1, -2)
+        if scale == "mul":
+            scores = scores * 0.3
+        elif scale == "div":
+            scores = scores / 2.5
+        if m is not None:
+            scores = scores + m
+        return torch.softmax(scores, dim=-1) @ v
+
+    def laid_out(*shape):
+        if heads_last:                       # [b, s, h, d] in memory, viewed per head
+            return torch.randn(shape[0], shape[2], shape[1], shape[3]).transpose(1, 2)
+        return torch.randn(*shape)
+
+    q, k, v = laid_out(b, h, s, d), laid_out(b, h, l, d), laid_out(b, h, l, dv)
+    m = None if mask is None else torch.randn(*mask)
+    with torch.no_grad():
+        got = torch.compile(fn, backend="powerfusion")(q, k, v, m)
+    torch.testing.assert_close(got, fn(q, k, v, m), rtol=1e-5, atol=1e-5)
+    assert pf.compile_stats()["attention"] == 1
