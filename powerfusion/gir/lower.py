@@ -98,36 +98,41 @@ class _Lowering:
         return reshape_index(self.schedule.domain_index(self.p, i), self.kernel.shape, n.shape)
 
     def lower_by_columns(self) -> list[Stmt]:
-        """One reduction over leading axes: each unit owns `columns` kept elements,
-        accumulates them in a LOCAL tile while the reduced axes stream row by row,
-        then finishes the per-element work. Every read walks memory contiguously."""
-        (red,) = [n for n in self.kernel.nodes if n.op in Group.REDUCE]
+        """Reductions over leading axes: each unit owns `columns` kept elements and
+        accumulates each reduction in a LOCAL tile of them while the reduced axes stream
+        row by row, then finishes the per-element work. Every read walks memory
+        contiguously, and the reductions of one kernel (a backward's bias gradients,
+        say) share one pass over the rows and the values upstream of them."""
+        reds = [n for n in self.kernel.nodes if n.op in Group.REDUCE]
         sched, width = self.schedule, self.schedule.columns
-        # accumulated in red's compute type row after row, as numpy's x.sum(0) is (its
-        # pairwise sum runs along contiguous axes only); a float64 tile would double the
-        # on-chip traffic of every row
-        tile = Buffer(self.fresh("acc_tile"), Level.LOCAL, red.dtype.compute, (width,))
         t0, t1, t2 = (Var(self.fresh("t"), width) for _ in range(3))
         r = Var(self.fresh("r"), math.prod(self.kernel.shape[k] for k in self.kernel.reduce_axes))
-        start = self.reg(red.dtype)
-        init = [Compute(None, start, (identity(red.op, red.dtype),)),
-                Move(Access(tile, Expr.of(t0)), start)]
         index = sched.column_index(self.p, t1, r)
+        row = sched.column_index(self.p, t2, None)
+        init: list[Stmt] = []
         step: list[Stmt] = []
-        for n in self.kernel.nodes:                     # what the reduction reads
-            if n is not red and self.is_full(n):
+        for n in self.kernel.nodes:                     # what the reductions read
+            if n.op not in Group.REDUCE and self.is_full(n):
                 step.extend(self.lower_elementwise(n, reshape_index(index, self.kernel.shape,
                                                                     n.shape)))
-        loads, value = self.operand(red.srcs[0], index)
-        acc, total = self.reg(red.dtype), self.reg(red.dtype)
-        step += [*loads, Move(acc, Access(tile, Expr.of(t1))),
-                 Compute(REDUCE_COMBINE[red.op], total, (acc, value)),
-                 Move(Access(tile, Expr.of(t1)), total)]
-        row = sched.column_index(self.p, t2, None)
-        done = self.reg(red.dtype)
-        finish: list[Stmt] = [Move(done, Access(tile, Expr.of(t2))), *self.store(red, done, row)]
-        for n in self.kernel.nodes:     # per-element work on the result, and per-row
-            if n is not red and not self.is_full(n):    # values beside it (b * b + ...)
+        finish: list[Stmt] = []
+        for red in reds:
+            # accumulated in red's compute type row after row, as numpy's x.sum(0) is (its
+            # pairwise sum runs along contiguous axes only); a float64 tile would double
+            # the on-chip traffic of every row
+            tile = Buffer(self.fresh("acc_tile"), Level.LOCAL, red.dtype.compute, (width,))
+            start = self.reg(red.dtype)
+            init += [Compute(None, start, (identity(red.op, red.dtype),)),
+                     Move(Access(tile, Expr.of(t0)), start)]
+            loads, value = self.operand(red.srcs[0], index)
+            acc, total = self.reg(red.dtype), self.reg(red.dtype)
+            step += [*loads, Move(acc, Access(tile, Expr.of(t1))),
+                     Compute(REDUCE_COMBINE[red.op], total, (acc, value)),
+                     Move(Access(tile, Expr.of(t1)), total)]
+            done = self.reg(red.dtype)
+            finish += [Move(done, Access(tile, Expr.of(t2))), *self.store(red, done, row)]
+        for n in self.kernel.nodes:     # per-element work on the results, and per-row
+            if n.op not in Group.REDUCE and not self.is_full(n):   # values beside them
                 finish.extend(self.lower_elementwise(
                     n, reshape_index(row, self.kernel.row_shape, n.shape)))
         return [Loop(t0, Parallel.SIMD, tuple(init)),

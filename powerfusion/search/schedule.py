@@ -103,21 +103,25 @@ class Schedule:
 
 
 def default_schedule(shape: tuple[int, ...], reduce_axes: tuple[int, ...], cores: int,
-                     placement: str = "local", by_columns: bool = False,
+                     placement: str = "local", column_tiles: int = 0,
                      min_columns: int = 8, units_per_core: int = 2,
                      transpose: tuple[int, ...] = (), stream: bool = False) -> Schedule:
     """The cost model's pick without tuning: enough parallel pieces, long inner loops.
 
-    by_columns: the reduction leaves the innermost axis alone, so walking a row of
-    the reduced axes would stride through memory; stream the reduced axes instead,
-    at least `min_columns` kept elements per unit (a GPU wants whole coalesced rows),
-    `units_per_core` units per core where the kept elements allow.
+    column_tiles: how many reductions that leave the innermost axis alone this kernel
+    streams by columns (0: by rows): walking a row of the reduced axes would stride
+    through memory, so stream the reduced axes instead, at least `min_columns` kept
+    elements per unit (a GPU wants whole coalesced rows), `units_per_core` units per
+    core where the kept elements allow, and the units' tiles, one per reduction, in at
+    most COLUMN_TILE_ELEMENTS elements together where the minimum allows.
     transpose: (rows, cols) of a tile over the last two axes (see Schedule.transpose).
     stream: write output rows with streaming stores (see Schedule.stream).
     """
     if reduce_axes:
         kept = math.prod(n for k, n in enumerate(shape) if k not in reduce_axes)
-        tile = _column_tile(kept, cores * units_per_core, min_columns) if by_columns else 0
+        tile = _column_tile(kept, cores * units_per_core, min_columns,
+                            max(min_columns, COLUMN_TILE_ELEMENTS // column_tiles)) \
+            if column_tiles else 0
         return Schedule(shape, reduce_axes, 0, placement, tile, stream=stream)
     if transpose:
         return Schedule(shape, (), 0, placement, transpose=tuple(transpose))
@@ -126,11 +130,14 @@ def default_schedule(shape: tuple[int, ...], reduce_axes: tuple[int, ...], cores
                     stream=stream)
 
 
-def _column_tile(kept: int, units: int, smallest: int = 8) -> int:
-    """Kept elements per unit: the largest divisor of `kept` from `smallest` up to 1024
-    that leaves at least `units` units, else the smallest divisor."""
+COLUMN_TILE_ELEMENTS = 1024   # a unit's accumulator tiles: 4 KB of float32, well inside L1
+
+
+def _column_tile(kept: int, units: int, smallest: int = 8, largest: int = 1024) -> int:
+    """Kept elements per unit: the largest divisor of `kept` from `smallest` up to
+    `largest` that leaves at least `units` units, else the smallest divisor."""
     best = 0
-    for t in range(min(smallest, kept), min(kept, 1024) + 1):
+    for t in range(min(smallest, kept), min(kept, largest) + 1):
         if kept % t == 0 and (kept // t >= units or best == 0):
             best = t
     return best

@@ -122,7 +122,8 @@ def _plan_roots(graph: Graph, roots: list[Node], input_strides, target: Target,
     for n, kern in enumerate(kernels):
         simt = target.family == "simt"      # a GPU multiprocessor wants several blocks
         sched = default_schedule(kern.shape, kern.reduce_axes, target.cores, placement,
-                                 by_columns=_by_columns(kern), min_columns=128 if simt else 8,
+                                 column_tiles=_column_reductions(kern),
+                                 min_columns=128 if simt else 8,
                                  units_per_core=2 * BLOCKS_PER_UNIT if simt else 2,
                                  transpose=_transpose_tile(kern, storage) if simt else (),
                                  stream=stream and not simt)
@@ -182,24 +183,38 @@ def _transpose_tile(kern: Kernel, storage: dict[int, Storage]) -> tuple[int, ...
     return ()
 
 
-def _by_columns(kern: Kernel) -> bool:
-    """Is this a single reduction over leading axes whose results nothing full-size
-    reads? Then streaming the reduced axes beats striding through them."""
+def _column_reductions(kern: Kernel) -> int:
+    """How many reductions over leading axes this kernel streams by columns, or 0 when
+    it is planned by rows. By columns when every reduction keeps the innermost axis
+    (walking a row of the reduced axes would stride through memory) and nothing
+    full-size, nor another reduction, reads a reduction's result: the rows are
+    streamed once, the full-size values (a backward's input gradient beside its bias
+    gradient) computed and stored on the way, the reductions finished after them."""
     reductions = [n for n in kern.nodes if n.op in Group.REDUCE]
     last = len(kern.shape) - 1
-    if len(reductions) != 1 or not kern.reduce_axes or last in kern.reduce_axes:
-        return False
-    if math.prod(kern.shape) == math.prod(kern.shape[k] for k in kern.reduce_axes):
-        return False                    # one kept element: the reduction is one row
+    if not reductions or not kern.reduce_axes or last in kern.reduce_axes:
+        return 0
+    kept = math.prod(kern.shape) // math.prod(kern.shape[k] for k in kern.reduce_axes)
+    if kept == 1 or any(math.prod(n.shape) != kept for n in reductions):
+        return 0                        # one kept element: the reduction is one row
     full = math.prod(kern.shape)
-    if any(math.prod(r.shape) == full for r in kern.roots):
-        return False
-    red = reductions[0]
-    upstream: set[int] = set()
-    stack = [red]
-    while stack:                       # everything the reduction reads, views included
-        n = stack.pop()
-        if id(n) not in upstream:
-            upstream.add(id(n))
-            stack.extend(n.srcs)
-    return all(math.prod(n.shape) != full or id(n) in upstream for n in kern.nodes)
+    if any(math.prod(r.shape) == full and (r.op in Group.MOVEMENT or r.op in Group.LEAF)
+           for r in kern.roots):
+        return 0                        # a plain copy is lowered by rows
+    own = {id(n) for n in kern.nodes}
+    after: dict[int, bool] = {}
+
+    def reads_a_reduction(n: Node) -> bool:
+        """Does n read one of the kernel's reductions, directly or through others?"""
+        if id(n) not in after:
+            after[id(n)] = False
+            after[id(n)] = any(
+                (id(s) in own and s.op in Group.REDUCE)
+                or ((id(s) in own or s.op in Group.MOVEMENT) and reads_a_reduction(s))
+                for s in n.srcs)
+        return after[id(n)]
+
+    if any(reads_a_reduction(n) for n in kern.nodes
+           if n.op in Group.REDUCE or math.prod(n.shape) == full):
+        return 0                        # a second pass over the rows
+    return len(reductions)
