@@ -52,10 +52,12 @@ def _split(s: Stmt, names: set[str]) -> tuple[Stmt, ...]:
     return (s,)
 
 
-def _pieces(body: tuple[Stmt, ...], j: Var, names: set[str]) -> tuple[Loop, ...] | None:
+def _pieces(body: tuple[Stmt, ...], j: Var, names: set[str]) -> tuple[Stmt, ...] | None:
     """body as SIMD loops over j, all indices affine in j: one loop if they are, else
-    one per range of j between the points where a clamp of j starts or stops biting;
-    None if that does not untangle them."""
+    one per range of j between the points where a clamp of j starts or stops biting
+    (a piece whose clamps read a part through a division, a concatenation of
+    [.., heads, dim] tensors along their flattened last axes, is split by a divisor
+    in turn); None if that does not untangle them."""
     if not any(_tangled(e, j) for e in _indices(body)):
         return (Loop(j, Parallel.SIMD, body),)
     cuts = _clamp_edges(body, j)
@@ -64,33 +66,45 @@ def _pieces(body: tuple[Stmt, ...], j: Var, names: set[str]) -> tuple[Loop, ...]
     bounds = [0, *cuts, j.extent]
     if any(b - a < MIN_PIECE for a, b in zip(bounds, bounds[1:])):
         return None
-    loops = []
+    loops: list[Stmt] = []
     for a, b in zip(bounds, bounds[1:]):
         piece = Var(fresh_name(f"{j.name}_{a}", names), b - a)
         sub = substitute_var(body, j, Expr.of(piece) + a)
+        loop = Loop(piece, Parallel.SIMD, sub)
         if any(_tangled(e, piece) for e in _indices(sub)):
-            return None
-        loops.append(Loop(piece, Parallel.SIMD, sub))
+            split = _split(loop, names)
+            if split == (loop,):
+                return None
+            loops.extend(split)
+        else:
+            loops.append(loop)
     return tuple(loops)
 
 
 def _clamp_edges(body: tuple[Stmt, ...], j: Var) -> list[int] | None:
-    """Values of j in (0, extent) where some clamp(±j + c, lo, hi) starts or stops
-    clamping; None if j is tangled in anything else."""
-    edges = set()
-    for e in _indices(body):
+    """Values of j in (0, extent) where some clamp(±j + c, lo, hi), at any depth of an
+    index, starts or stops clamping; None if j is tangled in another kind of clamp."""
+    edges: set[int] = set()
+
+    def visit(e: Expr) -> bool:
         for atom, _ in e.terms:
             if isinstance(atom, Var) or j not in atom.arg.vars():
                 continue
             if not isinstance(atom, Clamp):
-                return None
+                if not visit(atom.arg):         # a division or remainder: its argument
+                    return False
+                continue
             c = dict((a, k) for a, k in atom.arg.terms if isinstance(a, Var)).get(j)
             rest = atom.arg - Expr.of(j) * c if c is not None else None
             if c not in (1, -1) or rest.vars():
-                return None
+                return False
             r = rest.const       # arg = c*j + r: within [lo, hi] for j in [first, last]
             first, last = (atom.lo - r, atom.hi - r) if c == 1 else (r - atom.hi, r - atom.lo)
-            edges |= {first, last + 1}
+            edges.update((first, last + 1))
+        return True
+
+    if not all(visit(e) for e in _indices(body)):
+        return None
     return sorted(x for x in edges if 0 < x < j.extent)
 
 

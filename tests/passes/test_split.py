@@ -86,3 +86,38 @@ def test_pieces_too_short_to_pay_stay_one_loop():
     assert_stages_match_oracle(short, rand(64, 3), rand(64, 61), stages=["naive", "optimized"])
     assert all(lp.var.extent >= 8 or lp.kind is not Parallel.SIMD
                for lp in loops(plan.kernels[0].program))
+
+
+def _tangled_in_simd_loops(program):
+    return [e for var, indices in _simd_indices(program) for e in indices
+            if any(not isinstance(a, Var) and var in a.arg.vars() for a, _ in e.terms)]
+
+
+def qkv_gradient(q, k, v):
+    """GPT-2's backward: the q, k, v gradients, [batch, seq, heads, dim] seen through
+    their head permutes, concatenated into the [batch, seq, 3 * width] of c_attn."""
+    b, s, h, d = q.shape
+    return np.concatenate([q.reshape(b, s, h * d), k.reshape(b, s, h * d),
+                           v.reshape(b, s, h * d)], axis=-1)
+
+
+def test_a_concatenation_of_head_split_parts_is_cut_then_split_by_the_head():
+    """Each part is read through clamp(j - offset) // dim and % dim: the loop is cut
+    where the parts meet, then each piece split by dim, every read contiguous."""
+    q, k, v = (np.ascontiguousarray(rand(2, 12, 4, 16).transpose(0, 2, 1, 3))
+               .transpose(0, 2, 1, 3) for _ in range(3))        # strides of a permute
+    _, plan = plan_of(qkv_gradient, q, k, v)
+    program = plan.kernels[0].program
+    assert not _tangled_in_simd_loops(program)
+    assert sorted(lp.var.extent for lp in loops(program) if lp.kind is Parallel.SIMD) \
+        == [16, 16, 16]
+    assert_stages_match_oracle(qkv_gradient, q, k, v, stages=["naive", "optimized"])
+
+
+def test_a_cut_piece_that_no_divisor_untangles_stays_whole():
+    """A part read through a division by a period that does not divide its piece (7
+    into 24) cannot be split: the loop stays as it was, and right."""
+    f = lambda a, b: np.concatenate([a.reshape(3, 21), b], axis=-1) * 2.0
+    a, b = rand(3, 3, 7), rand(3, 24)
+    _, plan = plan_of(f, a.transpose(0, 2, 1).copy().transpose(0, 2, 1), b)
+    assert_stages_match_oracle(f, a, b, stages=["naive", "optimized"])
