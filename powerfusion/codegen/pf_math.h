@@ -124,8 +124,29 @@ static inline float pf_logf(float x) {
     return ((x > 0.0f) & (x < PF_INFF)) ? r : special;
 }
 
+/* exp(a) for 0 <= a <= 20 (or NaN): pf__exp_core's reduction and polynomial, but the
+ * result is normal, so 2^n is one scale built from t's low bits (t = n + 0x1.8p23, whose
+ * own mantissa bits above n shift out), and no clamp or select is needed */
+static inline float pf__exp_small_pos(float a) {
+    const float magic = 0x1.8p23f;
+    float t = PF_FMA(a, 0x1.715476p+0f, magic);
+    float n = t - magic;
+    float r = PF_FMA(n, -0.693359375f, a);
+    r = PF_FMA(n, 2.12194440e-4f, r);
+    float r2 = r * r;
+    float p = 1.3814612757e-03f;
+    p = PF_FMA(p, r, 8.3687100559e-03f);
+    p = PF_FMA(p, r, 4.1668388993e-02f);
+    p = PF_FMA(p, r, 1.6666521132e-01f);
+    p = PF_FMA(p, r, 4.9999994040e-01f);
+    p = PF_FMA(p, r2, r) + 1.0f;
+    return p * pf__asfloat((pf__asuint(t) << 23) + 0x3f800000u);     /* p * 2^n */
+}
+
 /* tanh(x): |x| < 0.625: x + x^3*P(x^2), degree-4 Cephes polynomial;
- * otherwise 1 - 2/(exp(2|x|)+1) with the sign of x.  Max error 1.24 ULP. */
+ * otherwise 1 - 2/(exp(2|x|)+1) with the sign of x, |x| clamped to 10 (tanh rounds
+ * to 1 from 9.01 on), so exp's result is normal: one scale, no clamps (a third fewer
+ * instructions than with pf_expf).  Max error 1.24 ULP. */
 static inline float pf_tanhf(float x) {
     float ax = pf__absf(x);
     float z = x * x;
@@ -135,7 +156,8 @@ static inline float pf_tanhf(float x) {
     p = PF_FMA(p, z, 1.33314422036e-1f);
     p = PF_FMA(p, z, -3.33332819422e-1f);
     float small = PF_FMA(p * z, x, x);
-    float e = pf_expf(2.0f * ax);           /* inf for |x| > 44: 2/inf = 0 */
+    float a = ax > 10.0f ? 10.0f : ax;        /* NaN compares false and passes through */
+    float e = pf__exp_small_pos(a + a);
     float big = pf__copysignf(1.0f - 2.0f / (e + 1.0f), x);
     return ax < 0.625f ? small : big;        /* NaN takes `big`, which is NaN */
 }
