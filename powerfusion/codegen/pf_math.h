@@ -156,7 +156,7 @@ static inline float pf_tanhf(float x) {
 static inline float pf_sigmoidf(float x) {
     float e = pf_expf(-pf__absf(x));
     float d = 1.0f + e;
-    return x >= 0.0f ? 1.0f / d : e / d;
+    return (x >= 0.0f ? 1.0f : e) / d;     /* one division: gcc divides twice for 1/d : e/d */
 }
 
 /* erfc(t) for t in [0.5, 10.5] (callers clamp), as tau*exp(-t^2 + P(tau)),
