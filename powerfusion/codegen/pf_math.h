@@ -128,9 +128,10 @@ static inline float pf_logf(float x) {
  * from 9.01 on).  2|x| = n*ln2 + r as in pf__exp_core, expm1(r) = r + r^2 q(r) with
  * exp's polynomial, E = 2^n expm1(r) + (2^n - 1) in one fma: n >= 0, so the sum
  * cancels little (expm1(r)'s error grows 1.41x at most, at n = 1), and n = 0
- * (|x| < 0.17) leaves E = expm1(r), accurate down to the smallest |x|.  One formula for every x: no polynomial of its own near 0, no
- * select, no clamp at the bottom (2^n is built from t's low bits, one scale).
- * Max error 1.32 ULP, with or without FMA. */
+ * (|x| < 0.17) leaves E = expm1(r), accurate down to the smallest |x|.  One formula
+ * for every x: no polynomial of its own near 0, no select, no clamp at the bottom
+ * (2^n is built from t's low bits, one scale).  Max error 1.32 ULP, with or without FMA.
+ * The exp-plus-polynomial form before it (1.24 ULP) took 1.3x the time on Zen1. */
 static inline float pf_tanhf(float x) {
     const float magic = 0x1.8p23f;
     float ax = pf__absf(x);
