@@ -94,3 +94,24 @@ def test_a_lean_function_whose_kernel_fails_gives_up_for_good(caplog):
     assert "the kernel's library went away" in caplog.text
     torch.testing.assert_close(lean(x), fn(x))      # eager from now on
     assert lean_function(region) is None
+
+
+def test_pieces_of_a_split_are_picked_outside_and_every_region_runs_lean():
+    """GPT-2's attention input is one projection split into q, k, v; the partitioner
+    put the split's pieces in the region that builds the causal mask, which returned
+    them untouched - a list argument, so that region never ran its lean path."""
+    transformers = pytest.importorskip("transformers")
+    model = transformers.GPT2Model(transformers.GPT2Config(
+        n_embd=32, n_head=2, n_layer=1, vocab_size=100, n_positions=64, use_cache=False,
+        attn_implementation="eager")).eval()
+    compiled = torch.compile(model, backend="powerfusion")
+    ids = torch.randint(0, 100, (2, 16))
+    with torch.no_grad(), collect_graphs() as graphs:
+        expected = model(input_ids=ids).last_hidden_state
+        for _ in range(3):
+            got = compiled(input_ids=ids).last_hidden_state
+            torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    (_, gm, _), = graphs
+    assert _lean_calls(gm)
+    assert not [n for n in gm.graph.nodes if n.op == "call_module"
+                and isinstance(gm.get_submodule(n.target), Region)]

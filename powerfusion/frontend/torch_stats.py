@@ -18,7 +18,9 @@ reads zeros) without importing torch.
 - view_chains: runs of aten view ops between kernels and library calls, each made one
   `as_strided` call;
 - attention: matmul -> scale -> mask -> softmax -> matmul patterns of inference graphs
-  made one fused attention call.
+  made one fused attention call;
+- layout_copies: copies to the contiguous layout made only when the tensor is laid
+  out otherwise (`contiguous`), their result being only read.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import threading
 from collections import Counter
 
 _COUNTERS = ("graphs", "regions", "compiles", "kernels", "fused_ops", "fallback_ops",
-             "failed_regions", "library_ops", "view_chains", "attention")
+             "failed_regions", "library_ops", "view_chains", "attention", "layout_copies")
 
 _lock = threading.Lock()
 _counts: Counter = Counter()

@@ -48,6 +48,13 @@ def partition(gm: torch.fx.GraphModule, label: str = "graph") -> torch.fx.GraphM
         non_compute_ops=_NON_COMPUTE_NAMES)
     parts = partitioner.propose_partitions()
     partitioner.remove_bookend_non_compute_ops(parts)
+    for part in parts:
+        # an item of a value made outside (one piece of a split the bookends left out)
+        # is picked outside: the region takes a tensor, not the list, and can run its
+        # lean path
+        for node in [n for n in part.nodes if n.target is operator.getitem
+                     and n.args[0] not in part.nodes]:
+            part.remove_node(node)
     parts = [p for p in parts
              if any(n.target not in _NON_COMPUTE_SET for n in p.nodes)]
     # library ops the partition left out are counted; supported ops left out run eagerly

@@ -14,7 +14,11 @@ import torch.fx
 
 from .. import torch_stats as stats
 from ..torch_storage import TORCH_TO_DTYPE
+from .layout_copies import contiguous
 from .registry import HANDLERS, PREDICATES
+
+# the backend's own calls in a graph it rewrote: neither PowerFusion's nor a fallback
+GLUE = frozenset({contiguous})
 
 logger = logging.getLogger("powerfusion")
 
@@ -133,8 +137,8 @@ def _classify(gm: torch.fx.GraphModule) -> set:
             if node.args[0] in supported:
                 supported.add(node)
             continue
-        if not _produces_tensors(node):
-            continue                     # arithmetic on sizes and the like
+        if not _produces_tensors(node) or node.target in GLUE:
+            continue                     # arithmetic on sizes, the backend's own calls
         reason = _unsupported_reason(node)
         if reason is None:
             supported.add(node)
