@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import os
+import platform
+import re
 import subprocess
 import sys
 
@@ -96,6 +98,13 @@ def test_measured_cpu_reads_the_probe_file(tmp_path):
     data["probe"]["cpu_model"] = "some other CPU"            # a file from another machine
     path.write_text(json.dumps(data))
     assert probe.measured_cpu(path) == detect_cpu()
+    # clouds name unlike x86 machines alike ("AMD EPYC"): the family and vector width
+    # tell a Zen 1 with AVX2 from a Zen 4 with AVX-512
+    data["probe"]["cpu_model"] = probe.cpu_model().split(" (")[0]
+    path.write_text(json.dumps(data))
+    if platform.machine() in ("x86_64", "AMD64") and os.path.exists("/proc/cpuinfo"):
+        assert re.search(r"\(family \d+ model \d+, (AVX-512|AVX2|SSE)\)$", probe.cpu_model())
+        assert probe.measured_cpu(path) == detect_cpu()
     path.write_text("{not json")
     assert probe.measured_cpu(path) == detect_cpu()
 

@@ -217,13 +217,27 @@ def default_path() -> Path:
 
 
 def cpu_model() -> str:
+    """The CPU's name, with what tells apart machines a cloud names alike ("AMD EPYC"
+    is a Zen 1 with AVX2 on one host, a Zen 4 with AVX-512 on the next): on x86 the
+    family, model and widest vector extension. A target probed on one is not the
+    other's, nor are its timings."""
     try:
+        info = {}
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+            key, _, value = line.partition(":")
+            info.setdefault(key.strip(), value.strip())
+            if not line.strip():
+                break                                   # the first processor is enough
     except OSError:
-        pass
-    return platform.processor() or platform.machine()
+        info = {}
+    name = info.get("model name")
+    if not name:
+        return platform.processor() or platform.machine()
+    if "cpu family" not in info:
+        return name
+    flags = set(info.get("flags", "").split())
+    isa = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "SSE"
+    return f"{name} (family {info['cpu family']} model {info.get('model', '?')}, {isa})"
 
 
 def _cores() -> int:
