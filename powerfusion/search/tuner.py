@@ -1,12 +1,13 @@
-"""The tuner: compile and time the cost model's top candidates on this machine.
+"""The tuner: compile and time the best-ranked few candidates on this machine.
 
-Candidates are points of the search space that the cost model prices: alternative
-computations (as written, online softmax, one-pass variance) crossed with the
-placement knob promote leaves open (rows on chip, or re-read from global memory)
-and, on a CPU, streaming stores for output rows. The model ranks them; the tuner
-measures the first few, and the model's first choice with streaming stores (which
-the model does not price), within a time budget, and records the winner and whether
-the model's first choice was it.
+Candidates are points of the search space (search/space.py): alternative computations
+(as written, online softmax, one-pass variance) crossed with the placement knob
+promote leaves open (rows on chip, or re-read from global memory) and, on a CPU, the
+schedule knobs (streaming stores, tile, threads, dynamic pieces, vector width). The
+cost model ranks them, corrected by what this device's measurements taught
+(search/learned.py); the tuner measures the first few within a time budget, and
+records the winner, each measurement (the correction's next training data) and
+whether the models' first choice was it.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -23,17 +24,18 @@ from ..errors import UnsupportedError
 from ..graph.graph import Graph
 from ..runtime.backends import executable, printed
 from ..targets import Target
-from . import tuning_db
+from . import learned, space, tuning_db
 from .plan import Candidate
-from .space import candidate_plans
 
 
 @dataclass
 class TuneResult:
     choice: Candidate                    # the measured winner
-    model_choice: Candidate              # the cost model's first choice
+    model_choice: Candidate              # the models' first choice (the shortlist's head)
     seconds: dict[Candidate, float]      # median seconds per measured candidate
     key: str
+    space: int = 0                       # distinct candidates (by their code) in the space
+    measured: list = field(default_factory=list)    # per measured candidate: features, s
 
     @property
     def model_was_right(self) -> bool:
@@ -43,36 +45,47 @@ class TuneResult:
     def entry(self) -> dict:
         """What the tuning database keeps under `key`."""
         return {"choice": self.choice, "model_choice": self.model_choice,
-                "seconds": {c.label: t for c, t in self.seconds.items()}}
+                "seconds": {c.label: t for c, t in self.seconds.items()},
+                "space": self.space, "measured": self.measured}
 
 
 def tune(graph: Graph, input_strides, target: Target, inputs, *, top: int = 4,
          budget_s: float = 20.0, repeat: int = 9, progress: bool = True,
-         dialect: str = "cpu", record: bool = True) -> TuneResult:
-    """Measure the top candidates on `inputs` (the caller's storage arrays; for CUDA,
-    the caller's CUDA tensors or host arrays) compiled for `dialect` ("cpu" or a SIMT
+         dialect: str = "cpu", record: bool = True,
+         correction: learned.Correction | None = None) -> TuneResult:
+    """Measure `top` candidates on `inputs` (the caller's storage arrays; for CUDA, the
+    caller's CUDA tensors or host arrays) compiled for `dialect` ("cpu" or a SIMT
     dialect), and record the winner in this machine's tuning database (`record=False`:
-    leave that to the caller, as a distributed tune's driver does)."""
-    streams = (False, True) if target.family == "cpu" else (False,)
-    candidates = candidate_plans(graph, input_strides, target, ("local", "global"), streams)
-    plain = [c for c in candidates if not c[0].streaming]
-    first = printed(plain[0][1], dialect)
-    key = tuning_db.key_of(first.source)
+    leave that to the caller, as a distributed tune's driver does).
+
+    Which: the first `top` by the cost model corrected by `correction` (default: the
+    one learned from this device's tuning database). With nothing learned, the cost
+    model's first `top` - 1 at the knobs' defaults and its first with streaming
+    stores (which it does not price)."""
+    knobs = space.knob_values(target)
+    candidates = space.candidate_plans(graph, input_strides, target, ("local", "global"),
+                                       knobs["streaming"], knobs)
+    default = [c for c in candidates if c[0] == dataclasses.replace(
+        c[0], streaming=False, tile=1.0, threads=0, dynamic=0, vector_bits=0)]
+    key = tuning_db.key_of(printed(default[0][1], dialect).source)
+    distinct = _distinct(candidates, dialect)
+    if correction is None:
+        correction = learned.Correction.from_db(target.name)
+    feats = [learned.features(c, p, cost, target) for c, p, cost, _ in distinct]
+    if correction.trained:
+        shortlist = correction.rank(feats)[:top]
+    else:
+        defaults = {c[0] for c in default}
+        plain = [k for k, d in enumerate(distinct) if d[0] in defaults]
+        streamed = dataclasses.replace(default[0][0], streaming=True)
+        streamed_k = [k for k, d in enumerate(distinct) if d[0] == streamed]
+        shortlist = plain[:top - 1] + streamed_k if streamed_k and top > 1 else plain[:top]
     start = time.perf_counter()
-    streamed = dataclasses.replace(plain[0][0], streaming=True)
-    shortlist = plain[:top] + [c for c in candidates if c[0] == streamed]
     runs: dict[Candidate, object] = {}
-    seen_sources: set[str] = set()
-    for n, (candidate, plan, _cost) in enumerate(shortlist):
+    for n, k in enumerate(shortlist):
         if time.perf_counter() - start > budget_s and runs:
             break
-        try:
-            code = first if n == 0 else printed(plan, dialect)
-        except UnsupportedError:        # e.g. a GPU kernel whose shared memory won't fit
-            continue
-        if code.source in seen_sources:     # the same code as a faster-ranked candidate
-            continue
-        seen_sources.add(code.source)
+        candidate, plan, _cost, code = distinct[k]
         runs[candidate] = _runner(plan, code, dialect, inputs)
         if progress:
             _bar(n + 1, len(shortlist), f"compiled {candidate.label}")
@@ -84,10 +97,31 @@ def tune(graph: Graph, input_strides, target: Target, inputs, *, top: int = 4,
         sys.stderr.write("\n  timed in turn: " + ", ".join(f"{c.label} {t * 1e3:.3f} ms"
                                                         for c, t in seconds.items()) + "\n")
     choice = min(seconds, key=seconds.get)
-    result = TuneResult(choice, plain[0][0], seconds, key)
+    measured = [{"candidate": dataclasses.asdict(distinct[k][0]), "features": feats[k],
+                 "seconds": seconds[distinct[k][0]]}
+                for k in shortlist if distinct[k][0] in seconds]
+    result = TuneResult(choice, distinct[shortlist[0]][0], seconds, key, len(distinct),
+                        measured)
     if record:
         tuning_db.record(target.name, key, result.entry)
     return result
+
+
+def _distinct(candidates, dialect: str) -> list[tuple]:
+    """(candidate, plan, cost, code) per candidate whose code no better-ranked one
+    prints too (a knob that changes nothing in a kernel is no new point), and that
+    prints at all (a GPU kernel whose shared memory won't fit does not)."""
+    seen: set[str] = set()
+    out = []
+    for candidate, plan, cost in candidates:
+        try:
+            code = printed(plan, dialect)
+        except UnsupportedError:
+            continue
+        if code.source not in seen:
+            seen.add(code.source)
+            out.append((candidate, plan, cost, code))
+    return out
 
 
 def device_inputs(inputs, dialect: str) -> list:
