@@ -62,30 +62,16 @@ def tune(graph: Graph, input_strides, target: Target, inputs, *, top: int = 4,
     one learned from this device's tuning database). With nothing learned, the cost
     model's first `top` - 1 at the knobs' defaults and its first with streaming
     stores (which it does not price)."""
-    knobs = space.knob_values(target)
-    candidates = space.candidate_plans(graph, input_strides, target, ("local", "global"),
-                                       knobs["streaming"], knobs)
-    default = [c for c in candidates if c[0] == dataclasses.replace(
-        c[0], streaming=False, tile=1.0, threads=0, dynamic=0, vector_bits=0)]
-    key = tuning_db.key_of(printed(default[0][1], dialect).source)
-    distinct = _distinct(candidates, dialect)
+    points = search_space(graph, input_strides, target, dialect)
     if correction is None:
         correction = learned.Correction.from_db(target.name)
-    feats = [learned.features(c, p, cost, target) for c, p, cost, _ in distinct]
-    if correction.trained:
-        shortlist = correction.rank(feats)[:top]
-    else:
-        defaults = {c[0] for c in default}
-        plain = [k for k, d in enumerate(distinct) if d[0] in defaults]
-        streamed = dataclasses.replace(default[0][0], streaming=True)
-        streamed_k = [k for k, d in enumerate(distinct) if d[0] == streamed]
-        shortlist = plain[:top - 1] + streamed_k if streamed_k and top > 1 else plain[:top]
+    shortlist = points.shortlist(correction, top)
     start = time.perf_counter()
     runs: dict[Candidate, object] = {}
     for n, k in enumerate(shortlist):
         if time.perf_counter() - start > budget_s and runs:
             break
-        candidate, plan, _cost, code = distinct[k]
+        candidate, plan, _cost, code = points.points[k]
         runs[candidate] = _runner(plan, code, dialect, inputs)
         if progress:
             _bar(n + 1, len(shortlist), f"compiled {candidate.label}")
@@ -97,31 +83,60 @@ def tune(graph: Graph, input_strides, target: Target, inputs, *, top: int = 4,
         sys.stderr.write("\n  timed in turn: " + ", ".join(f"{c.label} {t * 1e3:.3f} ms"
                                                         for c, t in seconds.items()) + "\n")
     choice = min(seconds, key=seconds.get)
-    measured = [{"candidate": dataclasses.asdict(distinct[k][0]), "features": feats[k],
-                 "seconds": seconds[distinct[k][0]]}
-                for k in shortlist if distinct[k][0] in seconds]
-    result = TuneResult(choice, distinct[shortlist[0]][0], seconds, key, len(distinct),
-                        measured)
+    measured = [{"candidate": dataclasses.asdict(points.points[k][0]),
+                 "features": points.features[k], "seconds": seconds[points.points[k][0]]}
+                for k in shortlist if points.points[k][0] in seconds]
+    result = TuneResult(choice, points.points[shortlist[0]][0], seconds, points.key,
+                        len(points.points), measured)
     if record:
-        tuning_db.record(target.name, key, result.entry)
+        tuning_db.record(target.name, points.key, result.entry)
     return result
 
 
-def _distinct(candidates, dialect: str) -> list[tuple]:
-    """(candidate, plan, cost, code) per candidate whose code no better-ranked one
-    prints too (a knob that changes nothing in a kernel is no new point), and that
-    prints at all (a GPU kernel whose shared memory won't fit does not)."""
+@dataclass
+class Space:
+    """A graph's search space as the tuner sees it: each point whose code differs from
+    every better-ranked one's (a knob that changes nothing in a kernel is no new point),
+    in the cost model's order, with the features the correction reads."""
+
+    key: str                        # the tuning database's key: the default plan's code
+    points: list[tuple]             # (candidate, plan, estimated seconds, printed code)
+    features: list[dict]
+    defaults: list[int]             # the points at the knobs' defaults, non-streaming
+
+    def shortlist(self, correction: learned.Correction, top: int) -> list[int]:
+        """The `top` points to measure: the corrected model's first, or, with nothing
+        learned, the cost model's first `top` - 1 at the knobs' defaults and its first
+        with streaming stores (which it does not price)."""
+        if correction.trained:
+            return correction.rank(self.features)[:top]
+        first = self.points[self.defaults[0]][0]
+        streamed = [k for k, p in enumerate(self.points)
+                    if p[0] == dataclasses.replace(first, streaming=True)]
+        if streamed and top > 1:
+            return self.defaults[:top - 1] + streamed
+        return self.defaults[:top]
+
+
+def search_space(graph: Graph, input_strides, target: Target, dialect: str) -> Space:
+    knobs = space.knob_values(target)
+    candidates = space.candidate_plans(graph, input_strides, target, ("local", "global"),
+                                       knobs["streaming"], knobs)
+    default = [(c, p) for c, p, _ in candidates if c == Candidate(c.computation, c.placement)]
+    key = tuning_db.key_of(printed(default[0][1], dialect).source)
     seen: set[str] = set()
-    out = []
+    points = []
     for candidate, plan, cost in candidates:
         try:
             code = printed(plan, dialect)
-        except UnsupportedError:
+        except UnsupportedError:    # e.g. a GPU kernel whose shared memory won't fit
             continue
         if code.source not in seen:
             seen.add(code.source)
-            out.append((candidate, plan, cost, code))
-    return out
+            points.append((candidate, plan, cost, code))
+    features = [learned.features(c, p, cost, target) for c, p, cost, _ in points]
+    defaults = {c for c, _ in default}
+    return Space(key, points, features, [k for k, p in enumerate(points) if p[0] in defaults])
 
 
 def device_inputs(inputs, dialect: str) -> list:
