@@ -141,6 +141,7 @@ def evaluate(name: str, data: dict, others: list, target, repeats: int) -> dict:
                          "tuned_vs_best": again[choice] / again[best]},
         "wrong": data["wrong"], "load": data["load"],
         "table_ms": {k: v * 1e3 for k, v in sorted(seconds.items(), key=lambda kv: kv[1])},
+        "features": dict(zip(labels, space.features)),     # for offline study
     }
 
 
