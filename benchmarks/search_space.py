@@ -98,6 +98,18 @@ def exhaustive(case, target, repeats: int, quick: bool = False) -> dict:
             "wrong": wrong, "exhaustive_s": compiled + timed, "load": load}
 
 
+def from_table(case, target, old: dict) -> dict:
+    """The exhaustive measurement an earlier run recorded (its JSON's result for the
+    case), with the space planned again: to rerun the learned search alone."""
+    args = case.inputs(quick=False)
+    graph, _ = trace(case.fn, args)
+    space = tuner.search_space(graph, _strides(args), target, "cpu")
+    seconds = {label: ms / 1e3 for label, ms in old["table_ms"].items()}
+    assert set(seconds) == {p[0].label for p in space.points}, case.name
+    return {"graph": graph, "args": args, "space": space, "seconds": seconds,
+            "wrong": old["wrong"], "exhaustive_s": old["exhaustive_s"], "load": old["load"]}
+
+
 def evaluate(name: str, data: dict, others: list, target, repeats: int) -> dict:
     """Leave-one-function-out: train on the others, tune this one, time head to head."""
     space, seconds = data["space"], data["seconds"]
@@ -150,6 +162,8 @@ def main(argv=None) -> int:
     p.add_argument("--cases", help="comma-separated case names (shell patterns)")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--quick", action="store_true", help="small shapes (a smoke test)")
+    p.add_argument("--table", type=Path, help="an earlier run's JSON: take its exhaustive "
+                   "measurements, rerun the learned search and the head-to-head only")
     p.add_argument("--out", type=Path, default=suite.RESULTS_DIR)
     p.add_argument("--name", default="search-space-cpu-" + time.strftime("%Y-%m-%d"))
     args = p.parse_args(argv)
@@ -157,9 +171,17 @@ def main(argv=None) -> int:
     cases = suite.select(args.cases)
     info = suite.machine_info(int(os.environ.get("OMP_NUM_THREADS", 0)) or target.cores)
     data = {}
+    table = {}
+    if args.table:
+        old = json.loads(args.table.read_text())
+        table = {r["case"]: r for r in old["results"]}
+        info["exhaustive_from"] = {"file": args.table.name, **{
+            k: old["machine"].get(k) for k in ("commit", "load_average_start",
+                                               "load_average_end")}}
     for case in cases:
         print(f"exhaustive: {case.name} ...", file=sys.stderr, flush=True)
-        data[case.name] = exhaustive(case, target, args.repeats, args.quick)
+        data[case.name] = from_table(case, target, table[case.name]) if table else \
+            exhaustive(case, target, args.repeats, args.quick)
     results = []
     for case in cases:
         print(f"learned search: {case.name} ...", file=sys.stderr, flush=True)

@@ -109,7 +109,16 @@ class Space:
         learned, the cost model's first `top` - 1 at the knobs' defaults and its first
         with streaming stores (which it does not price)."""
         if correction.trained:
-            return correction.rank(self.features)[:top]
+            # the correction knows the knobs from other kernels, not how this kernel's
+            # computations and placements compare (the cost model's part, and often
+            # the largest): the best-ranked point of each comes first
+            ranked = correction.rank(self.features)
+            kinds = {}
+            for k in ranked:
+                candidate = self.points[k][0]
+                kinds.setdefault((candidate.computation, candidate.placement), k)
+            firsts = sorted(kinds.values(), key=ranked.index)
+            return (firsts + [k for k in ranked if k not in firsts])[:top]
         first = self.points[self.defaults[0]][0]
         streamed = [k for k, p in enumerate(self.points)
                     if p[0] == dataclasses.replace(first, streaming=True)]
