@@ -138,8 +138,9 @@ def evaluate(name: str, data: dict, others: list, target, repeats: int) -> dict:
         exe = executable(points[label][1], "cpu", points[label][3])
         heads[label] = (lambda e: lambda: e.run(data["args"]))(exe)
     with timing_lock():
-        again = {k: statistics.median(v)
-                 for k, v in interleaved(heads, repeats=2 * repeats + 1).items()}
+        # many long samples: three points, so the head-to-head can afford them
+        again = {k: statistics.median(v) for k, v in interleaved(
+            heads, repeats=4 * repeats + 1, min_sample_s=0.02).items()}
     return {
         "case": name, "space": len(labels), "measured": len(tuned.seconds),
         "budget": budget, "tune_s": tune_s, "exhaustive_s": data["exhaustive_s"],
@@ -192,6 +193,33 @@ def main(argv=None) -> int:
     return 0
 
 
+def _method(info: dict) -> list[str]:
+    source = info.get("exhaustive_from")
+    lines = [
+        "Per case of the suite (full shapes): `space`, the distinct points (by generated "
+        "code) of computations x placements x streaming stores x tile x threads x "
+        "dynamic pieces x vector width; `measured`, what the learned search timed (a "
+        "fifth of the space at most); `tune s`, its wall time (cold compile cache, "
+        "timing included); `exhaustive s`, compiling and timing every point. "
+        "`tuned/best`: the tuned choice's median over the exhaustive best's, both from "
+        "the exhaustive table; `head to head`: the same two timed again interleaved in "
+        "one later run (more samples; under 1 when the table's best was a lucky "
+        "sample); `analytical/best`: the same budget spent on the cost model's ranking "
+        "uncorrected; `model/best`: the cost model's first choice alone.",
+        "",
+        "The correction for each case is trained only on the exhaustive measurements of "
+        "the other functions of the suite (leave-one-function-out: softmax, "
+        "softmax_gpt2 and softmax_bf16 leave together, as do the layernorms, rmsnorms "
+        "and bias_gelus).",
+    ]
+    if source:
+        lines += ["", f"The exhaustive table is an earlier run's ({source['file']}, commit "
+                      f"{source['commit']}, load average {source['load_average_start']} at "
+                      f"its start, {source['load_average_end']} at its end); the learned "
+                      "search and the head-to-head timings are this run's."]
+    return lines
+
+
 def report(results: list[dict], info: dict, out: Path, name: str) -> None:
     header = ["case", "space", "measured", "tune s", "exhaustive s", "tuned/best",
               "head to head", "analytical/best", "model/best", "tuned choice"]
@@ -216,6 +244,7 @@ def report(results: list[dict], info: dict, out: Path, name: str) -> None:
           f"commit {info.get('commit')}; load average {info.get('load_average_start')} at "
           f"the start, {info.get('load_average_end')} at the end (a machine shared with "
           "other engineers; timing under /tmp/pf-bench.lock).", "",
+          *_method(info), "",
           "```", table, "```", "",
           f"Worst tuned/best {worst:.3f}; largest share of the space measured {share:.2f}; "
           f"geomean tuned/best {summary['geomean_tuned_vs_best']:.3f}. Candidates whose "
