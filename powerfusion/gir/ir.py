@@ -252,18 +252,31 @@ class Launch:
 
 
 @dataclass(frozen=True, slots=True)
+class CpuLaunch:
+    """How a CPU kernel's parallel loop runs, set from its schedule (search/space.py): the
+    printer writes it into the OpenMP pragmas and the module's vector width. 0 in a
+    field: the default (every thread, one contiguous share each, the build's width)."""
+
+    threads: int = 0        # OpenMP threads of the parallel loop
+    chunk: int = 0          # parallel iterations a thread takes per grab (dynamic schedule)
+    vector_bits: int = 0    # the vector width gcc prefers for the kernel
+
+
+@dataclass(frozen=True, slots=True)
 class Program:
     """One kernel: its global buffers (inputs, outputs, temps) and its statements; for a
-    SIMT target, also its launch (None until passes/simt/launch.py decides it)."""
+    SIMT target, also its launch (None until passes/simt/launch.py decides it); for a
+    CPU, how its parallel loop runs."""
 
     name: str
     params: tuple[Buffer, ...]
     body: tuple[Stmt, ...]
     launch: Launch | None = None
+    cpu: CpuLaunch = CpuLaunch()
 
     def with_body(self, body: tuple[Stmt, ...]) -> "Program":
         return self if body == self.body else Program(self.name, self.params, body,
-                                                      self.launch)
+                                                      self.launch, self.cpu)
 
     def __str__(self) -> str:
         return format_program(self)

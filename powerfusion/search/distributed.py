@@ -34,6 +34,7 @@ from ..graph.graph import Graph
 from ..runtime.backends import get_target
 from ..runtime.probe import cpu_model
 from . import tuning_db
+from .learned import Correction
 from .tuner import device_inputs, tune
 
 
@@ -92,12 +93,15 @@ def describe(dialect: str) -> Device:
     return Device(target.name, what)
 
 
-def tune_job(job: TuneJob, dialect: str, top: int, budget_s: float, repeat: int) -> Tuned:
+def tune_job(job: TuneJob, dialect: str, top: int, budget_s: float, repeat: int,
+             correction: Correction | None = None) -> Tuned:
     """Tune one job on this machine and return its entry, writing nothing: running it
-    twice (a retry) gives the same key and the same kind of entry."""
+    twice (a retry) gives the same key and the same kind of entry. `correction`: the
+    driver's, learned once from its database (None: this machine's)."""
     result = tune(job.graph, job.input_strides, get_target(dialect),
                   device_inputs(job.inputs, dialect), top=top, budget_s=budget_s,
-                  repeat=repeat, progress=False, dialect=dialect, record=False)
+                  repeat=repeat, progress=False, dialect=dialect, record=False,
+                  correction=correction)
     return Tuned(job.name, describe(dialect), result.key, result.entry)
 
 
@@ -166,8 +170,11 @@ def tune_on_ray(jobs: list[TuneJob], *, address: str | None = None, dialect: str
         ray.init(address=address, include_dashboard=False, log_to_driver=False,
                  logging_level="warning")
     try:
-        return _drive(ray, jobs, dialect, (top, budget_s, repeat), tasks_per_node,
-                      max_retries, on_result or (lambda _: None), task)
+        # every job ranks by the correction the driver's database teaches now: the
+        # same whichever order the jobs finish in
+        correction = Correction.from_db(get_target(dialect).name)
+        return _drive(ray, jobs, dialect, (top, budget_s, repeat, correction),
+                      tasks_per_node, max_retries, on_result or (lambda _: None), task)
     finally:
         if started:
             ray.shutdown()

@@ -17,11 +17,18 @@ from .schedule import Schedule
 
 @dataclass(frozen=True)
 class Candidate:
-    """One point of the search space a graph is planned under."""
+    """One point of the search space a graph is planned under: a computation, where its
+    live rows go, and the schedule knobs (search/space.py knob_values), each as data.
+    A knob at its default (1.0 or 0) is the schedule the cost model picks unaided."""
 
     computation: str = "as written"  # an alternative computation (graph/alternatives.py)
     placement: str = "local"         # rows that must stay live: on chip, or "global"
     streaming: bool = False          # output rows written with streaming stores
+    tile: float = 1.0                # element-wise kernels: the default tile times this
+    threads: int = 0                 # CPU threads of each parallel loop (0: every core)
+    dynamic: int = 0                 # each thread's share cut in this many pieces, taken
+                                     # dynamically (0: one static share per thread)
+    vector_bits: int = 0             # the vector width preferred (0: the Target's)
 
     @property
     def label(self) -> str:
@@ -29,7 +36,13 @@ class Candidate:
         label = self.computation
         if self.placement != "local":
             label += f", rows {self.placement}"
-        return label + (", streaming stores" if self.streaming else "")
+        label += ", streaming stores" if self.streaming else ""
+        if self.tile != 1.0:
+            label += f", tile x{self.tile:g}" if self.tile > 1 else f", tile /{1 / self.tile:g}"
+        if self.threads:
+            label += f", {self.threads} thread{'s' if self.threads > 1 else ''}"
+        label += f", dynamic x{self.dynamic}" if self.dynamic else ""
+        return label + (f", {self.vector_bits}-bit vectors" if self.vector_bits else "")
 
 
 @dataclass

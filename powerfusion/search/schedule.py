@@ -30,6 +30,10 @@ class Schedule:
     transpose: tuple[int, ...] = () # element-wise layout changes on a GPU: (rows, cols) of
                                     # the tile over the last two axes each unit owns
     stream: bool = False            # CPU: output rows written with streaming stores
+    threads: int = 0                # CPU: threads of the parallel loop (0: every core)
+    chunk: int = 0                  # CPU: parallel iterations per dynamic grab (0: static)
+    vector_bits: int = 0            # CPU: the vector width preferred (0: the Target's);
+                                    # these three become the program's CpuLaunch
 
     def tiles(self) -> tuple[int, int]:
         """Tiles along the last two axes; edge tiles may stick out of the shape."""
@@ -105,7 +109,8 @@ class Schedule:
 def default_schedule(shape: tuple[int, ...], reduce_axes: tuple[int, ...], cores: int,
                      placement: str = "local", column_tiles: int = 0,
                      min_columns: int = 8, units_per_core: int = 2,
-                     transpose: tuple[int, ...] = (), stream: bool = False) -> Schedule:
+                     transpose: tuple[int, ...] = (), stream: bool = False,
+                     tile_scale: float = 1.0) -> Schedule:
     """The cost model's pick without tuning: enough parallel pieces, long inner loops.
 
     column_tiles: how many reductions that leave the innermost axis alone this kernel
@@ -116,6 +121,8 @@ def default_schedule(shape: tuple[int, ...], reduce_axes: tuple[int, ...], cores
     most COLUMN_TILE_ELEMENTS elements together where the minimum allows.
     transpose: (rows, cols) of a tile over the last two axes (see Schedule.transpose).
     stream: write output rows with streaming stores (see Schedule.stream).
+    tile_scale: an element-wise kernel's tile is the divisor of its size nearest the
+    default tile times this (a knob of the search space).
     """
     if reduce_axes:
         kept = math.prod(n for k, n in enumerate(shape) if k not in reduce_axes)
@@ -126,8 +133,19 @@ def default_schedule(shape: tuple[int, ...], reduce_axes: tuple[int, ...], cores
     if transpose:
         return Schedule(shape, (), 0, placement, transpose=tuple(transpose))
     n = math.prod(shape)
-    return Schedule(shape, (), _tile(n, shape[-1] if shape else 1, cores), placement,
-                    stream=stream)
+    tile = _tile(n, shape[-1] if shape else 1, cores)
+    if tile_scale != 1.0:
+        tile = _nearest_divisor(n, tile * tile_scale)
+    return Schedule(shape, (), tile, placement, stream=stream)
+
+
+def _nearest_divisor(n: int, want: float) -> int:
+    """The divisor of n nearest `want` by ratio; at least 16 where n allows (a piece of
+    fewer elements is all overhead)."""
+    divisors = [d for d in range(1, math.isqrt(n) + 1) if n % d == 0]
+    divisors += [n // d for d in divisors]
+    usable = [d for d in divisors if d >= min(16, n)]
+    return min(usable, key=lambda d: (abs(math.log(d / want)), d))
 
 
 COLUMN_TILE_ELEMENTS = 1024   # a unit's accumulator tiles: 4 KB of float32, well inside L1

@@ -11,7 +11,7 @@ import dataclasses
 import math
 
 from ..gir.expr import Expr, Var
-from ..gir.ir import Access, Buffer, Level, Program, Role, map_accesses
+from ..gir.ir import Access, Buffer, CpuLaunch, Level, Program, Role, map_accesses
 from ..gir.lower import Storage, lower
 from ..graph.alternatives import REWRITES
 from ..graph.canonical import canonicalize
@@ -26,15 +26,35 @@ from .plan import Candidate, CompiledKernel, Plan
 from .schedule import default_schedule
 
 
+def knob_values(target: Target) -> dict[str, tuple]:
+    """Every value of each schedule knob the target's code can take, its default first:
+    streaming stores, the element-wise tile, threads per parallel loop, dynamic pieces
+    per thread, the preferred vector width (narrower than the Target's: on some cores
+    two half-width instructions issue where one full one does). A GPU's launch is
+    planned by passes/simt/launch.py, so it offers the defaults only."""
+    if target.family != "cpu":
+        return {"streaming": (False,), "tile": (1.0,), "threads": (0,), "dynamic": (0,),
+                "vector_bits": (0,)}
+    widths = (128, 256) if 8 * target.simd_bytes > 256 else (128,)
+    return {"streaming": (False, True), "tile": (1.0, 0.25, 4.0),
+            "threads": (0, *sorted({max(1, target.cores // 2), 1} - {target.cores})),
+            "dynamic": (0, 4), "vector_bits": (0, *[w for w in widths
+                                                    if w < 8 * target.simd_bytes])}
+
+
 def candidate_plans(graph: Graph, input_strides, target: Target,
                     placements: tuple[str, ...] = ("local",),
-                    streams: tuple[bool, ...] = (False,)
+                    streams: tuple[bool, ...] = (False,), knobs: dict | None = None
                     ) -> list[tuple[Candidate, Plan, float]]:
-    """Every (computation, placement, streaming stores) point worth considering, each
-    with its plan and the cost model's price (kernel_cost: estimated seconds),
-    cheapest first. The model does not price streaming stores (whether they
-    pay changes with the machine's memory load, see docs/architecture.md): a tie it
-    never breaks for them."""
+    """Every point of the space worth considering, each with its plan and the cost
+    model's price (kernel_cost: estimated seconds), cheapest first: computations x
+    placements x streaming stores x the schedule knobs (`knobs`, as knob_values gives
+    them; None: each at its default). A tile that changes no kernel's schedule is no
+    new point. The model does not price streaming stores, the vector width or dynamic
+    pieces (whether they pay changes with the machine: the tuner's learned correction,
+    search/learned.py, says): ties it never breaks for them."""
+    knobs = {**{name: values[:1] for name, values in knob_values(target).items()},
+             **(knobs or {})}
     roots = []
     for o in graph.outputs:
         base = o
@@ -50,21 +70,52 @@ def candidate_plans(graph: Graph, input_strides, target: Target,
     for name, cand in computations:
         for placement in placements:
             for stream in streams:
-                plan = _plan_roots(graph, cand, input_strides, target, placement, stream)
-                cost = sum(kernel_cost(ck, target) for ck in plan.kernels)
-                plan.choice = Candidate(name, placement, stream)
-                out.append((plan.choice, plan, cost))
+                schedules = set()
+                for tile in knobs["tile"]:
+                    plan = _plan_roots(graph, cand, input_strides, target, placement, stream,
+                                       tile)
+                    seen = tuple(ck.schedule for ck in plan.kernels)
+                    if seen in schedules:
+                        continue
+                    schedules.add(seen)
+                    base = Candidate(name, placement, stream, tile)
+                    out += [(c, p, sum(kernel_cost(ck, target) for ck in p.kernels))
+                            for c, p in _launches(plan, base, knobs, target)]
     # the space holds only what the target can launch; rows in global scratch are the
     # last resort when nothing else fits a block's shared memory
     fitting = [c for c in out if fits_shared(c[1])]
     if not fitting and "global" not in placements:
-        return candidate_plans(graph, input_strides, target, ("global",), streams)
+        return candidate_plans(graph, input_strides, target, ("global",), streams, knobs)
     out = fitting or out        # none fits at all: the printer names the kernel that fails
-    out.sort(key=lambda c: c[2])        # stable: "as written" wins ties
+    out.sort(key=lambda c: c[2])        # stable: "as written" and default knobs win ties
     table = [(choice, cost) for choice, _, cost in out]
     for _, plan, _ in out:
         plan.alternatives = table
     return out
+
+
+def _launches(plan: Plan, base: Candidate, knobs: dict, target: Target):
+    """(Candidate, Plan) per threads x dynamic pieces x vector width: the same programs,
+    each with its parallel loop's launch (CpuLaunch) set; the first is the plan itself."""
+    for threads in knobs["threads"]:
+        for dynamic in knobs["dynamic"]:
+            for bits in knobs["vector_bits"]:
+                choice = dataclasses.replace(base, threads=threads, dynamic=dynamic,
+                                             vector_bits=bits)
+                if choice == base:
+                    plan.choice = choice
+                    yield choice, plan
+                    continue
+                kernels = []
+                for ck in plan.kernels:
+                    # a thread's share cut in `dynamic` pieces: iterations per grab
+                    share = ck.schedule.outer_extent // (threads or target.cores)
+                    chunk = max(1, share // dynamic) if dynamic else 0
+                    sched = dataclasses.replace(ck.schedule, threads=threads, chunk=chunk,
+                                                vector_bits=bits)
+                    program = dataclasses.replace(ck.program, cpu=CpuLaunch(threads, chunk, bits))
+                    kernels.append(dataclasses.replace(ck, schedule=sched, program=program))
+                yield choice, dataclasses.replace(plan, kernels=kernels, choice=choice)
 
 
 def plan_graph(graph: Graph, input_strides, target: Target,
@@ -74,7 +125,10 @@ def plan_graph(graph: Graph, input_strides, target: Target,
     placements = ("local",) if choice is None or choice.placement == "local" \
         else ("local", "global")
     streams = (False, True) if choice is not None and choice.streaming else (False,)
-    candidates = candidate_plans(graph, input_strides, target, placements, streams)
+    knobs = None if choice is None else {
+        "tile": (choice.tile,), "threads": (choice.threads,), "dynamic": (choice.dynamic,),
+        "vector_bits": (choice.vector_bits,)}
+    candidates = candidate_plans(graph, input_strides, target, placements, streams, knobs)
     for candidate, plan, _ in candidates:
         if candidate == choice:
             return plan
@@ -82,7 +136,7 @@ def plan_graph(graph: Graph, input_strides, target: Target,
 
 
 def _plan_roots(graph: Graph, roots: list[Node], input_strides, target: Target,
-                placement: str = "local", stream: bool = False) -> Plan:
+                placement: str = "local", stream: bool = False, tile: float = 1.0) -> Plan:
     out_specs = []
     canon = canonicalize(roots)
     storage: dict[int, Storage] = {}
@@ -126,7 +180,7 @@ def _plan_roots(graph: Graph, roots: list[Node], input_strides, target: Target,
                                  min_columns=128 if simt else 8,
                                  units_per_core=2 * BLOCKS_PER_UNIT if simt else 2,
                                  transpose=_transpose_tile(kern, storage) if simt else (),
-                                 stream=stream and not simt)
+                                 stream=stream and not simt, tile_scale=tile)
         naive = lower(kern, sched, f"pf_kernel_{n}", storage)
         log = PassLog()
         program = optimize(naive, target, sched.placement, log, sched.transpose, sched.stream)
@@ -153,7 +207,7 @@ def _own_temps(program: Program, taken: set[str]) -> Program:
     body = map_accesses(program.body, lambda a: Access(mapping[a.buffer.name], a.index)
                         if a.buffer.name in mapping else a)
     params = tuple(mapping.get(b.name, b) for b in program.params)
-    return Program(program.name, params, body, program.launch)
+    return dataclasses.replace(program, params=params, body=body)
 
 
 TRANSPOSE_TILE = 32     # a warp's width: one tile row is one coalesced access

@@ -1,12 +1,13 @@
-"""The tuner: compile and time the cost model's top candidates on this machine.
+"""The tuner: compile and time the best-ranked few candidates on this machine.
 
-Candidates are points of the search space that the cost model prices: alternative
-computations (as written, online softmax, one-pass variance) crossed with the
-placement knob promote leaves open (rows on chip, or re-read from global memory)
-and, on a CPU, streaming stores for output rows. The model ranks them; the tuner
-measures the first few, and the model's first choice with streaming stores (which
-the model does not price), within a time budget, and records the winner and whether
-the model's first choice was it.
+Candidates are points of the search space (search/space.py): alternative computations
+(as written, online softmax, one-pass variance) crossed with the placement knob
+promote leaves open (rows on chip, or re-read from global memory) and, on a CPU, the
+schedule knobs (streaming stores, tile, threads, dynamic pieces, vector width). The
+cost model ranks them, corrected by what this device's measurements taught
+(search/learned.py); the tuner measures the first few within a time budget, and
+records the winner, each measurement (the correction's next training data) and
+whether the models' first choice was it.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -23,17 +24,18 @@ from ..errors import UnsupportedError
 from ..graph.graph import Graph
 from ..runtime.backends import executable, printed
 from ..targets import Target
-from . import tuning_db
+from . import learned, space, tuning_db
 from .plan import Candidate
-from .space import candidate_plans
 
 
 @dataclass
 class TuneResult:
     choice: Candidate                    # the measured winner
-    model_choice: Candidate              # the cost model's first choice
+    model_choice: Candidate              # the models' first choice (the shortlist's head)
     seconds: dict[Candidate, float]      # median seconds per measured candidate
     key: str
+    space: int = 0                       # distinct candidates (by their code) in the space
+    measured: list = field(default_factory=list)    # per measured candidate: features, s
 
     @property
     def model_was_right(self) -> bool:
@@ -43,36 +45,33 @@ class TuneResult:
     def entry(self) -> dict:
         """What the tuning database keeps under `key`."""
         return {"choice": self.choice, "model_choice": self.model_choice,
-                "seconds": {c.label: t for c, t in self.seconds.items()}}
+                "seconds": {c.label: t for c, t in self.seconds.items()},
+                "space": self.space, "measured": self.measured}
 
 
 def tune(graph: Graph, input_strides, target: Target, inputs, *, top: int = 4,
          budget_s: float = 20.0, repeat: int = 9, progress: bool = True,
-         dialect: str = "cpu", record: bool = True) -> TuneResult:
-    """Measure the top candidates on `inputs` (the caller's storage arrays; for CUDA,
-    the caller's CUDA tensors or host arrays) compiled for `dialect` ("cpu" or a SIMT
+         dialect: str = "cpu", record: bool = True,
+         correction: learned.Correction | None = None) -> TuneResult:
+    """Measure `top` candidates on `inputs` (the caller's storage arrays; for CUDA, the
+    caller's CUDA tensors or host arrays) compiled for `dialect` ("cpu" or a SIMT
     dialect), and record the winner in this machine's tuning database (`record=False`:
-    leave that to the caller, as a distributed tune's driver does)."""
-    streams = (False, True) if target.family == "cpu" else (False,)
-    candidates = candidate_plans(graph, input_strides, target, ("local", "global"), streams)
-    plain = [c for c in candidates if not c[0].streaming]
-    first = printed(plain[0][1], dialect)
-    key = tuning_db.key_of(first.source)
+    leave that to the caller, as a distributed tune's driver does).
+
+    Which: the first `top` by the cost model corrected by `correction` (default: the
+    one learned from this device's tuning database). With nothing learned, the cost
+    model's first `top` - 1 at the knobs' defaults and its first with streaming
+    stores (which it does not price)."""
+    points = search_space(graph, input_strides, target, dialect)
+    if correction is None:
+        correction = learned.Correction.from_db(target.name)
+    shortlist = points.shortlist(correction, top)
     start = time.perf_counter()
-    streamed = dataclasses.replace(plain[0][0], streaming=True)
-    shortlist = plain[:top] + [c for c in candidates if c[0] == streamed]
     runs: dict[Candidate, object] = {}
-    seen_sources: set[str] = set()
-    for n, (candidate, plan, _cost) in enumerate(shortlist):
+    for n, k in enumerate(shortlist):
         if time.perf_counter() - start > budget_s and runs:
             break
-        try:
-            code = first if n == 0 else printed(plan, dialect)
-        except UnsupportedError:        # e.g. a GPU kernel whose shared memory won't fit
-            continue
-        if code.source in seen_sources:     # the same code as a faster-ranked candidate
-            continue
-        seen_sources.add(code.source)
+        candidate, plan, _cost, code = points.points[k]
         runs[candidate] = _runner(plan, code, dialect, inputs)
         if progress:
             _bar(n + 1, len(shortlist), f"compiled {candidate.label}")
@@ -84,10 +83,69 @@ def tune(graph: Graph, input_strides, target: Target, inputs, *, top: int = 4,
         sys.stderr.write("\n  timed in turn: " + ", ".join(f"{c.label} {t * 1e3:.3f} ms"
                                                         for c, t in seconds.items()) + "\n")
     choice = min(seconds, key=seconds.get)
-    result = TuneResult(choice, plain[0][0], seconds, key)
+    measured = [{"candidate": dataclasses.asdict(points.points[k][0]),
+                 "features": points.features[k], "seconds": seconds[points.points[k][0]]}
+                for k in shortlist if points.points[k][0] in seconds]
+    result = TuneResult(choice, points.points[shortlist[0]][0], seconds, points.key,
+                        len(points.points), measured)
     if record:
-        tuning_db.record(target.name, key, result.entry)
+        tuning_db.record(target.name, points.key, result.entry)
     return result
+
+
+@dataclass
+class Space:
+    """A graph's search space as the tuner sees it: each point whose code differs from
+    every better-ranked one's (a knob that changes nothing in a kernel is no new point),
+    in the cost model's order, with the features the correction reads."""
+
+    key: str                        # the tuning database's key: the default plan's code
+    points: list[tuple]             # (candidate, plan, estimated seconds, printed code)
+    features: list[dict]
+    defaults: list[int]             # the points at the knobs' defaults, non-streaming
+
+    def shortlist(self, correction: learned.Correction, top: int) -> list[int]:
+        """The `top` points to measure: the corrected model's first, or, with nothing
+        learned, the cost model's first `top` - 1 at the knobs' defaults and its first
+        with streaming stores (which it does not price)."""
+        if correction.trained:
+            # the correction knows the knobs from other kernels, not how this kernel's
+            # computations and placements compare (the cost model's part, and often
+            # the largest): the best-ranked point of each comes first
+            ranked = correction.rank(self.features)
+            kinds = {}
+            for k in ranked:
+                candidate = self.points[k][0]
+                kinds.setdefault((candidate.computation, candidate.placement), k)
+            firsts = sorted(kinds.values(), key=ranked.index)
+            return (firsts + [k for k in ranked if k not in firsts])[:top]
+        first = self.points[self.defaults[0]][0]
+        streamed = [k for k, p in enumerate(self.points)
+                    if p[0] == dataclasses.replace(first, streaming=True)]
+        if streamed and top > 1:
+            return self.defaults[:top - 1] + streamed
+        return self.defaults[:top]
+
+
+def search_space(graph: Graph, input_strides, target: Target, dialect: str) -> Space:
+    knobs = space.knob_values(target)
+    candidates = space.candidate_plans(graph, input_strides, target, ("local", "global"),
+                                       knobs["streaming"], knobs)
+    default = [(c, p) for c, p, _ in candidates if c == Candidate(c.computation, c.placement)]
+    key = tuning_db.key_of(printed(default[0][1], dialect).source)
+    seen: set[str] = set()
+    points = []
+    for candidate, plan, cost in candidates:
+        try:
+            code = printed(plan, dialect)
+        except UnsupportedError:    # e.g. a GPU kernel whose shared memory won't fit
+            continue
+        if code.source not in seen:
+            seen.add(code.source)
+            points.append((candidate, plan, cost, code))
+    features = [learned.features(c, p, cost, target) for c, p, cost, _ in points]
+    defaults = {c for c, _ in default}
+    return Space(key, points, features, [k for k, p in enumerate(points) if p[0] in defaults])
 
 
 def device_inputs(inputs, dialect: str) -> list:

@@ -3,8 +3,11 @@
 One JSON file per target under the cache directory, keyed by a hash of the code the
 cost model would generate (which names the graph, its shapes, strides and dtypes).
 An entry stores the winning candidate and the cost model's first choice as data
-({"computation", "placement", "streaming"}), so it survives a change of how
+({"computation", "placement", "streaming"} and the schedule knobs, which entries
+older than the knobs lack: they read as the defaults), so it survives a change of how
 candidates are labelled; entries written before that hold a label, read here once.
+An entry's "measured" lists each candidate the tuner timed with its features and
+seconds: what search/learned.py trains the correction of the cost model on.
 Writes are atomic and serialised by a lock file, so concurrent tuners keep each
 other's entries. What cannot be read is ignored and healed by the next write: an
 unreadable file or one that is not an object reads as empty, an entry that is not an
@@ -23,6 +26,7 @@ from .plan import Candidate
 
 LEGACY_STREAMING = ", streaming stores"   # how a legacy label ends for streaming stores
 LEGACY_ROWS = ", rows "                   # and what precedes its placement
+KNOBS = {"tile": (int, float), "threads": int, "dynamic": int, "vector_bits": int}
 
 
 def db_path(target: str) -> Path:
@@ -63,10 +67,15 @@ def candidate(stored) -> Candidate | None:
         computation, _, placement = rest.partition(LEGACY_ROWS)
         return Candidate(computation, placement or "local", rest != stored)
     fields = {"computation": str, "placement": str, "streaming": bool}
-    if isinstance(stored, dict) and all(isinstance(stored.get(name), kind)
-                                        for name, kind in fields.items()):
-        return Candidate(**{name: stored[name] for name in fields})
-    return None
+    if not isinstance(stored, dict) or not all(isinstance(stored.get(name), kind)
+                                               for name, kind in fields.items()):
+        return None
+    # the schedule knobs came later: an entry without them took their defaults
+    knobs = {name: stored[name] for name, kind in KNOBS.items() if name in stored}
+    if not all(isinstance(v, KNOBS[name]) and not isinstance(v, bool)
+               for name, v in knobs.items()):
+        return None
+    return Candidate(**{name: stored[name] for name in fields}, **knobs)
 
 
 def lookup(target: str, key: str) -> dict | None:
