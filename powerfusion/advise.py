@@ -61,7 +61,8 @@ class Advice:
     kernels: list[KernelAdvice] = field(default_factory=list)      # its kernels,
     glue_s: float = 0.0          # calling them (regions, graphs) from Python,
     fallbacks: dict = field(default_factory=dict)   # (ops that would run eagerly, counted)
-    measured_s: float | None = None                 # (PowerFusion's measured time, if asked)
+    measured_s: float | None = None                 # (PowerFusion's measured time, if asked,
+    measured_baseline_s: float | None = None        # beside the baseline's, interleaved)
     library_calls_s: float = 0.0  # the library calls of the compiled model (torch) and
     torch_ops_s: float = 0.0     # its other torch calls: views, index, creation, fallbacks
     attention: int = 0           # attention calls fused into one library call (torch)
@@ -69,6 +70,14 @@ class Advice:
     @property
     def predicted_speedup(self) -> float:
         return self.baseline_s / self.predicted_s if self.predicted_s > 0 else 1.0
+
+    @property
+    def measured_speedup(self) -> float | None:
+        """The speedup measured (`measure=True`): baseline and PowerFusion interleaved, so
+        that the machine's drift hits both; the prediction is a ratio of its own moment."""
+        if self.measured_s is None:
+            return None
+        return (self.measured_baseline_s or self.baseline_s) / self.measured_s
 
     @property
     def bound(self) -> float:
@@ -103,7 +112,8 @@ class Advice:
                          "matmul) become fused attention calls, priced as such")
         if self.measured_s is not None:
             lines.append(f"  measured: {self.measured_s * ms:.2f} ms "
-                         f"({self.baseline_s / self.measured_s:.2f}x)")
+                         f"({self.measured_speedup:.2f}x; {self.baseline} "
+                         f"{(self.measured_baseline_s or self.baseline_s) * ms:.2f} ms beside it)")
         if self.library_s:
             lines.append(f"  at most {self.bound:.2f}x: {share:.0%} of the time is library "
                          "compute, which no fusion changes")
@@ -319,9 +329,9 @@ def _materialised(value):
     return base.as_strided(shape, stride, offset)
 
 
-def _timed_alone(node, repeats: int) -> float:
-    """Median seconds of one call of an fx node's function on tensors shaped as its
-    arguments' metadata say (torch calls a compiled graph leaves to PyTorch)."""
+def _timed_alone(gm, node, repeats: int) -> float:
+    """Median seconds of one call of an fx node's function (or module) on tensors shaped
+    as its arguments' metadata say (torch calls a compiled graph leaves to PyTorch)."""
     import torch
     import torch.fx
 
@@ -330,8 +340,9 @@ def _timed_alone(node, repeats: int) -> float:
 
     args = torch.fx.node.map_aggregate(node.args, lambda a: value(a))
     kwargs = torch.fx.node.map_aggregate(node.kwargs, lambda a: value(a))
+    fn = gm.get_submodule(node.target) if node.op == "call_module" else node.target
     with torch.no_grad():
-        return _median_time(lambda: node.target(*args, **kwargs), repeats)
+        return _median_time(lambda: fn(*args, **kwargs), repeats)
 
 
 @dataclass
@@ -372,12 +383,15 @@ def _price_graphs(graphs, prices: dict, math_s, repeats: int) -> _Pricing:
             if node.op not in ("call_function", "call_module", "call_method"):
                 continue
             region = _region_of(gm, node)
-            if region is not None and not region.failed:
+            compiled = [] if region is None or region.failed else \
+                [c for c in ([region.hot[1]] if region.hot else region.cache.values())
+                 if c.executable is not None]
+            if compiled:
                 out.regions += 1
-                hot = region.hot[1] if region.hot else None
-                chosen = [hot] if hot is not None else list(region.cache.values())
-                out.kernels += [_region_advice(region, c, math_s) for c in chosen
-                                if c.executable is not None]
+                out.kernels += [_region_advice(region, c, math_s) for c in compiled]
+                continue
+            if region is not None:               # no kernel: torch copies, or eager ops
+                out.torch_ops_s += _timed_alone(gm, node, repeats)
                 continue
             if node.target is operator.getitem:
                 continue
@@ -390,9 +404,9 @@ def _price_graphs(graphs, prices: dict, math_s, repeats: int) -> _Pricing:
                 torch.fx.node.map_arg((node.args, node.kwargs), lambda a: shapes.append(
                     list(getattr(a.meta.get("val"), "shape", ()))))
                 key = _shapes_key(f"aten::{packet}", shapes)
-                out.library_s += prices.get(key) or _timed_alone(node, repeats)
+                out.library_s += prices.get(key) or _timed_alone(gm, node, repeats)
             else:
-                out.torch_ops_s += _timed_alone(node, repeats)
+                out.torch_ops_s += _timed_alone(gm, node, repeats)
     return out
 
 
@@ -460,8 +474,8 @@ def advise_torch(model, inputs, *, repeats: int = 10, measure: bool = False) -> 
                     glue, fallbacks, library_calls_s=priced.library_s,
                     torch_ops_s=priced.torch_ops_s, attention=priced.attention)
     if measure:                 # both again, interleaved: the machine's drift hits both
-        advice.baseline_s, advice.measured_s = _interleaved_medians(eager, step, repeats)
-        advice.library_s = advice.baseline_s * share
+        advice.measured_baseline_s, advice.measured_s = _interleaved_medians(eager, step,
+                                                                              repeats)
     return advice
 
 
@@ -488,7 +502,7 @@ def advise_numpy(fn, *arrays, repeats: int = 10, measure: bool = False,
         baseline, 0.0, predicted, kernels, glue)
     if measure:
         compiled = jit(fn, target=target)
-        advice.baseline_s, advice.measured_s = _interleaved_medians(
+        advice.measured_baseline_s, advice.measured_s = _interleaved_medians(
             lambda: fn(*arrays), lambda: compiled(*arrays), repeats)
     return advice
 
