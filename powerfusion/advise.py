@@ -266,14 +266,14 @@ def _region_advice(region, compiled, math_s=None) -> KernelAdvice:
                                       math_s) for ck in plan.kernels))
 
 
-def _measure_calls(trials: int = 9) -> dict:
+def _measure_calls(trials: int = 25) -> dict:
     """The calibration's call figures: a pf.jit function of one tiny kernel called;
     where torch is installed, a one-region function compiled by the PowerFusion backend,
     its region's lean function called alone (region_call_s), then the whole compiled
     call (the difference: graph_call_s)."""
     x16 = np.ones(16, np.float32)
     tiny = jit(lambda v: v * 2.0 + 1.0)
-    figures = {"jit_call_s": best_of(lambda: tiny(x16), trials)}
+    figures = {"jit_call_s": best_of(lambda: tiny(x16), trials, min_s=1e-3)}
     try:
         import torch
     except ImportError:
@@ -293,9 +293,16 @@ def _measure_calls(trials: int = 9) -> dict:
     (lean,) = [n.target for n in gm.graph.nodes
                if n.op == "call_function" and hasattr(n.target, "source")]
     with torch.no_grad():
-        region_s = best_of(lambda: lean(x), trials)
-        whole_s = best_of(lambda: compiled(x), trials)
+        region_s = best_of(lambda: lean(x), trials, min_s=1e-3)
+        whole_s = best_of(lambda: compiled(x), trials, min_s=1e-3)
     return figures | {"region_call_s": region_s, "graph_call_s": max(0.0, whole_s - region_s)}
+
+
+def calibrate(path=None) -> dict:
+    """Measure this CPU's calibration now (a few seconds; on a quiet machine) and record
+    it in the target file (`powerfusion probe` does, after the bandwidths)."""
+    calibration.write(calibration.measure(_measure_calls), path)
+    return calibration.read(path)
 
 
 def machine_calibration(path=None, *, torch_calls: bool = False) -> dict:
@@ -304,8 +311,7 @@ def machine_calibration(path=None, *, torch_calls: bool = False) -> dict:
     record, made without torch, lacks them)."""
     record = calibration.calibration(_measure_calls, path)
     if torch_calls and any(record[k] is None for k in calibration.CALLS):
-        calibration.write(calibration.measure(_measure_calls), path)
-        record = calibration.read(path)
+        record = calibrate(path)
     return record
 
 
