@@ -292,10 +292,18 @@ def _measure_calls(trials: int = 25) -> dict:
     (_, gm, _), = graphs
     (lean,) = [n.target for n in gm.graph.nodes
                if n.op == "call_function" and hasattr(n.target, "source")]
+    region = lean.__globals__["region"]
+
+    def slow():
+        region.hot = None                # what a region without a lean path goes through
+        return region.forward(x)
+
     with torch.no_grad():
         region_s = best_of(lambda: lean(x), trials, min_s=1e-3)
+        slow_s = best_of(slow, trials, min_s=1e-3)
         whole_s = best_of(lambda: compiled(x), trials, min_s=1e-3)
-    return figures | {"region_call_s": region_s, "graph_call_s": max(0.0, whole_s - region_s)}
+    return figures | {"region_call_s": region_s, "region_slow_call_s": slow_s,
+                      "graph_call_s": max(0.0, whole_s - region_s)}
 
 
 def calibrate(path=None) -> dict:
@@ -358,7 +366,8 @@ class _Pricing:
     kernels: list[KernelAdvice] = field(default_factory=list)
     library_s: float = 0.0       # its library calls (eager's price, or timed alone)
     torch_ops_s: float = 0.0     # its other torch calls (views, index, creation, fallbacks)
-    regions: int = 0
+    regions: int = 0             # regions called through their lean function,
+    slow_regions: int = 0        # and through Region.forward (no lean path)
     attention: int = 0           # fused attention calls the graphs make
 
 
@@ -393,7 +402,9 @@ def _price_graphs(graphs, prices: dict, math_s, repeats: int) -> _Pricing:
                 [c for c in ([region.hot[1]] if region.hot else region.cache.values())
                  if c.executable is not None]
             if compiled:
-                out.regions += 1
+                lean = node.op == "call_function" and hasattr(node.target, "source")
+                out.regions += lean
+                out.slow_regions += not lean
                 out.kernels += [_region_advice(region, c, math_s) for c in compiled]
                 continue
             if region is not None:               # no kernel: torch copies, or eager ops
@@ -471,7 +482,8 @@ def advise_torch(model, inputs, *, repeats: int = 10, measure: bool = False) -> 
     fallbacks = {op: n - before.get(op, 0) for op, n in after.items()
                  if n > before.get(op, 0)}
     priced = _price_graphs(graphs, prices, machine["math_s"], repeats)
-    glue = priced.regions * machine["region_call_s"] + len(graphs) * machine["graph_call_s"]
+    glue = (priced.regions * machine["region_call_s"] + len(graphs) * machine["graph_call_s"]
+            + priced.slow_regions * machine["region_slow_call_s"])
     predicted = (priced.library_s + priced.torch_ops_s
                  + sum(k.predicted_s for k in priced.kernels) + glue)
     name = type(model).__name__ if isinstance(model, torch.nn.Module) else \

@@ -6,9 +6,11 @@ with the device description (`powerfusion probe`'s target file, key "calibration
   jit_call_s    one call of a pf.jit function of one 16-element kernel
   region_call_s one PowerFusion region called from a compiled torch graph: its lean
                 function's argument checks, pool and launch (a 16-element kernel)
+  region_slow_call_s  the same region called through Region.forward, as a region is
+                that has no lean path (results it copies or fills, several signatures)
   graph_call_s  one compiled torch graph called beyond its regions: dynamo's guards,
                 AOTAutograd's wrapper, the graph's Python code
-(the last two only where torch is installed).
+(the last three only where torch is installed).
 
 The record names the CPU model and core count it was measured on; on another machine
 it is not used (and measured again where asked). No figure in it comes from the model
@@ -45,7 +47,8 @@ MATH_FUNCTIONS = {
 }
 
 
-CALLS = ("region_call_s", "graph_call_s")      # a torch graph's, where torch is installed
+# a torch graph's, where torch is installed
+CALLS = ("region_call_s", "region_slow_call_s", "graph_call_s")
 
 
 class CalibrationError(UnsupportedError):
