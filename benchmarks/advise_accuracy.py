@@ -38,7 +38,17 @@ def _row(desc: str, batch: int, advice) -> dict:
                 1e3 * sum(k.predicted_s for k in advice.kernels), 1e3 * advice.glue_s))),
             "regions": len(advice.kernels), "attention_fused": advice.attention,
             "measured_eager_ms": 1e3 * advice.measured_baseline_s,
-            "measured_ms": 1e3 * advice.measured_s, "load_average": os.getloadavg()}
+            "measured_ms": 1e3 * advice.measured_s, "load_average": os.getloadavg(),
+            "cpu_pressure_avg60": _cpu_pressure()}
+
+
+def _cpu_pressure() -> float | None:
+    """The share of the last minute some runnable task waited for a CPU (Linux PSI)."""
+    try:
+        line = Path("/proc/pressure/cpu").read_text().splitlines()[0]
+        return float(dict(f.split("=") for f in line.split()[1:])["avg60"]) / 100
+    except (OSError, ValueError, KeyError, IndexError):
+        return None
 
 
 def main(argv=None) -> None:
@@ -47,6 +57,8 @@ def main(argv=None) -> None:
     ap.add_argument("--batch", type=int, nargs="+", default=[1])
     ap.add_argument("--layers", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=10)
+    ap.add_argument("--statistic", choices=["median", "min"], default="median",
+                    help="how each time is read off its samples (min: a shared machine)")
     ap.add_argument("--out", type=Path, default=None,
                     help="add the rows to advise-accuracy-cpu-DATE.json (same model and "
                          "batch replaced) and write the table of all of them to .md")
@@ -63,7 +75,8 @@ def main(argv=None) -> None:
         for batch in args.batch:
             model, make_inputs, desc = build_model(name, args.layers)
             model.eval()
-            advice = pf.advise(model, make_inputs(batch), measure=True, repeats=args.repeats)
+            advice = pf.advise(model, make_inputs(batch), measure=True, repeats=args.repeats,
+                               statistic=args.statistic)
             rows.append(_row(desc, batch, advice))
             print(f"{desc}, batch {batch}: predicted {advice.predicted_speedup:.2f}x, "
                   f"measured {advice.measured_speedup:.2f}x (load {os.getloadavg()[0]:.2f})",
@@ -94,7 +107,8 @@ def main(argv=None) -> None:
         stem.with_suffix(".md").write_text(
             f"# pf.advise's predicted speedup against the measured one ({date})\n\n"
             f"{info['cpu']} ({info['logical_cpus']} logical CPUs), inference, "
-            f"{args.repeats} samples each. `python -m benchmarks.advise_accuracy`, one model "
+            f"{args.repeats} samples each, times read as their {args.statistic}. "
+            "`python -m benchmarks.advise_accuracy`, one model "
             "at a time. Predicted: eager (measured first) over the predicted time, the sum "
             "of library calls (eager's profiled price for the same call, or timed alone: "
             "fused attention), other torch calls (timed alone), kernels (cost model, "

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .api import _checked_target, explain, jit
-from .benchmarking import interleaved, median_s
+from .benchmarking import interleaved
 from .errors import UnsupportedError
 from .frontend import torch_stats
 from .graph.views import contiguous_strides
@@ -175,7 +175,20 @@ def _mb(n: int) -> str:
     return f"{n / 1e6:.2f} MB" if n >= 1e5 else f"{n / 1e3:.1f} KB"
 
 
-def _median_time(step, repeats: int) -> float:
+# how a time is read off its samples: the median (a quiet machine), or the best sample
+# (a machine shared with others: the samples they disturbed are not the program's)
+STATISTICS = {"median": statistics.median, "min": min}
+
+
+def _statistic(name: str):
+    try:
+        return STATISTICS[name]
+    except KeyError:
+        raise ValueError(f"pf.advise: statistic: expected one of {', '.join(STATISTICS)}, "
+                         f"got {name!r}") from None
+
+
+def _time(step, repeats: int, statistic: str = "median") -> float:
     step()
     step()
     samples = []
@@ -183,12 +196,14 @@ def _median_time(step, repeats: int) -> float:
         start = time.perf_counter()
         step()
         samples.append(time.perf_counter() - start)
-    return statistics.median(samples)
+    return _statistic(statistic)(samples)
 
 
-def _interleaved_medians(baseline, candidate, repeats: int) -> tuple[float, float]:
+def _interleaved(baseline, candidate, repeats: int,
+                 statistic: str = "median") -> tuple[float, float]:
     samples = interleaved({"baseline": baseline, "candidate": candidate}, repeats, warmup=2)
-    return median_s(samples["baseline"]), median_s(samples["candidate"])
+    return (_statistic(statistic)(samples["baseline"]),
+            _statistic(statistic)(samples["candidate"]))
 
 
 def _profile_events(step, calls: int):
@@ -225,12 +240,13 @@ def _shapes_key(name: str, shapes) -> tuple:
                        and all(isinstance(d, int) for d in s))
 
 
-def eager_profile(step, calls: int = 3) -> tuple[float, dict]:
+def eager_profile(step, calls: int = 3, statistic: str = "median") -> tuple[float, dict]:
     """(library share, prices) of `step` under torch.profiler. The share is the fraction
     of the profiled run inside library compute (the outermost such ATen calls), so that
     it applies to a median measured apart from it (the profiler slows the rest down);
-    prices maps (aten name, input shapes) to the mean seconds of one such library call,
-    at any depth (eager's linear runs an addmm, as a compiled graph calls it)."""
+    prices maps (aten name, input shapes) to the seconds of one such library call, at
+    any depth (eager's linear runs an addmm, as a compiled graph calls it): the mean of
+    those calls, or their best with statistic "min"."""
     from .frontend.torch_backend.support import is_library_compute
 
     events, wall_us = _profile_events(step, calls)
@@ -240,7 +256,8 @@ def eager_profile(step, calls: int = 3) -> tuple[float, dict]:
         if is_library_compute(ev.name):
             key = _shapes_key(ev.name, ev.input_shapes or ())
             samples.setdefault(key, []).append(1e-6 * ev.time_range.elapsed_us())
-    prices = {key: statistics.fmean(v) for key, v in samples.items()}
+    price = min if statistic == "min" else statistics.fmean
+    prices = {key: price(v) for key, v in samples.items()}
     return (min(1.0, total_us / wall_us) if wall_us > 0 else 0.0), prices
 
 
@@ -343,7 +360,7 @@ def _materialised(value):
     return base.as_strided(shape, stride, offset)
 
 
-def _timed_alone(gm, node, repeats: int) -> float:
+def _timed_alone(gm, node, repeats: int, statistic: str) -> float:
     """Median seconds of one call of an fx node's function (or module) on tensors shaped
     as its arguments' metadata say (torch calls a compiled graph leaves to PyTorch)."""
     import torch
@@ -356,7 +373,7 @@ def _timed_alone(gm, node, repeats: int) -> float:
     kwargs = torch.fx.node.map_aggregate(node.kwargs, lambda a: value(a))
     fn = gm.get_submodule(node.target) if node.op == "call_module" else node.target
     with torch.no_grad():
-        return _median_time(lambda: fn(*args, **kwargs), repeats)
+        return _time(lambda: fn(*args, **kwargs), repeats, statistic)
 
 
 @dataclass
@@ -383,7 +400,7 @@ def _region_of(gm, node):
     return None
 
 
-def _price_graphs(graphs, prices: dict, math_s, repeats: int) -> _Pricing:
+def _price_graphs(graphs, prices: dict, math_s, repeats: int, statistic: str) -> _Pricing:
     """Every call of the compiled graphs, priced: regions by the cost model; library
     calls at eager's measured price where eager made the same call (same op, same
     shapes), else timed alone; other torch calls timed alone; getitem is free."""
@@ -408,7 +425,7 @@ def _price_graphs(graphs, prices: dict, math_s, repeats: int) -> _Pricing:
                 out.kernels += [_region_advice(region, c, math_s) for c in compiled]
                 continue
             if region is not None:               # no kernel: torch copies, or eager ops
-                out.torch_ops_s += _timed_alone(gm, node, repeats)
+                out.torch_ops_s += _timed_alone(gm, node, repeats, statistic)
                 continue
             if node.target is operator.getitem:
                 continue
@@ -421,13 +438,14 @@ def _price_graphs(graphs, prices: dict, math_s, repeats: int) -> _Pricing:
                 torch.fx.node.map_arg((node.args, node.kwargs), lambda a: shapes.append(
                     list(getattr(a.meta.get("val"), "shape", ()))))
                 key = _shapes_key(f"aten::{packet}", shapes)
-                out.library_s += prices.get(key) or _timed_alone(gm, node, repeats)
+                out.library_s += prices.get(key) or _timed_alone(gm, node, repeats, statistic)
             else:
-                out.torch_ops_s += _timed_alone(gm, node, repeats)
+                out.torch_ops_s += _timed_alone(gm, node, repeats, statistic)
     return out
 
 
-def advise_torch(model, inputs, *, repeats: int = 10, measure: bool = False) -> Advice:
+def advise_torch(model, inputs, *, repeats: int = 10, measure: bool = False,
+                 statistic: str = "median") -> Advice:
     """Advice for a torch.nn.Module (or function) on example inputs: a tuple of
     positional arguments, a dict of keyword arguments or one tensor. Inference, under
     no_grad. The model is compiled afresh for the advice; other compiled models in the
@@ -437,7 +455,8 @@ def advise_torch(model, inputs, *, repeats: int = 10, measure: bool = False) -> 
     regions by the cost model (arithmetic from this machine's calibration), library
     calls at eager's profiled price for the same call (or timed alone: fused attention
     is not in eager), other torch calls timed alone, and each region's and graph's call
-    at the calibration's figures."""
+    at the calibration's figures. statistic: how times are read off their samples,
+    "median" or "min" (on a machine others use, the best sample is the program's)."""
     import torch
 
     from .frontend import torch_backend as tb
@@ -460,8 +479,8 @@ def advise_torch(model, inputs, *, repeats: int = 10, measure: bool = False) -> 
 
     machine = machine_calibration(torch_calls=True)
     eager = step_of(model)
-    baseline = _median_time(eager, repeats)
-    share, prices = eager_profile(eager)
+    baseline = _time(eager, repeats, statistic)
+    share, prices = eager_profile(eager, statistic=statistic)
     library = baseline * share
 
     before = torch_stats.compile_stats()["fallback_by_op"]
@@ -481,7 +500,7 @@ def advise_torch(model, inputs, *, repeats: int = 10, measure: bool = False) -> 
     # (counted process-wide: another thread compiling at the same time adds its own)
     fallbacks = {op: n - before.get(op, 0) for op, n in after.items()
                  if n > before.get(op, 0)}
-    priced = _price_graphs(graphs, prices, machine["math_s"], repeats)
+    priced = _price_graphs(graphs, prices, machine["math_s"], repeats, statistic)
     glue = (priced.regions * machine["region_call_s"] + len(graphs) * machine["graph_call_s"]
             + priced.slow_regions * machine["region_slow_call_s"])
     predicted = (priced.library_s + priced.torch_ops_s
@@ -492,16 +511,16 @@ def advise_torch(model, inputs, *, repeats: int = 10, measure: bool = False) -> 
                     glue, fallbacks, library_calls_s=priced.library_s,
                     torch_ops_s=priced.torch_ops_s, attention=priced.attention)
     if measure:                 # both again, interleaved: the machine's drift hits both
-        advice.measured_baseline_s, advice.measured_s = _interleaved_medians(eager, step,
-                                                                              repeats)
+        advice.measured_baseline_s, advice.measured_s = _interleaved(eager, step, repeats,
+                                                                      statistic)
     return advice
 
 
 def advise_numpy(fn, *arrays, repeats: int = 10, measure: bool = False,
-                 target: str | None = None) -> Advice:
+                 target: str | None = None, statistic: str = "median") -> Advice:
     """Advice for a numpy-style function on example arrays: numpy's measured time
     against the cost model's price of PowerFusion's kernels."""
-    baseline = _median_time(lambda: fn(*arrays), repeats)
+    baseline = _time(lambda: fn(*arrays), repeats, statistic)
     report = explain(fn, *arrays, target=target)
     machine = get_target(_checked_target(target))
     calibrated = machine_calibration()
@@ -520,15 +539,17 @@ def advise_numpy(fn, *arrays, repeats: int = 10, measure: bool = False,
         baseline, 0.0, predicted, kernels, glue)
     if measure:
         compiled = jit(fn, target=target)
-        advice.measured_baseline_s, advice.measured_s = _interleaved_medians(
-            lambda: fn(*arrays), lambda: compiled(*arrays), repeats)
+        advice.measured_baseline_s, advice.measured_s = _interleaved(
+            lambda: fn(*arrays), lambda: compiled(*arrays), repeats, statistic)
     return advice
 
 
-def advise(fn, *args, repeats: int = 10, measure: bool = False, **kwargs) -> Advice:
+def advise(fn, *args, repeats: int = 10, measure: bool = False, statistic: str = "median",
+           **kwargs) -> Advice:
     """`pf.advise(model, inputs)` for a torch model or function on example inputs (a
     tuple of arguments or a dict of keyword arguments); `pf.advise(fn, *arrays)` for a
-    numpy-style function."""
+    numpy-style function. statistic: "median" or "min" of each time's samples."""
+    _statistic(statistic)
     try:
         import torch
     except ImportError:
@@ -538,5 +559,6 @@ def advise(fn, *args, repeats: int = 10, measure: bool = False, **kwargs) -> Adv
             and any(isinstance(a, torch.Tensor) for a in (
                 args[0].values() if isinstance(args[0], dict) else args[0])))):
         return advise_torch(fn, args[0] if len(args) == 1 else args, repeats=repeats,
-                            measure=measure)
-    return advise_numpy(fn, *args, repeats=repeats, measure=measure, **kwargs)
+                            measure=measure, statistic=statistic)
+    return advise_numpy(fn, *args, repeats=repeats, measure=measure, statistic=statistic,
+                        **kwargs)

@@ -130,6 +130,11 @@ def test_nothing_to_compile_and_bad_inputs():
 
     with pytest.raises(TypeError, match="inputs: expected a tensor, a tuple"):
         advise_torch(model, 3.0, repeats=1)
+    with pytest.raises(ValueError, match="statistic: expected one of median, min"):
+        pf.advise(model, (torch.ones(2, 8),), repeats=1, statistic="mean")
+    best = pf.advise(lambda v: v + 1, np.ones((8, 8), np.float32), repeats=3, measure=True,
+                     statistic="min")
+    assert 0 < best.measured_s and 0 < best.measured_baseline_s
 
 
 def test_advice_leaves_other_compiled_models_alone():
