@@ -244,18 +244,20 @@ def eager_profile(step, calls: int = 3, statistic: str = "median") -> tuple[floa
     """(library share, prices) of `step` under torch.profiler. The share is the fraction
     of the profiled run inside library compute (the outermost such ATen calls), so that
     it applies to a median measured apart from it (the profiler slows the rest down);
-    prices maps (aten name, input shapes) to the seconds of one such library call, at
-    any depth (eager's linear runs an addmm, as a compiled graph calls it): the mean of
-    those calls, or their best with statistic "min"."""
+    prices maps (aten name, input shapes) to one such library call's share of the
+    profiled run, at any depth (eager's linear runs an addmm, as a compiled graph calls
+    it): the mean of those calls, or their best with statistic "min". Shares, like the
+    library share, so that they apply to eager's time measured apart from the profile
+    (a profiled run another process slowed down slows its calls with it)."""
     from .frontend.torch_backend.support import is_library_compute
 
     events, wall_us = _profile_events(step, calls)
-    total_us = sum(ev.time_range.elapsed_us() for ev in _outermost_library(events))
+    total_us = sum(ev.time_range.elapsed_us() for ev in _outermost_library(events)) / calls
     samples: dict[tuple, list[float]] = {}
     for ev in events:
         if is_library_compute(ev.name):
             key = _shapes_key(ev.name, ev.input_shapes or ())
-            samples.setdefault(key, []).append(1e-6 * ev.time_range.elapsed_us())
+            samples.setdefault(key, []).append(ev.time_range.elapsed_us() / wall_us)
     price = min if statistic == "min" else statistics.fmean
     prices = {key: price(v) for key, v in samples.items()}
     return (min(1.0, total_us / wall_us) if wall_us > 0 else 0.0), prices
@@ -480,8 +482,9 @@ def advise_torch(model, inputs, *, repeats: int = 10, measure: bool = False,
     machine = machine_calibration(torch_calls=True)
     eager = step_of(model)
     baseline = _time(eager, repeats, statistic)
-    share, prices = eager_profile(eager, statistic=statistic)
+    share, shares = eager_profile(eager, statistic=statistic)
     library = baseline * share
+    prices = {key: baseline * part for key, part in shares.items()}
 
     before = torch_stats.compile_stats()["fallback_by_op"]
     def backend(gm, example_inputs, **kw):
