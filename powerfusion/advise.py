@@ -206,17 +206,23 @@ def _interleaved(baseline, candidate, repeats: int,
             _statistic(statistic)(samples["candidate"]))
 
 
-def _profile_events(step, calls: int):
+def _profile_events(step, calls: int, statistic: str = "median"):
     """torch.profiler's events of `calls` runs of step (after one unprofiled), with the
-    inputs' shapes, and the wall time of one run under the profiler in microseconds."""
+    inputs' shapes, and the wall time of one run under the profiler in microseconds; with
+    statistic "min", each run profiled apart and only the fastest one's events kept (the
+    run others disturbed least)."""
     from torch.profiler import profile
 
     step()
-    start = time.perf_counter()
-    with profile(record_shapes=True) as prof:
-        for _ in range(calls):
-            step()
-    return prof.events(), (time.perf_counter() - start) * 1e6 / calls
+    runs = []
+    for _ in range(calls if statistic == "min" else 1):
+        start = time.perf_counter()
+        with profile(record_shapes=True) as prof:
+            for _ in range(1 if statistic == "min" else calls):
+                step()
+        runs.append(((time.perf_counter() - start) * 1e6, prof.events()))
+    wall_us, events = min(runs, key=lambda run: run[0])
+    return events, wall_us / (1 if statistic == "min" else calls)
 
 
 def _outermost_library(events):
@@ -240,7 +246,7 @@ def _shapes_key(name: str, shapes) -> tuple:
                        and all(isinstance(d, int) for d in s))
 
 
-def eager_profile(step, calls: int = 3, statistic: str = "median") -> tuple[float, dict]:
+def eager_profile(step, calls: int = 5, statistic: str = "median") -> tuple[float, dict]:
     """(library share, prices) of `step` under torch.profiler. The share is the fraction
     of the profiled run inside library compute (the outermost such ATen calls), so that
     it applies to a median measured apart from it (the profiler slows the rest down);
@@ -251,8 +257,9 @@ def eager_profile(step, calls: int = 3, statistic: str = "median") -> tuple[floa
     (a profiled run another process slowed down slows its calls with it)."""
     from .frontend.torch_backend.support import is_library_compute
 
-    events, wall_us = _profile_events(step, calls)
-    total_us = sum(ev.time_range.elapsed_us() for ev in _outermost_library(events)) / calls
+    events, wall_us = _profile_events(step, calls, statistic)
+    runs = 1 if statistic == "min" else calls       # the runs events holds
+    total_us = sum(ev.time_range.elapsed_us() for ev in _outermost_library(events)) / runs
     samples: dict[tuple, list[float]] = {}
     for ev in events:
         if is_library_compute(ev.name):
