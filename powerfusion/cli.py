@@ -34,7 +34,7 @@ import numpy as np
 import powerfusion as pf
 
 from . import benchmarking, options
-from .advise import advise_numpy, advise_torch
+from .advise import advise_numpy, advise_torch, calibrate
 from .api import _numpy_arg
 from .benchmarking import format_table
 from .errors import PowerFusionError
@@ -711,6 +711,13 @@ def cmd_probe(args) -> int:
     print(f"Memory bandwidth of this CPU ({probe.cpu_model()}), read + write bytes / time, "
           "best of several trials:")
     print(probe.format_results(results))
+    record = calibrate(path)             # what pf.advise needs beyond the bandwidths
+    slowest = max(record["math_s"], key=record["math_s"].get)
+    print(f"calibration for pf.advise: one pf.jit call {1e6 * record['jit_call_s']:.1f} us"
+          + (f", a torch region {1e6 * record['region_call_s']:.1f} us, a torch graph "
+             f"{1e6 * record['graph_call_s']:.1f} us" if record["region_call_s"] else "")
+          + f"; math on one core {1e9 * min(record['math_s'].values()):.2f} to "
+          f"{1e9 * record['math_s'][slowest]:.2f} ns per element ({slowest.name.lower()})")
     print(f"\nwrote {path} ({time.perf_counter() - start:.1f} s)")
     return 0
 

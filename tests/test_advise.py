@@ -70,8 +70,10 @@ def test_torch_model_breakdown_and_fallbacks():
     ops = {op for k in advice.kernels for op in k.ops}
     assert "aten.gelu.default" in ops and "aten.native_layer_norm.default" in ops
     assert advice.fallbacks == {"aten.cumsum.default": 1}
+    assert advice.library_calls_s > 0 and advice.torch_ops_s > 0     # addmm; cumsum
     assert advice.predicted_s == pytest.approx(
-        advice.library_s + sum(k.predicted_s for k in advice.kernels) + advice.glue_s)
+        advice.library_calls_s + advice.torch_ops_s
+        + sum(k.predicted_s for k in advice.kernels) + advice.glue_s)
     text = str(advice)
     assert "library compute" in text and "aten.cumsum.default x1" in text
     assert advice.measured_s > 0
@@ -128,6 +130,11 @@ def test_nothing_to_compile_and_bad_inputs():
 
     with pytest.raises(TypeError, match="inputs: expected a tensor, a tuple"):
         advise_torch(model, 3.0, repeats=1)
+    with pytest.raises(ValueError, match="statistic: expected one of median, min"):
+        pf.advise(model, (torch.ones(2, 8),), repeats=1, statistic="mean")
+    best = pf.advise(lambda v: v + 1, np.ones((8, 8), np.float32), repeats=3, measure=True,
+                     statistic="min")
+    assert 0 < best.measured_s and 0 < best.measured_baseline_s
 
 
 def test_advice_leaves_other_compiled_models_alone():
@@ -150,3 +157,86 @@ def test_advice_leaves_other_compiled_models_alone():
     with torch.no_grad():
         mine(x)
     assert len(compiles) == 1
+
+
+def _calibration_file(path, **figures):
+    """A target file whose calibration record describes this machine (CPU model and
+    cores as the probe names them) with the figures given."""
+    import json
+
+    from powerfusion.runtime.probe import _cores, cpu_model
+
+    record = {"cpu_model": cpu_model(), "cores": _cores(), "date": "2026-12-05T00:00:00",
+              "math_s": {"gelu": 1e-6}, "jit_call_s": 3e-4, "region_call_s": 1e-3,
+              "region_slow_call_s": 4e-3, "graph_call_s": 2e-3} | figures
+    path.write_text(json.dumps({"calibration": record}))
+    return record
+
+
+def test_calibration_is_read_from_the_device_description(tmp_path, monkeypatch):
+    """The glue is the calibration's figure per region and per graph, and a calibrated
+    function's arithmetic is priced per element from it: large figures written to the
+    target file show up in the prediction as they are."""
+    torch = pytest.importorskip("torch")
+    monkeypatch.setenv("POWERFUSION_CACHE_DIR", str(tmp_path))
+    _calibration_file(tmp_path / "target-cpu.json")
+    from powerfusion.runtime import calibration
+
+    recorded = calibration.read(tmp_path / "target-cpu.json")
+    from powerfusion.graph.ops import Op
+
+    assert recorded["math_s"] == {Op.GELU: 1e-6} and recorded["region_call_s"] == 1e-3
+
+    model = torch.nn.Sequential(torch.nn.Linear(16, 512), torch.nn.GELU()).eval()
+    advice = pf.advise(model, (torch.randn(64, 16),), repeats=2, statistic="min")
+    (kernel,) = advice.kernels
+    assert advice.glue_s == pytest.approx(1e-3 + 2e-3)               # one region, one graph
+    from powerfusion.runtime.probe import _cores
+
+    assert kernel.predicted_s >= 64 * 512 * 1e-6 / _cores()          # GELU per element
+    assert advice.predicted_s == pytest.approx(
+        advice.library_calls_s + advice.torch_ops_s + kernel.predicted_s + advice.glue_s)
+
+    x = np.ones((8, 8), np.float32)
+    assert pf.advise(lambda v: v + 1, x, repeats=1).glue_s == pytest.approx(3e-4)
+
+
+def test_calibration_of_another_machine_or_malformed(tmp_path):
+    from powerfusion.runtime import calibration
+
+    path = tmp_path / "target-cpu.json"
+    _calibration_file(path, cpu_model="a CPU this is not")
+    assert calibration.read(path) is None                            # measured again
+    _calibration_file(path, math_s={"no_such_op": 1.0})
+    with pytest.raises(calibration.CalibrationError, match="malformed record.*probe"):
+        calibration.read(path)
+    assert issubclass(calibration.CalibrationError, pf.PowerFusionError)
+
+
+def test_calibration_measured_and_recorded_beside_the_probe(tmp_path):
+    """Where the target file has no calibration, one is measured and written into it,
+    keeping what the probe wrote; reading it back gives the same figures."""
+    import json
+
+    from powerfusion.advise import machine_calibration
+    from powerfusion.runtime import calibration
+
+    path = tmp_path / "target-cpu.json"
+    path.write_text(json.dumps({"probe": {"cores": 1}, "name": "kept"}))
+    record = machine_calibration(path)
+    data = json.loads(path.read_text())
+    assert data["name"] == "kept" and data["probe"] == {"cores": 1}
+    assert record == calibration.read(path)
+    assert all(v > 0 for v in record["math_s"].values()) and record["jit_call_s"] > 0
+
+
+def test_compute_seconds_prices_calibrated_ops_per_element():
+    from powerfusion.graph.ops import Op
+    from powerfusion.runtime.backends import get_target
+    from powerfusion.search.compute import compute_seconds
+
+    x = np.ones((256, 1024), np.float32)
+    (program,) = pf.explain(lambda v: pf.gelu(v), x).programs
+    cpu = get_target("cpu")
+    slow = compute_seconds(program, cpu, {Op.GELU: 1e-6})
+    assert slow >= 256 * 1024 * 1e-6 / cpu.cores > 10 * compute_seconds(program, cpu)

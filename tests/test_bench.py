@@ -80,6 +80,9 @@ def test_probe_writes_a_target(tmp_path):
         assert target.capacity(level) == detect_cpu().capacity(level)
     assert target.l1_bytes == detect_cpu().l1_bytes > 0
     assert Target.from_json(target.to_json()) == target
+    from powerfusion.runtime import calibration                # pf.advise's, beside it
+
+    assert "calibration for pf.advise" in result.stdout and calibration.read(out)["math_s"]
 
 
 def test_measured_cpu_reads_the_probe_file(tmp_path):

@@ -29,12 +29,20 @@ VECTOR_INSTRUCTIONS = {
 VECTOR_ISSUE_PER_S = 5e9
 
 
-def compute_seconds(program: Program, target: Target) -> float:
-    """Estimated seconds of arithmetic for one run of program on target's cores."""
+def compute_seconds(program: Program, target: Target,
+                    measured: dict[Op, float] | None = None) -> float:
+    """Estimated seconds of arithmetic for one run of program on target's cores.
+    `measured`: seconds per element of an op's function on one core, where this machine
+    was calibrated (`runtime.calibration`); those ops are priced from it, the rest by
+    their instruction counts."""
     lanes = max(1, target.simd_bytes // 4)
     instructions = 0.0
+    seconds = 0.0
     for s, loops in walk(program.body):
         if isinstance(s, Compute) and s.op is not None:
             runs = math.prod(lp.var.extent for lp in loops)
-            instructions += runs * VECTOR_INSTRUCTIONS.get(s.op, 1) / lanes
-    return instructions / (VECTOR_ISSUE_PER_S * max(1, target.cores))
+            if measured and s.op in measured:
+                seconds += runs * measured[s.op]
+            else:
+                instructions += runs * VECTOR_INSTRUCTIONS.get(s.op, 1) / lanes
+    return (instructions / VECTOR_ISSUE_PER_S + seconds) / max(1, target.cores)
