@@ -206,27 +206,53 @@ static inline float pf_erff(float x) {
     return t < 0.9f ? small : big;
 }
 
-/* gelu(x) = x * Phi(x) = 0.5*x*(1 + erf(x/sqrt2)); Phi from 0.5*(1+erf) near 0,
- * from erfc (no cancellation) in both tails, so the negative tail keeps
- * relative accuracy (exp's argument -x^2/2 is carried exactly as hi + lo).
- * Float only (tau too): max error 5.1 ULP (5.7 without FMA) for x >= -12.8;
- * below, the erfc inside is subnormal and the absolute error stays under 2^-141
- * (results < 2e-38). */
+/* gelu(x) = x * Phi(x).  One formula for every x: with a = |x|, the Gaussian tail
+ * Q(a) = erfc(a/sqrt2)/2 = exp(-a^2/2) * G(a), G = P/(N + c*a*P) (P, N degree 4: a
+ * (4,5) rational fitted on the relative error of G over a in [0, 14.4], 2^-26.3, in a
+ * form whose rounding errors are damped by the c*a*P that dominates the denominator),
+ * and Phi = x > 0 ? 1 - Q : Q, so the negative tail keeps relative accuracy.
+ * exp(-a^2/2) = 2^n exp(u/2): a^2 = aa + aal exactly, u = -aa - 2n ln2 exact
+ * (ln2's first part has 9 bits), then - aal; exp(u/2) a degree-6 polynomial; 2^(n+32)
+ * from t's low bits (n >= -150: |x| is clamped to 14.375, where gelu < 2^-150).
+ * The 2^32 is folded into the exp polynomial (so 2^n is an integer add to e's exponent
+ * field) and its inverse into P and c: Q costs one product.  No erf polynomial near 0,
+ * no second branch, one division.  Max error 4.27 ULP (4.84 without FMA) for
+ * x >= -12.8; below, results < 2e-36 and the absolute error stays under 2^-142.
+ * The erf-near-0 plus erfc-in-the-tails form before it (5.1 ULP) took 2.8x the time
+ * on Zen1 (one core, L2: 7.2 -> 2.6 ns/elem; ATen's 2.9). */
 static inline float pf_geluf(float x) {
-    float ax = pf__absf(x);
-    ax = ax < 15.0f ? ax : 15.0f;            /* NaN becomes 15: x carries it below */
-    float u = x * 0.70710678118654752f;      /* x/sqrt2 */
-    float erf_small = PF_FMA(u, pf__erf_small_q(u * u), u);
-    float phi_small = PF_FMA(0.5f, erf_small, 0.5f);
-    float xx = ax * ax;
-    float t2hi = 0.5f * xx;                  /* (x/sqrt2)^2 = x*x/2, split exactly */
-    float t2lo = 0.5f * pf__sqr_lo(ax, xx);
-    float tau = 1.0f / PF_FMA(0.35355339059327376f, ax, 1.0f);   /* 1/(1+|x|/(2 sqrt2)) */
-    float c = pf__erfc_big(tau, t2hi, t2lo); /* erfc(|x|/sqrt2) */
-    float phi_big = x > 0.0f ? PF_FMA(-0.5f, c, 1.0f) : 0.5f * c;
-    float phi = ax < 0.70710678f ? phi_small : phi_big;
-    float r = x * phi;
-    return x < -15.0f ? -0.0f : r;           /* true value underflows; avoids -inf*0 */
+    const float magic = 0x1.8p23f;
+    float xc = x < -14.375f ? -14.375f : x;  /* NaN compares false and passes through */
+    /* a = min(|x|, 14.375) on the bits (NaN becomes 14.375: xc carries it): as a float
+     * select, gcc pushes the products of a through it, one blend each */
+    uint32_t ua = pf__asuint(x) & 0x7fffffffu;
+    float a = pf__asfloat(ua < 0x41660000u ? ua : 0x41660000u);
+    float aa = a * a, aal = pf__sqr_lo(a, aa);
+    float t = PF_FMA(aa, -0x1.715476p-1f, magic);   /* n = round(-a^2/2 / ln2) */
+    float n = t - magic;
+    float u = PF_FMA(n, -1.38671875f, -aa);         /* -a^2 - 2n ln2 = u, exact part */
+    u = PF_FMA(n, 4.2438888e-4f, u) - aal;
+    float e = 0x1.6ae6d2p+16f;                       /* 2^32 exp(u/2), |u| <= ln2 */
+    e = PF_FMA(e, u, 0x1.126798p+20f);
+    e = PF_FMA(e, u, 0x1.555822p+23f);
+    e = PF_FMA(e, u, 0x1.55541ap+26f);
+    e = PF_FMA(e, u, 0x1.fffffcp+28f);
+    e = PF_FMA(e, u, 0x1p31f);
+    e = PF_FMA(e, u, 0x1p32f);
+    e = pf__asfloat(pf__asuint(e) + (pf__asuint(t) << 23));   /* times 2^n, n >= -150 */
+    float p = 0x1.9885900p-34f;                      /* 2^-32 P(a) */
+    p = PF_FMA(p, a, 0x1.f86d0a0p-31f);
+    p = PF_FMA(p, a, 0x1.1c7b720p-28f);
+    p = PF_FMA(p, a, 0x1.5461f00p-27f);
+    p = PF_FMA(p, a, 0x1.8484640p-27f);
+    float q = 0x1.89a6dc0p-11f;
+    q = PF_FMA(q, a, 0x1.f8c1380p-1f);
+    q = PF_FMA(q, a, 0x1.426d120p+3f);
+    q = PF_FMA(q, a, 0x1.46e47e0p+5f);
+    q = PF_FMA(q, a, 0x1.8484640p+6f);
+    float c = e * (p / PF_FMA(0x1.40d83ap+33f * a, p, q));   /* Q(a) = exp(-a^2/2) G(a) */
+    float phi = x > 0.0f ? 1.0f - c : c;
+    return xc * phi;
 }
 
 /* gelu_tanh(x) = 0.5*x*(1+tanh(u)), u = sqrt(2/pi)*(x + 0.044715*x^3), computed
