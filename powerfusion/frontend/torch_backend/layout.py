@@ -11,7 +11,7 @@ from .. import build
 from .. import functions as F
 from ..tensor import Tensor
 from .registry import handles
-from .values import Splat, _empty, _tensor
+from .values import Splat, _empty, _Fallback, _tensor
 
 aten = torch.ops.aten
 
@@ -97,6 +97,45 @@ def _slice(ctx, x, dim=0, start=None, end=None, step=1):
 @_view_handler
 def _select(ctx, x, dim, index):
     return _index(x, dim, int(index))
+
+
+def _scattered(base: Tensor, src: Tensor, dim: int, start: int, stop: int) -> Tensor:
+    """base with positions start .. stop-1 of dim replaced by src: a concatenation of
+    base's parts around src (the graph reads it as selects, cut into contiguous pieces
+    by the split pass), so the zeros a backward scatters its slices into never exist."""
+    n = base.shape[dim]
+    if tuple(src.shape) != base.shape[:dim] + (stop - start,) + base.shape[dim + 1:]:
+        raise _Fallback(f"a scatter of a {tuple(src.shape)} source into positions "
+                        f"{start}:{stop} of a {tuple(base.shape)} tensor along dim {dim}")
+    parts = [_index(base, dim, slice(0, start))] if start > 0 else []
+    parts += [src] if stop > start else []
+    parts += [_index(base, dim, slice(stop, n))] if stop < n else []
+    if len(parts) == 1:
+        return parts[0]
+    return Tensor(build.concatenate([t.node for t in parts], dim))
+
+
+@handles(aten.slice_scatter.default)
+def _slice_scatter(ctx, base, src, dim=0, start=None, end=None, step=1):
+    base, src = _tensor(base).astype(ctx.dtype), _tensor(src).astype(ctx.dtype)
+    dim = build.normalize_axis(dim, base.ndim, base.shape)
+    first, stop, step = slice(start, end, step).indices(base.shape[dim])
+    if step != 1:
+        raise _Fallback(f"slice_scatter with step {step}")
+    return _scattered(base, src, dim, first, max(stop, first))
+
+
+@handles(aten.select_scatter.default)
+def _select_scatter(ctx, base, src, dim, index):
+    base, src = _tensor(base).astype(ctx.dtype), _tensor(src).astype(ctx.dtype)
+    dim = build.normalize_axis(dim, base.ndim, base.shape)
+    n = base.shape[dim]
+    index = int(index)
+    if not -n <= index < n:
+        raise _Fallback(f"select_scatter index {index} out of range for size {n}")
+    index %= n
+    grown = src.reshape(base.shape[:dim] + (1,) + base.shape[dim + 1:])
+    return _scattered(base, grown, dim, index, index + 1)
 
 
 @handles(aten.split_with_sizes.default)
