@@ -32,7 +32,7 @@ def kernel_cost(ck: CompiledKernel, target: Target) -> float:
         glob *= max(1.0, THREADS_PER_UNIT * target.cores / _threads(ck, target))
     # on-chip bandwidth is per core: fewer threads than cores get their share of it
     # (DRAM's a core or two can keep near busy: the learned correction says how near)
-    cores = target.cores / min(target.cores, ck.schedule.threads or target.cores)
+    cores = target.cores / min(target.cores, ck.program.cpu.threads or target.cores)
     return glob + cores * sum(sum(moved[lv.value].values()) / target.bandwidth(lv)
                               for lv in (Level.LOCAL, Level.REGISTER))
 

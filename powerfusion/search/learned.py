@@ -38,7 +38,7 @@ def features(candidate: Candidate, plan: Plan, estimate: float, target: Target) 
     main = max(plan.kernels, key=lambda ck: ck.schedule.kept_extent, default=None)
     units = main.schedule.outer_extent if main else 1
     inner = main.schedule.inner_extent if main else 1
-    chunk = main.schedule.chunk if main else 0
+    chunk = main.program.cpu.chunk if main else 0
     return {
         "log_estimate": math.log(max(estimate, 1e-12)),
         "log_compute": math.log(max(compute, 1e-12)),

@@ -30,10 +30,6 @@ class Schedule:
     transpose: tuple[int, ...] = () # element-wise layout changes on a GPU: (rows, cols) of
                                     # the tile over the last two axes each unit owns
     stream: bool = False            # CPU: output rows written with streaming stores
-    threads: int = 0                # CPU: threads of the parallel loop (0: every core)
-    chunk: int = 0                  # CPU: parallel iterations per dynamic grab (0: static)
-    vector_bits: int = 0            # CPU: the vector width preferred (0: the Target's);
-                                    # these three become the program's CpuLaunch
 
     def tiles(self) -> tuple[int, int]:
         """Tiles along the last two axes; edge tiles may stick out of the shape."""

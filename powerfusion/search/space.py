@@ -111,10 +111,8 @@ def _launches(plan: Plan, base: Candidate, knobs: dict, target: Target):
                     # a thread's share cut in `dynamic` pieces: iterations per grab
                     share = ck.schedule.outer_extent // (threads or target.cores)
                     chunk = max(1, share // dynamic) if dynamic else 0
-                    sched = dataclasses.replace(ck.schedule, threads=threads, chunk=chunk,
-                                                vector_bits=bits)
                     program = dataclasses.replace(ck.program, cpu=CpuLaunch(threads, chunk, bits))
-                    kernels.append(dataclasses.replace(ck, schedule=sched, program=program))
+                    kernels.append(dataclasses.replace(ck, program=program))
                 yield choice, dataclasses.replace(plan, kernels=kernels, choice=choice)
 
 
