@@ -115,3 +115,50 @@ def test_pieces_of_a_split_are_picked_outside_and_every_region_runs_lean():
     assert _lean_calls(gm)
     assert not [n for n in gm.graph.nodes if n.op == "call_module"
                 and isinstance(gm.get_submodule(n.target), Region)]
+
+
+def test_copies_and_constants_among_the_results_run_lean_in_pooled_memory():
+    """A backward's zero gradient of an embedding table is a constant result of its
+    region, filled every step: made fresh each call it maps new pages (a page fault
+    per 4 KB), so such results, and copies of arguments, come from the region's pool;
+    a result the caller still holds is never handed out again."""
+    def fn(x, y):
+        return torch.full((64, 32), 0.0), torch.exp(x) + y, x.clone(), y
+
+    x, y = torch.randn(32, 64), torch.randn(64)
+    region = _region(fn, x, y)
+    assert [spec[0] for spec in region.hot[1].outputs] == ["full", "graph", "copy", "arg"]
+    lean = lean_function(region)
+    assert lean is not None and "fill_" in lean.source and "copy_" in lean.source
+    held = lean(x, y)
+    zeros = held[0].data_ptr()
+    held[0].fill_(7.0)                               # the caller writes its zeros
+    for _ in range(3):
+        x2 = torch.randn(32, 64)
+        got = lean(x2, y)
+        for g, e in zip(got, fn(x2, y)):
+            torch.testing.assert_close(g, e)
+            assert g.stride() == e.stride()
+        assert got[3] is y
+        assert got[0].data_ptr() != zeros            # the held one is not reused
+        del got
+    assert bool((held[0] == 7.0).all())              # nor rewritten
+    reused = {lean(x, y)[0].data_ptr() for _ in range(3)}
+    assert len(reused) == 1                          # dropped each time: one memory
+
+
+def test_a_region_that_only_copies_an_argument_runs_lean():
+    """The attention output of a training graph laid out again for the projection: a
+    region of one clone, no kernel."""
+    def fn(x):
+        return x.clone(memory_format=torch.contiguous_format)
+
+    x = torch.randn(8, 4, 16).permute(1, 0, 2)
+    region = _region(fn, x)
+    assert region.hot[1].executable is None
+    lean = lean_function(region)
+    assert lean is not None and "copy_" in lean.source
+    for args in [(x,), (torch.randn(8, 4, 16).permute(1, 0, 2),), (torch.randn(4, 8, 16),)]:
+        got, expected = lean(*args), fn(*args)
+        torch.testing.assert_close(got, expected)
+        assert got.is_contiguous()

@@ -20,6 +20,16 @@ import threading
 import torch.fx
 
 from .region import Region
+from .tensor_pool import TensorPool
+
+
+class _NoKernels:
+    """The launch of a region that runs no kernel."""
+    outputs = allocations = launches = ()
+    pool = TensorPool([])
+
+
+_NO_KERNELS = _NoKernels()
 
 
 def lean_function(region: Region):
@@ -29,9 +39,11 @@ def lean_function(region: Region):
     if hot is None:
         return None
     layouts, compiled = hot
-    launch = compiled.cpu_launch
+    launch, lean = compiled.cpu_launch, compiled.fast
+    if launch is None:                   # no kernels: every result an argument's copy
+        launch = _NO_KERNELS             # or a constant
     if any(kind != "buffer" for kind, *_ in launch.outputs):
-        return None                      # a result copied from an input or a constant
+        return None                      # a kernel result the plan copies or fills
     names = [f"a{k}" for k in range(len(layouts))]
     env = {"region": region, "hot": hot, "take": launch.pool.take,
            "forward": region.forward, "give_up": region.give_up_running}
@@ -46,17 +58,34 @@ def lean_function(region: Region):
     for i, (function, array, slots) in enumerate(launch.launches):
         env[f"K{i}"], env[f"A{i}"] = function, array
         calls.append(f"K{i}(A{i}({', '.join(f'p{s}' for s in slots)}))")
+    if lean.pool is not None:            # the results copied or filled in pooled memory
+        env["take_results"] = lean.pool.take
+        calls.append("r = take_results()")
     results = []
-    for j, ((kind, k, shape, again), inverse) in enumerate(zip(launch.outputs, compiled.fast)):
-        value = f"m[{k}]"
-        if shape is not None:
-            env[f"V{j}"] = shape
-            value += f".view(V{j})"
-        if again:
-            value += ".clone()"
+    for j, (kind, what, *rest) in enumerate(lean.recipe):
+        if kind == "arg":
+            results.append(f"a{what}")
+            continue
+        if kind == "kernel":
+            _, k, shape, again = launch.outputs[what]
+            value = f"m[{k}]"
+            if shape is not None:
+                env[f"V{j}"] = shape
+                value += f".view(V{j})"
+            if again:
+                value += ".clone()"
+            inverse = rest[0]
+        else:
+            m, inverse = rest
+            value = f"r[{m}]"
         if inverse is not None:
             env[f"P{j}"] = inverse
             value += f".permute(P{j})"
+        if kind == "copy":
+            value += f".copy_(a{what})"
+        elif kind == "full":
+            env[f"F{j}"] = what
+            value += f".fill_(F{j})"
         results.append(value)
     returned = results[0] if region.single else f"({', '.join(results)},)"
     args = ", ".join(names)

@@ -120,6 +120,54 @@ class _CpuLaunch:
         return outs
 
 
+class _LeanResults:
+    """How the lean path makes each of a region's results when every argument is a
+    tensor (no lists): a kernel's output, an argument returned as it is, or a copy of
+    one or a constant in memory of its own. The copies and constants are pooled like
+    the kernels' outputs: a backward's zero gradient of an embedding table (16 MB,
+    filled every step) otherwise maps fresh pages each step, a page fault per 4 KB.
+
+    `recipe`, one per result: ("kernel", j, inverse) (the launch's output j),
+    ("arg", k), ("copy", k, m, inverse) or ("full", value, m, inverse), m the pooled
+    tensor's index; inverse: the permutation back from the memory order PyTorch
+    gives that result (None: in order)."""
+
+    def __init__(self, outputs: tuple, args: tuple):
+        recipe, pooled = [], []
+        for spec in outputs:
+            if spec[0] == "graph":
+                _, k, _, order = spec
+                recipe.append(("kernel", k, None if order is None else _inverse(order)))
+            elif spec[0] == "arg":
+                recipe.append(("arg", spec[1]))
+            else:
+                if spec[0] == "copy":
+                    _, k, order = spec
+                    shape, dtype, what = tuple(args[k].shape), args[k].dtype, k
+                else:
+                    _, what, dtype, shape, order = spec
+                    dtype = DTYPE_TO_TORCH[dtype]
+                recipe.append((spec[0], what, len(pooled), order and _inverse(order)))
+                pooled.append((tuple(shape[d] for d in order or range(len(shape))), dtype))
+        self.recipe = tuple(recipe)
+        self.pool = TensorPool(pooled) if pooled else None
+
+    def __call__(self, args, outs: list) -> list:
+        made = self.pool.take() if self.pool is not None else ()
+        results = []
+        for kind, what, *rest in self.recipe:
+            if kind == "kernel":
+                t = outs[what]
+                results.append(t if rest[0] is None else t.permute(rest[0]))
+            elif kind == "arg":
+                results.append(args[what])
+            else:
+                m, inverse = rest
+                t = made[m] if inverse is None else made[m].permute(inverse)
+                results.append(t.copy_(args[what]) if kind == "copy" else t.fill_(what))
+        return results
+
+
 @dataclass
 class _Compiled:
     executable: Any                  # None when every output is a constant
@@ -130,10 +178,8 @@ class _Compiled:
                                      # ("full", value, dtype, shape, order); order:
                                      # the layout PyTorch gives that result
     cpu_launch: _CpuLaunch | None = None   # the CPU executable, on torch tensors
-    # the common case, run with least work: CPU kernels, every argument a tensor (no
-    # lists) and every result a graph value; the inverse permutation of each result
-    # (None: laid out in order)
-    fast: tuple | None = None
+    # the common case, run with least work: CPU kernels and every argument a tensor
+    fast: _LeanResults | None = None
 
 
 def _layout_order(meta) -> tuple[int, ...] | None:
@@ -199,12 +245,11 @@ class Region(torch.nn.Module):
                         break
                 else:
                     try:
-                        outs = compiled.cpu_launch(args)
+                        launch = compiled.cpu_launch
+                        results = compiled.fast(args, launch(args) if launch else ())
                     except Exception as e:   # noqa: BLE001 - never break the model
                         self.give_up_running(e)
                         return self.eager(*args)
-                    results = [t if inv is None else t.permute(inv)
-                               for t, inv in zip(outs, compiled.fast)]
                     return results[0] if self.single else tuple(results)
         if self.failed:
             return self.eager(*args)
@@ -294,9 +339,9 @@ class Region(torch.nn.Module):
             stats.count("kernels", len(exe.plan.kernels))
         cpu_launch = _CpuLaunch(exe) if isinstance(exe, Executable) else None
         fast = None
-        if cpu_launch is not None and all(isinstance(a, torch.Tensor) for a in args) \
-                and all(spec[0] == "graph" and spec[1] == k for k, spec in enumerate(outputs)):
-            fast = tuple(None if spec[3] is None else _inverse(spec[3]) for spec in outputs)
+        if (cpu_launch is not None or (exe is None and _device_of(flat).type == "cpu")) \
+                and all(isinstance(a, torch.Tensor) for a in args):
+            fast = _LeanResults(outputs, args)
         return _Compiled(exe, tensor_args, outputs, cpu_launch, fast)
 
     def _trace(self, args):
