@@ -11,6 +11,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import powerfusion as pf  # noqa: E402
+from powerfusion.frontend.torch_backend import collect_graphs as pf_graphs  # noqa: E402
 
 F = torch.nn.functional
 
@@ -142,3 +143,47 @@ def test_random_attention_shapes_match_eager(b, h, s, l, d, dv, mask, scale, hea
         got = torch.compile(fn, backend="powerfusion")(q, k, v, m)
     torch.testing.assert_close(got, fn(q, k, v, m), rtol=1e-5, atol=1e-5)
     assert pf.compile_stats()["attention"] == 1
+
+
+class GroupedAttention(torch.nn.Module):
+    """Grouped-query attention as HF's LLaMA writes it: fewer key/value heads than
+    query heads, each repeated (`repeat_kv`: unsqueeze, expand, reshape) to line up."""
+
+    def __init__(self, d=32, heads=4, kv_heads=2):
+        super().__init__()
+        self.heads, self.kv_heads, self.dh = heads, kv_heads, d // heads
+        self.q = torch.nn.Linear(d, d)
+        self.k, self.v = (torch.nn.Linear(d, kv_heads * self.dh) for _ in range(2))
+        self.proj = torch.nn.Linear(d, d)
+
+    @staticmethod
+    def repeat_kv(x, n):
+        b, h, s, dh = x.shape
+        return x[:, :, None, :, :].expand(b, h, n, s, dh).reshape(b, h * n, s, dh)
+
+    def forward(self, x, mask):
+        b, s, d = x.shape
+        q = self.q(x).view(b, s, self.heads, self.dh).transpose(1, 2)
+        k, v = (self.repeat_kv(p(x).view(b, s, self.kv_heads, self.dh).transpose(1, 2),
+                               self.heads // self.kv_heads) for p in (self.k, self.v))
+        w = torch.softmax(q @ k.transpose(2, 3) * self.dh ** -0.5 + mask, dim=-1)
+        return self.proj((w @ v).transpose(1, 2).reshape(b, s, d))
+
+
+@pytest.mark.parametrize("heads, kv_heads", [(4, 2), (4, 1), (4, 4)])
+def test_grouped_query_attention_reads_shared_heads_without_copies(heads, kv_heads):
+    model = GroupedAttention(heads=heads, kv_heads=kv_heads).eval()
+    x = torch.randn(2, 16, 32)
+    mask = torch.full((16, 16), float("-inf")).triu(1)[None, None]
+    with torch.no_grad(), pf_graphs() as graphs:
+        got = torch.compile(model, backend="powerfusion")(x, mask)
+        expected = model(x, mask)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    assert pf.compile_stats()["attention"] == 1
+    (_, gm, _), = graphs
+    calls = [n for n in gm.graph.nodes
+             if n.target is torch.ops.aten.scaled_dot_product_attention.default]
+    assert len(calls) == 1
+    assert calls[0].kwargs.get("enable_gqa", False) == (kv_heads < heads)
+    if kv_heads < heads:                # the repeated keys and values are never made
+        assert not any(n.target is torch.ops.aten.expand.default for n in gm.graph.nodes)

@@ -148,6 +148,30 @@ def _match(softmax: torch.fx.Node):
     return q, k, v, scale, mask, out
 
 
+def _shared_heads(x: torch.fx.Node) -> tuple[torch.fx.Node, int] | None:
+    """(kv, n) for x = view([clone](expand(unsqueeze(kv, 2), [b, hkv, n, l, d])), [b, hkv * n,
+    l, d]): keys or values shared by n query heads each (grouped-query attention, HF's
+    `repeat_kv`), copied n times to line up with the queries; else None."""
+    if not _call(x, aten.view.default, aten._unsafe_view.default) or len(x.users) != 1:
+        return None
+    expand = x.args[0]
+    if _call(expand, aten.clone.default) and len(expand.users) == 1:
+        expand = expand.args[0]          # the copy (absent where one kv head is viewed)
+    if not _call(expand, aten.expand.default) or len(expand.users) != 1:
+        return None
+    unsqueeze = expand.args[0]
+    if not _call(unsqueeze, aten.unsqueeze.default) or unsqueeze.args[1] != 2:
+        return None
+    kv, wide, out = _val(unsqueeze.args[0]), _val(expand), _val(x)
+    if not all(isinstance(t, torch.Tensor) for t in (kv, wide, out)) or kv.dim() != 4:
+        return None
+    b, hkv, l, d = map(int, kv.shape)
+    n = int(wide.shape[2])
+    if tuple(wide.shape) != (b, hkv, n, l, d) or tuple(out.shape) != (b, hkv * n, l, d):
+        return None
+    return unsqueeze.args[0], n
+
+
 def fuse_attention(gm: torch.fx.GraphModule) -> int:
     """Replace each attention pattern of gm (an inference graph) by one fused call;
     returns how many (gm is recompiled when any was)."""
@@ -163,6 +187,12 @@ def fuse_attention(gm: torch.fx.GraphModule) -> int:
             continue
         q, k, v, scale, mask, out = found
         kwargs = {"attn_mask": mask, "dropout_p": 0.0, "is_causal": False, "scale": scale}
+        # keys and values shared by groups of query heads are read as they are, not
+        # copied once per head
+        shared_k, shared_v = _shared_heads(k), _shared_heads(v)
+        if shared_k and shared_v and shared_k[1] == shared_v[1] and shared_k[1] > 1:
+            (k, _), (v, _) = shared_k, shared_v
+            kwargs["enable_gqa"] = True
         with gm.graph.inserting_before(out):
             call = gm.graph.call_function(aten.scaled_dot_product_attention.default,
                                           (q, k, v), kwargs)
