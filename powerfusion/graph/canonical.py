@@ -1,7 +1,9 @@
 """Canonical form: views pushed down to the leaves, concatenation as selects.
 
-After `canonicalize`, movement ops stand only directly over leaves (INPUT, IOTA) or
-over reductions, and no reduction reads an empty tensor. A view over a leaf is folded into the leaf's load index; a view over
+After `canonicalize`, movement ops stand only directly over leaves (INPUT, IOTA),
+over reductions, or over element-wise values of leaves that a broadcast would
+recompute many times over at a transcendental's cost (`_worth_storing`: the
+partitioner stores those), and no reduction reads an empty tensor. A view over a leaf is folded into the leaf's load index; a view over
 a reduction is either a broadcast of a per-row value (kept in the kernel) or a change
 of iteration space (the partitioner then materialises the reduction). Element-wise
 work under a view is recomputed under it: memory-bound kernels prefer recomputation
@@ -54,7 +56,7 @@ def canonicalize(roots: list[Node]) -> list[Node]:
         hit = pushed.get(key)
         if hit is not None:
             return hit[2]
-        if src.op in Group.ELEMENTWISE:
+        if src.op in Group.ELEMENTWISE and not _worth_storing(view, src):
             srcs = tuple(s if s.op is Op.CONST else push(view, s) for s in src.srcs)
             out = Node(src.op, srcs, view.shape, src.dtype, src.arg)
         elif src.op is Op.CONST:
@@ -65,6 +67,34 @@ def canonicalize(roots: list[Node]) -> list[Node]:
         return out
 
     return [canon(r) for r in roots]
+
+
+# Recomputing under a broadcast repeats the work once per copy read. Cheap work is
+# worth repeating (a round trip costs more); transcendental work that a broadcast
+# repeats this many times over, at least this many extra evaluations in all, is not:
+# the value is computed once, stored and read through the view (LLaMA's rotary cos
+# and sin of [seq, dim], recomputed for every head: 12x the sin and cos, in double).
+BROADCAST_FACTOR = 4
+BROADCAST_EXTRA = 8192
+
+
+def _worth_storing(view: Node, src: Node) -> bool:
+    """Is src (element-wise) better computed once and read through the broadcasting
+    view than recomputed under it? Only values computed from leaves alone: a value of
+    a reduction broadcast along its row stays in the reduction's kernel."""
+    if view.size < BROADCAST_FACTOR * src.size or view.size - src.size < BROADCAST_EXTRA:
+        return False
+    transcendental, stack, seen = False, [src], set()
+    while stack:
+        n = stack.pop()
+        if id(n) in seen or n.op in Group.LEAF:
+            continue
+        seen.add(id(n))
+        if n.op not in Group.ELEMENTWISE and n.op not in Group.MOVEMENT and n.op is not Op.CONCAT:
+            return False                 # a reduction's value
+        transcendental = transcendental or n.op in Group.TRANSCENDENTAL
+        stack.extend(n.srcs)
+    return transcendental
 
 
 def _reduce_constant(n: Node, value: Node) -> Node:

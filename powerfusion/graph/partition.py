@@ -46,7 +46,12 @@ def partition(roots: list[Node]) -> list[Kernel]:
         extra = [r for _, _, _, bad in plans for r in bad if all(r is not s for s in stored)]
         if not extra:
             break
-        stored.extend(_unique(extra))
+        # element-wise values stored to be read through a broadcast (canonical form's
+        # `_worth_storing`) go first: a small kernel of their own before the kernels
+        # that read them, which can then still take every root of their space
+        extra = _unique(extra)
+        stored[:0] = [r for r in extra if r.op not in Group.REDUCE]
+        stored.extend(r for r in extra if r.op in Group.REDUCE)
     return _group([(m, shape, axes, body) for m, (shape, axes, body, _) in zip(stored, plans)],
                   stored)
 
@@ -93,8 +98,10 @@ def _plan(root: Node, stored: list[Node]):
     for view, base in reduce_views:
         if base in bad or any(base is b for b in bad):
             continue
-        if root.op in Group.MOVEMENT or not _broadcasts_row(view, shape, axes, row):
-            bad.append(base)
+        if root.op in Group.MOVEMENT or base.op not in Group.REDUCE \
+                or not _broadcasts_row(view, shape, axes, row):
+            bad.append(base)             # (an element-wise base: canonical form kept
+                                         # the view over it to have it stored)
     if not _in_space(root.shape, shape, row) and root.op not in Group.MOVEMENT:
         bad.extend(reductions)
     return shape, axes, body, _unique(bad)
