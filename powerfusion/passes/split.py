@@ -18,10 +18,12 @@ from __future__ import annotations
 import math
 
 from ..gir.expr import Clamp, Expr, Var
-from ..gir.ir import (Access, Compute, IndexValue, Loop, Parallel, Program, Stmt,
-                      substitute_var, walk)
+from dataclasses import replace
+
+from ..gir.ir import (Access, Compute, IndexValue, Level, Loop, Parallel, Program, Stmt,
+                      accesses, substitute_var, walk)
 from .hoist import hoist
-from .util import fresh_name, map_loops
+from .util import fresh_name, map_loops, rename_registers
 
 MIN_INNER = 16          # a shorter inner loop costs more in overhead than it saves
 MIN_PIECE = 8           # nor is a piece of a loop cut at clamps worth a loop of its own
@@ -29,6 +31,8 @@ MIN_PIECE = 8           # nor is a piece of a loop cut at clamps worth a loop of
 
 def split_div(program: Program) -> Program:
     names = {lp.var.name for lp, _ in walk(program.body) if isinstance(lp, Loop)}
+    names |= {a.buffer.name for s, _ in walk(program.body) if not isinstance(s, Loop)
+              for a in (*accesses(s)[0], s.dst)}
     body = map_loops(program.body,
                      lambda seq: tuple(t for s in seq for t in _split(s, names)))
     return program if body == program.body else hoist(program.with_body(body))
@@ -70,6 +74,8 @@ def _pieces(body: tuple[Stmt, ...], j: Var, names: set[str]) -> tuple[Stmt, ...]
     for a, b in zip(bounds, bounds[1:]):
         piece = Var(fresh_name(f"{j.name}_{a}", names), b - a)
         sub = substitute_var(body, j, Expr.of(piece) + a)
+        if b < j.extent:
+            sub = _private_registers(sub, names)
         loop = Loop(piece, Parallel.SIMD, sub)
         if any(_tangled(e, piece) for e in _indices(sub)):
             split = _split(loop, names)
@@ -79,6 +85,25 @@ def _pieces(body: tuple[Stmt, ...], j: Var, names: set[str]) -> tuple[Stmt, ...]
         else:
             loops.append(loop)
     return tuple(loops)
+
+
+def _private_registers(body: tuple[Stmt, ...], names: set[str]) -> tuple[Stmt, ...]:
+    """body with the registers it defines (written before any read, not accumulated)
+    renamed afresh. The pieces of a cut loop are copies of one body: hoisting a value
+    that one piece reads from a constant place would otherwise put a register defined
+    outside that another piece writes per lane, and a vector loop that updates an outer
+    register stays scalar. The last piece keeps the names: what the loop leaves in a
+    register after it is the last iteration's."""
+    mapping: dict[str, Access] = {}
+    read: set[str] = set()
+    for s in body:                       # a vector loop's body: no inner loops
+        reads, _ = accesses(s)
+        read.update(a.buffer.name for a in reads if a.buffer.level is Level.REGISTER)
+        dst = s.dst.buffer
+        if dst.level is Level.REGISTER and dst.name not in read and dst.name not in mapping \
+                and not (isinstance(s, Compute) and s.is_accumulate):
+            mapping[dst.name] = Access(replace(dst, name=fresh_name(dst.name + "_", names)))
+    return rename_registers(body, mapping)
 
 
 def _clamp_edges(body: tuple[Stmt, ...], j: Var) -> list[int] | None:
