@@ -62,12 +62,14 @@ class TensorPool:
             for (shape, dtype), kept in zip(self.allocations, self.kept):
                 for k in kept:
                     if k.is_free():
-                        made.append(k.base.view(shape))
+                        # a new tensor on the same memory, for the caller to hold (a
+                        # detached alias costs a quarter of a view)
+                        made.append(k.base.detach())
                         break
                 else:
                     base = torch.empty(shape, dtype=dtype, device="cpu")
                     if len(kept) < self.KEEP:
                         kept.append(_Kept(base))
-                        base = base.view(shape)     # the caller's own tensor object
+                        base = base.detach()        # the caller's own tensor object
                     made.append(base)
         return made
