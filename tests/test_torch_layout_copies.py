@@ -25,25 +25,49 @@ def _graph(build):
     return torch.fx.GraphModule(torch.nn.Module(), g)
 
 
-def _attention_output(g, x, y):
-    """mm -> view [b, s, h, d] -> permute -> clone -> view [b*s, h*d] -> mm."""
-    a = g.call_function(aten.mm.default, (x, y))
-    p = g.call_function(aten.permute.default,
-                        (g.call_function(aten.view.default, (a, [2, 3, 4, 4])), [0, 2, 1, 3]))
-    c = g.call_function(aten.clone.default, (p,), {"memory_format": CF})
-    return g.call_function(aten.mm.default,
-                           (g.call_function(aten.view.default, (c, [24, 4])),
-                            g.call_function(aten.slice.Tensor, (y, 0, 0, 4))))
+def _attention_output(laid_out_so):
+    """mm -> view [b, s, h, d] -> permute -> clone -> view [b*s, h*d] -> mm; with
+    laid_out_so the permuted value is contiguous already (as the fused attention's
+    output permuted back is: here a permute undone)."""
+    def build(g, x, y):
+        a = g.call_function(aten.mm.default, (x, y))
+        p = g.call_function(aten.permute.default,
+                            (g.call_function(aten.view.default, (a, [2, 3, 4, 4])),
+                             [0, 2, 1, 3]))
+        if laid_out_so:
+            p = g.call_function(aten.permute.default, (p, [0, 2, 1, 3]))
+        c = g.call_function(aten.clone.default, (p,), {"memory_format": CF})
+        return g.call_function(aten.mm.default,
+                               (g.call_function(aten.view.default, (c, [24, 4])),
+                                g.call_function(aten.slice.Tensor, (y, 0, 0, 4))))
+    return build
 
 
-def test_a_clone_only_read_through_views_becomes_contiguous():
-    gm = _graph(_attention_output)
+def _with_metadata(gm, *args):
+    from torch.fx.passes.fake_tensor_prop import FakeTensorProp
+
+    FakeTensorProp(gm).propagate(*args)
+    return gm
+
+
+def test_a_clone_of_a_contiguous_value_only_read_through_views_becomes_contiguous():
     x, y = torch.randn(6, 16), torch.randn(16, 16)
+    gm = _with_metadata(_graph(_attention_output(True)), x, y)
     expected = gm(x, y)
     assert elide_layout_copies(gm) == 1
     assert any(n.target is contiguous for n in gm.graph.nodes)
     assert not any(n.target is aten.clone.default for n in gm.graph.nodes)
-    torch.testing.assert_close(gm(x, y), expected)     # the permute copies, as it must
+    torch.testing.assert_close(gm(x, y), expected)
+
+
+def test_a_real_copy_stays_a_clone_for_a_region_to_make():
+    """A permuted value is copied whatever: a region makes the copy beside the op that
+    computes it (a kernel writing the new layout), not torch's copy after it."""
+    x, y = torch.randn(6, 16), torch.randn(16, 16)
+    gm = _with_metadata(_graph(_attention_output(False)), x, y)
+    assert elide_layout_copies(gm) == 0
+    assert any(n.target is aten.clone.default for n in gm.graph.nodes)
+    assert elide_layout_copies(_graph(_attention_output(True))) == 0    # no metadata
 
 
 @pytest.mark.parametrize("case", ["returned", "of an input", "written in place",

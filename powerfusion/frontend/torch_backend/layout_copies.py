@@ -37,6 +37,17 @@ def _only_read(node: torch.fx.Node) -> bool:
     return True
 
 
+def _laid_out_contiguously(x: torch.fx.Node) -> bool:
+    """Does x's metadata say it is contiguous already (the copy a no-op)? Where it is
+    not, the copy is real, and a region makes it best: beside the op that computes x
+    (a kernel writing the permuted layout directly), not as a library copy after it."""
+    meta = x.meta.get("val")
+    try:
+        return isinstance(meta, torch.Tensor) and bool(meta.is_contiguous())
+    except Exception:                    # noqa: BLE001 - symbolic strides: keep the copy
+        return False
+
+
 def elide_layout_copies(gm: torch.fx.GraphModule) -> int:
     """Turn each clone to the contiguous format of a value the graph computes (not an
     input, not a fresh tensor an in-place op may write) whose result is only read into
@@ -49,7 +60,7 @@ def elide_layout_copies(gm: torch.fx.GraphModule) -> int:
         x = node.args[0]
         if not isinstance(x, torch.fx.Node) or x.op != "call_function" or x.target in FRESH:
             continue
-        if not _only_read(node):
+        if not _only_read(node) or not _laid_out_contiguously(x):
             continue
         node.target, node.kwargs = contiguous, {}
         count += 1
