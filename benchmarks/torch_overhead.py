@@ -5,13 +5,16 @@ the kernel itself takes about a microsecond) is timed at four depths, interleave
 one thread:
 
 - kernel: the compiled C function called with ready pointers (ctypes);
-- region: the Region the partitioned graph calls (guard on the arguments' signature,
-  outputs allocated, pointers gathered, the launch);
+- lean: the region's lean function, what the graph calls from its second call on
+  (the arguments' shapes and strides checked, pooled outputs taken, pointers passed,
+  the launch);
+- region: the Region module's own path (`Region.forward`: what the first call and
+  any other signature take);
 - compiled: the whole torch.compile'd call (dynamo's guards and AOTAutograd's wrapper
   around the graph: PyTorch's part, the same for every backend);
 - inductor and eager: the same function under Inductor and without compiling.
 
-"region - kernel" is PowerFusion's per-kernel overhead.
+"lean - kernel" is PowerFusion's per-kernel overhead in a model.
 
     python -m benchmarks.torch_overhead [--out benchmarks/results]
 """
@@ -33,6 +36,7 @@ def measure(repeats: int) -> dict:
     import powerfusion.frontend.torch_backend as tb
     from powerfusion.benchmarking import interleaved
     from powerfusion.frontend.torch_backend import Region
+    from powerfusion.frontend.torch_backend.launcher import lean_function
 
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore")
@@ -63,16 +67,19 @@ def measure(repeats: int) -> dict:
     pointers = array(x.data_ptr(), out.data_ptr())
     inductor = torch.compile(fn)
     inductor(x)
+    lean = lean_function(region)
     samples = interleaved({
         "kernel": lambda: function(pointers),
+        "lean": lambda: lean(x),
         "region": lambda: region(x),
         "compiled": lambda: compiled(x),
         "inductor": lambda: inductor(x),
         "eager": lambda: fn(x),
     }, repeats=repeats, min_sample_s=0.02)
     us = {k: 1e6 * statistics.median(v) for k, v in samples.items()}
-    return {"median_us": us, "overhead_per_region_us": us["region"] - us["kernel"],
-            "torch_compile_wrapper_us": us["compiled"] - us["region"]}
+    return {"median_us": us, "overhead_per_region_us": us["lean"] - us["kernel"],
+            "region_forward_overhead_us": us["region"] - us["kernel"],
+            "torch_compile_wrapper_us": us["compiled"] - us["lean"]}
 
 
 def main(argv=None) -> None:
@@ -87,7 +94,9 @@ def main(argv=None) -> None:
     us = result["median_us"]
     print("  ".join(f"{k} {v:.2f} us" for k, v in us.items()))
     print(f"PowerFusion per region: {result['overhead_per_region_us']:.2f} us over the "
-          f"kernel; dynamo + AOTAutograd around the graph: "
+          f"kernel (lean path; Region.forward "
+          f"{result['region_forward_overhead_us']:.2f} us); dynamo + AOTAutograd around "
+          f"the graph: "
           f"{result['torch_compile_wrapper_us']:.2f} us")
     if args.out:
         date = datetime.date.today().isoformat()
