@@ -538,3 +538,14 @@ def test_an_array_of_one_value_is_a_constant(fn, args):
 def test_an_array_of_many_values_inside_the_function_is_refused():
     with pytest.raises(pf.UnsupportedError, match=r"concrete array of shape \(4,\)"):
         pf.jit(lambda a: a + np.arange(4.0))(np.ones(4))
+
+
+@pytest.mark.parametrize("a", [np.full((8, 1), 0.0, np.float16),
+                               np.array([[1.0], [np.nan], [3.0], [2.0]] + [[0.0]] * 4,
+                                        np.float32)])
+def test_a_max_over_a_cut_concatenation(a):
+    """Each loop a concatenation was cut into updates one NaN-propagating maximum: since
+    the pieces vectorise, each declared the accumulator's NaN flag in one C scope
+    (fuzzer seeds 20261201001943, 20261201000395)."""
+    fn = lambda a: np.concatenate([a, a * 2, -a], axis=0).transpose(None).max(axis=-1)  # noqa: E731
+    _same(pf.jit(fn)(a), fn(a))

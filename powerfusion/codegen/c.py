@@ -325,6 +325,9 @@ class CPrinter:
         header = f"for (int64_t {var} = 0; {var} < {n}; ++{var}) {{"
         if reductions is not None:
             own = [reg for reg, _, nan in reductions if nan and reg.name not in self.nan_flags]
+            if own:                      # a scope of its own: the loops a cut loop became
+                self.emit("{")           # each declare their flag for one accumulator
+                self.depth += 1
             for reg in own:
                 flag = self.ident("nan", reg.name + "_nan")
                 self.nan_flags[reg.name] = flag
@@ -342,6 +345,9 @@ class CPrinter:
             for reg in own:
                 name = self.ident("buf", reg.name)
                 self.emit(f"{name} = {self.nan_flags.pop(reg.name)} ? NAN : {name};")
+            if own:
+                self.depth -= 1
+                self.emit("}")
         else:
             self.body(loop, path, header)
 
