@@ -549,3 +549,13 @@ def test_a_max_over_a_cut_concatenation(a):
     (fuzzer seeds 20261201001943, 20261201000395)."""
     fn = lambda a: np.concatenate([a, a * 2, -a], axis=0).transpose(None).max(axis=-1)  # noqa: E731
     _same(pf.jit(fn)(a), fn(a))
+
+
+def test_a_value_hoisted_out_of_its_loop_is_not_recomputed():
+    """The variance of a broadcast int64 input on a SIMT plan: the value promote asked to
+    recompute was hoisted before its loop, leaving recompute nothing to redo, and it
+    indexed an empty chain (fuzzer seed 909000416, target cuda-gir, untyped IndexError)."""
+    from tests.fuzz.worker import run_seeds
+
+    ((seed, outcome, _),) = run_seeds([909000416], "cuda-gir", ())
+    assert outcome.kind == "ok", outcome

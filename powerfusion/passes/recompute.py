@@ -25,8 +25,8 @@ def recompute(program: Program, name: str) -> Program | None:
     k, store = stores[0]
     producer: Loop = par.body[k]
     chain = _slice(producer, store.src.buffer.name)
-    if chain is None:
-        return None
+    if not chain:                  # nothing to redo in the loop: the value comes from
+        return None                # before it (hoisted), which the readers do not see
     body = list(par.body)
     for j in range(k + 1, len(body)):
         if isinstance(body[j], Loop):
