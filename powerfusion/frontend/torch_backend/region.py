@@ -178,7 +178,8 @@ class _Compiled:
                                      # ("full", value, dtype, shape, order); order:
                                      # the layout PyTorch gives that result
     cpu_launch: _CpuLaunch | None = None   # the CPU executable, on torch tensors
-    # the common case, run with least work: CPU kernels and every argument a tensor
+    # the common case, run with least work: on the CPU (kernels, or none at all) with
+    # every argument a tensor
     fast: _LeanResults | None = None
 
 
