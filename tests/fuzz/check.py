@@ -21,6 +21,7 @@ import re
 import traceback
 import zlib
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,16 +40,15 @@ RTOL = {"float64": 1e-12, "float32": 2e-4, "float16": 2e-3, "bfloat16": 1.6e-2}
 GIR_TARGETS = {"cuda-gir": "cuda", "hip-gir": "hip"}
 
 
-def jit_for(fn, target: str):
-    """pf.jit(fn) for a campaign's target: a real one, or a GIR_TARGETS one."""
+@contextmanager
+def compiled_for(target: str):
+    """The jit target to compile a campaign's target with, for the calls made inside the
+    block: a real one as it is; a GIR_TARGETS one as its dialect, with pf.jit running its
+    plans through the interpreter until the block ends (the process's later jit calls -
+    a test suite's - compile and tune as usual)."""
     if target not in GIR_TARGETS:
-        return pf.jit(fn, target=target)
-    _interpret_plans()
-    return pf.jit(fn, target=GIR_TARGETS[target])
-
-
-def _interpret_plans() -> None:
-    """From now on, in this process, pf.jit runs its plans through the interpreter."""
+        yield target
+        return
     from powerfusion import api
     from powerfusion.runtime.backends import get_target
     from powerfusion.runtime.cpu_executable import InterpretedExecutable
@@ -57,7 +57,11 @@ def _interpret_plans() -> None:
     def interpreted(graph, *, input_strides, target, tune_with=None):
         return InterpretedExecutable(plan_graph(graph, input_strides, get_target(target)))
 
-    api.compile_graph = interpreted
+    compile_graph, api.compile_graph = api.compile_graph, interpreted
+    try:
+        yield GIR_TARGETS[target]
+    finally:
+        api.compile_graph = compile_graph
 
 
 @dataclass
@@ -158,18 +162,19 @@ def run(program: Program, target: str):
     is called again (the cached path), and sometimes first from two threads at once:
     all calls must agree bit for bit."""
     source = program.source()
-    fn = jit_for(program.function(), target)
     threads = threads_for(source)
     calls = [program.arrays() for _ in range(threads)]
-    if threads == 1:
-        result = fn(*calls[0])
-        firsts = [result]
-    else:
-        with ThreadPoolExecutor(threads) as pool:
-            futures = [pool.submit(fn, *args) for args in calls]
-            firsts = [f.result() for f in futures]
-        result = firsts[0]
-    again = fn(*calls[0])
+    with compiled_for(target) as compiled_target:
+        fn = pf.jit(program.function(), target=compiled_target)
+        if threads == 1:
+            result = fn(*calls[0])
+            firsts = [result]
+        else:
+            with ThreadPoolExecutor(threads) as pool:
+                futures = [pool.submit(fn, *args) for args in calls]
+                firsts = [f.result() for f in futures]
+            result = firsts[0]
+        again = fn(*calls[0])
     if any(_bits(r) != _bits(result) for r in firsts[1:] + [again]):
         how = "two threads' first calls" if threads > 1 else "a second call"
         raise Nondeterministic(f"{how} gave other results than the first")

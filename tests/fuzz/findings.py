@@ -36,9 +36,10 @@ try:
     want = f(*args)
 except Exception as exc:
     want = exc
-from tests.fuzz.check import jit_for      # cuda-gir, hip-gir: the interpreter's plans
+from tests.fuzz.check import compiled_for     # cuda-gir, hip-gir: the interpreter's plans
 try:
-    got = jit_for(f, sys.argv[2])(*args)
+    with compiled_for(sys.argv[2]) as target:
+        got = pf.jit(f, target=target)(*args)
 except Exception as exc:
     got = exc
 
