@@ -476,11 +476,13 @@ def _tune_job(name: str, fn, arrays) -> TuneJob:
 
 
 def _print_tuned(name: str, entry: dict) -> None:
-    print(f"{name}: measured (median ms):")
+    confirmed = entry.get("confirmed") or {}
+    print(f"{name}: measured (median ms; the fastest few timed again, head to head):")
     for label, sec in sorted(entry["seconds"].items(), key=lambda kv: kv[1]):
+        again = f"  again {confirmed[label] * 1e3:9.3f}" if label in confirmed else ""
         mark = " <- winner" if label == entry["choice"].label else ""
         model = " (cost model's first choice)" if label == entry["model_choice"].label else ""
-        print(f"  {label:32s} {sec * 1e3:9.3f}{mark}{model}")
+        print(f"  {label:32s} {sec * 1e3:9.3f}{again}{mark}{model}")
 
 
 def _tune_on_ray(jobs: list[TuneJob], args, settings: dict) -> int:

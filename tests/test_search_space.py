@@ -186,3 +186,31 @@ def test_the_tuner_measures_at_most_what_it_is_asked(tmp_path, monkeypatch, trai
     assert all(set(m["features"]) == set(learned.FEATURES) for m in entry["measured"])
     # what the tuner recorded trains the next correction
     assert learned.Correction.from_db("cpu").trained == (len(result.seconds) > 1)
+
+
+def test_the_fastest_few_are_timed_again_and_the_second_round_decides(tmp_path, monkeypatch):
+    """One short round on a shared machine misorders candidates: its fastest three (not
+    one it put far behind) are timed again with long samples, and that round picks."""
+    monkeypatch.setenv("POWERFUSION_CACHE_DIR", str(tmp_path))
+    rounds = []
+
+    def timed(runs, repeats, **options):
+        rounds.append((list(runs), repeats, options))
+        names = list(runs)
+        if len(rounds) == 1:        # in shortlist order, each 10% slower; the last far behind
+            return {c: [1e-3 * (1 + 0.1 * k) if k < len(names) - 1 else 1e-2]
+                    for k, c in enumerate(names)}
+        return {c: [1e-3 * (2 - 0.1 * k)] for k, c in enumerate(names)}     # reversed
+
+    monkeypatch.setattr(tuner, "interleaved", timed)
+    fn, args = KERNELS["layernorm"]
+    graph, _ = trace(fn, args)
+    result = tuner.tune(graph, _strides(args), get_target("cpu"), args, top=5, repeat=2,
+                        progress=False, correction=learned.Correction().fit(_synthetic(10)))
+    (first, _, _), (again, repeats, options) = rounds
+    assert len(first) == 5 and again == first[:3]
+    assert repeats > 2 and options["min_sample_s"] > 2e-3
+    assert result.choice == first[2] == min(result.confirmed, key=result.confirmed.get)
+    assert set(result.confirmed) == set(first[:3]) and len(result.seconds) == 5
+    (entry,) = tuning_db.load("cpu").values()
+    assert entry["choice"] == first[2] and set(entry["confirmed"]) == {c.label for c in first[:3]}

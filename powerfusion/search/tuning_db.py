@@ -7,7 +7,8 @@ An entry stores the winning candidate and the cost model's first choice as data
 older than the knobs lack: they read as the defaults), so it survives a change of how
 candidates are labelled; entries written before that hold a label, read here once.
 An entry's "measured" lists each candidate the tuner timed with its features and
-seconds: what search/learned.py trains the correction of the cost model on.
+seconds: what search/learned.py trains the correction of the cost model on;
+"confirmed", the fastest few timed again head to head (what chose the winner).
 Writes are atomic and serialised by a lock file, so concurrent tuners keep each
 other's entries. What cannot be read is ignored and healed by the next write: an
 unreadable file or one that is not an object reads as empty, an entry that is not an
