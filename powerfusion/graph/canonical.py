@@ -19,8 +19,11 @@ from .graph import Node
 from .ops import Group, Op, reduce_identity
 
 
-def canonicalize(roots: list[Node]) -> list[Node]:
-    """The canonical nodes for roots, sharing what they share."""
+def canonicalize(roots: list[Node], store_broadcasts: bool = True) -> list[Node]:
+    """The canonical nodes for roots, sharing what they share. store_broadcasts=False:
+    element-wise work under a view is recomputed under it everywhere (the search's
+    alternative to `_worth_storing`'s stores: the candidate "recomputed under
+    broadcasts")."""
     # keyed by id(): each entry holds its key nodes too, so no id is reused while the
     # table lives (concatenation builds temporary nodes)
     memo: dict[int, tuple[Node, Node]] = {}
@@ -56,7 +59,8 @@ def canonicalize(roots: list[Node]) -> list[Node]:
         hit = pushed.get(key)
         if hit is not None:
             return hit[2]
-        if src.op in Group.ELEMENTWISE and not _worth_storing(view, src):
+        if src.op in Group.ELEMENTWISE and not (store_broadcasts
+                                                and _worth_storing(view, src)):
             srcs = tuple(s if s.op is Op.CONST else push(view, s) for s in src.srcs)
             out = Node(src.op, srcs, view.shape, src.dtype, src.arg)
         elif src.op is Op.CONST:
@@ -76,6 +80,21 @@ def canonicalize(roots: list[Node]) -> list[Node]:
 # and sin of [seq, dim], recomputed for every head: 12x the sin and cos, in double).
 BROADCAST_FACTOR = 4
 BROADCAST_EXTRA = 8192
+
+
+def stores_broadcasts(canonical: list[Node]) -> bool:
+    """Does this canonical form store a value for a broadcast to read (a view over an
+    element-wise node, which only `_worth_storing` leaves)?"""
+    stack, seen = list(canonical), set()
+    while stack:
+        n = stack.pop()
+        if id(n) in seen:
+            continue
+        seen.add(id(n))
+        if n.op in Group.MOVEMENT and n.srcs and n.srcs[0].op in Group.ELEMENTWISE:
+            return True
+        stack.extend(n.srcs)
+    return False
 
 
 def _worth_storing(view: Node, src: Node) -> bool:

@@ -29,11 +29,14 @@ class Candidate:
     dynamic: int = 0                 # each thread's share cut in this many pieces, taken
                                      # dynamically (0: one static share per thread)
     vector_bits: int = 0             # the vector width preferred (0: the Target's)
+    recompute: bool = False          # element-wise work a broadcast reads recomputed
+                                     # per copy, never stored once (graph/canonical.py)
 
     @property
     def label(self) -> str:
         """How explain, the tuner and the CLI name it: "online softmax, rows global"."""
         label = self.computation
+        label += ", recomputed under broadcasts" if self.recompute else ""
         if self.placement != "local":
             label += f", rows {self.placement}"
         label += ", streaming stores" if self.streaming else ""

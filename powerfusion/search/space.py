@@ -8,13 +8,14 @@ and optimised by the passes (compile_graph then prints and loads it).
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 
 from ..gir.expr import Expr, Var
 from ..gir.ir import Access, Buffer, CpuLaunch, Level, Program, Role, map_accesses
 from ..gir.lower import Storage, lower
 from ..graph.alternatives import REWRITES
-from ..graph.canonical import canonicalize
+from ..graph.canonical import canonicalize, stores_broadcasts
 from ..graph.graph import Graph, Node
 from ..graph.ops import Group, Op
 from ..graph.partition import Kernel, partition, reshape_index
@@ -28,15 +29,17 @@ from .schedule import default_schedule
 
 def knob_values(target: Target) -> dict[str, tuple]:
     """Every value of each schedule knob the target's code can take, its default first:
-    streaming stores, the element-wise tile, threads per parallel loop, dynamic pieces
-    per thread, the preferred vector width (narrower than the Target's: on some cores
-    two half-width instructions issue where one full one does). A GPU's launch is
-    planned by passes/simt/launch.py, so it offers the defaults only."""
+    element-wise work a broadcast reads recomputed per copy instead of stored once
+    (only where canonical form would store some), streaming stores, the element-wise
+    tile, threads per parallel loop, dynamic pieces per thread, the preferred vector
+    width (narrower than the Target's: on some cores two half-width instructions issue
+    where one full one does). A GPU's launch is planned by passes/simt/launch.py, so
+    it offers the defaults of the launch knobs only."""
     if target.family != "cpu":
         return {"streaming": (False,), "tile": (1.0,), "threads": (0,), "dynamic": (0,),
-                "vector_bits": (0,)}
+                "vector_bits": (0,), "recompute": (False, True)}
     widths = (128, 256) if 8 * target.simd_bytes > 256 else (128,)
-    return {"streaming": (False, True), "tile": (1.0, 0.25, 4.0),
+    return {"recompute": (False, True), "streaming": (False, True), "tile": (1.0, 0.25, 4.0),
             "threads": (0, *sorted({max(1, target.cores // 2), 1} - {target.cores})),
             "dynamic": (0, 4), "vector_bits": (0, *[w for w in widths
                                                     if w < 8 * target.simd_bytes])}
@@ -52,7 +55,9 @@ def candidate_plans(graph: Graph, input_strides, target: Target,
     them; None: each at its default). A tile that changes no kernel's schedule is no
     new point. The model does not price streaming stores, the vector width or dynamic
     pieces (whether they pay changes with the machine: the tuner's learned correction,
-    search/learned.py, says): ties it never breaks for them."""
+    search/learned.py, says): ties it never breaks for them; nor the arithmetic that
+    recomputing under broadcasts repeats (it prices the bytes saved): a default plan
+    never recomputes where canonical form stores, the tuner measures both."""
     knobs = {**{name: values[:1] for name, values in knob_values(target).items()},
              **(knobs or {})}
     roots = []
@@ -68,19 +73,22 @@ def candidate_plans(graph: Graph, input_strides, target: Target,
             computations.append((name, rewritten))
     out = []
     for name, cand in computations:
-        for placement in placements:
-            for stream in streams:
-                schedules = set()
-                for tile in knobs["tile"]:
-                    plan = _plan_roots(graph, cand, input_strides, target, placement, stream,
-                                       tile)
-                    seen = tuple(ck.schedule for ck in plan.kernels)
-                    if seen in schedules:
-                        continue
-                    schedules.add(seen)
-                    base = Candidate(name, placement, stream, tile)
-                    out += [(c, p, sum(kernel_cost(ck, target) for ck in p.kernels))
-                            for c, p in _launches(plan, base, knobs, target)]
+        # recomputing under broadcasts is a point only where canonical form stores some
+        recomputes = [r for r in knobs["recompute"]
+                      if not r or stores_broadcasts(canonicalize(cand))]
+        for recompute, placement, stream in itertools.product(recomputes, placements,
+                                                               streams):
+            schedules = set()
+            for tile in knobs["tile"]:
+                plan = _plan_roots(graph, cand, input_strides, target, placement, stream,
+                                   tile, recompute)
+                seen = tuple(ck.schedule for ck in plan.kernels)
+                if seen in schedules:
+                    continue
+                schedules.add(seen)
+                base = Candidate(name, placement, stream, tile, recompute=recompute)
+                out += [(c, p, sum(kernel_cost(ck, target) for ck in p.kernels))
+                        for c, p in _launches(plan, base, knobs, target)]
     # the space holds only what the target can launch; rows in global scratch are the
     # last resort when nothing else fits a block's shared memory
     fitting = [c for c in out if fits_shared(c[1])]
@@ -125,7 +133,7 @@ def plan_graph(graph: Graph, input_strides, target: Target,
     streams = (False, True) if choice is not None and choice.streaming else (False,)
     knobs = None if choice is None else {
         "tile": (choice.tile,), "threads": (choice.threads,), "dynamic": (choice.dynamic,),
-        "vector_bits": (choice.vector_bits,)}
+        "vector_bits": (choice.vector_bits,), "recompute": (choice.recompute,)}
     candidates = candidate_plans(graph, input_strides, target, placements, streams, knobs)
     for candidate, plan, _ in candidates:
         if candidate == choice:
@@ -134,9 +142,10 @@ def plan_graph(graph: Graph, input_strides, target: Target,
 
 
 def _plan_roots(graph: Graph, roots: list[Node], input_strides, target: Target,
-                placement: str = "local", stream: bool = False, tile: float = 1.0) -> Plan:
+                placement: str = "local", stream: bool = False, tile: float = 1.0,
+                recompute: bool = False) -> Plan:
     out_specs = []
-    canon = canonicalize(roots)
+    canon = canonicalize(roots, store_broadcasts=not recompute)
     storage: dict[int, Storage] = {}
     buffers: dict[str, Buffer] = {}
     input_names = []

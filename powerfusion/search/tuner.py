@@ -84,7 +84,7 @@ def tune(graph: Graph, input_strides, target: Target, inputs, *, top: int = 4,
     # bandwidth swings within seconds, and back-to-back runs would time the swing
     samples = interleaved(runs, repeats=repeat)
     seconds = {c: float(np.median(t)) for c, t in samples.items()}
-    confirmed = _confirmed(runs, seconds, repeat)
+    confirmed = _confirmed(runs, seconds, repeat, points.points[points.untuned][0])
     if progress:
         sys.stderr.write("\n  timed in turn: " + ", ".join(f"{c.label} {t * 1e3:.3f} ms"
                                                         for c, t in seconds.items()) + "\n")
@@ -104,14 +104,18 @@ CONTENDER_MARGIN = 1.5  # unless the round put them this far behind its fastest
 CONFIRM_SAMPLE_S = 0.02
 
 
-def _confirmed(runs: dict, seconds: dict, repeat: int) -> dict:
-    """The first round's fastest few timed again, head to head with long samples: their
-    medians, which decide ({} when one stands alone). One short round on a shared machine misorders candidates by
-    up to 1.4x (measured: benchmarks/results/search-space-*); a candidate that lost by
-    more than CONTENDER_MARGIN is out."""
+def _confirmed(runs: dict, seconds: dict, repeat: int, untuned: Candidate) -> dict:
+    """The first round's fastest few timed again, head to head with long samples, and
+    the plan an untuned run compiles beside them: their medians, which decide ({} when
+    one stands alone). One short round on a shared machine misorders candidates by up
+    to 1.4x (measured: benchmarks/results/search-space-*); a candidate that lost by
+    more than CONTENDER_MARGIN is out, but the untuned plan stays in: tuning never
+    trades it for a point that only one short round preferred."""
     fastest = min(seconds.values())
     contenders = [c for c in sorted(seconds, key=seconds.get)[:CONTENDERS]
                   if seconds[c] <= CONTENDER_MARGIN * fastest]
+    if untuned in seconds and untuned not in contenders:
+        contenders.append(untuned)
     if len(contenders) < 2:
         return {}
     again = interleaved({c: runs[c] for c in contenders}, repeats=2 * repeat + 1,
@@ -129,11 +133,20 @@ class Space:
     points: list[tuple]             # (candidate, plan, estimated seconds, printed code)
     features: list[dict]
     defaults: list[int]             # the points at the knobs' defaults, non-streaming
+                                    # (computations x placements x recomputing or not)
+    untuned: int = 0                # the point an untuned run compiles (the key's code)
 
     def shortlist(self, correction: learned.Correction, top: int) -> list[int]:
         """The `top` points to measure: the corrected model's first, or, with nothing
         learned, the cost model's first `top` - 1 at the knobs' defaults and its first
-        with streaming stores (which it does not price)."""
+        with streaming stores (which it does not price). Two or more always hold the
+        untuned point: what tuning must beat."""
+        ranked = self._ranked(correction, top)
+        if top > 1 and self.untuned not in ranked:
+            ranked = ranked[:top - 1] + [self.untuned]
+        return ranked
+
+    def _ranked(self, correction: learned.Correction, top: int) -> list[int]:
         if correction.trained:
             # the correction knows the knobs from other kernels, not how this kernel's
             # computations and placements compare (the cost model's part, and often
@@ -142,7 +155,8 @@ class Space:
             kinds = {}
             for k in ranked:
                 candidate = self.points[k][0]
-                kinds.setdefault((candidate.computation, candidate.placement), k)
+                kinds.setdefault((candidate.computation, candidate.placement,
+                                  candidate.recompute), k)
             firsts = sorted(kinds.values(), key=ranked.index)
             return (firsts + [k for k in ranked if k not in firsts])[:top]
         first = self.points[self.defaults[0]][0]
@@ -157,8 +171,11 @@ def search_space(graph: Graph, input_strides, target: Target, dialect: str) -> S
     knobs = space.knob_values(target)
     candidates = space.candidate_plans(graph, input_strides, target, ("local", "global"),
                                        knobs["streaming"], knobs)
+    # the key is the code of the plan compile_graph makes untuned (it never recomputes
+    # under broadcasts); recomputing is an alternative computation: one of the defaults
     default = [(c, p) for c, p, _ in candidates if c == Candidate(c.computation, c.placement)]
-    key = tuning_db.key_of(printed(default[0][1], dialect).source)
+    untuned = printed(default[0][1], dialect).source
+    key = tuning_db.key_of(untuned)
     seen: set[str] = set()
     points = []
     for candidate, plan, cost in candidates:
@@ -170,8 +187,10 @@ def search_space(graph: Graph, input_strides, target: Target, dialect: str) -> S
             seen.add(code.source)
             points.append((candidate, plan, cost, code))
     features = [learned.features(c, p, cost, target) for c, p, cost, _ in points]
-    defaults = {c for c, _ in default}
-    return Space(key, points, features, [k for k, p in enumerate(points) if p[0] in defaults])
+    defaults = {c for c, _, _ in candidates
+                if c == Candidate(c.computation, c.placement, recompute=c.recompute)}
+    return Space(key, points, features, [k for k, p in enumerate(points) if p[0] in defaults],
+                 next(k for k, p in enumerate(points) if p[3].source == untuned))
 
 
 def device_inputs(inputs, dialect: str) -> list:

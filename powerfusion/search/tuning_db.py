@@ -3,8 +3,8 @@
 One JSON file per target under the cache directory, keyed by a hash of the code the
 cost model would generate (which names the graph, its shapes, strides and dtypes).
 An entry stores the winning candidate and the cost model's first choice as data
-({"computation", "placement", "streaming"} and the schedule knobs, which entries
-older than the knobs lack: they read as the defaults), so it survives a change of how
+({"computation", "placement", "streaming"} and the schedule knobs and switches, which
+entries older than them lack: they read as the defaults), so it survives a change of how
 candidates are labelled; entries written before that hold a label, read here once.
 An entry's "measured" lists each candidate the tuner timed with its features and
 seconds: what search/learned.py trains the correction of the cost model on;
@@ -28,6 +28,7 @@ from .plan import Candidate
 LEGACY_STREAMING = ", streaming stores"   # how a legacy label ends for streaming stores
 LEGACY_ROWS = ", rows "                   # and what precedes its placement
 KNOBS = {"tile": (int, float), "threads": int, "dynamic": int, "vector_bits": int}
+SWITCHES = ("recompute",)           # knobs that are booleans
 
 
 def db_path(target: str) -> Path:
@@ -76,7 +77,10 @@ def candidate(stored) -> Candidate | None:
     if not all(isinstance(v, KNOBS[name]) and not isinstance(v, bool)
                for name, v in knobs.items()):
         return None
-    return Candidate(**{name: stored[name] for name in fields}, **knobs)
+    switches = {name: stored[name] for name in SWITCHES if name in stored}
+    if not all(isinstance(v, bool) for v in switches.values()):
+        return None
+    return Candidate(**{name: stored[name] for name in fields}, **knobs, **switches)
 
 
 def lookup(target: str, key: str) -> dict | None:

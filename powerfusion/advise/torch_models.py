@@ -1,0 +1,190 @@
+"""pf.advise for a PyTorch model: eager measured and profiled once, the model compiled
+by the PowerFusion backend, and every call of its graphs priced (regions by the cost
+model, library calls at eager's price, other torch calls timed alone)."""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass, field
+
+from ..frontend import torch_stats
+from .advice import Advice, KernelAdvice
+from .measure import _interleaved, _shapes_key, _time, eager_profile, machine_calibration
+from .pricing import _region_advice
+
+
+def _materialised(value):
+    """A real tensor laid out as a node's metadata (a FakeTensor) says: random floats,
+    integer and boolean zeros (valid indices); anything else as it is."""
+    import torch
+
+    if not isinstance(value, torch.Tensor):
+        return value
+
+    def hint(n):                         # a symbolic size: the value it was traced with
+        return n.node.hint if isinstance(n, torch.SymInt) else n
+
+    shape, stride = tuple(map(hint, value.shape)), tuple(map(hint, value.stride()))
+    offset = hint(value.storage_offset())
+    extent = offset + 1 + sum((n - 1) * st for n, st in zip(shape, stride) if n > 0)
+    base = torch.zeros(extent if all(shape) else 0, dtype=value.dtype)
+    if value.dtype.is_floating_point:
+        base.normal_()
+    return base.as_strided(shape, stride, offset)
+
+
+def _timed_alone(gm, node, repeats: int, statistic: str) -> float:
+    """Median seconds of one call of an fx node's function (or module) on tensors shaped
+    as its arguments' metadata say (torch calls a compiled graph leaves to PyTorch)."""
+    import torch
+    import torch.fx
+
+    def value(a):
+        return _materialised(a.meta.get("val")) if isinstance(a, torch.fx.Node) else a
+
+    args = torch.fx.node.map_aggregate(node.args, lambda a: value(a))
+    kwargs = torch.fx.node.map_aggregate(node.kwargs, lambda a: value(a))
+    fn = gm.get_submodule(node.target) if node.op == "call_module" else node.target
+    with torch.no_grad():
+        return _time(lambda: fn(*args, **kwargs), repeats, statistic)
+
+
+@dataclass
+class _Pricing:
+    """What a compiled model's graphs cost, part by part (`_price_graphs`)."""
+
+    kernels: list[KernelAdvice] = field(default_factory=list)
+    library_s: float = 0.0       # its library calls (eager's price, or timed alone)
+    torch_ops_s: float = 0.0     # its other torch calls (views, index, creation, fallbacks)
+    regions: int = 0             # regions called through their lean function,
+    slow_regions: int = 0        # and through Region.forward (no lean path)
+    attention: int = 0           # fused attention calls the graphs make
+
+
+def _region_of(gm, node):
+    """The Region a node calls (as a module, or through its lean function), or None."""
+    from ..frontend import torch_backend as tb
+
+    if node.op == "call_module":
+        module = gm.get_submodule(node.target)
+        return module if isinstance(module, tb.Region) else None
+    if node.op == "call_function" and hasattr(node.target, "source"):
+        return getattr(node.target, "__globals__", {}).get("region")
+    return None
+
+
+def _price_graphs(graphs, prices: dict, math_s, repeats: int, statistic: str) -> _Pricing:
+    """Every call of the compiled graphs, priced: regions by the cost model; library
+    calls at eager's measured price where eager made the same call (same op, same
+    shapes), else timed alone; other torch calls timed alone; getitem is free."""
+    import torch
+    import torch.fx
+
+    from ..frontend.torch_backend.support import is_library_compute
+
+    out = _Pricing()
+    for _, gm, _ in graphs:
+        for node in gm.graph.nodes:
+            if node.op not in ("call_function", "call_module", "call_method"):
+                continue
+            region = _region_of(gm, node)
+            compiled = [] if region is None or region.failed else \
+                [c for c in ([region.hot[1]] if region.hot else region.cache.values())
+                 if c.executable is not None]
+            if compiled:
+                lean = node.op == "call_function" and hasattr(node.target, "source")
+                out.regions += lean
+                out.slow_regions += not lean
+                out.kernels += [_region_advice(region, c, math_s) for c in compiled]
+                continue
+            if region is not None:               # no kernel: torch copies, or eager ops
+                out.torch_ops_s += _timed_alone(gm, node, repeats, statistic)
+                continue
+            if node.target is operator.getitem:
+                continue
+            target = node.target
+            if isinstance(target, torch._ops.OpOverload) and is_library_compute(
+                    target.overloadpacket.__name__):
+                packet = target.overloadpacket.__name__
+                out.attention += "scaled_dot_product" in packet
+                shapes = []                      # in argument order, repeats kept
+                torch.fx.node.map_arg((node.args, node.kwargs), lambda a: shapes.append(
+                    list(getattr(a.meta.get("val"), "shape", ()))))
+                key = _shapes_key(f"aten::{packet}", shapes)
+                out.library_s += prices.get(key) or _timed_alone(gm, node, repeats, statistic)
+            else:
+                out.torch_ops_s += _timed_alone(gm, node, repeats, statistic)
+    return out
+
+
+def advise_torch(model, inputs, *, repeats: int = 10, measure: bool = False,
+                 statistic: str = "median") -> Advice:
+    """Advice for a torch.nn.Module (or function) on example inputs: a tuple of
+    positional arguments, a dict of keyword arguments or one tensor. Inference, under
+    no_grad. The model is compiled afresh for the advice; other compiled models in the
+    process are left as they are.
+
+    The prediction prices what the compiled model calls, never its measured time:
+    regions by the cost model (arithmetic from this machine's calibration), library
+    calls at eager's profiled price for the same call (or timed alone: fused attention
+    is not in eager), other torch calls timed alone, and each region's and graph's call
+    at the calibration's figures. statistic: how times are read off their samples,
+    "median" or "min" (on a machine others use, the best sample is the program's)."""
+    import torch
+
+    from ..frontend import torch_backend as tb
+
+    if isinstance(inputs, torch.Tensor):
+        inputs = (inputs,)
+    if isinstance(inputs, dict):
+        args, kwargs = (), dict(inputs)
+    elif isinstance(inputs, (tuple, list)):
+        args, kwargs = tuple(inputs), {}
+    else:
+        raise TypeError(f"pf.advise: inputs: expected a tensor, a tuple of arguments or a "
+                        f"dict of keyword arguments, got {type(inputs).__name__}")
+
+    def step_of(fn):
+        def step():
+            with torch.no_grad():
+                return fn(*args, **kwargs)
+        return step
+
+    machine = machine_calibration(torch_calls=True)
+    eager = step_of(model)
+    baseline = _time(eager, repeats, statistic)
+    share, shares = eager_profile(eager, statistic=statistic)
+    library = baseline * share
+    prices = {key: baseline * part for key, part in shares.items()}
+
+    before = torch_stats.compile_stats()["fallback_by_op"]
+    def backend(gm, example_inputs, **kw):
+        return tb.powerfusion_backend(gm, example_inputs, **kw)
+
+    with tb.collect_graphs() as graphs:
+        # a backend of its own: dynamo compiles the model again for it (its cache keys on
+        # the backend), beside any compiled version the caller holds
+        # (static shapes: the advice is for these inputs' shapes, and a second advice on
+        # the same model would otherwise compile it for dynamic ones)
+        compiled = torch.compile(model, backend=backend, dynamic=False)
+        step = step_of(compiled)
+        step()
+        step()                           # the second call runs the lean functions
+    after = torch_stats.compile_stats()["fallback_by_op"]
+    # (counted process-wide: another thread compiling at the same time adds its own)
+    fallbacks = {op: n - before.get(op, 0) for op, n in after.items()
+                 if n > before.get(op, 0)}
+    priced = _price_graphs(graphs, prices, machine["math_s"], repeats, statistic)
+    glue = (priced.regions * machine["region_call_s"] + len(graphs) * machine["graph_call_s"]
+            + priced.slow_regions * machine["region_slow_call_s"])
+    predicted = (priced.library_s + priced.torch_ops_s
+                 + sum(k.predicted_s for k in priced.kernels) + glue)
+    name = type(model).__name__ if isinstance(model, torch.nn.Module) else \
+        getattr(model, "__name__", "model")
+    advice = Advice(name, "eager PyTorch", baseline, library, predicted, priced.kernels,
+                    glue, fallbacks, library_calls_s=priced.library_s,
+                    torch_ops_s=priced.torch_ops_s, attention=priced.attention)
+    if measure:                 # both again, interleaved: the machine's drift hits both
+        advice.measured_baseline_s, advice.measured_s = _interleaved(eager, step, repeats,
+                                                                      statistic)
+    return advice
