@@ -16,6 +16,7 @@ import powerfusion as pf
 from powerfusion.frontend.tracing import trace
 from powerfusion.runtime.backends import executable, get_target
 from powerfusion.search import tuner, tuning_db
+from powerfusion.search.plan import Candidate
 from powerfusion.search.space import plan_graph
 
 RNG = np.random.default_rng(7)
@@ -120,9 +121,15 @@ def test_recomputing_under_broadcasts_is_a_point_of_the_search_space():
 
 
 def test_a_graph_that_stores_nothing_has_no_recomputing_point():
+    """...and a choice that asks for one (a tuning database's, written for another graph
+    or damaged) plans it as it is (found by the cpu-space fuzzer: an IndexError)."""
     args = (_rand(256, 512), _rand(512))
-    _, _, space = _space(lambda x, w: x * (w * 2.0 + 1.0), args)     # cheap: recomputed
+    graph, strides, space = _space(lambda x, w: x * (w * 2.0 + 1.0), args)   # cheap
     assert not any(p[0].recompute for p in space.points)
+    for choice in (Candidate(recompute=True), Candidate("online softmax", "global",
+                                                         recompute=True)):
+        plan = plan_graph(graph, strides, get_target("cpu"), choice)
+        assert not plan.choice.recompute and len(plan.kernels) == 1
 
 
 def test_a_tuned_recomputation_is_recorded_and_compiled_later(tmp_path, monkeypatch):

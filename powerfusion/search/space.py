@@ -74,8 +74,9 @@ def candidate_plans(graph: Graph, input_strides, target: Target,
     out = []
     for name, cand in computations:
         # recomputing under broadcasts is a point only where canonical form stores some
+        # (elsewhere a choice that asks for it - a tuning database's - plans as stored)
         recomputes = [r for r in knobs["recompute"]
-                      if not r or stores_broadcasts(canonicalize(cand))]
+                      if not r or stores_broadcasts(canonicalize(cand))] or [False]
         for recompute, placement, stream in itertools.product(recomputes, placements,
                                                                streams):
             schedules = set()

@@ -17,7 +17,7 @@ import sys
 import tempfile
 import time
 
-from .check import GIR_TARGETS
+from .check import GIR_TARGETS, SPACE_TARGETS
 
 
 def main(argv=None) -> int:
@@ -26,9 +26,10 @@ def main(argv=None) -> int:
     parser.add_argument("--programs", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0, help="campaign seed")
     parser.add_argument("--target", default="cpu",
-                        choices=("cpu", "opencl", *GIR_TARGETS),
+                        choices=("cpu", "opencl", *GIR_TARGETS, *SPACE_TARGETS),
                         help="cuda-gir / hip-gir: the dialect's SIMT-legalised GIR, run by "
-                             "the interpreter as the block's threads would")
+                             "the interpreter as the block's threads would; cpu-space: a "
+                             "point of the tuner's search space per program")
     parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--batch", type=int, default=16, help="programs per pf.jit call")
     parser.add_argument("--exclude", default="", help="ops never to draw, comma-separated")

@@ -17,6 +17,7 @@ cancellation and ill-conditioning wherever they occur, and only there.
 
 from __future__ import annotations
 
+import random
 import re
 import traceback
 import zlib
@@ -40,28 +41,58 @@ RTOL = {"float64": 1e-12, "float32": 2e-4, "float16": 2e-3, "bfloat16": 1.6e-2}
 GIR_TARGETS = {"cuda-gir": "cuda", "hip-gir": "hip"}
 
 
+# a target whose plans are points of the tuner's search space, one drawn per program
+# (every knob, computation, placement and recomputing under broadcasts), compiled for
+# the CPU: whatever the tuner picks must be right, not only the default plan
+SPACE_TARGETS = {"cpu-space": "cpu"}
+
+
 @contextmanager
-def compiled_for(target: str):
+def compiled_for(target: str, seed: int = 0):
     """The jit target to compile a campaign's target with, for the calls made inside the
     block: a real one as it is; a GIR_TARGETS one as its dialect, with pf.jit running its
-    plans through the interpreter until the block ends (the process's later jit calls -
-    a test suite's - compile and tune as usual)."""
-    if target not in GIR_TARGETS:
+    plans through the interpreter, and a SPACE_TARGETS one with pf.jit compiling a point
+    of the search space drawn from `seed`, until the block ends (the process's later jit
+    calls - a test suite's - compile and tune as usual)."""
+    if target not in GIR_TARGETS and target not in SPACE_TARGETS:
         yield target
         return
     from powerfusion import api
     from powerfusion.runtime.backends import get_target
-    from powerfusion.runtime.cpu_executable import InterpretedExecutable
-    from powerfusion.search.space import plan_graph
 
-    def interpreted(graph, *, input_strides, target, tune_with=None):
-        return InterpretedExecutable(plan_graph(graph, input_strides, get_target(target)))
+    if target in GIR_TARGETS:
+        from powerfusion.runtime.cpu_executable import InterpretedExecutable
+        from powerfusion.search.space import plan_graph
 
-    compile_graph, api.compile_graph = api.compile_graph, interpreted
+        def compiled(graph, *, input_strides, target, tune_with=None):
+            return InterpretedExecutable(plan_graph(graph, input_strides, get_target(target)))
+    else:
+        compiled = _at_a_point(random.Random(seed))
+    compile_graph, api.compile_graph = api.compile_graph, compiled
     try:
-        yield GIR_TARGETS[target]
+        yield GIR_TARGETS.get(target) or SPACE_TARGETS[target]
     finally:
         api.compile_graph = compile_graph
+
+
+def _at_a_point(draw: random.Random):
+    """compile_graph at a point of the search space drawn with `draw`: a value of each
+    knob, a computation and a placement (where the graph has no such point - a rewrite
+    that does not apply, a tile that changes nothing - the plan nearest to it)."""
+    from powerfusion.graph.alternatives import REWRITES
+    from powerfusion.runtime.backends import executable, get_target, printed
+    from powerfusion.search.plan import Candidate
+    from powerfusion.search.space import knob_values, plan_graph
+
+    def compiled(graph, *, input_strides, target, tune_with=None):
+        device = get_target(target)
+        choice = Candidate(draw.choice(["as written", *REWRITES]),
+                           draw.choice(("local", "global")),
+                           **{knob: draw.choice(values)
+                              for knob, values in knob_values(device).items()})
+        plan = plan_graph(graph, input_strides, device, choice)
+        return executable(plan, target, printed(plan, target))
+    return compiled
 
 
 @dataclass
@@ -164,7 +195,7 @@ def run(program: Program, target: str):
     source = program.source()
     threads = threads_for(source)
     calls = [program.arrays() for _ in range(threads)]
-    with compiled_for(target) as compiled_target:
+    with compiled_for(target, zlib.crc32(source.encode())) as compiled_target:
         fn = pf.jit(program.function(), target=compiled_target)
         if threads == 1:
             result = fn(*calls[0])

@@ -1,11 +1,12 @@
 """The differential fuzzer in CI: a fixed budget of seeded random programs on the CPU
-target, a smaller share on OpenCL and on the SIMT-legalised GIR of CUDA and HIP plans
-(run by the interpreter), each compared against numpy; plus tests of the fuzzer itself
+target, a smaller share on OpenCL, on the SIMT-legalised GIR of CUDA and HIP plans
+(run by the interpreter) and at random points of the tuner's search space, each
+compared against numpy; plus tests of the fuzzer itself
 (its generator, error analysis, checker and shrinker).
 
 A failing campaign test prints the classes of failures with shrunk, runnable repros.
-The budget can be changed with $PF_FUZZ_CPU_PROGRAMS, $PF_FUZZ_OPENCL_PROGRAMS and
-$PF_FUZZ_GIR_PROGRAMS.
+The budget can be changed with $PF_FUZZ_CPU_PROGRAMS, $PF_FUZZ_OPENCL_PROGRAMS,
+$PF_FUZZ_GIR_PROGRAMS and $PF_FUZZ_SPACE_PROGRAMS.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ CI_SEED = 20261201
 CPU_PROGRAMS = int(os.environ.get("PF_FUZZ_CPU_PROGRAMS", "3000"))
 OPENCL_PROGRAMS = int(os.environ.get("PF_FUZZ_OPENCL_PROGRAMS", "300"))
 GIR_PROGRAMS = int(os.environ.get("PF_FUZZ_GIR_PROGRAMS", "200"))
+SPACE_PROGRAMS = int(os.environ.get("PF_FUZZ_SPACE_PROGRAMS", "600"))
 
 
 def _report(summary) -> str:
@@ -60,6 +62,16 @@ def test_fuzz_simt_legalised_gir(target, seed):
     programs = GIR_PROGRAMS if target == "cuda-gir" else GIR_PROGRAMS // 2
     summary = run_campaign(programs, seed=seed, target=target, jobs=2, batch=16)
     assert summary.programs == programs
+    assert not summary.failures, _report(summary)
+
+
+def test_fuzz_points_of_the_search_space():
+    """Each batch of programs compiled at a point of the tuner's search space drawn for
+    it (computations, placements, every schedule knob, recomputing under broadcasts):
+    numpy's answers whichever point a tuner picks."""
+    summary = run_campaign(SPACE_PROGRAMS, seed=CI_SEED + 4, target="cpu-space", jobs=2,
+                           batch=4)
+    assert summary.programs == SPACE_PROGRAMS
     assert not summary.failures, _report(summary)
 
 
