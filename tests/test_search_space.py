@@ -172,7 +172,7 @@ def test_with_no_measurements_the_cost_model_ranking_stands(tmp_path, monkeypatc
     _, _, space = _space("softmax")
     assert model.rank(space.features) == list(range(len(space.points)))
     assert not model.predict(space.features).any()
-    assert space.shortlist(model, 1) == space.defaults[:1]
+    assert space.shortlist(model, 1) == [space.untuned] and space.untuned in space.defaults
 
 
 @pytest.mark.parametrize("trained", [False, True])
@@ -189,6 +189,17 @@ def test_the_tuner_measures_at_most_what_it_is_asked(tmp_path, monkeypatch, trai
     assert all(set(m["features"]) == set(learned.FEATURES) for m in entry["measured"])
     # what the tuner recorded trains the next correction
     assert learned.Correction.from_db("cpu").trained == (len(result.seconds) > 1)
+
+
+def test_past_its_budget_the_tuner_still_measures_the_untuned_plan(tmp_path, monkeypatch):
+    monkeypatch.setenv("POWERFUSION_CACHE_DIR", str(tmp_path))
+    graph, args, space = _space("layernorm")
+    correction = learned.Correction().fit(_synthetic(10))
+    assert space.shortlist(correction, 3)[0] != space.untuned     # not the first anyway
+    result = tuner.tune(graph, _strides(args), get_target("cpu"), args, top=3, repeat=2,
+                        budget_s=0.0, progress=False, correction=correction)
+    assert set(result.seconds) == {space.points[space.shortlist(correction, 3)[0]][0],
+                                   space.points[space.untuned][0]}
 
 
 def test_the_fastest_few_are_timed_again_and_the_second_round_decides(tmp_path, monkeypatch):

@@ -136,9 +136,13 @@ def plan_graph(graph: Graph, input_strides, target: Target,
         "tile": (choice.tile,), "threads": (choice.threads,), "dynamic": (choice.dynamic,),
         "vector_bits": (choice.vector_bits,), "recompute": (choice.recompute,)}
     candidates = candidate_plans(graph, input_strides, target, placements, streams, knobs)
-    for candidate, plan, _ in candidates:
-        if candidate == choice:
-            return plan
+    # a recorded choice to recompute under broadcasts, where the graph stores none, is
+    # the same point stored: its other knobs stand
+    wanted = [choice, dataclasses.replace(choice, recompute=False)] if choice else []
+    for want in wanted:
+        for candidate, plan, _ in candidates:
+            if candidate == want:
+                return plan
     return candidates[0][1]
 
 

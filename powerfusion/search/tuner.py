@@ -74,8 +74,9 @@ def tune(graph: Graph, input_strides, target: Target, inputs, *, top: int = 4,
     start = time.perf_counter()
     runs: dict[Candidate, object] = {}
     for n, k in enumerate(shortlist):
-        if time.perf_counter() - start > budget_s and runs:
-            break
+        # past the budget only the untuned point still compiles: what tuning must beat
+        if time.perf_counter() - start > budget_s and runs and k != points.untuned:
+            continue
         candidate, plan, _cost, code = points.points[k]
         runs[candidate] = _runner(plan, code, dialect, inputs)
         if progress:
@@ -159,12 +160,15 @@ class Space:
                                   candidate.recompute), k)
             firsts = sorted(kinds.values(), key=ranked.index)
             return (firsts + [k for k in ranked if k not in firsts])[:top]
-        first = self.points[self.defaults[0]][0]
+        # untrained, the cost model's first is the untuned plan (compile_graph's): it
+        # never recomputes under broadcasts, which the other defaults may
+        first = self.points[self.untuned][0]
+        defaults = [self.untuned] + [k for k in self.defaults if k != self.untuned]
         streamed = [k for k, p in enumerate(self.points)
                     if p[0] == dataclasses.replace(first, streaming=True)]
         if streamed and top > 1:
-            return self.defaults[:top - 1] + streamed
-        return self.defaults[:top]
+            return defaults[:top - 1] + streamed
+        return defaults[:top]
 
 
 def search_space(graph: Graph, input_strides, target: Target, dialect: str) -> Space:

@@ -17,7 +17,15 @@ import sys
 import tempfile
 import time
 
-from .check import GIR_TARGETS, SPACE_TARGETS
+from .check import GIR_TARGETS, SPACE
+
+
+def _target(text: str) -> str:
+    if text in ("cpu", "opencl", *GIR_TARGETS) or text == SPACE or (
+            text.startswith(SPACE + ":") and text[len(SPACE) + 1:].isdigit()):
+        return text
+    raise argparse.ArgumentTypeError(f"expected cpu, opencl, {', '.join(GIR_TARGETS)}, "
+                                     f"{SPACE} or {SPACE}:N, got {text!r}")
 
 
 def main(argv=None) -> int:
@@ -25,11 +33,11 @@ def main(argv=None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--programs", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0, help="campaign seed")
-    parser.add_argument("--target", default="cpu",
-                        choices=("cpu", "opencl", *GIR_TARGETS, *SPACE_TARGETS),
-                        help="cuda-gir / hip-gir: the dialect's SIMT-legalised GIR, run by "
-                             "the interpreter as the block's threads would; cpu-space: a "
-                             "point of the tuner's search space per program")
+    parser.add_argument("--target", default="cpu", type=_target,
+                        help="cpu, opencl; cuda-gir / hip-gir: the dialect's SIMT-legalised "
+                             "GIR, run by the interpreter as the block's threads would; "
+                             "cpu-space: a point of the tuner's search space per program "
+                             "(cpu-space:N: the point N draws, as a report names it)")
     parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--batch", type=int, default=16, help="programs per pf.jit call")
     parser.add_argument("--exclude", default="", help="ops never to draw, comma-separated")

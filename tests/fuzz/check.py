@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import random
 import re
+import threading
 import traceback
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,20 +43,33 @@ RTOL = {"float64": 1e-12, "float32": 2e-4, "float16": 2e-3, "bfloat16": 1.6e-2}
 GIR_TARGETS = {"cuda-gir": "cuda", "hip-gir": "hip"}
 
 
-# a target whose plans are points of the tuner's search space, one drawn per program
-# (every knob, computation, placement and recomputing under broadcasts), compiled for
-# the CPU: whatever the tuner picks must be right, not only the default plan
-SPACE_TARGETS = {"cpu-space": "cpu"}
+# a target whose plans are points of the tuner's search space (every knob, computation,
+# placement and recomputing under broadcasts), compiled for the CPU: whatever the tuner
+# picks must be right, not only the default plan. "cpu-space" draws the point from the
+# program's source; "cpu-space:N" from N (what a report names, to run that point again)
+SPACE = "cpu-space"
+SPACE_TARGETS = {SPACE: "cpu"}
+DRAWN: list = []                # the points drawn, the last one last (for messages)
+_patching = threading.RLock()   # one block at a time (nested ones in order) patches it
+
+
+def is_space(target: str) -> bool:
+    return target == SPACE or target.startswith(SPACE + ":")
+
+
+def point_target(target: str, source: str) -> str:
+    """The target that compiles `source` at the point `target` would draw for it."""
+    return f"{SPACE}:{zlib.crc32(source.encode())}" if target == SPACE else target
 
 
 @contextmanager
-def compiled_for(target: str, seed: int = 0):
+def compiled_for(target: str, source: str = ""):
     """The jit target to compile a campaign's target with, for the calls made inside the
     block: a real one as it is; a GIR_TARGETS one as its dialect, with pf.jit running its
-    plans through the interpreter, and a SPACE_TARGETS one with pf.jit compiling a point
-    of the search space drawn from `seed`, until the block ends (the process's later jit
+    plans through the interpreter, and a space target with pf.jit compiling a point of
+    the search space (drawn for `source`), until the block ends (the process's later jit
     calls - a test suite's - compile and tune as usual)."""
-    if target not in GIR_TARGETS and target not in SPACE_TARGETS:
+    if target not in GIR_TARGETS and not is_space(target):
         yield target
         return
     from powerfusion import api
@@ -67,12 +82,15 @@ def compiled_for(target: str, seed: int = 0):
         def compiled(graph, *, input_strides, target, tune_with=None):
             return InterpretedExecutable(plan_graph(graph, input_strides, get_target(target)))
     else:
+        seed = int(point_target(target, source).split(":")[1])
         compiled = _at_a_point(random.Random(seed))
-    compile_graph, api.compile_graph = api.compile_graph, compiled
-    try:
-        yield GIR_TARGETS.get(target) or SPACE_TARGETS[target]
-    finally:
-        api.compile_graph = compile_graph
+    with _patching:
+        DRAWN.clear()
+        compile_graph, api.compile_graph = api.compile_graph, compiled
+        try:
+            yield GIR_TARGETS.get(target) or SPACE_TARGETS[SPACE]
+        finally:
+            api.compile_graph = compile_graph
 
 
 def _at_a_point(draw: random.Random):
@@ -90,6 +108,7 @@ def _at_a_point(draw: random.Random):
                            draw.choice(("local", "global")),
                            **{knob: draw.choice(values)
                               for knob, values in knob_values(device).items()})
+        DRAWN.append(choice)
         plan = plan_graph(graph, input_strides, device, choice)
         return executable(plan, target, printed(plan, target))
     return compiled
@@ -195,7 +214,7 @@ def run(program: Program, target: str):
     source = program.source()
     threads = threads_for(source)
     calls = [program.arrays() for _ in range(threads)]
-    with compiled_for(target, zlib.crc32(source.encode())) as compiled_target:
+    with compiled_for(target, source) as compiled_target:
         fn = pf.jit(program.function(), target=compiled_target)
         if threads == 1:
             result = fn(*calls[0])
@@ -215,7 +234,18 @@ def run(program: Program, target: str):
 
 def judge(program: Program, expected: Expected, target: str = "cpu") -> list[Outcome]:
     """One Outcome per output, from one pf call; an exception (or a missing one) is the
-    outcome of every output."""
+    outcome of every output. At a point of the search space, a failure's message names
+    the point and the target that compiles the program there again."""
+    outcomes = _judged(program, expected, target)
+    if not is_space(target) or not any(o.failed for o in outcomes):
+        return outcomes
+    drawn = DRAWN[-1].label if DRAWN else "no point drawn"
+    where = f"\n(at the point {drawn}: --target {point_target(target, program.source())})"
+    return [dataclasses.replace(o, message=o.message + where) if o.failed else o
+            for o in outcomes]
+
+
+def _judged(program: Program, expected: Expected, target: str) -> list[Outcome]:
     n = len(program.outputs)
     try:
         with quiet():

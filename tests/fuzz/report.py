@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from .analysis import analyze
 from .campaign import Failure, Summary
-from .check import Outcome
+from .check import Outcome, point_target
 from .generator import generate
 from .program import Program, merge
 from .shrink import shrink
@@ -88,6 +88,7 @@ def shrink_all(summary: Summary, per_class: int = 1, budget_s: float = 60.0,
 def describe(s: Shrunk) -> str:
     """Markdown for one shrunk failure."""
     seeds = ", ".join(map(str, s.failure.seeds))
+    target = point_target(s.target, s.program.source())   # the point the repro fails at
     if not s.outcome.failed:
         return f"### {s.failure.signature()}\n\n- seeds: {seeds}: passes now (fixed since " \
                "the campaign ran, or flaky)\n"
@@ -99,9 +100,9 @@ def describe(s: Shrunk) -> str:
                                     if s.failure.batch_only else ""),
              f"- minimal program: {s.program.size()} ops, shrunk in {s.seconds:.0f} s "
              f"({s.tried} candidates); fails the same way {s.reproduced}/{REPEATS} re-runs",
-             "", "```python", s.program.repro(s.target), "```", "", "```",
+             "", "```python", s.program.repro(target), "```", "", "```",
              (s.outcome.message or s.outcome.signature()).strip()[-1500:], "```", ""]
-    one = s.program.one_line(s.target)
+    one = s.program.one_line(target)
     if one:
         lines[4:4] = [f"- one line: `{one}`"]
     return "\n".join(lines)

@@ -76,6 +76,40 @@ def test_fuzz_points_of_the_search_space():
 
 
 # -- the fuzzer itself -------------------------------------------------------------------------
+def test_a_point_of_the_search_space_is_named_and_drawn_again(monkeypatch):
+    """cpu-space draws a program's point from its source; the name a report gives
+    (cpu-space:N) draws the same point again; the patch ends with the block, and a
+    failure's message names the point."""
+    from powerfusion import api, compiler
+    from powerfusion.search import space
+
+    from .check import DRAWN, compiled_for, judge, point_target
+
+    program, expected = generate(11)
+    target = point_target("cpu-space", program.source())
+    assert target == point_target(target, "anything") and target.startswith("cpu-space:")
+    drawn = []
+    for name in ("cpu-space", target):
+        outcome = check(program, expected, name)
+        assert not outcome.failed, outcome
+        drawn.append(DRAWN[-1])
+    assert drawn[0] == drawn[1]
+    assert api.compile_graph is compiler.compile_graph
+    with compiled_for("cpu-space:1") as compiled_target:     # the point F26 needed
+        assert compiled_target == "cpu" and api.compile_graph is not compiler.compile_graph
+    assert api.compile_graph is compiler.compile_graph
+
+    def planted(*args, **kwargs):
+        raise IndexError("planted")
+
+    monkeypatch.setattr(space, "plan_graph", planted)
+    (first, *_) = judge(program, expected, "cpu-space:1")
+    assert api.compile_graph is compiler.compile_graph
+    assert first.kind == "untyped" and "planted" in first.message
+    assert "--target cpu-space:1" in first.message and "recomputed" in first.message
+
+
+
 def test_a_seed_always_gives_the_same_program():
     for seed in (1, 77, 12345):
         a, b = generate(seed)[0], generate(seed)[0]
