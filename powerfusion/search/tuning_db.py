@@ -27,8 +27,8 @@ from .plan import Candidate
 
 LEGACY_STREAMING = ", streaming stores"   # how a legacy label ends for streaming stores
 LEGACY_ROWS = ", rows "                   # and what precedes its placement
-KNOBS = {"tile": (int, float), "threads": int, "dynamic": int, "vector_bits": int}
-SWITCHES = ("recompute",)           # knobs that are booleans
+KNOBS = {"tile": (int, float), "threads": int, "dynamic": int, "vector_bits": int,
+         "recompute": bool}
 
 
 def db_path(target: str) -> Path:
@@ -73,14 +73,12 @@ def candidate(stored) -> Candidate | None:
                                                for name, kind in fields.items()):
         return None
     # the schedule knobs came later: an entry without them took their defaults
-    knobs = {name: stored[name] for name, kind in KNOBS.items() if name in stored}
-    if not all(isinstance(v, KNOBS[name]) and not isinstance(v, bool)
+    knobs = {name: stored[name] for name in KNOBS if name in stored}
+    # a bool is an int to isinstance: only the switches take one
+    if not all(isinstance(v, KNOBS[name]) and (KNOBS[name] is bool) == isinstance(v, bool)
                for name, v in knobs.items()):
         return None
-    switches = {name: stored[name] for name in SWITCHES if name in stored}
-    if not all(isinstance(v, bool) for v in switches.values()):
-        return None
-    return Candidate(**{name: stored[name] for name in fields}, **knobs, **switches)
+    return Candidate(**{name: stored[name] for name in fields}, **knobs)
 
 
 def lookup(target: str, key: str) -> dict | None:

@@ -48,7 +48,6 @@ GIR_TARGETS = {"cuda-gir": "cuda", "hip-gir": "hip"}
 # picks must be right, not only the default plan. "cpu-space" draws the point from the
 # program's source; "cpu-space:N" from N (what a report names, to run that point again)
 SPACE = "cpu-space"
-SPACE_TARGETS = {SPACE: "cpu"}
 DRAWN: list = []                # the points drawn, the last one last (for messages)
 _patching = threading.RLock()   # one block at a time (nested ones in order) patches it
 
@@ -88,7 +87,7 @@ def compiled_for(target: str, source: str = ""):
         DRAWN.clear()
         compile_graph, api.compile_graph = api.compile_graph, compiled
         try:
-            yield GIR_TARGETS.get(target) or SPACE_TARGETS[SPACE]
+            yield GIR_TARGETS.get(target, "cpu")      # a space target's points are the CPU's
         finally:
             api.compile_graph = compile_graph
 
