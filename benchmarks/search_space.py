@@ -138,7 +138,7 @@ def evaluate(name: str, data: dict, others: list, target, repeats: int) -> dict:
     model = labels[space.shortlist(learned.Correction(), 1)[0]]
     points = {p[0].label: p for p in space.points}
     heads = {}
-    # one pass over the whole space misorders its points (up to 1.5x here): its five
+    # one pass over the whole space misorders its points (by up to 1.75x here): its five
     # fastest, the tuned and the model's choice are timed again, and the fastest of
     # those is the best known
     fastest = sorted(seconds, key=seconds.get)[:HEAD_TO_HEAD]
@@ -216,8 +216,8 @@ def _method(info: dict) -> list[str]:
         "the exhaustive table; `head to head`: the tuned choice over the best known point, "
         "the fastest of the table's five fastest, the tuned choice and the model's, all "
         "timed again interleaved in one later run (more, longer samples); `model h2h`: "
-        "the model's choice likewise; `analytical/best`: the same budget spent on the cost model's ranking "
-        "uncorrected; `model/best`: the cost model's first choice alone.",
+        "the model's choice likewise; `analytical/best`: the same budget spent on the "
+        "cost model's ranking uncorrected; `model/best`: the cost model's first choice alone.",
         "",
         "The correction for each case is trained only on the exhaustive measurements of "
         "the other functions of the suite (leave-one-function-out: softmax, "
