@@ -9,10 +9,11 @@ of the output (no optimizer; dropout off, so results compare). Candidates are ti
 turn), figures are medians, ratios are against the same run's eager and Inductor,
 and the load average is recorded beside them.
 
-The breakdown comes from torch.profiler (`pf.advise`'s `library_share`): the share of
-a step inside library calls (matmul, convolution, attention, embedding: the same ATen
-calls in every backend) applied to the step's median, and the rest of the step, which
-is what a backend controls (its kernels and the glue between them).
+The breakdown comes from torch.profiler (`pf.advise`'s `library_time`): a step's time
+inside library calls (matmul, convolution, attention, embedding: the same ATen calls
+in every backend), their own durations under the profiler (which slows the ops between
+them, not a long matmul), and the rest of the step's median, which is what a backend
+controls (its kernels and the glue between them).
 
     python -m benchmarks.e2e_torch                        # every model, batch 1 and 8, training
     python -m benchmarks.e2e_torch --models bert vit --batch 1 --no-training
@@ -126,7 +127,7 @@ def run_case(model, inputs: dict, mode: str, backends: list[str], repeats: int) 
     import torch
 
     import powerfusion as pf
-    from powerfusion.advise import library_share
+    from powerfusion.advise import library_time
     from powerfusion.benchmarking import interleaved
 
     torch._dynamo.reset()
@@ -171,7 +172,7 @@ def run_case(model, inputs: dict, mode: str, backends: list[str], repeats: int) 
                               default=0.0) for n, g in grads.items()}
     samples = interleaved(steps, repeats=repeats, warmup=2)
     median_ms = {n: 1e3 * statistics.median(s) for n, s in samples.items()}
-    library = {n: median_ms[n] * library_share(step) for n, step in steps.items()}
+    library = {n: min(median_ms[n], 1e3 * library_time(step)) for n, step in steps.items()}
     return {
         "mode": mode, "median_ms": median_ms,
         "samples_ms": {n: [1e3 * v for v in s] for n, s in samples.items()},

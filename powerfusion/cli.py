@@ -716,8 +716,11 @@ def cmd_probe(args) -> int:
     record = calibrate(path)             # what pf.advise needs beyond the bandwidths
     slowest = max(record["math_s"], key=record["math_s"].get)
     print(f"calibration for pf.advise: one pf.jit call {1e6 * record['jit_call_s']:.1f} us"
-          + (f", a torch region {1e6 * record['region_call_s']:.1f} us, a torch graph "
-             f"{1e6 * record['graph_call_s']:.1f} us" if record["region_call_s"] else "")
+          + (f", a torch region {1e6 * record['region_call_s']:.1f} us "
+             f"({1e6 * record['region_cold_call_s']:.1f} right after a matmul), a torch "
+             f"graph {1e6 * record['graph_call_s']:.1f} us "
+             f"({1e6 * record['graph_cold_call_s']:.1f}), the first torch call after a "
+             f"matmul +{1e6 * record['resume_s']:.1f} us" if record["region_call_s"] else "")
           + f"; math on one core {1e9 * min(record['math_s'].values()):.2f} to "
           f"{1e9 * record['math_s'][slowest]:.2f} ns per element ({slowest.name.lower()})")
     print(f"\nwrote {path} ({time.perf_counter() - start:.1f} s)")

@@ -168,15 +168,18 @@ def _calibration_file(path, **figures):
 
     record = {"cpu_model": cpu_model(), "cores": _cores(), "date": "2026-12-05T00:00:00",
               "math_s": {"gelu": 1e-6}, "jit_call_s": 3e-4, "region_call_s": 1e-3,
-              "region_slow_call_s": 4e-3, "graph_call_s": 2e-3} | figures
+              "region_slow_call_s": 4e-3, "graph_call_s": 2e-3, "resume_s": 5e-4,
+              "region_cold_call_s": 3e-3, "graph_cold_call_s": 7e-3, "guard_s": 1e-4,
+              "guard_per_tensor_s": 1e-5} | figures
     path.write_text(json.dumps({"calibration": record}))
     return record
 
 
 def test_calibration_is_read_from_the_device_description(tmp_path, monkeypatch):
-    """The glue is the calibration's figure per region and per graph, and a calibrated
-    function's arithmetic is priced per element from it: large figures written to the
-    target file show up in the prediction as they are."""
+    """The glue is the calibration's figures per region, per graph and per run of calls
+    after library work, and a calibrated function's arithmetic is priced per element
+    from it: large figures written to the target file show up in the prediction as
+    they are."""
     torch = pytest.importorskip("torch")
     monkeypatch.setenv("POWERFUSION_CACHE_DIR", str(tmp_path))
     _calibration_file(tmp_path / "target-cpu.json")
@@ -190,7 +193,12 @@ def test_calibration_is_read_from_the_device_description(tmp_path, monkeypatch):
     model = torch.nn.Sequential(torch.nn.Linear(16, 512), torch.nn.GELU()).eval()
     advice = pf.advise(model, (torch.randn(64, 16),), repeats=2, statistic="min")
     (kernel,) = advice.kernels
-    assert advice.glue_s == pytest.approx(1e-3 + 2e-3)               # one region, one graph
+    # the graph (cold), two runs of calls resumed after library work (the weight's
+    # transpose at the start, the region after the matmul), the region itself the first
+    # in its run: its cold call less the resume already counted
+    # and dynamo's guards on the input and the linear's weight and bias
+    assert advice.guards_s == pytest.approx(1e-4 + 2 * 1e-5)
+    assert advice.glue_s == pytest.approx(7e-3 + 2 * 5e-4 + (3e-3 - 5e-4) + 1.2e-4)
     from powerfusion.runtime.probe import _cores
 
     assert kernel.predicted_s >= 64 * 512 * 1e-6 / _cores()          # GELU per element

@@ -6,7 +6,8 @@ import pytest
 torch = pytest.importorskip("torch")
 from torch.fx.experimental.proxy_tensor import make_fx  # noqa: E402
 
-from powerfusion.frontend.torch_backend.view_chains import VIEW_OPS, fold_views, restride  # noqa: E402
+from powerfusion.frontend.torch_backend.view_chains import (  # noqa: E402
+    VIEW_OPS, fold_views, restride, restride_inside)
 
 aten = torch.ops.aten
 
@@ -36,7 +37,10 @@ def test_chains_fold_and_give_the_same_values():
     # result's select-transpose-unsqueeze: one call each
     assert folded == 5 and before == 11
     assert not _view_calls(gm)
-    assert sum(n.target is restride for n in gm.graph.nodes) == 5
+    # the result leaves the graph as a real view; the four the bmm reads are aliases
+    # made without the dispatcher
+    assert sum(n.target is restride for n in gm.graph.nodes) == 1
+    assert sum(n.target is restride_inside for n in gm.graph.nodes) == 4
     expected = _heads(x, w)
     got = gm(x, w)
     assert got.shape == expected.shape and got.stride() == expected.stride()
@@ -65,7 +69,7 @@ def test_chains_with_sizes_computed_at_run_time_stay():
     gm = make_fx(fn, tracing_mode="symbolic")(torch.randn(4, 6))
     fold_views(gm)                        # symbolic sizes: nothing static to fold to
     torch.testing.assert_close(gm(torch.randn(4, 6)).shape, torch.Size([3, 8]))
-    assert all(n.target is not restride for n in gm.graph.nodes)
+    assert all(n.target not in (restride, restride_inside) for n in gm.graph.nodes)
 
 
 def test_restride_direct():
@@ -102,3 +106,18 @@ def test_the_backend_folds_the_views_of_attention():
     (gx, gw), (ex, ew) = (torch.autograd.grad(y.sum(), (x, w)) for y in (got, expected))
     torch.testing.assert_close(gx, ex)
     torch.testing.assert_close(gw, ew)
+
+
+def test_restride_inside_takes_the_offset_from_storage_start():
+    """The alias adds its offset to the base's own: a base that starts inside its
+    storage (as traced) gets the same elements as as_strided gives."""
+    storage = torch.arange(30.0)
+    base = storage[5:17]                                        # storage offset 5
+    got = restride_inside(base, (3, 4), (1, 3), 5, ((1,), 5), ())
+    want = base.as_strided((3, 4), (1, 3), 5)
+    assert got.storage_offset() == want.storage_offset() == 5
+    assert got.tolist() == want.tolist() == base.view(4, 3).t().tolist()
+    other = torch.arange(24.0)[::2]                             # laid out otherwise: replay
+    replay = ((aten.view.default, ((4, 3),), {}), (aten.t.default, (), {}))
+    assert restride_inside(other, (3, 4), (1, 3), 5, ((1,), 5), replay).tolist() == \
+        other.view(4, 3).t().tolist()

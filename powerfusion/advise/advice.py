@@ -34,6 +34,8 @@ class Advice:
     library_calls_s: float = 0.0  # the library calls of the compiled model (torch) and
     torch_ops_s: float = 0.0     # its other torch calls: views, index, creation, fallbacks
     attention: int = 0           # attention calls fused into one library call (torch)
+    guards_s: float = 0.0        # of glue_s: torch.compile's own work per call (dynamo's
+                                 # guards on the model's tensors; torch)
 
     @property
     def predicted_speedup(self) -> float:

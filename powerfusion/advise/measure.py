@@ -1,4 +1,4 @@
-"""Timing a step, profiling eager PyTorch's library share, and this machine's
+"""Timing a step, profiling eager PyTorch's library calls, and this machine's
 calibration of what calling a kernel costs (the figures the prediction adds)."""
 
 from __future__ import annotations
@@ -27,9 +27,20 @@ def _statistic(name: str):
                          f"got {name!r}") from None
 
 
+# warm-up before a step is timed: at least this many calls and this many seconds (a
+# model's first calls fault its activations' pages in and fill the allocator's caches)
+WARMUP_CALLS, WARMUP_S = 3, 0.3
+
+
+def _warm_up(step) -> None:
+    start, calls = time.perf_counter(), 0
+    while calls < WARMUP_CALLS or time.perf_counter() - start < WARMUP_S:
+        step()
+        calls += 1
+
+
 def _time(step, repeats: int, statistic: str = "median") -> float:
-    step()
-    step()
+    _warm_up(step)
     samples = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -45,23 +56,23 @@ def _interleaved(baseline, candidate, repeats: int,
             _statistic(statistic)(samples["candidate"]))
 
 
-def _profile_events(step, calls: int, statistic: str = "median"):
-    """torch.profiler's events of `calls` runs of step (after one unprofiled), with the
-    inputs' shapes, and the wall time of one run under the profiler in microseconds; with
-    statistic "min", each run profiled apart and only the fastest one's events kept (the
-    run others disturbed least)."""
+def _profiled_runs(step, runs: int):
+    """`runs` pairs (seconds of a run timed without the profiler, torch.profiler's
+    events of the run after it, with the inputs' shapes), after a warm-up: each
+    profiled run beside a plain one, so that the figures read off the profile and the
+    step's own time come from the same moments of a machine whose speed drifts."""
     from torch.profiler import profile
 
-    step()
-    runs = []
-    for _ in range(calls if statistic == "min" else 1):
+    _warm_up(step)
+    pairs = []
+    for _ in range(runs):
         start = time.perf_counter()
+        step()
+        plain_s = time.perf_counter() - start
         with profile(record_shapes=True) as prof:
-            for _ in range(1 if statistic == "min" else calls):
-                step()
-        runs.append(((time.perf_counter() - start) * 1e6, prof.events()))
-    wall_us, events = min(runs, key=lambda run: run[0])
-    return events, wall_us / (1 if statistic == "min" else calls)
+            step()
+        pairs.append((plain_s, prof.events()))
+    return pairs
 
 
 def _outermost_library(events):
@@ -85,33 +96,38 @@ def _shapes_key(name: str, shapes) -> tuple:
                        and all(isinstance(d, int) for d in s))
 
 
-def eager_profile(step, calls: int = 5, statistic: str = "median") -> tuple[float, dict]:
-    """(library share, prices) of `step` under torch.profiler. The share is the fraction
-    of the profiled run inside library compute (the outermost such ATen calls), so that
-    it applies to a median measured apart from it (the profiler slows the rest down);
-    prices maps (aten name, input shapes) to one such library call's share of the
-    profiled run, at any depth (eager's linear runs an addmm, as a compiled graph calls
-    it): the mean of those calls, or their best with statistic "min". Shares, like the
-    library share, so that they apply to eager's time measured apart from the profile
-    (a profiled run another process slowed down slows its calls with it)."""
+def eager_profile(step, runs: int = 10,
+                  statistic: str = "median") -> tuple[float, float, dict]:
+    """(step seconds, library seconds, prices) of `step`, from `runs` runs timed plain
+    interleaved with `runs` under torch.profiler (`_profiled_runs`): the step's time;
+    the time inside library compute (the outermost such ATen calls) per run; and
+    prices mapping (aten name, input shapes) to one such call's seconds, at any depth
+    (eager's linear runs an addmm, as a compiled graph calls it). Each read off its
+    samples by the statistic (a price: over all the calls of its key).
+
+    Absolute times, not shares of the profiled run: the profiler's cost is per event,
+    so it slows the many small ops between library calls and hardly a long matmul; a
+    share of the profiled run would undercount the library by the profiler's overhead
+    on everything else."""
     from ..frontend.torch_backend.support import is_library_compute
 
-    events, wall_us = _profile_events(step, calls, statistic)
-    runs = 1 if statistic == "min" else calls       # the runs events holds
-    total_us = sum(ev.time_range.elapsed_us() for ev in _outermost_library(events)) / runs
-    samples: dict[tuple, list[float]] = {}
-    for ev in events:
-        if is_library_compute(ev.name):
-            key = _shapes_key(ev.name, ev.input_shapes or ())
-            samples.setdefault(key, []).append(ev.time_range.elapsed_us() / wall_us)
-    price = min if statistic == "min" else statistics.fmean
-    prices = {key: price(v) for key, v in samples.items()}
-    return (min(1.0, total_us / wall_us) if wall_us > 0 else 0.0), prices
+    read = _statistic(statistic)
+    pairs = _profiled_runs(step, runs)
+    library, samples = [], {}
+    for _, events in pairs:
+        library.append(1e-6 * sum(ev.time_range.elapsed_us()
+                                  for ev in _outermost_library(events)))
+        for ev in events:
+            if is_library_compute(ev.name):
+                key = _shapes_key(ev.name, ev.input_shapes or ())
+                samples.setdefault(key, []).append(1e-6 * ev.time_range.elapsed_us())
+    return (read([plain for plain, _ in pairs]), read(library),
+            {key: read(v) for key, v in samples.items()})
 
 
-def library_share(step, calls: int = 3) -> float:
-    """The fraction of `step`'s time spent inside library compute (`eager_profile`)."""
-    return eager_profile(step, calls)[0]
+def library_time(step, runs: int = 3) -> float:
+    """Seconds per run of `step` spent inside library compute (`eager_profile`)."""
+    return eager_profile(step, runs)[1]
 
 
 def _measure_calls(trials: int = 25) -> dict:
@@ -150,8 +166,77 @@ def _measure_calls(trials: int = 25) -> dict:
         region_s = best_of(lambda: lean(x), trials, min_s=1e-3)
         slow_s = best_of(slow, trials, min_s=1e-3)
         whole_s = best_of(lambda: compiled(x), trials, min_s=1e-3)
+        view_s = best_of(lambda: x.view(4, 4), trials, min_s=1e-3)
+        # the same calls right after a matmul, as in a model: its weights sweep the
+        # caches, so the interpreter's and the dispatcher's code and data come back
+        # from memory (and a core leaving wide vector code changes its clock)
+        view_cold_s = _after_matmul(lambda: x.view(4, 4), trials)
+        region_cold_s = _after_matmul(lambda: lean(x), trials)
+        whole_cold_s = _after_matmul(lambda: compiled(x), trials)
+    # dynamo's part grows with the tensors it guards: priced per model from these
+    dynamo_s, per_tensor_s = _guards(trials)
     return figures | {"region_call_s": region_s, "region_slow_call_s": slow_s,
-                      "graph_call_s": max(0.0, whole_s - region_s)}
+                      "graph_call_s": max(0.0, whole_s - region_s),
+                      "resume_s": max(0.0, view_cold_s - view_s),
+                      "region_cold_call_s": region_cold_s,
+                      "graph_cold_call_s": max(0.0, whole_cold_s - region_cold_s - dynamo_s),
+                      "guard_s": dynamo_s, "guard_per_tensor_s": per_tensor_s}
+
+
+# the library call the cold figures follow: a transformer's feed-forward matmul
+# (BERT-base's, one sequence of 128), 9 MB of weights
+AFTER = (128, 768, 3072)
+
+
+def _dynamo_call_s(fn, args, trials: int) -> float:
+    """Seconds torch.compile's own work takes per call of fn on args (dynamo's guards,
+    its frame), right after a matmul, whatever the backend: fn compiled with a backend
+    whose graph hands back the outputs of its first run."""
+    import torch
+
+    def constant(gm, example_inputs, **kw):
+        outputs = gm(*example_inputs)
+        return lambda *a: outputs
+
+    compiled = torch.compile(fn, backend=constant, dynamic=False)
+    with torch.no_grad():
+        compiled(*args)
+        return _after_matmul(lambda: compiled(*args), trials)
+
+
+def _guards(trials: int) -> tuple[float, float]:
+    """(dynamo's per-call seconds for a module of one parameter, the more per further
+    parameter): from modules of 1 and GUARDED parameters, each an input dynamo guards."""
+    import torch
+
+    def module(n):
+        m = torch.nn.Module()
+        m.ps = torch.nn.ParameterList(torch.nn.Parameter(torch.randn(4)) for _ in range(n))
+        m.forward = lambda x: x + sum(p.sum() for p in m.ps)
+        return m
+
+    x = torch.randn(4)
+    one = _dynamo_call_s(module(1), (x,), trials)
+    many = _dynamo_call_s(module(GUARDED), (x,), trials)
+    return one, max(0.0, many - one) / (GUARDED - 1)
+
+
+GUARDED = 32
+
+
+def _after_matmul(fn, trials: int) -> float:
+    """Median seconds of one call of fn made right after a matmul of AFTER's sizes."""
+    import torch
+
+    m, k, n = AFTER
+    a, w = torch.randn(m, k), torch.randn(k, n)
+    samples = []
+    for _ in range(trials):
+        torch.mm(a, w)
+        start = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples)
 
 
 def calibrate(path=None) -> dict:

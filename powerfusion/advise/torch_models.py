@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 
 from ..frontend import torch_stats
 from .advice import Advice, KernelAdvice
-from .measure import _interleaved, _shapes_key, _time, eager_profile, machine_calibration
+from .measure import (_after_matmul, _interleaved, _shapes_key, _time, eager_profile,
+                      machine_calibration)
 from .pricing import _region_advice
 
 
@@ -33,9 +34,12 @@ def _materialised(value):
     return base.as_strided(shape, stride, offset)
 
 
-def _timed_alone(gm, node, repeats: int, statistic: str) -> float:
+def _timed_alone(gm, node, repeats: int, statistic: str,
+                 resume_s: float | None = None) -> float:
     """Median seconds of one call of an fx node's function (or module) on tensors shaped
-    as its arguments' metadata say (torch calls a compiled graph leaves to PyTorch)."""
+    as its arguments' metadata say (torch calls a compiled graph leaves to PyTorch).
+    With resume_s, the call as it runs among library calls: timed right after a matmul
+    too, less the resume the first call after one pays (counted apart), or hot if more."""
     import torch
     import torch.fx
 
@@ -46,7 +50,10 @@ def _timed_alone(gm, node, repeats: int, statistic: str) -> float:
     kwargs = torch.fx.node.map_aggregate(node.kwargs, lambda a: value(a))
     fn = gm.get_submodule(node.target) if node.op == "call_module" else node.target
     with torch.no_grad():
-        return _time(lambda: fn(*args, **kwargs), repeats, statistic)
+        hot = _time(lambda: fn(*args, **kwargs), repeats, statistic)
+        if resume_s is None:
+            return hot
+        return max(hot, _after_matmul(lambda: fn(*args, **kwargs), repeats) - resume_s)
 
 
 @dataclass
@@ -57,8 +64,22 @@ class _Pricing:
     library_s: float = 0.0       # its library calls (eager's price, or timed alone)
     torch_ops_s: float = 0.0     # its other torch calls (views, index, creation, fallbacks)
     regions: int = 0             # regions called through their lean function,
+    cold_regions: int = 0        # (of which the first after a library call)
     slow_regions: int = 0        # and through Region.forward (no lean path)
+    resumes: int = 0             # runs of calls after a library call (or a graph's start)
     attention: int = 0           # fused attention calls the graphs make
+
+    def glue_s(self, machine: dict, graphs: int) -> float:
+        """What calling it all costs beyond the kernels' and the torch calls' own
+        time: regions, graphs, and the cold start after each library call (the first
+        call pays for the caches the library call swept, the first region in a run for
+        its own code path; the calls after them run warm)."""
+        cold_region = max(machine["region_call_s"],
+                          machine["region_cold_call_s"] - machine["resume_s"])
+        return (self.resumes * machine["resume_s"] + self.cold_regions * cold_region
+                + (self.regions - self.cold_regions) * machine["region_call_s"]
+                + self.slow_regions * machine["region_slow_call_s"]
+                + graphs * machine["graph_cold_call_s"])
 
 
 def _region_of(gm, node):
@@ -73,7 +94,8 @@ def _region_of(gm, node):
     return None
 
 
-def _price_graphs(graphs, prices: dict, math_s, repeats: int, statistic: str) -> _Pricing:
+def _price_graphs(graphs, prices: dict, machine: dict, repeats: int,
+                  statistic: str) -> _Pricing:
     """Every call of the compiled graphs, priced: regions by the cost model; library
     calls at eager's measured price where eager made the same call (same op, same
     shapes), else timed alone; other torch calls timed alone; getitem is free."""
@@ -83,10 +105,21 @@ def _price_graphs(graphs, prices: dict, math_s, repeats: int, statistic: str) ->
     from ..frontend.torch_backend.support import is_library_compute
 
     out = _Pricing()
+    resume_s = machine["resume_s"]
     for _, gm, _ in graphs:
+        after_library = True             # a graph starts after the caller's own work
+        region_in_run = False
         for node in gm.graph.nodes:
-            if node.op not in ("call_function", "call_module", "call_method"):
+            if node.op not in ("call_function", "call_module", "call_method") \
+                    or node.target is operator.getitem:
                 continue
+            library = isinstance(node.target, torch._ops.OpOverload) and is_library_compute(
+                node.target.overloadpacket.__name__)
+            if library:
+                after_library, region_in_run = True, False
+            elif after_library:
+                out.resumes += 1
+                after_library = False
             region = _region_of(gm, node)
             compiled = [] if region is None or region.failed else \
                 [c for c in ([region.hot[1]] if region.hot else region.cache.values())
@@ -94,17 +127,16 @@ def _price_graphs(graphs, prices: dict, math_s, repeats: int, statistic: str) ->
             if compiled:
                 lean = node.op == "call_function" and hasattr(node.target, "source")
                 out.regions += lean
+                out.cold_regions += lean and not region_in_run
                 out.slow_regions += not lean
-                out.kernels += [_region_advice(region, c, math_s) for c in compiled]
+                region_in_run = True
+                out.kernels += [_region_advice(region, c, machine["math_s"]) for c in compiled]
                 continue
             if region is not None:               # no kernel: torch copies, or eager ops
-                out.torch_ops_s += _timed_alone(gm, node, repeats, statistic)
-                continue
-            if node.target is operator.getitem:
+                out.torch_ops_s += _timed_alone(gm, node, repeats, statistic, resume_s)
                 continue
             target = node.target
-            if isinstance(target, torch._ops.OpOverload) and is_library_compute(
-                    target.overloadpacket.__name__):
+            if library:
                 packet = target.overloadpacket.__name__
                 out.attention += "scaled_dot_product" in packet
                 shapes = []                      # in argument order, repeats kept
@@ -113,7 +145,7 @@ def _price_graphs(graphs, prices: dict, math_s, repeats: int, statistic: str) ->
                 key = _shapes_key(f"aten::{packet}", shapes)
                 out.library_s += prices.get(key) or _timed_alone(gm, node, repeats, statistic)
             else:
-                out.torch_ops_s += _timed_alone(gm, node, repeats, statistic)
+                out.torch_ops_s += _timed_alone(gm, node, repeats, statistic, resume_s)
     return out
 
 
@@ -152,10 +184,8 @@ def advise_torch(model, inputs, *, repeats: int = 10, measure: bool = False,
 
     machine = machine_calibration(torch_calls=True)
     eager = step_of(model)
-    baseline = _time(eager, repeats, statistic)
-    share, shares = eager_profile(eager, statistic=statistic)
-    library = baseline * share
-    prices = {key: baseline * part for key, part in shares.items()}
+    baseline, library, prices = eager_profile(eager, repeats, statistic)
+    library = min(library, baseline)
 
     before = torch_stats.compile_stats()["fallback_by_op"]
     def backend(gm, example_inputs, **kw):
@@ -174,16 +204,20 @@ def advise_torch(model, inputs, *, repeats: int = 10, measure: bool = False,
     # (counted process-wide: another thread compiling at the same time adds its own)
     fallbacks = {op: n - before.get(op, 0) for op, n in after.items()
                  if n > before.get(op, 0)}
-    priced = _price_graphs(graphs, prices, machine["math_s"], repeats, statistic)
-    glue = (priced.regions * machine["region_call_s"] + len(graphs) * machine["graph_call_s"]
-            + priced.slow_regions * machine["region_slow_call_s"])
+    priced = _price_graphs(graphs, prices, machine, repeats, statistic)
+    tensors = [v for v in (*args, *kwargs.values()) if isinstance(v, torch.Tensor)]
+    if isinstance(model, torch.nn.Module):
+        tensors += [*model.parameters(), *model.buffers()]
+    guards = machine["guard_s"] + max(0, len(tensors) - 1) * machine["guard_per_tensor_s"]
+    glue = priced.glue_s(machine, len(graphs)) + guards
     predicted = (priced.library_s + priced.torch_ops_s
                  + sum(k.predicted_s for k in priced.kernels) + glue)
     name = type(model).__name__ if isinstance(model, torch.nn.Module) else \
         getattr(model, "__name__", "model")
     advice = Advice(name, "eager PyTorch", baseline, library, predicted, priced.kernels,
                     glue, fallbacks, library_calls_s=priced.library_s,
-                    torch_ops_s=priced.torch_ops_s, attention=priced.attention)
+                    torch_ops_s=priced.torch_ops_s, attention=priced.attention,
+                    guards_s=guards)
     if measure:                 # both again, interleaved: the machine's drift hits both
         advice.measured_baseline_s, advice.measured_s = _interleaved(eager, step, repeats,
                                                                       statistic)

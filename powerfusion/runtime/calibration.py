@@ -10,7 +10,13 @@ with the device description (`powerfusion probe`'s target file, key "calibration
                 that has no lean path (results it copies or fills, several signatures)
   graph_call_s  one compiled torch graph called beyond its regions: dynamo's guards,
                 AOTAutograd's wrapper, the graph's Python code
-(the last three only where torch is installed).
+  resume_s      what the first torch call after a library call (a matmul that swept
+                the caches) costs beyond the same call made hot
+  region_cold_call_s  the region's lean call right after a matmul
+  graph_cold_call_s   graph_call_s right after a matmul, less dynamo's part:
+  guard_s       dynamo's work per call of a module of one parameter, after a matmul,
+  guard_per_tensor_s  and the more per further tensor it guards (parameters, inputs)
+(all but the first two only where torch is installed).
 
 The record names the CPU model and core count it was measured on; on another machine
 it is not used (and measured again where asked). No figure in it comes from the model
@@ -48,7 +54,8 @@ MATH_FUNCTIONS = {
 
 
 # a torch graph's, where torch is installed
-CALLS = ("region_call_s", "region_slow_call_s", "graph_call_s")
+CALLS = ("region_call_s", "region_slow_call_s", "graph_call_s", "resume_s",
+         "region_cold_call_s", "graph_cold_call_s", "guard_s", "guard_per_tensor_s")
 
 
 class CalibrationError(UnsupportedError):
