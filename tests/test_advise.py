@@ -248,3 +248,20 @@ def test_compute_seconds_prices_calibrated_ops_per_element():
     cpu = get_target("cpu")
     slow = compute_seconds(program, cpu, {Op.GELU: 1e-6})
     assert slow >= 256 * 1024 * 1e-6 / cpu.cores > 10 * compute_seconds(program, cpu)
+
+
+def test_advice_past_dynamos_recompile_limit(monkeypatch):
+    """Each advice adds its own compiled entries for the model's code: advising on one
+    model many times must still price its graphs, and where dynamo runs the model
+    eagerly all the same the advice says so instead of predicting from nothing."""
+    torch = pytest.importorskip("torch")
+    from powerfusion.advise import torch_models
+
+    model = torch.nn.Sequential(torch.nn.Linear(16, 64), torch.nn.GELU()).eval()
+    x = torch.randn(8, 16)
+    with torch._dynamo.config.patch(recompile_limit=2):
+        for _ in range(4):
+            assert len(pf.advise(model, (x,), repeats=1).kernels) == 1
+        monkeypatch.setattr(torch_models, "_RECOMPILE_LIMIT", 1)
+        with pytest.raises(pf.UnsupportedError, match="no graph of this model"):
+            pf.advise(model, (x,), repeats=1)

@@ -7,11 +7,16 @@ from __future__ import annotations
 import operator
 from dataclasses import dataclass, field
 
+from ..errors import UnsupportedError
 from ..frontend import torch_stats
 from .advice import Advice, KernelAdvice
 from .measure import (_after_matmul, _interleaved, _shapes_key, _time, eager_profile,
                       machine_calibration)
 from .pricing import _region_advice
+
+
+# dynamo's recompile limit while advise compiles (its own entries past the user's)
+_RECOMPILE_LIMIT = 64
 
 
 def _materialised(value):
@@ -198,8 +203,17 @@ def advise_torch(model, inputs, *, repeats: int = 10, measure: bool = False,
         # the same model would otherwise compile it for dynamic ones)
         compiled = torch.compile(model, backend=backend, dynamic=False)
         step = step_of(compiled)
-        step()
-        step()                           # the second call runs the lean functions
+        # every advice adds its own entries to dynamo's caches of the model's code (and
+        # of code models share, as transformers' decorators): past dynamo's recompile
+        # limit it would run the model eagerly and the advice would price nothing
+        with torch._dynamo.config.patch(recompile_limit=max(
+                _RECOMPILE_LIMIT, torch._dynamo.config.recompile_limit)):
+            step()
+            step()                       # the second call runs the lean functions
+    if not graphs and library > 0:
+        raise UnsupportedError(
+            "pf.advise: torch.compile gave the PowerFusion backend no graph of this model "
+            "(dynamo ran it eagerly: see torch._dynamo's log); nothing to price")
     after = torch_stats.compile_stats()["fallback_by_op"]
     # (counted process-wide: another thread compiling at the same time adds its own)
     fallbacks = {op: n - before.get(op, 0) for op, n in after.items()

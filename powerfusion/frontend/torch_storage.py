@@ -36,3 +36,19 @@ def from_storage(a: np.ndarray, dtype: DType) -> torch.Tensor:
     if dtype is DType.bfloat16:
         return torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
     return torch.from_numpy(a)
+
+
+# Inductor's reinterpret_tensor: a tensor made in C++ straight on another's memory,
+# without the dispatcher. Right after a matmul has swept the caches a dispatcher call
+# (a view, a detach) costs tens of microseconds, its code and data fetched again; this
+# about half. Not a view to autograd: no base, no shared version counter.
+_reinterpret = getattr(getattr(getattr(torch._C, "_dynamo", None), "guards", None),
+                       "_reinterpret_tensor", None)
+
+
+def alias(t: torch.Tensor, size, stride, offset: int = 0) -> torch.Tensor:
+    """A new tensor on t's memory laid out as (size, stride), offset elements past
+    where t starts; for values nothing outside PowerFusion's own code sees as a view."""
+    if _reinterpret is not None:
+        return _reinterpret(t, tuple(size), tuple(stride), offset)
+    return t.detach().as_strided(size, stride, t.storage_offset() + offset)

@@ -20,6 +20,8 @@ import threading
 
 import torch
 
+from ..torch_storage import alias
+
 _use_count = torch._C._storage_Use_Count
 
 
@@ -27,10 +29,11 @@ class _Kept:
     """One pooled tensor, its storage and that storage's reference count when only
     the pool holds it."""
 
-    __slots__ = ("base", "storage", "free_count", "nbytes")
+    __slots__ = ("base", "storage", "free_count", "nbytes", "layout")
 
     def __init__(self, base: torch.Tensor):
         self.base = base
+        self.layout = (tuple(base.shape), base.stride())
         self.storage = base.untyped_storage()
         self.free_count = _use_count(self.storage._cdata)   # no view exists yet
         self.nbytes = self.storage.nbytes()
@@ -62,14 +65,13 @@ class TensorPool:
             for (shape, dtype), kept in zip(self.allocations, self.kept):
                 for k in kept:
                     if k.is_free():
-                        # a new tensor on the same memory, for the caller to hold (a
-                        # detached alias costs a quarter of a view)
-                        made.append(k.base.detach())
+                        # a new tensor on the same memory, for the caller to hold
+                        made.append(alias(k.base, *k.layout))
                         break
                 else:
                     base = torch.empty(shape, dtype=dtype, device="cpu")
                     if len(kept) < self.KEEP:
                         kept.append(_Kept(base))
-                        base = base.detach()        # the caller's own tensor object
+                        base = alias(base, *kept[-1].layout)  # the caller's own object
                     made.append(base)
         return made

@@ -17,6 +17,8 @@ import operator
 
 import torch
 
+from ..torch_storage import alias
+
 aten = torch.ops.aten
 
 # ops whose result is a view of their first argument, its layout a function of the
@@ -43,18 +45,11 @@ def _replay(base, chain):
     return base
 
 
-# an alias made in C++ without the dispatcher, as Inductor's reinterpret_tensor: not a
-# view to autograd (no base, no shared version counter), so only for values the graph
-# keeps to itself. Right after a matmul has swept the caches a dispatcher call costs
-# tens of microseconds (its code and data fetched again), this alias about half.
-_alias = getattr(getattr(torch._C, "_dynamo", None), "guards", None)
-_alias = getattr(_alias, "_reinterpret_tensor", None)
-
-
 def restride_inside(base, size, stride, offset, base_layout, chain):
-    """`restride` for a value only the graph's own calls read."""
+    """`restride` for a value only the graph's own calls read: an `alias` (not a view
+    to autograd, which nothing inside a compiled graph asks for)."""
     if (base.stride(), base.storage_offset()) == base_layout:
-        return _alias(base, size, stride, offset - base_layout[1])
+        return alias(base, size, stride, offset - base_layout[1])
     return _replay(base, chain)
 
 
@@ -115,7 +110,7 @@ def fold_views(gm: torch.fx.GraphModule) -> int:
         if base_layout is None or end is None:
             continue
         replay = tuple((n.target, tuple(n.args[1:]), dict(n.kwargs)) for n in chain)
-        inside = _alias is not None and all(u.op != "output" for u in node.users)
+        inside = all(u.op != "output" for u in node.users)
         with gm.graph.inserting_before(node):
             new = gm.graph.call_function(restride_inside if inside else restride,
                                          (base, *end, base_layout[1:], replay))
