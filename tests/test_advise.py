@@ -60,7 +60,7 @@ def test_torch_model_breakdown_and_fallbacks():
 
         def forward(self, x):
             h = torch.nn.functional.gelu(self.fc(x))
-            return self.norm(h).cumsum(dim=-1)       # cumsum: no lowering, counted
+            return self.norm(h).cumprod(dim=-1)      # cumprod: no lowering, counted
 
     advice = pf.advise(Net().eval(), (torch.randn(32, 64),), repeats=3, measure=True)
     assert advice.baseline == "eager PyTorch"
@@ -69,13 +69,13 @@ def test_torch_model_breakdown_and_fallbacks():
     assert advice.kernels and all(k.global_bytes >= k.min_bytes > 0 for k in advice.kernels)
     ops = {op for k in advice.kernels for op in k.ops}
     assert "aten.gelu.default" in ops and "aten.native_layer_norm.default" in ops
-    assert advice.fallbacks == {"aten.cumsum.default": 1}
-    assert advice.library_calls_s > 0 and advice.torch_ops_s > 0     # addmm; cumsum
+    assert advice.fallbacks == {"aten.cumprod.default": 1}
+    assert advice.library_calls_s > 0 and advice.torch_ops_s > 0     # addmm; cumprod
     assert advice.predicted_s == pytest.approx(
         advice.library_calls_s + advice.torch_ops_s
         + sum(k.predicted_s for k in advice.kernels) + advice.glue_s)
     text = str(advice)
-    assert "library compute" in text and "aten.cumsum.default x1" in text
+    assert "library compute" in text and "aten.cumprod.default x1" in text
     assert advice.measured_s > 0
 
 

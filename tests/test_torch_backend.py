@@ -110,17 +110,17 @@ def test_non_contiguous_and_bfloat16_inputs():
     torch.testing.assert_close(_compile(f)(xb, yb), f(xb, yb), rtol=2e-2, atol=2e-2)
 
 
-class WithCumsum(nn.Module):
+class WithCumprod(nn.Module):
     def __init__(self):
         super().__init__()
         self.norm = nn.LayerNorm(16)
 
     def forward(self, x):
-        return torch.relu(torch.cumsum(self.norm(x), dim=-1)) * 0.5
+        return torch.relu(torch.cumprod(self.norm(x), dim=-1)) * 0.5
 
 
 def test_unknown_op_runs_eagerly_with_one_warning(caplog):
-    model = WithCumsum().eval()
+    model = WithCumprod().eval()
     x = torch.randn(3, 16)
     with caplog.at_level(logging.WARNING, logger="powerfusion"), torch.no_grad():
         compiled = _compile(model)
@@ -131,9 +131,9 @@ def test_unknown_op_runs_eagerly_with_one_warning(caplog):
     warnings = [r for r in caplog.records
                 if r.name == "powerfusion" and r.levelno == logging.WARNING]
     assert len(warnings) == 1, [r.getMessage() for r in warnings]
-    assert "cumsum" in warnings[0].getMessage()
+    assert "cumprod" in warnings[0].getMessage()
     stats = compile_stats()
-    assert stats["fallback_by_op"] == {"aten.cumsum.default": 1}
+    assert stats["fallback_by_op"] == {"aten.cumprod.default": 1}
     assert stats["fused_by_op"].get("aten.native_layer_norm.default") == 1
 
 

@@ -426,6 +426,29 @@ def arg_extreme(op: Op, x: Node, axis=None, keepdims: bool = False) -> Node:
     return reduce(Op.MIN, where(hit, iota, x.shape[k]), k, keepdims)
 
 
+# the longest axis `cumsum` takes: it is a masked sum over a square (each element adds
+# all before it), work growing with the axis squared
+CUMSUM_AXIS = 1024
+
+
+def cumsum(x: Node, axis: int) -> Node:
+    """The inclusive prefix sum along one axis, in x's dtype: out[.., i, ..] is the sum of
+    x[.., j, ..] over j <= i, one masked reduction over an (i, j) square; for short axes
+    (an attention mask's, a count of positions), at most CUMSUM_AXIS long."""
+    k = normalize_axis(axis, len(x.shape), x.shape)
+    n = x.shape[k]
+    if n > CUMSUM_AXIS:
+        raise ShapeError(f"cumsum along an axis of {n} elements: at most {CUMSUM_AXIS} "
+                         "(the sum is built as a square of masked adds)")
+    rest = len(x.shape) - k - 1
+    grid = (1,) * k + (n, n) + (1,) * rest
+    # i: the output's position (axis k), j: the summed one (axis k + 1, x's own axis)
+    before = compare(Op.LE, Node(Op.IOTA, (), grid, DType.int64, k + 1),
+                     Node(Op.IOTA, (), grid, DType.int64, k))
+    xj = reshape(x, x.shape[:k] + (1,) + x.shape[k:])
+    return reduce(Op.SUM, where(before, xj, 0), k + 1)
+
+
 def mean(x: Node, axis=None, keepdims: bool = False) -> Node:
     """sum / count, accumulated in float32 for 16-bit floats and float64 for ints."""
     axes = normalize_axes(axis, x.shape)

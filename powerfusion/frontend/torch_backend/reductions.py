@@ -52,6 +52,31 @@ def _sum(ctx, x, dim=None, keepdim=False, *, dtype=None):
     return x.astype(_accumulator(ctx.dtype)).sum(axis=_axes(x, dim), keepdims=keepdim)
 
 
+def _short_axis(node):
+    """cumsum is a square of adds along its axis: not past build.CUMSUM_AXIS (decided
+    before partitioning, so that a long one leaves its neighbours' region whole)."""
+    meta = node.args[0].meta.get("val")
+    shape = _concrete(meta.shape) if meta is not None else None
+    if shape is None:
+        return "cumsum over a dynamic shape"
+    dim = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else 0)
+    if shape:
+        n = shape[dim % len(shape)]
+        if n > build.CUMSUM_AXIS:
+            return f"cumsum along {n} elements (a square of adds past {build.CUMSUM_AXIS})"
+    return None
+
+
+@handles(aten.cumsum.default, check=_short_axis)
+def _cumsum(ctx, x, dim, *, dtype=None):
+    x = _tensor(x)
+    if x.ndim == 0:
+        return x.astype(ctx.dtype)
+    # ints and bools add up in int64 (the node's dtype), 16-bit floats in float32
+    k = build.normalize_axis(dim, x.ndim, x.shape)
+    return Tensor(build.cumsum(x.astype(_accumulator(ctx.dtype)).node, k))
+
+
 @handles(aten.mean.dim, aten.mean.default)
 def _mean(ctx, x, dim=None, keepdim=False, *, dtype=None):
     if _empty(x):
