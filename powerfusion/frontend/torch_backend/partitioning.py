@@ -1,6 +1,7 @@
 """An aten graph cut into maximal cycle-free regions of ops PowerFusion takes (torch's
-`CapabilityBasedPartitioner`), each replaced by a `Region` module. Views at a region's
-edges stay outside, where PyTorch makes them for free."""
+`CapabilityBasedPartitioner`), each replaced by a `Region` module. Views of a region's
+results stay outside; views only the region reads of values made outside stay in
+(`_drop_edge_views`)."""
 
 from __future__ import annotations
 
@@ -47,7 +48,8 @@ def partition(gm: torch.fx.GraphModule, label: str = "graph") -> torch.fx.GraphM
         gm, _Support(supported), allows_single_node_partition=True,
         non_compute_ops=_NON_COMPUTE_NAMES)
     parts = partitioner.propose_partitions()
-    partitioner.remove_bookend_non_compute_ops(parts)
+    for part in parts:
+        _drop_edge_views(part)
     for part in parts:
         # an item of a value made outside (one piece of a split the bookends left out)
         # is picked outside: the region takes a tensor, not the list, and can run its
@@ -70,6 +72,56 @@ def partition(gm: torch.fx.GraphModule, label: str = "graph") -> torch.fx.GraphM
             stats.count_ops("fused_ops", region.ops)
     fused.recompile()
     return fused
+
+
+def _drop_edge_views(part) -> None:
+    """Take out of a partition the views at its edges that are better made outside: those
+    whose results only leave it (a region returns computed values; a view of one is made
+    after, for free) and those of values made outside that something outside reads too.
+    A view only the region reads of a value made outside stays in: the region takes the
+    value and its kernels read it through the view's index map, where a view made
+    outside would be a call per step."""
+    nodes = set(part.nodes)
+
+    def is_view(n) -> bool:
+        return n.op == "call_function" and n.target in _NON_COMPUTE_SET \
+            and n.target is not operator.getitem
+
+    leaving: dict = {}
+    def only_leaves(n) -> bool:          # every use of n is outside or another such view
+        if n not in nodes:
+            return True
+        if n not in leaving:
+            leaving[n] = is_view(n) and all(only_leaves(u) for u in n.users)
+        return leaving[n]
+
+    entering: dict = {}
+    def of_outside(n) -> bool:           # n views values made outside, through views
+        if n not in nodes:
+            return True
+        if n not in entering:
+            entering[n] = is_view(n) and all(of_outside(i) for i in n.all_input_nodes)
+        return entering[n]
+
+    def take_out(n) -> None:
+        if n in nodes:
+            part.remove_node(n)
+            nodes.discard(n)
+
+    for node in [n for n in part.nodes if is_view(n)]:
+        if node not in nodes:
+            continue
+        if only_leaves(node):
+            take_out(node)
+        elif of_outside(node) and any(u not in nodes for u in node.users):
+            # with the views it is made of: left in, one would sit between the region
+            # and a value made outside that the region reads (a cycle)
+            chain = [node]
+            while chain:
+                n = chain.pop()
+                if n in nodes:
+                    take_out(n)
+                    chain += n.all_input_nodes
 
 
 def _copy(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
