@@ -9,11 +9,11 @@ of the output (no optimizer; dropout off, so results compare). Candidates are ti
 turn), figures are medians, ratios are against the same run's eager and Inductor,
 and the load average is recorded beside them.
 
-The breakdown comes from torch.profiler (`pf.advise`'s `library_time`): a step's time
+The breakdown comes from torch.profiler (`pf.advise`'s `eager_profile`): a step's time
 inside library calls (matmul, convolution, attention, embedding: the same ATen calls
 in every backend), their own durations under the profiler (which slows the ops between
-them, not a long matmul), and the rest of the step's median, which is what a backend
-controls (its kernels and the glue between them).
+them, not a long matmul), and the rest of a plain step timed beside each profiled one,
+which is what a backend controls (its kernels and the glue between them).
 
     python -m benchmarks.e2e_torch                        # every model, batch 1 and 8, training
     python -m benchmarks.e2e_torch --models bert vit --batch 1 --no-training
@@ -127,7 +127,7 @@ def run_case(model, inputs: dict, mode: str, backends: list[str], repeats: int) 
     import torch
 
     import powerfusion as pf
-    from powerfusion.advise import library_time
+    from powerfusion.advise import eager_profile
     from powerfusion.benchmarking import interleaved
 
     torch._dynamo.reset()
@@ -172,13 +172,18 @@ def run_case(model, inputs: dict, mode: str, backends: list[str], repeats: int) 
                               default=0.0) for n, g in grads.items()}
     samples = interleaved(steps, repeats=repeats, warmup=2)
     median_ms = {n: 1e3 * statistics.median(s) for n, s in samples.items()}
-    library = {n: min(median_ms[n], 1e3 * library_time(step)) for n, step in steps.items()}
+    # the library's time and the step's own, from the same moments (plain runs
+    # interleaved with profiled ones): the machine's drift would otherwise move one
+    # against the other
+    split = {n: eager_profile(step, 5) for n, step in steps.items()}
+    library = {n: 1e3 * lib for n, (_, lib, _) in split.items()}
+    controlled = {n: 1e3 * max(plain - lib, 0.0) for n, (plain, lib, _) in split.items()}
     return {
         "mode": mode, "median_ms": median_ms,
         "samples_ms": {n: [1e3 * v for v in s] for n, s in samples.items()},
         "speedup_vs_eager": {n: median_ms["eager"] / v for n, v in median_ms.items()},
         "library_ms": library,
-        "controlled_ms": {n: max(median_ms[n] - library[n], 0.0) for n in median_ms},
+        "controlled_ms": controlled,
         "first_call_s": first_s, "max_abs_error_vs_eager": errors,
         "max_abs_grad_error_vs_eager": grad_errors,
         "powerfusion": {k: stats[k] for k in ("graphs", "regions", "kernels", "fused_ops",
@@ -248,6 +253,7 @@ def main(argv=None) -> int:
     ctl = [r["controlled_ms"]["powerfusion"] / r["controlled_ms"]["inductor"] for r in rows
            if {"inductor", "powerfusion"} <= set(r["controlled_ms"])
            and r["controlled_ms"]["inductor"] > 0]
+    ctl = [x for x in ctl if x > 0]
     geo = (lambda xs: math.exp(sum(map(math.log, xs)) / len(xs)) if xs else float("nan"))
     summary = (f"PowerFusion vs Inductor, geometric mean: {geo(ratios):.2f}x end to end; "
                f"time outside library calls, PowerFusion / Inductor: {geo(ctl):.2f}")

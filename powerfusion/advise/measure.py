@@ -125,11 +125,6 @@ def eager_profile(step, runs: int = 10,
             {key: read(v) for key, v in samples.items()})
 
 
-def library_time(step, runs: int = 3) -> float:
-    """Seconds per run of `step` spent inside library compute (`eager_profile`)."""
-    return eager_profile(step, runs)[1]
-
-
 def _measure_calls(trials: int = 25) -> dict:
     """The calibration's call figures: a pf.jit function of one tiny kernel called;
     where torch is installed, a one-region function compiled by the PowerFusion backend,
