@@ -163,10 +163,12 @@ def advise_torch(model, inputs, *, repeats: int = 10, measure: bool = False,
 
     The prediction prices what the compiled model calls, never its measured time:
     regions by the cost model (arithmetic from this machine's calibration), library
-    calls at eager's profiled price for the same call (or timed alone: fused attention
-    is not in eager), other torch calls timed alone, and each region's and graph's call
-    at the calibration's figures. statistic: how times are read off their samples,
-    "median" or "min" (on a machine others use, the best sample is the program's)."""
+    calls at eager's profiled duration for the same call (or timed alone: fused
+    attention is not in eager), other torch calls timed alone (hot, and right after a
+    matmul), and the calls from Python at the calibration's figures as they run among
+    library calls (`_Pricing.glue_s`), dynamo's guards per tensor of the model.
+    statistic: how times are read off their samples, "median" or "min" (on a machine
+    others use, the best sample is the program's)."""
     import torch
 
     from ..frontend import torch_backend as tb
