@@ -181,6 +181,8 @@ def _measure_calls(trials: int = 25) -> dict:
 # the library call the cold figures follow: a transformer's feed-forward matmul
 # (BERT-base's, one sequence of 128), 9 MB of weights
 AFTER = (128, 768, 3072)
+# the parameters of the module dynamo's per-tensor guard cost is measured on
+GUARDED = 32
 
 
 def _dynamo_call_s(fn, args, trials: int) -> float:
@@ -214,9 +216,6 @@ def _guards(trials: int) -> tuple[float, float]:
     one = _dynamo_call_s(module(1), (x,), trials)
     many = _dynamo_call_s(module(GUARDED), (x,), trials)
     return one, max(0.0, many - one) / (GUARDED - 1)
-
-
-GUARDED = 32
 
 
 def _after_matmul(fn, trials: int) -> float:

@@ -46,9 +46,11 @@ _reinterpret = getattr(getattr(getattr(torch._C, "_dynamo", None), "guards", Non
                        "_reinterpret_tensor", None)
 
 
-def alias(t: torch.Tensor, size, stride, offset: int = 0) -> torch.Tensor:
-    """A new tensor on t's memory laid out as (size, stride), offset elements past
-    where t starts; for values nothing outside PowerFusion's own code sees as a view."""
-    if _reinterpret is not None:
-        return _reinterpret(t, tuple(size), tuple(stride), offset)
+def _as_strided_alias(t: torch.Tensor, size, stride, offset: int = 0) -> torch.Tensor:
     return t.detach().as_strided(size, stride, t.storage_offset() + offset)
+
+
+# alias(t, size, stride, offset=0): a new tensor on t's memory laid out as (size,
+# stride) (tuples), offset elements past where t starts; for values nothing outside
+# PowerFusion's own code sees as a view. Chosen once: it runs on every region call.
+alias = _reinterpret if _reinterpret is not None else _as_strided_alias
