@@ -147,6 +147,20 @@ def tolerance(dtype, transcendental: bool = False, factor: float = 1.0) -> tuple
     return rtol * factor, atol * factor
 
 
+def check_jit(fn, *args, tol=2e-5):
+    """pf.jit(fn) against fn run by numpy on float64 copies, each result within tol
+    (relative, and absolute against the result's largest magnitude)."""
+    import powerfusion as pf
+
+    out = pf.jit(fn)(*args)
+    ref = fn(*(a.astype(np.float64) for a in args))
+    out = out if isinstance(out, tuple) else (out,)
+    ref = ref if isinstance(ref, tuple) else (ref,)
+    for o, r in zip(out, ref):
+        assert o.shape == r.shape
+        np.testing.assert_allclose(o, r, rtol=tol, atol=tol * np.abs(r).max(initial=0.0))
+
+
 def _is_torch(a) -> bool:
     return torch is not None and isinstance(a, torch.Tensor)
 

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 import powerfusion as pf
+from helpers import check_jit
 
 RNG = np.random.default_rng(7)
 
@@ -23,14 +24,6 @@ def _tiles(report) -> int:
     return len(re.findall(r"^\s*local acc_tile\d+", report.gir, re.MULTILINE))
 
 
-def _check(fn, *args, tol=2e-5):
-    out = pf.jit(fn)(*args)
-    ref = fn(*(a.astype(np.float64) for a in args))
-    out = out if isinstance(out, tuple) else (out,)
-    ref = ref if isinstance(ref, tuple) else (ref,)
-    for o, r in zip(out, ref):
-        assert o.shape == r.shape
-        np.testing.assert_allclose(o, r, rtol=tol, atol=tol * np.abs(r).max())
 
 
 def bias_grads(a, b, c):
@@ -43,7 +36,7 @@ def test_several_sums_of_one_kernel_share_one_pass_by_columns():
     assert report.kernels == 1
     assert _tiles(report) == 4                  # one accumulator tile per sum
     assert re.search(r"serial r\d+ in 0\.\.197", report.gir)     # the rows streamed once
-    _check(bias_grads, a, b, c)
+    check_jit(bias_grads, a, b, c)
 
 
 @pytest.mark.parametrize("shape", [(1, 197, 768), (3, 50, 24), (7, 5)])
@@ -54,13 +47,13 @@ def test_sums_over_several_leading_axes(shape):
     def fn(a, b):
         return (a * b).sum(axis=axes), a.sum(axis=axes), (a - b).max(axis=axes)
 
-    _check(fn, a, b)
+    check_jit(fn, a, b)
 
 
 def test_a_transposed_input_is_read_right():
     a = RNG.standard_normal((197, 96), dtype=np.float32)
     bt = RNG.standard_normal((96, 197), dtype=np.float32)
-    _check(lambda a, bt: (a.sum(axis=0), bt.T.sum(axis=0), (a * bt.T).sum(axis=0)), a, bt)
+    check_jit(lambda a, bt: (a.sum(axis=0), bt.T.sum(axis=0), (a * bt.T).sum(axis=0)), a, bt)
 
 
 def test_full_size_results_beside_the_sums_are_stored_on_the_way():
@@ -77,7 +70,7 @@ def test_full_size_results_beside_the_sums_are_stored_on_the_way():
     # 197 times over); the rest is one pass by columns
     assert report.kernels == 2 and _tiles(report) == 2
     assert report.gir.count("exp(") == 1            # once: the two exps merged
-    _check(fn, a, b, w)
+    check_jit(fn, a, b, w)
 
 
 def test_full_size_values_of_a_reduction_stay_by_rows():
@@ -88,7 +81,7 @@ def test_full_size_values_of_a_reduction_stay_by_rows():
         return x - x.mean(axis=0), x.sum(axis=0)
 
     assert _tiles(pf.explain(fn, x)) == 0
-    _check(fn, x, tol=1e-4)
+    check_jit(fn, x, tol=1e-4)
 
 
 def test_a_reduction_of_a_reduction_stays_two_passes():
@@ -99,7 +92,7 @@ def test_a_reduction_of_a_reduction_stays_two_passes():
         mean = x.mean(axis=0)
         return mean, ((x - mean) ** 2).mean(axis=0)
 
-    _check(fn, x, tol=1e-4)
+    check_jit(fn, x, tol=1e-4)
 
 
 def test_many_sums_keep_the_tiles_small():
@@ -113,7 +106,7 @@ def test_many_sums_keep_the_tiles_small():
     report = pf.explain(fn, *xs)
     widths = [int(w) for w in re.findall(r"local acc_tile\d+: float32\[(\d+)\]", report.gir)]
     assert len(widths) == 12 and sum(widths) <= COLUMN_TILE_ELEMENTS
-    _check(fn, *xs)
+    check_jit(fn, *xs)
 
 
 def test_torch_bias_gradients_match_eager():

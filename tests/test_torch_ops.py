@@ -193,6 +193,31 @@ def test_group_and_batch_norm_match_eager(dtype):
                     "aten._native_batch_norm_legit_no_training.default")
 
 
+def test_group_norm_of_a_channels_last_activation_forward_and_backward():
+    # a UNet block's activation as a channels-last model holds it: the statistics are
+    # summed in memory order (graph.memory_order), results and gradients still eager's
+    gn = torch.nn.GroupNorm(8, 64)
+    with torch.no_grad():
+        for p in gn.parameters():
+            p.normal_()
+    x = torch.randn(2, 64, 9, 7).contiguous(memory_format=torch.channels_last)
+
+    def step(model, t):
+        t = t.detach().requires_grad_()
+        out = F.silu(model(t))
+        (out * out).sum().backward()
+        return out.detach(), t.grad, [p.grad.clone() for p in model.parameters()]
+
+    want = step(gn, x)
+    gn.zero_grad()
+    got = step(torch.compile(gn, backend="powerfusion"), x)
+    torch.testing.assert_close(got[0], want[0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got[1], want[1], rtol=1e-4, atol=1e-4)
+    for g, w in zip(got[2], want[2]):
+        torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-3)
+    assert compile_stats()["fallback_ops"] == 0
+
+
 def _modulo_edges(dtype):
     """Every pair of EDGES, less those whose quotient |x / y| overflows float32: there
     eager's vectorised CPU fmod (Sleef) gives NaN, its scalar path the exact result, as

@@ -99,21 +99,28 @@ def stores_broadcasts(canonical: list[Node]) -> bool:
 
 def _worth_storing(view: Node, src: Node) -> bool:
     """Is src (element-wise) better computed once and read through the broadcasting
-    view than recomputed under it? Only values computed from leaves alone: a value of
-    a reduction broadcast along its row stays in the reduction's kernel."""
+    view than recomputed under it? Values computed from leaves alone, with
+    transcendental work; and values of reductions stored anyway, read through a
+    permutation (`memory_order`'s): a kernel walking memory order has no row along
+    which such a value is constant, so recomputed it would cost its arithmetic and a
+    gather per element (group norm's per-channel scale over a channels-last tensor).
+    Other values of a reduction, broadcast along its row, stay in its kernel."""
     if view.size < BROADCAST_FACTOR * src.size or view.size - src.size < BROADCAST_EXTRA:
         return False
-    transcendental, stack, seen = False, [src], set()
+    worth, stack, seen = False, [src], set()
     while stack:
         n = stack.pop()
         if id(n) in seen or n.op in Group.LEAF:
             continue
         seen.add(id(n))
+        if n.op is Op.PERMUTE and n.srcs[0].op in Group.REDUCE:
+            worth = True                 # a reduction stored anyway
+            continue
         if n.op not in Group.ELEMENTWISE and n.op not in Group.MOVEMENT and n.op is not Op.CONCAT:
             return False                 # a reduction's value
-        transcendental = transcendental or n.op in Group.TRANSCENDENTAL
+        worth = worth or n.op in Group.TRANSCENDENTAL
         stack.extend(n.srcs)
-    return transcendental
+    return worth
 
 
 def _reduce_constant(n: Node, value: Node) -> Node:

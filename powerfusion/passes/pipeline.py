@@ -52,6 +52,8 @@ def optimize(program: Program, target: Target, placement: str = "local",
     p = log.record("promote", promote(p, target, placement, log.decisions))  # live rows on chip
     p = log.record("drop", drop(p))                # what promote's choices left unread
     p = log.record("reuse", reuse(p))              # on-chip buffers share storage when they can
+    if transpose:                                  # a transpose schedule's tile: strided
+        p = log.record("stage", stage_tiles(p, transpose))  # reads go through LOCAL
     if target.family == "cpu":                     # i // K in a vector loop: contiguous runs
         p = log.record("split", split_div(p))
         p = log.record("preload", preload(p, target))  # shared 16-bit rows widened once
@@ -59,8 +61,6 @@ def optimize(program: Program, target: Target, placement: str = "local",
         stream = stream or copies_past_cache(p, target)   # streaming: a knob the tuner
         if stream or bf16:                         # tries, the default for big copies
             p = log.record("rows", rows_out(p, target, stream=stream, bf16=bf16))
-    if transpose:                                  # a transpose schedule's tile (SIMT):
-        p = log.record("stage", stage_tiles(p, transpose))  # strided reads via LOCAL
     p = log.record("sums", accurate_sums(p, target))  # long sums as accurate as numpy's
     if target.family == "simt":                    # how it maps onto blocks and threads,
         p = log.record("launch", plan_launch(p, target))

@@ -17,6 +17,7 @@ from ..gir.lower import Storage, lower
 from ..graph.alternatives import REWRITES
 from ..graph.canonical import canonicalize, stores_broadcasts
 from ..graph.graph import Graph, Node
+from ..graph.memory_order import reduce_in_memory_order
 from ..graph.ops import Group, Op
 from ..graph.partition import Kernel, partition, reshape_index
 from ..graph.views import contiguous_strides, strided_offset, through_views
@@ -150,7 +151,9 @@ def _plan_roots(graph: Graph, roots: list[Node], input_strides, target: Target,
                 placement: str = "local", stream: bool = False, tile: float = 1.0,
                 recompute: bool = False) -> Plan:
     out_specs = []
-    canon = canonicalize(roots, store_broadcasts=not recompute)
+    canon = canonicalize(reduce_in_memory_order(roots, {
+        id(node): tuple(strides) for node, strides in zip(graph.inputs, input_strides)}),
+        store_broadcasts=not recompute)
     storage: dict[int, Storage] = {}
     buffers: dict[str, Buffer] = {}
     input_names = []
@@ -191,7 +194,7 @@ def _plan_roots(graph: Graph, roots: list[Node], input_strides, target: Target,
                                  column_tiles=_column_reductions(kern),
                                  min_columns=128 if simt else 8,
                                  units_per_core=2 * BLOCKS_PER_UNIT if simt else 2,
-                                 transpose=_transpose_tile(kern, storage) if simt else (),
+                                 transpose=_transpose_tile(kern, storage),
                                  stream=stream and not simt, tile_scale=tile)
         naive = lower(kern, sched, f"pf_kernel_{n}", storage)
         log = PassLog()

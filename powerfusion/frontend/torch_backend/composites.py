@@ -167,15 +167,20 @@ def _group_norm(ctx, x, weight, bias, n, c, hw, group, eps):
     x = _tensor(x)
     n, c, hw, group = int(n), int(c), int(hw), int(group)
     acc = _acc(x.dtype)
-    xg = x.astype(acc).reshape((n, group, (c // group) * hw))
-    mean = xg.mean(axis=2, keepdims=True)
+    # channels and positions as separate axes: each runs with one step through memory
+    # in either layout (NCHW or channels-last), so the reductions can follow it
+    g = c // group
+    xg = x.astype(acc).reshape((n, group, g, hw))
+    mean = xg.mean(axis=(2, 3), keepdims=True)
     d = xg - mean
-    rstd = F.rsqrt((d * d).mean(axis=2, keepdims=True) + float(eps))
-    out = (d * rstd).reshape((n, c, hw))
-    if weight is not None:
-        out = out * _tensor(weight).astype(acc).reshape((c, 1))
+    rstd = F.rsqrt((d * d).mean(axis=(2, 3), keepdims=True) + float(eps))
+    # x * scale + shift with scale and shift per channel, as ATen computes it: read
+    # per channel, they run along a channels-last row with the channels
+    scale = rstd if weight is None else rstd * _tensor(weight).astype(acc).reshape((group, g, 1))
+    shift = -mean * scale
     if bias is not None:
-        out = out + _tensor(bias).astype(acc).reshape((c, 1))
+        shift = shift + _tensor(bias).astype(acc).reshape((group, g, 1))
+    out = (xg * scale + shift).reshape((n, c, hw))
     return (out.reshape(x.shape), mean.reshape((n, group)), rstd.reshape((n, group)))
 
 
