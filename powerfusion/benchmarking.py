@@ -30,6 +30,9 @@ def interleaved(candidates: dict[str, Callable[[], object]], repeats: int = 10, 
     round starts with the next candidate: the garbage collection between rounds walks
     the heap and leaves the caches cold for whoever runs first (identical kernels, a
     12 MB working set: 1.3-1.5x slower when always first), so that cost is shared.
+    That collection takes the young generations only, what the samples made: a full
+    one walks every object of the process, a fifth of a second per round beside torch
+    and a model, and tuning took seconds per kernel for it.
     """
     if repeats < 1:
         raise ValueError(f"repeats: expected at least 1, got {repeats}")
@@ -50,7 +53,7 @@ def interleaved(candidates: dict[str, Callable[[], object]], repeats: int = 10, 
                 for _ in range(n):
                     fn()
                 samples[name].append((time.perf_counter() - start) / n)
-            gc.collect()
+            gc.collect(1)
     finally:
         if was_enabled:
             gc.enable()
