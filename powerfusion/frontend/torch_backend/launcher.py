@@ -6,7 +6,8 @@ microseconds (the caches are cold after a matmul), and a region called as a modu
 takes four frames before its kernels run (the module attribute, `Region.__call__`,
 `forward`, the launch). After the graph's first call each region knows the signature
 it runs with; `specialise` then writes, per region, a function that checks that
-signature argument by argument (shape, strides, no lazy negation), takes its memory
+signature (shape, strides, dtype, no lazy negation: in one C++ call, TorchDynamo's tensor
+guards, where this torch has them), takes its memory
 from the region's pool and calls the kernels with the data pointers, unrolled, and
 points the graph's call at it. Anything else - another signature, a region that gave
 up, a failure - goes to `Region.forward` as before, so the lean function can only be
@@ -38,7 +39,7 @@ def lean_function(region: Region):
     hot = region.hot
     if hot is None:
         return None
-    layouts, compiled = hot
+    layouts, compiled, guard = hot
     launch, lean = compiled.cpu_launch, compiled.fast
     if launch is None:                   # no kernels: every result an argument's copy
         launch = _NO_KERNELS             # or a constant
@@ -48,9 +49,14 @@ def lean_function(region: Region):
     env = {"region": region, "hot": hot, "take": launch.pool.take,
            "forward": region.forward, "give_up": region.give_up_running}
     checks = ["region.hot is hot"]
-    for k, (shape, stride) in enumerate(layouts):
-        env[f"S{k}"], env[f"T{k}"] = shape, stride
-        checks.append(f"a{k}.shape == S{k} and a{k}.stride() == T{k} and not a{k}.is_neg()")
+    if guard is not None:
+        env["guard"] = guard
+        checks.append(f"guard({', '.join(names)})")
+    else:
+        for k, (shape, stride, dtype) in enumerate(layouts):
+            env[f"S{k}"], env[f"T{k}"], env[f"D{k}"] = shape, stride, dtype
+            checks.append(f"a{k}.shape == S{k} and a{k}.stride() == T{k} "
+                          f"and a{k}.dtype == D{k} and not a{k}.is_neg()")
     n_inputs = len(layouts)
     pointers = [f"p{k} = a{k}.data_ptr()" for k in range(n_inputs)]
     pointers += [f"p{n_inputs + j} = m[{j}].data_ptr()" for j in range(len(launch.allocations))]

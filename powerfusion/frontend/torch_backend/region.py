@@ -36,6 +36,12 @@ from .values import (Ctx, Splat, _concrete, _dt, _Fallback, _finish, _no_element
                      _zeros_like_meta)
 
 
+try:
+    from torch._C._dynamo.guards import TensorGuards as _TensorGuards
+except ImportError:                      # pragma: no cover - another torch
+    _TensorGuards = None
+
+
 def _signature(args) -> tuple:
     key = []
     for a in args:
@@ -211,6 +217,21 @@ def _passes_through(fx: torch.fx.Node) -> bool:
     return fx.op == "placeholder"
 
 
+def _guard_of(args):
+    """One C++ call checking that tensors have args' shapes, strides, dtypes, devices
+    and dispatch keys (a lazily negated view has others), as TorchDynamo checks a
+    frame's inputs; None where this torch has no such check. A region's lean path
+    runs between library calls that leave the caches cold, where each Python-level
+    check costs microseconds."""
+    if _TensorGuards is None:
+        return None
+    try:
+        return _TensorGuards(*args, dynamic_dims_sizes=[list(a.shape) for a in args],
+                             dynamic_dims_strides=[list(a.stride()) for a in args]).check
+    except Exception:                    # noqa: BLE001 - the Python checks then
+        return None
+
+
 class Region(torch.nn.Module):
     """A run of aten ops compiled by PowerFusion per call signature; the original
     aten calls (`self.eager`) are kept to fall back on."""
@@ -239,10 +260,11 @@ class Region(torch.nn.Module):
     def forward(self, *args):
         hot = self.hot
         if hot is not None:              # the last signature's lean path, if it is one
-            layouts, compiled = hot
+            layouts, compiled, _ = hot
             if len(args) == len(layouts):
-                for a, (shape, stride) in zip(args, layouts):
-                    if a.shape != shape or a.stride() != stride or a.is_neg():
+                for a, (shape, stride, dtype) in zip(args, layouts):
+                    if a.shape != shape or a.stride() != stride or a.dtype != dtype \
+                            or a.is_neg():
                         break
                 else:
                     try:
@@ -261,10 +283,10 @@ class Region(torch.nn.Module):
             if compiled is None:
                 return self.eager(*args)
             self.cache[key] = compiled
-        # the lean path checks only shape and strides: dtype and device come with the
-        # signature, and a graph's values keep theirs from call to call
+        # the lean path checks shape, strides and dtype (a graph's values keep theirs
+        # from call to call, but a region called on its own may not)
         self.hot = None if compiled.fast is None else (
-            tuple((a.shape, a.stride()) for a in args), compiled)
+            tuple((a.shape, a.stride(), a.dtype) for a in args), compiled, _guard_of(args))
         try:
             return self._run(compiled, args)
         except Exception as e:           # noqa: BLE001 - never break the model
