@@ -34,10 +34,18 @@ def test_a_reduction_over_a_channels_last_operand_is_rebuilt_in_memory_order():
     red = reduce(Op.SUM, x, (2, 3))
     nhwc = (64 * 8 * 8, 1, 8 * 64, 64)             # element strides of channels-last
     (out,) = reduce_in_memory_order([red], {id(x): nhwc})
-    assert out.op is Op.PERMUTE and out.shape == red.shape
+    assert out.op is Op.RESHAPE and out.shape == red.shape   # only unit axes move back
     inner = out.srcs[0]
     assert inner.op is Op.SUM and inner.srcs[0].op is Op.PERMUTE
     assert inner.srcs[0].shape[-1] == 64           # channels innermost, as in memory
+
+
+def test_a_result_whose_kept_axes_change_order_is_permuted_back():
+    x = inp(0, (2, 64, 8, 8))
+    red = reduce(Op.SUM, x, (2,))                  # over H only: N, W, C kept, C innermost
+    (out,) = reduce_in_memory_order([red], {id(x): (64 * 8 * 8, 1, 8 * 64, 64)})
+    assert out.op is Op.PERMUTE and out.shape == red.shape == (2, 64, 1, 8)
+    check_jit(lambda x: (x.sum(axis=2), x.max(axis=3)), channels_last(2, 64, 8, 8))
 
 
 def test_row_major_and_small_operands_are_left_as_they_are():
@@ -54,7 +62,7 @@ def test_a_reduction_already_walking_memory_order_is_kept():
     t = permute(x, (1, 0))                         # read transposed: last axis steps 96
     red = reduce(Op.SUM, t, (0,))                  # ...and its unit-step axis is reduced
     (out,) = reduce_in_memory_order([red], {id(x): (96, 1)})
-    assert out.op is Op.PERMUTE                    # summed by columns of x's rows
+    assert out.op is Op.RESHAPE and out.srcs[0].op is Op.SUM  # by columns of x's rows
     red_rows = reduce(Op.SUM, x, (1,))
     assert reduce_in_memory_order([red_rows], {id(x): (96, 1)}) == [red_rows]
 

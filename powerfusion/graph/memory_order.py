@@ -10,7 +10,8 @@ over the operand permuted into memory order (the axis of unit step last), and wh
 kept axis then lies inside reduced ones, in two stages: first over the reduced axes
 outside the innermost kept axis (by columns: whole contiguous rows of kept elements per
 step), then over the rest of the small result (group norm's channels within a group).
-The result is permuted back: the same values, summed in another order.
+The result is permuted back (a reshape where only axes of one element move): the same
+values, summed in another order.
 
 Which order memory has is read off the index map of the operand's largest stored input
 (`_axis_steps`): the step in elements of each logical axis, where the map is affine.
@@ -95,6 +96,9 @@ def _reordered(red: Node, steps: tuple[int, ...]) -> Node | None:
     result_shape = tuple(out.shape[back[k]] for k in range(len(shape)))
     if result_shape != red.shape:
         return None
+    kept_order = [k for k in back if out.shape[k] > 1]
+    if kept_order == sorted(kept_order):  # only axes of one element move: a free view
+        return Node(Op.RESHAPE, (out,), red.shape, red.dtype)
     return Node(Op.PERMUTE, (out,), red.shape, red.dtype, back)
 
 
