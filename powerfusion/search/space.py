@@ -229,7 +229,8 @@ TRANSPOSE_TILE = 32     # a warp's width: one tile row is one coalesced access
 
 
 def _transpose_tile(kern: Kernel, storage: dict[int, Storage]) -> tuple[int, ...]:
-    """(rows, cols) of the tile a GPU stages a layout change through, or () for none.
+    """(rows, cols) of the tile a layout change is staged through (shared memory on a
+    GPU, a per-thread LOCAL buffer on the CPU), or () for none.
 
     An element-wise kernel over (..., R, C) whose stored input is contiguous down R (its
     stride along C is neither 0 nor 1, along R it is 1) reads strided whichever way
