@@ -48,8 +48,8 @@ def main(argv=None) -> int:
     calls: dict[str, tuple] = {}
     lean_function = launcher.lean_function
 
-    def instrumented(region):
-        lean = lean_function(region)
+    def instrumented(region, pool=None):
+        lean = lean_function(region, pool)
         if lean is None:
             return None
         label, env = region.label, lean.__globals__

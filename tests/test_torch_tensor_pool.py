@@ -10,7 +10,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from powerfusion.frontend.torch_backend.tensor_pool import TensorPool  # noqa: E402
+from powerfusion.frontend.torch_backend import collect_graphs  # noqa: E402
+from powerfusion.frontend.torch_backend.tensor_pool import SharedPool, TensorPool  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -25,24 +26,35 @@ def _norm_gelu(x):
     return torch.nn.functional.gelu(torch.nn.functional.layer_norm(x * 2 + 1, (x.shape[-1],)))
 
 
+def _pooled_addresses(graphs) -> set[int]:
+    return {k.base.data_ptr() for _, gm, _ in graphs
+            for kept in gm.powerfusion_pool.kept.values() for k in kept}
+
+
 def test_dropped_outputs_are_reused_and_held_ones_never_overwritten():
     compiled = torch.compile(_norm_gelu, backend="powerfusion")
     a, b, c = (torch.randn(64, 256) for _ in range(3))
+    with collect_graphs() as graphs:
+        compiled(a)                              # specialised: the graph's pool from here
     first = compiled(a)
     address = first.data_ptr()
+    assert address in _pooled_addresses(graphs)
     del first
-    second = compiled(b)                     # the dropped output's memory again
-    assert second.data_ptr() == address
+    second = compiled(b)                     # pooled memory again, none fresh
+    assert second.data_ptr() in _pooled_addresses(graphs)
+    kept = _pooled_addresses(graphs)
     view = second[3:, ::2]                   # only a view of it is held now
+    held = second.data_ptr()
     del second
     third = compiled(c)
-    assert third.data_ptr() != address       # the view's memory is still read
+    assert third.data_ptr() != held          # the view's memory is still read
     torch.testing.assert_close(view, _norm_gelu(b)[3:, ::2])
     torch.testing.assert_close(third, _norm_gelu(c))
     for _ in range(3):                        # held results pile up: each one its own
         compiled(a)
     torch.testing.assert_close(view, _norm_gelu(b)[3:, ::2])
     torch.testing.assert_close(third, _norm_gelu(c))
+    assert kept <= _pooled_addresses(graphs)
 
 
 def test_a_storage_resized_by_its_holder_is_not_handed_out_again():
@@ -107,3 +119,25 @@ def test_a_region_checks_each_arguments_layout_before_its_lean_path():
     other = torch.randn(8, 32)
     torch.testing.assert_close(region(other, y), fn(other, y))
     torch.testing.assert_close(region(x, y), fn(x, y))
+
+
+def test_a_shared_pool_hands_one_size_to_any_shape_and_never_twice_at_once():
+    pool = SharedPool()
+    take_a = pool.taker([((4, 6), torch.float32), ((24,), torch.float32)])
+    take_b = pool.taker([((6, 4), torch.float32), ((3,), torch.bfloat16)])
+    first = take_a()                         # two of one size in one take: distinct
+    assert first[0].data_ptr() != first[1].data_ptr()
+    assert [t.shape for t in first] == [(4, 6), (24,)]
+    address = first[1].data_ptr()
+    del first
+    again = take_b()                          # another caller, the same size: reused
+    assert again[0].shape == (6, 4) and again[0].is_contiguous()
+    assert again[0].data_ptr() in {k.base.data_ptr() for k in pool.kept[(24, torch.float32)]}
+    assert again[1].dtype == torch.bfloat16
+    held = [take_a() for _ in range(6)]       # all held: each its own memory
+    pointers = [t.data_ptr() for taken in held for t in taken]
+    assert len(set(pointers)) == len(pointers) and again[0].data_ptr() not in pointers
+    # at most KEEP per allocation of a size in the graph: 2 x 3 of 24 floats kept
+    assert len(pool.kept[(24, torch.float32)]) == 3 * TensorPool.KEEP
+    assert pool.nbytes() == 6 * 24 * 4 + 3 * 2     # and the one bfloat16 taken once
+    assert address in {k.base.data_ptr() for k in pool.kept[(24, torch.float32)]}

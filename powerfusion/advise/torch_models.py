@@ -118,8 +118,9 @@ def _price_graphs(graphs, prices: dict, machine: dict, repeats: int,
             if node.op not in ("call_function", "call_module", "call_method") \
                     or node.target is operator.getitem:
                 continue
-            library = isinstance(node.target, torch._ops.OpOverload) and is_library_compute(
-                node.target.overloadpacket.__name__)
+            target = getattr(node.target, "library_op", node.target)   # through a pooled_call
+            library = isinstance(target, torch._ops.OpOverload) and is_library_compute(
+                target.overloadpacket.__name__)
             if library:
                 after_library, region_in_run = True, False
             elif after_library:
@@ -140,7 +141,6 @@ def _price_graphs(graphs, prices: dict, machine: dict, repeats: int,
             if region is not None:               # no kernel: torch copies, or eager ops
                 out.torch_ops_s += _timed_alone(gm, node, repeats, statistic, resume_s)
                 continue
-            target = node.target
             if library:
                 packet = target.overloadpacket.__name__
                 out.attention += "scaled_dot_product" in packet

@@ -7,11 +7,11 @@ takes four frames before its kernels run (the module attribute, `Region.__call__
 `forward`, the launch). After the graph's first call each region knows the signature
 it runs with; `specialise` then writes, per region, a function that checks that
 signature (shape, strides, dtype, no lazy negation: in one C++ call, TorchDynamo's tensor
-guards, where this torch has them), takes its memory
-from the region's pool and calls the kernels with the data pointers, unrolled, and
-points the graph's call at it. Anything else - another signature, a region that gave
-up, a failure - goes to `Region.forward` as before, so the lean function can only be
-faster, never different.
+guards, where this torch has them), takes its memory from the graph's pool
+(`SharedPool`, which the graph's large matmuls write into too) and calls the kernels
+with the data pointers, unrolled, and points the graph's call at it. Anything else -
+another signature, a region that gave up, a failure - goes to `Region.forward` as
+before, so the lean function can only be faster, never different.
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ import threading
 
 import torch.fx
 
+from .library_outputs import pool_library_outputs
 from .region import Region
-from .tensor_pool import TensorPool
+from .tensor_pool import SharedPool, TensorPool
 
 
 class _NoKernels:
@@ -33,9 +34,10 @@ class _NoKernels:
 _NO_KERNELS = _NoKernels()
 
 
-def lean_function(region: Region):
+def lean_function(region: Region, pool: SharedPool | None = None):
     """A function running region's lean path for its current signature, or None when
-    the region has none (its last call was not lean, or it gave up)."""
+    the region has none (its last call was not lean, or it gave up); its kernels' memory
+    from pool (the graph's), else from the region's own."""
     hot = region.hot
     if hot is None:
         return None
@@ -46,7 +48,11 @@ def lean_function(region: Region):
     if any(kind != "buffer" for kind, *_ in launch.outputs):
         return None                      # a kernel result the plan copies or fills
     names = [f"a{k}" for k in range(len(layouts))]
-    env = {"region": region, "hot": hot, "take": launch.pool.take,
+    take = launch.pool.take
+    if pool is not None and launch.allocations:
+        take = pool.taker(launch.allocations)
+        launch.pool.release()            # what the region's first calls kept
+    env = {"region": region, "hot": hot, "take": take,
            "forward": region.forward, "give_up": region.give_up_running}
     checks = ["region.hot is hot"]
     if guard is not None:
@@ -135,16 +141,19 @@ def boxed_runner(gm: torch.fx.GraphModule):
 
 
 def specialise(gm: torch.fx.GraphModule):
-    """Point each region call of gm at its lean function, where it has one; gm's new
-    forward. The Region modules stay (what `advise` and a fallback read)."""
-    changed = False
+    """Point each region call of gm at its lean function, where it has one, and each
+    large matmul at pooled memory, all from one pool for the graph (`SharedPool`); gm's
+    new forward. The Region modules stay (what `advise` and a fallback read)."""
+    pool = SharedPool()
+    gm.powerfusion_pool = pool           # (what a memory report reads)
+    changed = pool_library_outputs(gm, pool) > 0
     for node in gm.graph.nodes:
         if node.op != "call_module":
             continue
         region = gm.get_submodule(node.target)
         if not isinstance(region, Region):
             continue
-        lean = lean_function(region)
+        lean = lean_function(region, pool)
         if lean is None:
             continue
         node.op, node.target = "call_function", lean

@@ -16,10 +16,13 @@ most twice what one step of its regions allocates.
 
 from __future__ import annotations
 
+import collections
+import math
 import threading
 
 import torch
 
+from ...graph.views import contiguous_strides
 from ..torch_storage import alias
 
 _use_count = torch._C._storage_Use_Count
@@ -75,3 +78,60 @@ class TensorPool:
                         base = alias(base, *kept[-1].layout)  # the caller's own object
                     made.append(base)
         return made
+
+    def release(self) -> None:
+        """Forget the tensors kept so far (their holders keep theirs)."""
+        with self._lock:
+            self.kept = [[] for _ in self.allocations]
+
+
+class SharedPool:
+    """The memory of every pooled allocation of one compiled graph, shared by element
+    count and dtype: what one region (or matmul) dropped is handed to the next
+    allocation of that size, in the same step or a later one.
+
+    Per-allocation pools keep every intermediate of the graph alive at once (a model's
+    whole forward, KEEP times over); shared, the pool holds about what is live at one
+    moment, as Inductor's buffer planning does, and a step reuses memory it touched a
+    moment ago. Each size's tensors are tried latest hand-out first; a size keeps at
+    most KEEP tensors per allocation of that size in the graph."""
+
+    def __init__(self):
+        self.kept: dict[tuple, list[_Kept]] = {}
+        self.limit: collections.Counter = collections.Counter()
+        self._lock = threading.Lock()
+
+    def taker(self, allocations: list[tuple[tuple[int, ...], torch.dtype]]):
+        """A `take()` for one caller's allocations (shape, dtype each): one contiguous
+        tensor per allocation, each referenced by nothing but this pool."""
+        wanted = []
+        for shape, dtype in allocations:
+            key = (math.prod(shape), dtype)
+            self.limit[key] += TensorPool.KEEP
+            wanted.append((self.kept.setdefault(key, []), tuple(shape),
+                           contiguous_strides(tuple(shape)), dtype, key))
+        lock, limit = self._lock, self.limit
+
+        def take() -> list[torch.Tensor]:
+            made = []
+            with lock:                   # the free test and the hand-over are one step
+                for kept, shape, stride, dtype, key in wanted:
+                    for j in range(len(kept) - 1, -1, -1):
+                        k = kept[j]
+                        if k.is_free():  # the latest handed out that is free again
+                            del kept[j]  # (likely the latest dropped: in the caches)
+                            kept.append(k)
+                            made.append(alias(k.base, shape, stride))
+                            break
+                    else:
+                        base = torch.empty(shape, dtype=dtype, device="cpu")
+                        if len(kept) < limit[key]:
+                            kept.append(_Kept(base))
+                            base = alias(base, shape, stride)   # the caller's own object
+                        made.append(base)
+            return made
+        return take
+
+    def nbytes(self) -> int:
+        """The bytes this pool keeps."""
+        return sum(k.nbytes for kept in self.kept.values() for k in kept)
