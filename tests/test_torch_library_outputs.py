@@ -16,7 +16,7 @@ from powerfusion.frontend.torch_backend.library_outputs import (  # noqa: E402
     pool_library_outputs,
     pooled_call,
 )
-from powerfusion.frontend.torch_backend.tensor_pool import SharedPool  # noqa: E402
+from powerfusion.frontend.torch_backend.tensor_pool import TensorPool  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -105,7 +105,7 @@ def test_only_large_contiguous_cpu_matmuls_are_pooled():
     x, w, small = torch.randn(big, 32), torch.randn(32, 64), torch.randn(8, 8)
     gm = make_fx(fn, tracing_mode="fake", pre_dispatch=False)(x, w, small)
     gm.graph.eliminate_dead_code()
-    assert pool_library_outputs(gm, SharedPool()) == 2   # the two big ones, not the 8x8
+    assert pool_library_outputs(gm, TensorPool()) == 2   # the two big ones, not the 8x8
     gm.recompile()
     got = gm(x, w, small)
     want = fn(x, w, small)
@@ -114,7 +114,7 @@ def test_only_large_contiguous_cpu_matmuls_are_pooled():
 
 
 def test_a_call_the_out_variant_refuses_runs_as_written():
-    call = pooled_call(torch.ops.aten.mm.default, (4, 4), torch.float32, SharedPool())
+    call = pooled_call(torch.ops.aten.mm.default, (4, 4), torch.float32, TensorPool())
     a = torch.randn(4, 4, requires_grad=True)
     b = torch.randn(4, 4)
     out = call(a, b)                           # out= refuses autograd: mm as written

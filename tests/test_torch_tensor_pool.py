@@ -1,4 +1,4 @@
-"""A region's CPU outputs and temps come from a TensorPool: memory nobody holds is
+"""A graph's CPU outputs and temps come from a TensorPool: memory nobody holds is
 written again on the next call (no page faults), memory anyone still reads - the
 output itself, a view of it, another thread's result - never is."""
 
@@ -11,7 +11,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from powerfusion.frontend.torch_backend import collect_graphs  # noqa: E402
-from powerfusion.frontend.torch_backend.tensor_pool import SharedPool, TensorPool  # noqa: E402
+from powerfusion.frontend.torch_backend.tensor_pool import TensorPool, own_pool  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -85,12 +85,12 @@ def test_threads_dropping_results_at_once_each_get_their_own_memory():
 
 
 def test_the_pool_keeps_at_most_two_tensors_per_allocation():
-    pool = TensorPool([((4, 4), torch.float32), ((8,), torch.bfloat16)])
+    pool = own_pool([((4, 4), torch.float32), ((8,), torch.bfloat16)])
     held = [pool.take() for _ in range(4)]    # all held: four distinct sets
     pointers = {t.data_ptr() for taken in held for t in taken}
     assert len(pointers) == 8
-    assert [len(k) for k in pool.kept] == [2, 2]
-    kept = {k.base.data_ptr() for kept in pool.kept for k in kept}
+    assert [len(k) for k in pool.kept.values()] == [2, 2]
+    kept = {k.base.data_ptr() for kept in pool.kept.values() for k in kept}
     del held
     again = pool.take()
     assert {t.data_ptr() for t in again} <= kept
@@ -122,7 +122,7 @@ def test_a_region_checks_each_arguments_layout_before_its_lean_path():
 
 
 def test_a_shared_pool_hands_one_size_to_any_shape_and_never_twice_at_once():
-    pool = SharedPool()
+    pool = TensorPool()
     take_a = pool.taker([((4, 6), torch.float32), ((24,), torch.float32)])
     take_b = pool.taker([((6, 4), torch.float32), ((3,), torch.bfloat16)])
     first = take_a()                         # two of one size in one take: distinct

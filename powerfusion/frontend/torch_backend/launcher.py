@@ -8,7 +8,7 @@ takes four frames before its kernels run (the module attribute, `Region.__call__
 it runs with; `specialise` then writes, per region, a function that checks that
 signature (shape, strides, dtype, no lazy negation: in one C++ call, TorchDynamo's tensor
 guards, where this torch has them), takes its memory from the graph's pool
-(`SharedPool`, which the graph's large matmuls write into too) and calls the kernels
+(`TensorPool`, which the graph's large matmuls write into too) and calls the kernels
 with the data pointers, unrolled, and points the graph's call at it. Anything else -
 another signature, a region that gave up, a failure - goes to `Region.forward` as
 before, so the lean function can only be faster, never different.
@@ -22,19 +22,19 @@ import torch.fx
 
 from .library_outputs import pool_library_outputs
 from .region import Region
-from .tensor_pool import SharedPool, TensorPool
+from .tensor_pool import TensorPool, own_pool
 
 
 class _NoKernels:
     """The launch of a region that runs no kernel."""
     outputs = allocations = launches = ()
-    pool = TensorPool([])
+    pool = own_pool([])
 
 
 _NO_KERNELS = _NoKernels()
 
 
-def lean_function(region: Region, pool: SharedPool | None = None):
+def lean_function(region: Region, pool: TensorPool | None = None):
     """A function running region's lean path for its current signature, or None when
     the region has none (its last call was not lean, or it gave up); its kernels' memory
     from pool (the graph's), else from the region's own."""
@@ -142,9 +142,9 @@ def boxed_runner(gm: torch.fx.GraphModule):
 
 def specialise(gm: torch.fx.GraphModule):
     """Point each region call of gm at its lean function, where it has one, and each
-    large matmul at pooled memory, all from one pool for the graph (`SharedPool`); gm's
+    large matmul at pooled memory, all from one pool for the graph (`TensorPool`); gm's
     new forward. The Region modules stay (what `advise` and a fallback read)."""
-    pool = SharedPool()
+    pool = TensorPool()
     gm.powerfusion_pool = pool           # (what a memory report reads)
     changed = pool_library_outputs(gm, pool) > 0
     for node in gm.graph.nodes:

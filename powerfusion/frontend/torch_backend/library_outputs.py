@@ -4,7 +4,7 @@ A matmul's result is a fresh CPU tensor of up to megabytes (a weight's gradient,
 activation): malloc maps it anew whenever glibc has just given such memory back, and
 every 4 KB page then faults on first touch. In LLaMA's training step that was 800-1100
 page faults per step, in GPT-2's 3500, for no work at all. Each such matmul is called
-through its `out=` variant on memory from the graph's pool (`SharedPool`, the regions'
+through its `out=` variant on memory from the graph's pool (`TensorPool`, the regions'
 too) that nobody else holds: what a region or matmul dropped earlier in the step, or in
 the last one. Inductor gets the same from its buffer planning.
 
@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 import torch.fx
 
-from .tensor_pool import SharedPool
+from .tensor_pool import TensorPool
 
 _aten = torch.ops.aten
 OUT_VARIANTS = {_aten.mm.default: _aten.mm.out, _aten.bmm.default: _aten.bmm.out,
@@ -28,7 +28,7 @@ OUT_VARIANTS = {_aten.mm.default: _aten.mm.out, _aten.bmm.default: _aten.bmm.out
 MIN_BYTES = 64 * 1024
 
 
-def pooled_call(op, shape: tuple[int, ...], dtype: torch.dtype, pool: SharedPool):
+def pooled_call(op, shape: tuple[int, ...], dtype: torch.dtype, pool: TensorPool):
     """A function computing `op` into memory from pool; its `library_op` is the op the
     graph's node called (what `advise` prices)."""
     out_op, take = OUT_VARIANTS[op], pool.taker([(shape, dtype)])
@@ -59,7 +59,7 @@ def _pooled_result(node: torch.fx.Node):
     return tuple(val.shape), val.dtype
 
 
-def pool_library_outputs(gm: torch.fx.GraphModule, pool: SharedPool) -> int:
+def pool_library_outputs(gm: torch.fx.GraphModule, pool: TensorPool) -> int:
     """Point each poolable matmul of gm at a pooled_call on pool; how many. The caller
     recompiles."""
     count = 0

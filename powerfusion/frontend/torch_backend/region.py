@@ -30,7 +30,7 @@ from .. import torch_stats as stats
 from ..torch_storage import DTYPE_TO_TORCH, from_storage, resolved, to_storage
 from ..tensor import Tensor
 from .registry import HANDLERS
-from .tensor_pool import TensorPool
+from .tensor_pool import own_pool
 from .support import DEVICES, _op_name, _warn
 from .values import (Ctx, Splat, _concrete, _dt, _Fallback, _finish, _no_elements, _tensor,
                      _zeros_like_meta)
@@ -71,7 +71,7 @@ def _device_of(flat: list) -> torch.device:
 class _CpuLaunch:
     """A region's kernels run straight on torch CPU tensors: pointers from data_ptr(),
     outputs and temps from torch's allocator (bfloat16 as itself), no
-    numpy views; a pool (`TensorPool`) hands back the memory of earlier calls that
+    numpy views; a pool (`own_pool`) hands back the memory of earlier calls that
     nobody holds any more. Everything a call needs is resolved once, from the plan's
     launch sequence, into positions in one list of pointers (the inputs', then the
     allocations'); a call only fills that list and launches."""
@@ -90,7 +90,7 @@ class _CpuLaunch:
             want = final.get(name)       # allocated in its output's shape: no view later
             shape = want if want is not None and math.prod(want) == math.prod(shape) else shape
             self.allocations.append((tuple(shape), DTYPE_TO_TORCH[dtype]))
-        self.pool = TensorPool(self.allocations)
+        self.pool = own_pool(self.allocations)
         self.launches = tuple(
             (executable.kernels[program.name].c_function, ctypes.c_void_p * len(names),
              tuple(slot[n] for n in names)) for program, names in sequence.launches)
@@ -156,7 +156,7 @@ class _LeanResults:
                 recipe.append((spec[0], what, len(pooled), order and _inverse(order)))
                 pooled.append((tuple(shape[d] for d in order or range(len(shape))), dtype))
         self.recipe = tuple(recipe)
-        self.pool = TensorPool(pooled) if pooled else None
+        self.pool = own_pool(pooled) if pooled else None
 
     def __call__(self, args, outs: list) -> list:
         made = self.pool.take() if self.pool is not None else ()

@@ -1,17 +1,20 @@
-"""Reusing the CPU tensors a region allocates once nobody holds them.
+"""Reusing the CPU tensors PowerFusion allocates once nobody holds them.
 
 torch's CPU allocator is malloc: a fresh output of a few MB is mapped anew and costs
 a page fault per 4 KB on first touch, often more than the kernel that writes it
-(BERT's GELU region: 4.4 ms in the model, 1.7 ms on memory already mapped). A region
-runs again on every step with the same sizes, so each of its allocations keeps the
-tensors it made and hands one out again when only the pool still refers to its
-memory: torch counts the references to a storage (every tensor and view of it), and
-that count, not Python's reference count, says whether a caller or a view it made
-downstream still reads it.
+(BERT's GELU region: 4.4 ms in the model, 1.7 ms on memory already mapped). A graph
+runs again on every step with the same sizes, so a pool keeps the tensors it made and
+hands one out again when only the pool still refers to its memory: torch counts the
+references to a storage (every tensor and view of it), and that count, not Python's
+reference count, says whether a caller or a view it made downstream still reads it.
 
-The same policy as runtime/execute.py's BufferPool for numpy outputs: at most `KEEP`
-tensors per allocation (one a caller holds, one to reuse), so a model's pools hold at
-most twice what one step of its regions allocates.
+One pool serves a whole compiled graph (its regions' lean paths and its large
+matmuls, `launcher.specialise`), shared by size: the pool holds about what is live at
+one moment, as Inductor's buffer planning does, not every intermediate of the graph
+(per-region pools held 111 MB for a 6-layer BERT at batch 8, 18 MB more per layer; the
+shared one 36 MB at any depth). A region's general path has a pool of its own. The
+same bound as runtime/execute.py's BufferPool for numpy outputs: at most `KEEP`
+tensors per allocation of a size (one a caller holds, one to reuse).
 """
 
 from __future__ import annotations
@@ -32,11 +35,10 @@ class _Kept:
     """One pooled tensor, its storage and that storage's reference count when only
     the pool holds it."""
 
-    __slots__ = ("base", "storage", "free_count", "nbytes", "layout")
+    __slots__ = ("base", "storage", "free_count", "nbytes")
 
     def __init__(self, base: torch.Tensor):
         self.base = base
-        self.layout = (tuple(base.shape), base.stride())
         self.storage = base.untyped_storage()
         self.free_count = _use_count(self.storage._cdata)   # no view exists yet
         self.nbytes = self.storage.nbytes()
@@ -49,52 +51,13 @@ class _Kept:
 
 
 class TensorPool:
-    """Tensors for one region's allocations (shape, dtype each), reused across calls."""
+    """Tensors kept by element count and dtype for the allocations of the callers it
+    made a `taker` for: what one caller dropped is handed to the next allocation of
+    that size, in the same step or a later one. Each size's tensors are tried latest
+    hand-out first (likely the latest dropped: in the caches); a size keeps at most
+    KEEP tensors per allocation of that size."""
 
     KEEP = 2
-
-    def __init__(self, allocations: list[tuple[tuple[int, ...], torch.dtype]]):
-        self.allocations = allocations
-        self.kept: list[list[_Kept]] = [[] for _ in allocations]
-        # the free test and the hand-over are one step: two threads running one region
-        # must never be handed the same memory
-        self._lock = threading.Lock()
-
-    def take(self) -> list[torch.Tensor]:
-        """One tensor per allocation, each referenced by nothing but the pool: a new
-        view of a kept tensor nobody holds, or a fresh one."""
-        made = []
-        with self._lock:
-            for (shape, dtype), kept in zip(self.allocations, self.kept):
-                for k in kept:
-                    if k.is_free():
-                        # a new tensor on the same memory, for the caller to hold
-                        made.append(alias(k.base, *k.layout))
-                        break
-                else:
-                    base = torch.empty(shape, dtype=dtype, device="cpu")
-                    if len(kept) < self.KEEP:
-                        kept.append(_Kept(base))
-                        base = alias(base, *kept[-1].layout)  # the caller's own object
-                    made.append(base)
-        return made
-
-    def release(self) -> None:
-        """Forget the tensors kept so far (their holders keep theirs)."""
-        with self._lock:
-            self.kept = [[] for _ in self.allocations]
-
-
-class SharedPool:
-    """The memory of every pooled allocation of one compiled graph, shared by element
-    count and dtype: what one region (or matmul) dropped is handed to the next
-    allocation of that size, in the same step or a later one.
-
-    Per-allocation pools keep every intermediate of the graph alive at once (a model's
-    whole forward, KEEP times over); shared, the pool holds about what is live at one
-    moment, as Inductor's buffer planning does, and a step reuses memory it touched a
-    moment ago. Each size's tensors are tried latest hand-out first; a size keeps at
-    most KEEP tensors per allocation of that size in the graph."""
 
     def __init__(self):
         self.kept: dict[tuple, list[_Kept]] = {}
@@ -107,7 +70,7 @@ class SharedPool:
         wanted = []
         for shape, dtype in allocations:
             key = (math.prod(shape), dtype)
-            self.limit[key] += TensorPool.KEEP
+            self.limit[key] += self.KEEP
             wanted.append((self.kept.setdefault(key, []), tuple(shape),
                            contiguous_strides(tuple(shape)), dtype, key))
         lock, limit = self._lock, self.limit
@@ -132,6 +95,20 @@ class SharedPool:
             return made
         return take
 
+    def release(self) -> None:
+        """Forget the tensors kept so far (their holders keep theirs)."""
+        with self._lock:
+            for kept in self.kept.values():
+                kept.clear()
+
     def nbytes(self) -> int:
         """The bytes this pool keeps."""
         return sum(k.nbytes for kept in self.kept.values() for k in kept)
+
+
+def own_pool(allocations: list[tuple[tuple[int, ...], torch.dtype]]) -> TensorPool:
+    """A pool serving one caller's allocations (shape, dtype each) alone; its
+    `take()` hands out one tensor per allocation."""
+    pool = TensorPool()
+    pool.take = pool.taker(allocations)
+    return pool
