@@ -52,6 +52,10 @@ OPTIONS: dict[str, Option] = {o.name: o for o in [
     Option("POWERFUSION_OPENCL_DEVICE", None,
            "the OpenCL device: 'platform:device' indices or a part of its name "
            "(default: the first device found)"),
+    Option("POWERFUSION_KEEP_FREED_MEMORY", True,
+           "0: leave glibc's malloc as it is; by default torch.compile(backend="
+           "'powerfusion') makes it keep freed memory for reuse (runtime/host_memory.py: "
+           "no page faults for each step's fresh tensors)", _switch),
     Option("POWERFUSION_SIMT_CLUSTERS", True,
            "0: plan SIMT kernels without thread block clusters", _switch),
     Option("POWERFUSION_SIMT_ROW_REGISTERS", True,

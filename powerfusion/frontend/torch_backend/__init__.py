@@ -34,6 +34,7 @@ from functools import partial
 import torch.fx
 
 from .. import torch_stats as stats
+from ...runtime.host_memory import keep_freed_memory
 from ..torch_stats import compile_stats, reset_compile_stats
 from . import composites, elementwise, layout, reductions  # noqa: F401 - fill HANDLERS
 from .partitioning import REGION_PREFIX, _copy, partition
@@ -92,6 +93,7 @@ def compile_aten_graph(gm: torch.fx.GraphModule, example_inputs, kind: str = "fo
     from functorch.compile import make_boxed_func
 
     stats.count("graphs")
+    keep_freed_memory()                  # no page faults for each step's fresh tensors
     graph = _copy(gm)
     if kind == "inference":
         try:
