@@ -5,9 +5,11 @@ Models are built from configs with random weights (no downloads): BERT-base, GPT
 and ViT-base sizes with fewer layers, a small LLaMA, and a UNet ResBlock written in
 torch (group norm, SiLU, 3x3 convolutions, residual). Inference runs under
 torch.no_grad at each batch size; a training step is forward + backward of the mean
-of the output (no optimizer; dropout off, so results compare). Candidates are timed interleaved (one sample of each in
-turn), figures are medians, ratios are against the same run's eager and Inductor,
-and the load average is recorded beside them.
+of the output (no optimizer; dropout off, so results compare). Eager and each backend
+run in their own process (a backend's memory changes another's page faults in a shared
+one: `run_case`) and are timed interleaved (one sample of each in turn); figures are
+medians, ratios are against the same run's eager and Inductor, and the load average
+is recorded beside them.
 
 The breakdown comes from torch.profiler (`pf.advise`'s `eager_profile`): a step's time
 inside library calls (matmul, convolution, attention, embedding: the same ATen calls
@@ -123,61 +125,130 @@ def _first_tensor(out):
     return next(v for v in out if isinstance(v, torch.Tensor))
 
 
-def run_case(model, inputs: dict, mode: str, backends: list[str], repeats: int) -> dict:
+SAMPLE_S = 0.05                       # one sample: the mean of this long a run of steps
+
+
+def _worker(conn, backend: str, name: str, layers: int, mode: str, batch: int,
+            keep_all: bool) -> None:
+    """One backend's process for one case: builds the model (seeded: every backend gets
+    the same weights and inputs), compiles it, reports its first step, then answers the
+    parent's requests ("sample": the mean step of a short run; "profile": the library split) until
+    "stop". Its own process: its allocations never change another backend's heap.
+    keep_all: malloc keeps freed memory here whatever the backend (the PowerFusion
+    backend sets that itself: runtime/host_memory.py)."""
     import torch
 
     import powerfusion as pf
     from powerfusion.advise import eager_profile
-    from powerfusion.benchmarking import interleaved
+    from powerfusion.runtime.host_memory import keep_freed_memory, keeps_freed_memory
 
-    torch._dynamo.reset()
-    pf.reset_compile_stats()
+    if keep_all:
+        keep_freed_memory()
+    torch.manual_seed(0)
+    model, make_inputs, _ = build_model(name, layers)
+    torch.manual_seed(batch)
+    inputs = make_inputs(batch)
     training = mode == "training"
     model.eval()                      # dropout off in both modes: results comparable
     for p in model.parameters():
         p.requires_grad_(training)
-    compiled = {"eager": model}
-    if "inductor" in backends:
-        compiled["inductor"] = torch.compile(model)
-    if "powerfusion" in backends:
-        compiled["powerfusion"] = torch.compile(model, backend="powerfusion")
+    pf.reset_compile_stats()
+    compiled = model if backend == "eager" else torch.compile(model, backend=backend)
 
-    def step_of(m):
+    def step():
         if training:
-            def step():
-                out = _first_tensor(m(**inputs))
-                out.float().mean().backward()
-                return out
+            out = _first_tensor(compiled(**inputs))
+            out.float().mean().backward()
+            return out
+        with torch.no_grad():
+            return _first_tensor(compiled(**inputs))
+
+    start = time.perf_counter()
+    output = step().detach()
+    first_s = time.perf_counter() - start
+    grads = [p.grad.detach().clone() for p in model.parameters() if p.grad is not None]
+    conn.send((first_s, output, grads, pf.compile_stats() | {
+        "keeps_freed_memory": keeps_freed_memory()}))
+    while True:
+        request = conn.recv()
+        if request == "sample":
+            # woken from the pipe, the first step runs cold (threads asleep, caches
+            # holding the other processes' data): untimed; then steps for SAMPLE_S
+            start = time.perf_counter()
+            step()
+            runs = max(1, math.ceil(SAMPLE_S / (time.perf_counter() - start)))
+            start = time.perf_counter()
+            for _ in range(runs):
+                step()
+            conn.send((time.perf_counter() - start) / runs)
+        elif request == "profile":
+            plain, library, _ = eager_profile(step, 5)
+            conn.send((plain, library))
         else:
-            def step():
-                with torch.no_grad():
-                    return _first_tensor(m(**inputs))
-        return step
+            break
 
-    steps = {name: step_of(m) for name, m in compiled.items()}
-    first_s, outputs, grads = {}, {}, {}
-    for name, step in steps.items():
-        model.zero_grad(set_to_none=True)
-        start = time.perf_counter()
-        outputs[name] = step().detach()
-        first_s[name] = time.perf_counter() - start
-        if training:
-            grads[name] = [p.grad.detach().clone() for p in model.parameters()
-                           if p.grad is not None]
-    stats = pf.compile_stats()
+
+def run_case(name: str, layers: int, mode: str, batch: int, backends: list[str],
+             repeats: int, warmup: int = 2, keep_all: bool = False) -> dict:
+    """Eager and each backend, each in its own process (started one after another, so
+    compiles do not overlap), timed interleaved: one step of each in turn.
+
+    One process per backend because a backend's memory changes the others' timings in a
+    shared process: glibc maps and trims its heap by what was freed last, so memory one
+    backend keeps makes the other's fresh tensors fault (LLaMA training: Inductor at
+    20-150 page faults per step beside PowerFusion's regions, 5000 beside pooled matmul
+    results, and 25% slower)."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    names = ["eager", *backends]
+    workers, first_s, outputs, grads = {}, {}, {}, {}
+    stats = {}
+    try:
+        for n in names:
+            ours, theirs = context.Pipe()
+            process = context.Process(target=_worker, daemon=True,
+                                      args=(theirs, n, name, layers, mode, batch,
+                                            keep_all))
+            process.start()
+            theirs.close()               # a worker that dies is then an EOFError here
+            workers[n] = (process, ours)
+            first_s[n], outputs[n], grads[n], stats[n] = ours.recv()
+
+        def ask(n, request):
+            workers[n][1].send(request)
+            reply = workers[n][1].recv()
+            time.sleep(0.005)            # the last one's OpenMP threads stop spinning
+            return reply
+
+        samples = {n: [] for n in names}
+        for k in range(warmup + repeats):
+            for n in names:
+                seconds = ask(n, "sample")
+                if k >= warmup:
+                    samples[n].append(seconds)
+        # the library's time and the step's own, from the same moments (plain runs
+        # interleaved with profiled ones): the machine's drift would otherwise move one
+        # against the other
+        split = {n: ask(n, "profile") for n in names}
+    finally:
+        for process, conn in workers.values():
+            try:
+                conn.send("stop")
+            except OSError:
+                pass
+            process.join(timeout=30)
+            if process.is_alive():
+                process.kill()
     errors = {n: (o - outputs["eager"]).abs().max().item() for n, o in outputs.items()}
     grad_errors = {}
-    if training:
+    if mode == "training":
         grad_errors = {n: max(((a - b).abs().max().item() for a, b in zip(g, grads["eager"])),
                               default=0.0) for n, g in grads.items()}
-    samples = interleaved(steps, repeats=repeats, warmup=2)
     median_ms = {n: 1e3 * statistics.median(s) for n, s in samples.items()}
-    # the library's time and the step's own, from the same moments (plain runs
-    # interleaved with profiled ones): the machine's drift would otherwise move one
-    # against the other
-    split = {n: eager_profile(step, 5) for n, step in steps.items()}
-    library = {n: 1e3 * lib for n, (_, lib, _) in split.items()}
-    controlled = {n: 1e3 * max(plain - lib, 0.0) for n, (plain, lib, _) in split.items()}
+    library = {n: 1e3 * lib for n, (_, lib) in split.items()}
+    controlled = {n: 1e3 * max(plain - lib, 0.0) for n, (plain, lib) in split.items()}
+    pf_stats = stats.get("powerfusion", {})
     return {
         "mode": mode, "median_ms": median_ms,
         "samples_ms": {n: [1e3 * v for v in s] for n, s in samples.items()},
@@ -186,10 +257,11 @@ def run_case(model, inputs: dict, mode: str, backends: list[str], repeats: int) 
         "controlled_ms": controlled,
         "first_call_s": first_s, "max_abs_error_vs_eager": errors,
         "max_abs_grad_error_vs_eager": grad_errors,
-        "powerfusion": {k: stats[k] for k in ("graphs", "regions", "kernels", "fused_ops",
-                                              "fallback_ops", "failed_regions",
-                                              "library_ops")}
-        | {"fallback_by_op": stats["fallback_by_op"]},
+        "processes": "one per backend",
+        "malloc_keeps_freed_memory": {n: st["keeps_freed_memory"] for n, st in stats.items()},
+        "powerfusion": {k: pf_stats.get(k, 0) for k in (
+            "graphs", "regions", "kernels", "fused_ops", "fallback_ops", "failed_regions",
+            "library_ops")} | {"fallback_by_op": pf_stats.get("fallback_by_op", {})},
     }
 
 
@@ -215,6 +287,9 @@ def main(argv=None) -> int:
     p.add_argument("--no-training", action="store_true")
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--backends", nargs="+", default=["inductor", "powerfusion"])
+    p.add_argument("--keep-freed-memory", action="store_true",
+                   help="malloc keeps freed memory in every backend's process, not only "
+                        "in PowerFusion's (which sets it itself)")
     p.add_argument("--out", type=Path, default=None,
                    help="write e2e-torch-cpu-DATE.json and .md into this folder")
     args = p.parse_args(argv)
@@ -236,13 +311,13 @@ def main(argv=None) -> int:
     rows, table = [], []
     load_before = os.getloadavg()
     for name in args.models:
-        model, make_inputs, desc = build_model(name, args.layers)
+        desc = build_model(name, args.layers)[2]
         cases = [("inference", b) for b in args.batch]
         if not args.no_training:
             cases.append(("training", args.train_batch))
         for mode, batch in cases:
-            torch.manual_seed(batch)
-            r = run_case(model, make_inputs(batch), mode, args.backends, args.repeats)
+            r = run_case(name, args.layers, mode, batch, args.backends, args.repeats,
+                         keep_all=args.keep_freed_memory)
             r |= {"model": desc, "batch": batch, "load_average": os.getloadavg()}
             rows.append(r)
             table.append(_fmt_row(desc, batch, r))
@@ -268,10 +343,14 @@ def main(argv=None) -> int:
         stem = args.out / f"e2e-torch-cpu-{date}"
         stem.with_suffix(".json").write_text(json.dumps(info, indent=1) + "\n")
         m = info["machine"]
+        kept_where = "every process" if args.keep_freed_memory else \
+            "PowerFusion's process only"
         stem.with_suffix(".md").write_text(
             f"# Whole models, eager vs Inductor vs PowerFusion ({date})\n\n"
             f"{m['cpu']}, {m['logical_cpus']} logical CPUs, torch {m['torch']}, "
-            f"{args.repeats} interleaved samples per case, medians; load average "
+            f"{args.repeats} interleaved samples per case, each backend in its own process, "
+            f"medians; malloc keeps freed memory in {kept_where} "
+            f"(runtime/host_memory.py); load average "
             f"{load_before[0]:.2f} before, {load_after[0]:.2f} after. "
             "`ctl ms`: the step's time outside library calls (matmul, convolution, "
             "attention, embedding), from torch.profiler. `python -m benchmarks.e2e_torch`.\n\n"
