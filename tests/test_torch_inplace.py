@@ -58,9 +58,56 @@ def test_embedding_training_through_the_backend():
     pf.reset_compile_stats()
     torch._dynamo.reset()
     compiled = torch.compile(emb, backend="powerfusion")
-    compiled(ids).pow(2).sum().backward()
+    from powerfusion.frontend.torch_backend import collect_graphs
+    from powerfusion.frontend.torch_backend.inplace import index_add_rows
+
+    with collect_graphs() as graphs:
+        compiled(ids).pow(2).sum().backward()
+    assert any(n.target is index_add_rows for _, gm, _ in graphs for n in gm.graph.nodes)
     got = emb.weight.grad.clone()
     emb.weight.grad = None
     emb(ids).pow(2).sum().backward()
     torch.testing.assert_close(got, emb.weight.grad)
     assert pf.compile_stats()["fallback_ops"] == 0
+
+
+@pytest.mark.parametrize("index", [torch.tensor([1, 3, 1, -1]), torch.tensor([[0, 9], [9, -10]]),
+                                   torch.tensor([], dtype=torch.int64),
+                                   torch.tensor([2, 2], dtype=torch.int32)])
+def test_an_accumulating_index_put_over_rows_runs_as_index_add(index):
+    from powerfusion.frontend.torch_backend.inplace import add_rows, index_add_rows
+
+    def grad_of_embedding(idx, vals):
+        return aten.index_put_(torch.zeros(10, 4), [idx], vals, True)
+
+    vals = torch.randn(*index.shape, 4)
+    gm = make_fx(grad_of_embedding, tracing_mode="fake")(index, vals)
+    assert add_rows(gm) == 1
+    assert index_add_rows in _targets(gm) and aten.index_put_.default not in _targets(gm)
+    # repeated and negative indices accumulate as index_put's
+    torch.testing.assert_close(gm(index, vals), grad_of_embedding(index, vals))
+
+
+def test_index_puts_index_add_cannot_do_are_left_alone():
+    from powerfusion.frontend.torch_backend.inplace import add_rows
+
+    def overwrite(idx, vals):                              # accumulate=False
+        return aten.index_put_(torch.zeros(10, 4), [idx], vals, False)
+
+    def two_indices(i, j, vals):
+        return aten.index_put_(torch.zeros(10, 4), [i, j], vals, True)
+
+    def broadcast(idx, row):                               # values broadcast over idx
+        return aten.index_put_(torch.zeros(10, 4), [idx], row, True)
+
+    def by_mask(mask, vals):
+        return aten.index_put_(torch.zeros(10, 4), [mask], vals, True)
+
+    idx = torch.tensor([1, 3])
+    cases = [(overwrite, (idx, torch.randn(2, 4))),
+             (two_indices, (idx, torch.tensor([0, 2]), torch.randn(2))),
+             (broadcast, (idx, torch.randn(4))),
+             (by_mask, (torch.arange(10) % 3 == 0, torch.randn(4, 4)))]
+    for fn, args in cases:
+        gm = make_fx(fn, tracing_mode="fake")(*args)
+        assert add_rows(gm) == 0, fn.__name__

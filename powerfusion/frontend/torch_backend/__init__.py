@@ -44,7 +44,7 @@ from .support import DEVICES, _warn
 from .values import Ctx, Splat
 from .attention import fuse_attention
 from .layout_copies import elide_layout_copies
-from .inplace import reinplace_fresh
+from .inplace import add_rows, reinplace_fresh
 from .launcher import boxed_runner
 from .view_chains import fold_views
 
@@ -105,6 +105,7 @@ def compile_aten_graph(gm: torch.fx.GraphModule, example_inputs, kind: str = "fo
                   f"fusing it failed: {type(e).__name__}: {e}")
     try:
         reinplace_fresh(graph)
+        add_rows(graph)
         stats.count("layout_copies", elide_layout_copies(graph))
         compiled = partition(graph, label=kind)
     except Exception as e:               # noqa: BLE001 - never break the model

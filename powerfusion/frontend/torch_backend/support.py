@@ -75,7 +75,7 @@ def _op_name(node: torch.fx.Node) -> str:
 
 
 def _is_library(node: torch.fx.Node) -> bool:
-    target = node.target
+    target = getattr(node.target, "library_op", node.target)   # the backend's own call
     if isinstance(target, torch._ops.OpOverload):
         return target.overloadpacket.__name__ in _LIBRARY_PACKETS
     return False
