@@ -69,8 +69,9 @@ def _adds_rows(node: torch.fx.Node) -> bool:
     if not isinstance(indices, (list, tuple)) or len(indices) != 1:
         return False
     base, index, values = (getattr(n, "meta", {}).get("val") for n in (base, indices[0], values))
-    if not all(isinstance(t, torch.Tensor) for t in (base, index, values)):
-        return False
+    if not all(isinstance(t, torch.Tensor) and all(isinstance(d, int) for d in t.shape)
+               for t in (base, index, values)):
+        return False                     # (symbolic sizes: left as they are)
     return (base.device.type == "cpu"    # (on a GPU index_add_ adds atomically: in any order)
             and base.dim() >= 1 and index.dtype in (torch.int64, torch.int32)
             and values.dtype == base.dtype
