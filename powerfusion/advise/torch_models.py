@@ -107,7 +107,7 @@ def _price_graphs(graphs, prices: dict, machine: dict, repeats: int,
     import torch
     import torch.fx
 
-    from ..frontend.torch_backend.support import is_library_compute
+    from ..frontend.torch_backend.support import called_op, is_library_compute
 
     out = _Pricing()
     resume_s = machine["resume_s"]
@@ -118,7 +118,7 @@ def _price_graphs(graphs, prices: dict, machine: dict, repeats: int,
             if node.op not in ("call_function", "call_module", "call_method") \
                     or node.target is operator.getitem:
                 continue
-            target = getattr(node.target, "library_op", node.target)   # through a pooled_call
+            target = called_op(node.target)
             library = isinstance(target, torch._ops.OpOverload) and is_library_compute(
                 target.overloadpacket.__name__)
             if library:

@@ -74,8 +74,14 @@ def _op_name(node: torch.fx.Node) -> str:
     return getattr(target, "__name__", str(target))
 
 
+def called_op(target):
+    """The aten op a graph node's target runs: the target itself, or the op one of the
+    backend's own functions stands in for (`library_op`: a pooled matmul, index_add_rows)."""
+    return getattr(target, "library_op", target)
+
+
 def _is_library(node: torch.fx.Node) -> bool:
-    target = getattr(node.target, "library_op", node.target)   # the backend's own call
+    target = called_op(node.target)
     if isinstance(target, torch._ops.OpOverload):
         return target.overloadpacket.__name__ in _LIBRARY_PACKETS
     return False
