@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import math
+import random
 import statistics
 import time
 from collections.abc import Callable
@@ -62,6 +63,25 @@ def interleaved(candidates: dict[str, Callable[[], object]], repeats: int = 10, 
 
 def median_s(samples: list[float]) -> float:
     return statistics.median(samples)
+
+
+def ratio_band(baseline: list[float], candidate: list[float], draws: int = 2000,
+               seed: int = 0) -> tuple[float, float]:
+    """The noise band of median(baseline) / median(candidate) for samples taken in
+    rounds (baseline[k] and candidate[k] interleaved): the 5th and 95th percentiles of
+    that ratio over bootstrap resamples of the rounds. A band holding 1.0 is a tie."""
+    if len(baseline) != len(candidate) or not baseline:
+        raise ValueError(f"ratio_band: expected two equally long, non-empty sample lists, "
+                         f"got {len(baseline)} and {len(candidate)} samples")
+    rng = random.Random(seed)
+    rounds = range(len(baseline))
+    ratios = []
+    for _ in range(draws):
+        picked = [rng.choice(rounds) for _ in rounds]
+        ratios.append(statistics.median(baseline[k] for k in picked)
+                      / statistics.median(candidate[k] for k in picked))
+    ratios.sort()
+    return ratios[int(0.05 * draws)], ratios[math.ceil(0.95 * draws) - 1]
 
 
 def gb_per_s(nbytes: int, seconds: float) -> float:

@@ -25,12 +25,12 @@ calibration), `pricing` (a kernel's roofline), `torch_models` and `numpy_functio
 from __future__ import annotations
 
 from .advice import Advice, KernelAdvice
-from .measure import _statistic, calibrate, eager_profile, machine_calibration
+from .measure import _statistic, calibrate, eager_profile, library_time, machine_calibration
 from .numpy_functions import advise_numpy
 from .torch_models import advise_torch
 
 __all__ = ["Advice", "KernelAdvice", "advise", "advise_numpy", "advise_torch", "calibrate",
-           "eager_profile", "machine_calibration"]
+           "eager_profile", "library_time", "machine_calibration"]
 
 
 def advise(fn, *args, repeats: int = 10, measure: bool = False, statistic: str = "median",

@@ -125,6 +125,79 @@ def eager_profile(step, runs: int = 10,
             {key: read(v) for key, v in samples.items()})
 
 
+# Python-level names of library calls whose aten packet is named otherwise
+_PYTHON_LEVEL_LIBRARY = {"conv1d", "conv2d", "conv3d", "conv_transpose1d",
+                         "conv_transpose2d", "conv_transpose3d"}
+
+
+class _LibraryClock:
+    """A profile hook (sys.setprofile) summing the wall time of the outermost library
+    calls a step makes from Python: a compiled graph's aten calls (`OpOverload`s), the
+    torch functions Inductor's wrapper and eager modules call (torch.mm, F.linear).
+    Each call is timed between its own c_call and c_return events, so the hook's cost
+    falls between calls, not inside them (torch.profiler's per-event cost lands inside
+    a library call's span too: an mm read 40% long under it). Calls C++ makes on its
+    own (eager autograd's backward, Inductor's kernels) are not seen."""
+
+    def __init__(self):
+        from torch._ops import OpOverload
+
+        from ..frontend.torch_backend.support import is_library_compute
+
+        self._overload_call = OpOverload.__call__.__code__
+        self._is_library = is_library_compute
+        self._open: list[float | None] = []      # start per open C call; None: not timed
+        self._depth = 0                          # open library calls
+        self.seconds, self.calls = 0.0, 0
+
+    def _name(self, frame, fn) -> str:
+        if frame.f_code is self._overload_call:
+            return frame.f_locals["self"].overloadpacket.__name__
+        return getattr(fn, "__name__", "")
+
+    def __call__(self, frame, event, fn):
+        if event == "c_call":
+            name = self._name(frame, fn)
+            if self._is_library(name) or name in _PYTHON_LEVEL_LIBRARY:
+                self._depth += 1
+                self._open.append(time.perf_counter() if self._depth == 1 else None)
+            else:
+                self._open.append(False)
+        elif event in ("c_return", "c_exception") and self._open:
+            end = time.perf_counter()
+            start = self._open.pop()
+            if start is not False:
+                self._depth -= 1
+                if start is not None:
+                    self.seconds += end - start
+                    self.calls += 1
+
+
+def library_time(step, runs: int = 10, statistic: str = "median") -> tuple[float, float]:
+    """(step seconds, library seconds) of `step`: `runs` runs timed plain, each beside
+    one whose library calls are timed in place by a profile hook (`_LibraryClock`); each
+    read off its samples by the statistic. step - library is what a compiled graph's
+    own kernels and glue take (the library calls being the same in every backend)."""
+    import sys
+
+    read = _statistic(statistic)
+    _warm_up(step)
+    plain, library = [], []
+    for _ in range(runs):
+        start = time.perf_counter()
+        step()
+        plain.append(time.perf_counter() - start)
+        clock = _LibraryClock()
+        previous = sys.getprofile()
+        sys.setprofile(clock)
+        try:
+            step()
+        finally:
+            sys.setprofile(previous)
+        library.append(clock.seconds)
+    return read(plain), read(library)
+
+
 def _measure_calls(trials: int = 25) -> dict:
     """The calibration's call figures: a pf.jit function of one tiny kernel called;
     where torch is installed, a one-region function compiled by the PowerFusion backend,
