@@ -57,16 +57,23 @@ def _space(name):
 def test_the_cpu_space_holds_every_knob_with_its_default_first():
     knobs = knob_values(get_target("cpu"))
     assert set(knobs) == {"recompute", "streaming", "tile", "threads", "dynamic",
-                          "vector_bits"}
-    assert all(values[0] in (False, 1.0, 0) for values in knobs.values())
+                          "vector_bits", "interleave"}
+    assert all(values[0] in (False, 1.0, 0, None) for values in knobs.values())
     assert all(len(values) >= 2 for name, values in knobs.items()
                if name != "threads" or get_target("cpu").cores > 1)
     _, _, space = _space("bias_gelu")
     found = {c for c, *_ in space.points}
     for knob, values in knobs.items():
-        # recomputing is a point only where canonical form stores (test_broadcast_store)
-        assert {getattr(c, knob) for c in found} == set(values[:1] if knob == "recompute"
-                                                        else values), knob
+        # recomputing is a point only where canonical form stores (test_broadcast_store);
+        # interleaving only where rows are reduced (below)
+        assert {getattr(c, knob) for c in found} == set(
+            values[:1] if knob in ("recompute", "interleave") else values), knob
+    # softmax's rows interleaved are points of their own, beside the rows one at a time
+    # (what the cost model picks, None, where it does the same as one of them)
+    _, _, space = _space("softmax")
+    assert None in {c.interleave for c, *_ in space.points}
+    assert {any(ck.interleaved for ck in plan.kernels) for _, plan, *_ in space.points} \
+        == {False, True}
 
 
 def test_each_knob_changes_the_generated_code():
@@ -103,7 +110,7 @@ def test_every_point_of_the_space_matches_numpy(name):
 
 def test_the_database_keeps_the_knobs_and_reads_entries_without_them(tmp_path, monkeypatch):
     monkeypatch.setenv("POWERFUSION_CACHE_DIR", str(tmp_path))
-    knobbed = Candidate("online softmax", "global", True, 0.25, 1, 4, 128)
+    knobbed = Candidate("online softmax", "global", True, 0.25, 1, 4, 128, interleave=True)
     tuning_db.record("cpu", "new", {"choice": knobbed, "model_choice": Candidate()})
     assert tuning_db.load("cpu")["new"]["choice"] == knobbed
     path = tuning_db.db_path("cpu")
@@ -117,7 +124,7 @@ def test_the_database_keeps_the_knobs_and_reads_entries_without_them(tmp_path, m
     assert entries["old"]["choice"] == Candidate(streaming=True)
     assert "bad" not in entries
     assert knobbed.label == ("online softmax, rows global, streaming stores, tile /4, "
-                             "1 thread, dynamic x4, 128-bit vectors")
+                             "1 thread, dynamic x4, rows interleaved, 128-bit vectors")
 
 
 def test_a_recorded_winner_with_knobs_is_what_a_later_run_compiles(tmp_path, monkeypatch):

@@ -119,7 +119,8 @@ def test_an_older_database_still_picks_the_recorded_winner(tmp_path, monkeypatch
     stored = json.loads(path.read_text())
     assert stored[key]["choice"] == {"computation": "as written", "placement": "global",
                                      "streaming": True, "tile": 1.0, "threads": 0,
-                                     "dynamic": 0, "vector_bits": 0, "recompute": False}
+                                     "dynamic": 0, "vector_bits": 0, "recompute": False,
+                                     "interleave": None}
     assert stored["other"]["choice"]["computation"] == "online softmax"
 
 

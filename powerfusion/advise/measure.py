@@ -4,6 +4,7 @@ calibration of what calling a kernel costs (the figures the prediction adds)."""
 from __future__ import annotations
 
 import statistics
+import sys
 import time
 
 import numpy as np
@@ -178,8 +179,6 @@ def library_time(step, runs: int = 10, statistic: str = "median") -> tuple[float
     one whose library calls are timed in place by a profile hook (`_LibraryClock`); each
     read off its samples by the statistic. step - library is what a compiled graph's
     own kernels and glue take (the library calls being the same in every backend)."""
-    import sys
-
     read = _statistic(statistic)
     _warm_up(step)
     plain, library = [], []

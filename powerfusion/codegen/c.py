@@ -310,10 +310,13 @@ class CPrinter:
         if helper is not None:
             (move,) = loop.body
             dst = self.index(move.dst.index.substitute({loop.var: 0}))
+            src = self.ident('buf', move.src.buffer.name)
+            base = move.src.index.substitute({loop.var: 0})
+            src += "" if base == Expr(0) else f" + {self.index(base)}"    # an interleaved row
             self.note_local(move.src.buffer)
             self.row_helpers.add(helper)
             self.emit(f"{helper}({self.ident('buf', move.dst.buffer.name)} + {dst}, "
-                      f"{self.ident('buf', move.src.buffer.name)}, {n});")
+                      f"{src}, {n});")
             return
         has_loops = any(isinstance(s, Loop) for s in loop.body)
         parallel = (loop.kind is Parallel.CORES and not self.in_parallel) or (
@@ -588,13 +591,14 @@ def _round_to(value, dtype: DType):
 
 def _row_helper(loop: Loop) -> str | None:
     """The pf_rows.h function a SIMD loop is, if it only moves a float32 LOCAL row,
-    element i, to a contiguous global run at base + i: as float32 with streaming stores
-    or rounded to bfloat16 (both made by passes/rows.py)."""
+    element base + i, to a contiguous global run at base' + i: as float32 with streaming
+    stores or rounded to bfloat16 (both made by passes/rows.py; the LOCAL base is the
+    row's place among the rows interleaved, passes/interleave.py)."""
     if loop.kind is not Parallel.SIMD or len(loop.body) != 1:
         return None
     (m,) = loop.body
-    i = Expr.of(loop.var)
-    if not (isinstance(m, Move) and m.src.index == i and m.src.buffer.level is Level.LOCAL
+    if not (isinstance(m, Move) and m.src.index.runs_along(loop.var)
+            and m.src.buffer.level is Level.LOCAL
             and m.src.buffer.dtype is DType.float32 and m.dst.buffer.level is Level.GLOBAL
             and m.dst.index.runs_along(loop.var)):
         return None

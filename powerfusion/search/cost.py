@@ -27,7 +27,8 @@ def kernel_cost(ck: CompiledKernel, target: Target) -> float:
     its memory needs busy (a few blocks per multiprocessor); a CPU's few cores are
     filled by any real kernel."""
     moved = footprint(ck.program)
-    glob = (sum(moved["global"].values()) + KERNEL_OVERHEAD_BYTES) / target.bandwidth(Level.GLOBAL)
+    glob = global_seconds(ck.program, target, moved) \
+        + KERNEL_OVERHEAD_BYTES / target.bandwidth(Level.GLOBAL)
     if target.family == "simt":
         glob *= max(1.0, THREADS_PER_UNIT * target.cores / _threads(ck, target))
     # on-chip bandwidth is per core: fewer threads than cores get their share of it
@@ -35,6 +36,12 @@ def kernel_cost(ck: CompiledKernel, target: Target) -> float:
     cores = target.cores / min(target.cores, ck.program.cpu.threads or target.cores)
     return glob + cores * sum(sum(moved[lv.value].values()) / target.bandwidth(lv)
                               for lv in (Level.LOCAL, Level.REGISTER))
+
+
+def global_seconds(program, target: Target, moved: dict | None = None) -> float:
+    """Seconds the program's global memory traffic takes at the Target's bandwidth."""
+    moved = footprint(program) if moved is None else moved
+    return sum(moved["global"].values()) / target.bandwidth(Level.GLOBAL)
 
 
 def _threads(ck: CompiledKernel, target: Target) -> int:

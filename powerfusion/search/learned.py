@@ -23,7 +23,9 @@ from .plan import Candidate, Plan
 
 FEATURES = ("log_estimate", "log_compute", "intensity", "log_units", "log_inner",
             "kernels", "reduction", "streaming", "log_tile", "threads", "dynamic",
-            "log_chunk", "narrow", "global_rows", "rewritten")
+            "log_chunk", "narrow", "global_rows", "rewritten", "interleaved")
+# features measurements recorded before them lack, and the value those took
+LATER_FEATURES = {"interleaved": 0.0}
 
 
 def features(candidate: Candidate, plan: Plan, estimate: float, target: Target) -> dict:
@@ -55,6 +57,7 @@ def features(candidate: Candidate, plan: Plan, estimate: float, target: Target) 
         "narrow": narrow,
         "global_rows": float(candidate.placement != "local"),
         "rewritten": float(candidate.computation != "as written"),
+        "interleaved": float(any(ck.interleaved for ck in plan.kernels)),
     }
 
 
@@ -115,12 +118,14 @@ class Correction:
 
 def _usable(measured) -> bool:
     return (isinstance(measured, dict) and isinstance(measured.get("features"), dict)
-            and all(isinstance(measured["features"].get(f), (int, float)) for f in FEATURES)
+            and all(isinstance(measured["features"].get(f, LATER_FEATURES.get(f)), (int, float))
+                    for f in FEATURES)
             and isinstance(measured.get("seconds"), (int, float)) and measured["seconds"] > 0)
 
 
 def _matrix(rows: list[dict]) -> np.ndarray:
-    return np.array([[float(r[f]) for f in FEATURES] for r in rows]).reshape(-1, len(FEATURES))
+    return np.array([[float(r.get(f, LATER_FEATURES.get(f))) for f in FEATURES] for r in rows]
+                    ).reshape(-1, len(FEATURES))
 
 
 def _tree(x: np.ndarray, r: np.ndarray, depth: int, min_leaf: int):

@@ -31,6 +31,9 @@ class Candidate:
     vector_bits: int = 0             # the vector width preferred (0: the Target's)
     recompute: bool = False          # element-wise work a broadcast reads recomputed
                                      # per copy, never stored once (graph/canonical.py)
+    interleave: bool | None = None   # CPU: short rows several per parallel iteration,
+                                     # phase by phase (passes/interleave.py); None: where
+                                     # the cost model finds the kernel arithmetic-bound
 
     @property
     def label(self) -> str:
@@ -45,6 +48,8 @@ class Candidate:
         if self.threads:
             label += f", {self.threads} thread{'s' if self.threads > 1 else ''}"
         label += f", dynamic x{self.dynamic}" if self.dynamic else ""
+        if self.interleave is not None:
+            label += ", rows interleaved" if self.interleave else ", rows one at a time"
         return label + (f", {self.vector_bits}-bit vectors" if self.vector_bits else "")
 
 
@@ -57,6 +62,11 @@ class CompiledKernel:
     naive: Program
     program: Program
     log: PassLog
+
+    @property
+    def interleaved(self) -> bool:
+        """Whether its short rows run several per parallel iteration (passes/interleave.py)."""
+        return any(name == "interleave" for name, _ in self.log.steps)
 
 
 @dataclass

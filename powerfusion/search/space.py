@@ -11,6 +11,7 @@ import dataclasses
 import itertools
 import math
 
+from ..gir.check import check
 from ..gir.expr import Expr, Var
 from ..gir.ir import Access, Buffer, CpuLaunch, Level, Program, Role, map_accesses
 from ..gir.lower import Storage, lower
@@ -21,9 +22,12 @@ from ..graph.memory_order import reduce_in_memory_order
 from ..graph.ops import Group, Op
 from ..graph.partition import Kernel, partition, reshape_index
 from ..graph.views import contiguous_strides, strided_offset, through_views
+from ..passes.interleave import interleave_rows
 from ..passes.pipeline import PassLog, optimize
+from ..passes.util import cores_loop
 from ..targets import Target
-from .cost import BLOCKS_PER_UNIT, fits_shared, kernel_cost
+from .compute import compute_seconds
+from .cost import BLOCKS_PER_UNIT, fits_shared, global_seconds, kernel_cost
 from .plan import Candidate, CompiledKernel, Plan
 from .schedule import default_schedule
 
@@ -38,12 +42,13 @@ def knob_values(target: Target) -> dict[str, tuple]:
     it offers the defaults of the launch knobs only."""
     if target.family != "cpu":
         return {"streaming": (False,), "tile": (1.0,), "threads": (0,), "dynamic": (0,),
-                "vector_bits": (0,), "recompute": (False, True)}
+                "vector_bits": (0,), "recompute": (False, True), "interleave": (None,)}
     widths = (128, 256) if 8 * target.simd_bytes > 256 else (128,)
     return {"recompute": (False, True), "streaming": (False, True), "tile": (1.0, 0.25, 4.0),
             "threads": (0, *sorted({max(1, target.cores // 2), 1} - {target.cores})),
             "dynamic": (0, 4), "vector_bits": (0, *[w for w in widths
-                                                    if w < 8 * target.simd_bytes])}
+                                                    if w < 8 * target.simd_bytes]),
+            "interleave": (None, True, False)}
 
 
 def candidate_plans(graph: Graph, input_strides, target: Target,
@@ -81,14 +86,15 @@ def candidate_plans(graph: Graph, input_strides, target: Target,
         for recompute, placement, stream in itertools.product(recomputes, placements,
                                                                streams):
             schedules = set()
-            for tile in knobs["tile"]:
+            for tile, interleave in itertools.product(knobs["tile"], knobs["interleave"]):
                 plan = _plan_roots(graph, cand, input_strides, target, placement, stream,
-                                   tile, recompute)
-                seen = tuple(ck.schedule for ck in plan.kernels)
+                                   tile, recompute, interleave)
+                seen = tuple((ck.schedule, ck.interleaved) for ck in plan.kernels)
                 if seen in schedules:
                     continue
                 schedules.add(seen)
-                base = Candidate(name, placement, stream, tile, recompute=recompute)
+                base = Candidate(name, placement, stream, tile, recompute=recompute,
+                                 interleave=interleave)
                 out += [(c, p, sum(kernel_cost(ck, target) for ck in p.kernels))
                         for c, p in _launches(plan, base, knobs, target)]
     # the space holds only what the target can launch; rows in global scratch are the
@@ -118,8 +124,11 @@ def _launches(plan: Plan, base: Candidate, knobs: dict, target: Target):
                     continue
                 kernels = []
                 for ck in plan.kernels:
-                    # a thread's share cut in `dynamic` pieces: iterations per grab
-                    share = ck.schedule.outer_extent // (threads or target.cores)
+                    # a thread's share of the parallel loop (as the passes left it: rows
+                    # interleaved take several per iteration) cut in `dynamic` pieces
+                    loop = cores_loop(ck.program)
+                    extent = loop.var.extent if loop else ck.schedule.outer_extent
+                    share = extent // (threads or target.cores)
                     chunk = max(1, share // dynamic) if dynamic else 0
                     program = dataclasses.replace(ck.program, cpu=CpuLaunch(threads, chunk, bits))
                     kernels.append(dataclasses.replace(ck, program=program))
@@ -135,7 +144,8 @@ def plan_graph(graph: Graph, input_strides, target: Target,
     streams = (False, True) if choice is not None and choice.streaming else (False,)
     knobs = None if choice is None else {
         "tile": (choice.tile,), "threads": (choice.threads,), "dynamic": (choice.dynamic,),
-        "vector_bits": (choice.vector_bits,), "recompute": (choice.recompute,)}
+        "vector_bits": (choice.vector_bits,), "recompute": (choice.recompute,),
+        "interleave": (choice.interleave,)}
     candidates = candidate_plans(graph, input_strides, target, placements, streams, knobs)
     # a recorded choice to recompute under broadcasts, where the graph stores none, is
     # the same point stored: its other knobs stand
@@ -149,7 +159,7 @@ def plan_graph(graph: Graph, input_strides, target: Target,
 
 def _plan_roots(graph: Graph, roots: list[Node], input_strides, target: Target,
                 placement: str = "local", stream: bool = False, tile: float = 1.0,
-                recompute: bool = False) -> Plan:
+                recompute: bool = False, interleave: bool | None = None) -> Plan:
     out_specs = []
     canon = canonicalize(reduce_in_memory_order(roots, {
         id(node): tuple(strides) for node, strides in zip(graph.inputs, input_strides)}),
@@ -199,10 +209,34 @@ def _plan_roots(graph: Graph, roots: list[Node], input_strides, target: Target,
         naive = lower(kern, sched, f"pf_kernel_{n}", storage)
         log = PassLog()
         program = optimize(naive, target, sched.placement, log, sched.transpose, sched.stream)
+        if target.family == "cpu" and (_arithmetic_bound(program, target)
+                                       if interleave is None else interleave):
+            rows = interleave_rows(program, target)
+            if rows is not program:
+                program = log.record("interleave", _checked(rows))
         program = _own_temps(program, taken)
         compiled.append(CompiledKernel(kern, sched, naive, program, log))
     return Plan(graph, target, compiled, out_specs, [o.shape for o in graph.outputs], buffers,
                 input_names)
+
+
+# arithmetic over memory time past which a CPU kernel's short rows are interleaved
+ARITHMETIC_BOUND = 1.5
+
+
+def _arithmetic_bound(program: Program, target: Target) -> bool:
+    """Whether the cost model prices the kernel's arithmetic well above its memory
+    traffic: then the core, not memory, sets its pace, and rows interleaved
+    (passes/interleave.py) hide its reductions' latency. A kernel near the memory
+    roofline loses by it: its loads come in bursts a row group long instead of spread
+    over the arithmetic (float32 softmax and layernorm slower, bfloat16 softmax, half
+    the bytes for the same arithmetic, faster: benchmarks/results/interleave-*.md)."""
+    return compute_seconds(program, target) > ARITHMETIC_BOUND * global_seconds(program, target)
+
+
+def _checked(program: Program) -> Program:
+    check(program)
+    return program
 
 
 def _own_temps(program: Program, taken: set[str]) -> Program:

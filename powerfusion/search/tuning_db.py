@@ -28,7 +28,7 @@ from .plan import Candidate
 LEGACY_STREAMING = ", streaming stores"   # how a legacy label ends for streaming stores
 LEGACY_ROWS = ", rows "                   # and what precedes its placement
 KNOBS = {"tile": (int, float), "threads": int, "dynamic": int, "vector_bits": int,
-         "recompute": bool}
+         "recompute": bool, "interleave": (bool, type(None))}
 
 
 def db_path(target: str) -> Path:
@@ -75,10 +75,15 @@ def candidate(stored) -> Candidate | None:
     # the schedule knobs came later: an entry without them took their defaults
     knobs = {name: stored[name] for name in KNOBS if name in stored}
     # a bool is an int to isinstance: only the switches take one
-    if not all(isinstance(v, KNOBS[name]) and (KNOBS[name] is bool) == isinstance(v, bool)
-               for name, v in knobs.items()):
+    if not all(isinstance(v, KNOBS[name]) and _switch(name) == isinstance(v, bool)
+               for name, v in knobs.items() if v is not None):
         return None
     return Candidate(**{name: stored[name] for name in fields}, **knobs)
+
+
+def _switch(knob: str) -> bool:
+    kinds = KNOBS[knob] if isinstance(KNOBS[knob], tuple) else (KNOBS[knob],)
+    return bool in kinds
 
 
 def lookup(target: str, key: str) -> dict | None:
