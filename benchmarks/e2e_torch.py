@@ -161,7 +161,8 @@ def _worker(conn, backend: str, name: str, layers: int, mode: str, batch: int,
     for p in model.parameters():
         p.requires_grad_(training)
     pf.reset_compile_stats()
-    compiled = model if backend == "eager" else torch.compile(model, backend=backend)
+    kind = backend.split("#")[0]      # "inductor#2": a second process of one backend
+    compiled = model if kind == "eager" else torch.compile(model, backend=kind)
 
     def step():
         if training:
@@ -265,6 +266,10 @@ def run_case(name: str, layers: int, mode: str, batch: int, backends: list[str],
     if {"inductor", "powerfusion"} <= set(samples):
         band["powerfusion_vs_inductor"] = ratio_band(samples["inductor"],
                                                      samples["powerfusion"])
+    for n in samples:                  # A/A: a second process of one backend against it
+        base = n.split("#")[0]
+        if n != base and base in samples:
+            band[f"{n}_vs_{base}"] = ratio_band(samples[base], samples[n])
     pf_stats = stats.get("powerfusion", {})
     return {
         "mode": mode, "median_ms": median_ms,
@@ -305,7 +310,9 @@ def main(argv=None) -> int:
     p.add_argument("--train-batch", type=int, default=1)
     p.add_argument("--no-training", action="store_true")
     p.add_argument("--repeats", type=int, default=10)
-    p.add_argument("--backends", nargs="+", default=["inductor", "powerfusion"])
+    p.add_argument("--backends", nargs="+", default=["inductor", "powerfusion"],
+                   help="backends, each timed in a process of its own; NAME#2 runs a "
+                        "second process of NAME (an A/A check of the process noise)")
     p.add_argument("--keep-freed-memory", action="store_true",
                    help="malloc keeps freed memory in every backend's process, not only "
                         "in PowerFusion's (which sets it itself)")
@@ -342,6 +349,12 @@ def main(argv=None) -> int:
             rows.append(r)
             table.append(_fmt_row(desc, batch, r))
             print(format_table(header, table[-1:]).splitlines()[-1], flush=True)
+            for key, (low, high) in r["ratio_band_5_95"].items():
+                if "#" in key:
+                    n, base = key.split("_vs_")
+                    print(f"    A/A {n} vs {base}: "
+                          f"{r['median_ms'][base] / r['median_ms'][n]:.3f}x, "
+                          f"band {low:.3f}-{high:.3f}", flush=True)
     text = format_table(header, table)
     ratios = [r["median_ms"]["inductor"] / r["median_ms"]["powerfusion"] for r in rows
               if {"inductor", "powerfusion"} <= set(r["median_ms"])]

@@ -56,6 +56,10 @@ OPTIONS: dict[str, Option] = {o.name: o for o in [
            "0: leave glibc's malloc as it is; by default torch.compile(backend="
            "'powerfusion') makes it keep freed memory for reuse (runtime/host_memory.py: "
            "no page faults for each step's fresh tensors)", _switch),
+    Option("POWERFUSION_FUSED_ATTENTION", True,
+           "0: attention a torch model writes out (matmul, softmax, matmul) stays so in "
+           "inference graphs; by default it becomes one scaled_dot_product_attention call "
+           "(frontend/torch_backend/attention.py)", _switch),
     Option("POWERFUSION_SIMT_CLUSTERS", True,
            "0: plan SIMT kernels without thread block clusters", _switch),
     Option("POWERFUSION_SIMT_ROW_REGISTERS", True,

@@ -66,6 +66,18 @@ def test_attention_becomes_one_fused_call_with_eager_results(scale, mask, batch)
     assert pf.compile_stats()["attention"] == 1
 
 
+def test_the_option_keeps_attention_as_written(monkeypatch):
+    monkeypatch.setenv("POWERFUSION_FUSED_ATTENTION", "0")
+    model = Attention(mask=True).eval()
+    x = torch.randn(2, 16, 32)
+    with torch.no_grad():
+        got = torch.compile(model, backend="powerfusion")(x)
+        expected = model(x)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    assert pf.compile_stats()["attention"] == 0
+    assert pf.compile_stats()["fused_ops"] > 0          # the softmax is a region still
+
+
 def test_attention_weights_read_elsewhere_stay_as_written():
     model = Attention(weights=True).eval()
     x = torch.randn(2, 16, 32)

@@ -33,6 +33,7 @@ from functools import partial
 
 import torch.fx
 
+from ... import options
 from .. import torch_stats as stats
 from ...runtime.host_memory import keep_freed_memory
 from ..torch_stats import compile_stats, reset_compile_stats
@@ -95,7 +96,7 @@ def compile_aten_graph(gm: torch.fx.GraphModule, example_inputs, kind: str = "fo
     stats.count("graphs")
     keep_freed_memory()                  # no page faults for each step's fresh tensors
     graph = _copy(gm)
-    if kind == "inference":
+    if kind == "inference" and options.get("POWERFUSION_FUSED_ATTENTION"):
         try:
             fused = _copy(graph)
             stats.count("attention", fuse_attention(fused))
