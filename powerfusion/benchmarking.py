@@ -70,6 +70,8 @@ def ratio_band(baseline: list[float], candidate: list[float], draws: int = 2000,
     """The noise band of median(baseline) / median(candidate) for samples taken in
     rounds (baseline[k] and candidate[k] interleaved): the 5th and 95th percentiles of
     that ratio over bootstrap resamples of the rounds. A band holding 1.0 is a tie."""
+    if draws < 1:
+        raise ValueError(f"ratio_band: draws: expected a positive count, got {draws}")
     if len(baseline) != len(candidate) or not baseline:
         raise ValueError(f"ratio_band: expected two equally long, non-empty sample lists, "
                          f"got {len(baseline)} and {len(candidate)} samples")

@@ -5,6 +5,8 @@ memory, bounds a kernel; rows it cannot group are left as they are."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import ml_dtypes
 import numpy as np
 import pytest
@@ -19,6 +21,12 @@ from powerfusion.search.plan import Candidate
 from powerfusion.search.space import plan_graph
 
 RNG = np.random.default_rng(7)
+
+
+def _target():
+    """The CPU target as a 2-core machine: how many rows a group takes depends on the
+    cores (each keeps enough iterations), and these tests pick their row counts for 2."""
+    return dataclasses.replace(get_target("cpu"), cores=2)
 
 
 def softmax(x):
@@ -89,7 +97,7 @@ def _same(a, b):
 def test_interleaved_rows_compute_the_same_bits(name):
     fn, make = CASES[name]
     args = make(64)
-    target = get_target("cpu")
+    target = _target()
     alone, grouped = (_plans(fn, args, target, flag) for flag in (False, True))
     assert not _interleaved(alone) and _interleaved(grouped)
     # the interpreter (what a program means) and the compiled code agree with the rows
@@ -108,7 +116,7 @@ def test_interleaved_rows_compute_the_same_bits(name):
 
 def test_the_program_keeps_each_rows_values_apart():
     fn, make = CASES["softmax_bf16"]
-    plan = _plans(fn, make(64), get_target("cpu"), True)
+    plan = _plans(fn, make(64), _target(), True)
     program = plan.kernels[0].program
     loop = cores_loop(program)
     rows = loop.body[0].var.extent
@@ -125,7 +133,7 @@ def test_rows_it_cannot_group_are_left_alone(rows, cols):
     """A row count no group size divides, rows too long to gain, too few rows for the
     cores: the program as it was."""
     x = RNG.standard_normal((rows, cols), dtype=np.float32)
-    target = get_target("cpu")
+    target = _target()
     plan = _plans(softmax, (x,), target, True)
     assert not _interleaved(plan)
     for ck in plan.kernels:
@@ -134,7 +142,7 @@ def test_rows_it_cannot_group_are_left_alone(rows, cols):
 
 def test_element_wise_kernels_have_no_rows_to_interleave():
     x = RNG.standard_normal((64, 32), dtype=np.float32)
-    plan = _plans(lambda v: np.tanh(v) * 2.0, (x,), get_target("cpu"), True)
+    plan = _plans(lambda v: np.tanh(v) * 2.0, (x,), _target(), True)
     assert not _interleaved(plan)
 
 
@@ -142,7 +150,7 @@ def test_the_cost_model_interleaves_where_arithmetic_bounds_the_kernel():
     """bfloat16 softmax: the same arithmetic as float32 over half the bytes. With memory
     far faster than the arithmetic the default plan interleaves; with slow memory not."""
     x = _bf16(RNG.standard_normal((256, 128)))
-    target = get_target("cpu")
+    target = _target()
     graph, _ = trace(softmax, (x,))
     fast, slow = (target.with_bandwidths({Level.GLOBAL: bw}) for bw in (1e13, 1e9))
     assert _interleaved(plan_graph(graph, [(128, 1)], fast))

@@ -119,10 +119,15 @@ def test_the_database_keeps_the_knobs_and_reads_entries_without_them(tmp_path, m
                                 "streaming": True}}
     stored["bad"] = {"choice": {"computation": "as written", "placement": "local",
                                 "streaming": False, "threads": "two"}}
+    plain = {"computation": "as written", "placement": "local", "streaming": False}
+    stored["unset"] = {"choice": {**plain, "interleave": None}}
+    stored["no tile"] = {"choice": {**plain, "tile": None}}          # only a switch is None
+    stored["int switch"] = {"choice": {**plain, "interleave": 1}}   # a switch is a bool
     path.write_text(json.dumps(stored))
     entries = tuning_db.load("cpu")
     assert entries["old"]["choice"] == Candidate(streaming=True)
-    assert "bad" not in entries
+    assert entries["unset"]["choice"] == Candidate()
+    assert not {"bad", "no tile", "int switch"} & set(entries)
     assert knobbed.label == ("online softmax, rows global, streaming stores, tile /4, "
                              "1 thread, dynamic x4, rows interleaved, 128-bit vectors")
 

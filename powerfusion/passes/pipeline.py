@@ -42,7 +42,7 @@ def optimize(program: Program, target: Target, placement: str = "local",
              log: PassLog | None = None, transpose: tuple[int, ...] = (),
              stream: bool = False) -> Program:
     log = log if log is not None else PassLog()
-    _checked(program, "lowering")                  # a malformed program is a compiler bug:
+    checked(program, "lowering")                  # a malformed program is a compiler bug:
     p = log.record("naive", program)               # fail here, never in gcc or at run time
     p = log.record("forward", forward(p))          # fuse loops; stored values reach their uses
     p = log.record("hoist", hoist(p))              # loop-invariant instructions leave loops
@@ -66,10 +66,11 @@ def optimize(program: Program, target: Target, placement: str = "local",
         p = log.record("launch", plan_launch(p, target))
         p = log.record("collectives", place_collectives(p))  # where they combine partials,
         p = log.record("sync", place_barriers(p))  # and where they wait for each other
-    return _checked(p, "the passes")
+    return checked(p, "the passes")
 
 
-def _checked(program: Program, stage: str) -> Program:
+def checked(program: Program, stage: str) -> Program:
+    """program, if well formed; a malformed one is a compiler bug, reported as such."""
     try:
         check(program)
     except GIRError as e:

@@ -11,7 +11,6 @@ import dataclasses
 import itertools
 import math
 
-from ..gir.check import check
 from ..gir.expr import Expr, Var
 from ..gir.ir import Access, Buffer, CpuLaunch, Level, Program, Role, map_accesses
 from ..gir.lower import Storage, lower
@@ -23,7 +22,7 @@ from ..graph.ops import Group, Op
 from ..graph.partition import Kernel, partition, reshape_index
 from ..graph.views import contiguous_strides, strided_offset, through_views
 from ..passes.interleave import interleave_rows
-from ..passes.pipeline import PassLog, optimize
+from ..passes.pipeline import PassLog, checked, optimize
 from ..passes.util import cores_loop
 from ..targets import Target
 from .compute import compute_seconds
@@ -213,7 +212,7 @@ def _plan_roots(graph: Graph, roots: list[Node], input_strides, target: Target,
                                        if interleave is None else interleave):
             rows = interleave_rows(program, target)
             if rows is not program:
-                program = log.record("interleave", _checked(rows))
+                program = log.record("interleave", checked(rows, "interleave"))
         program = _own_temps(program, taken)
         compiled.append(CompiledKernel(kern, sched, naive, program, log))
     return Plan(graph, target, compiled, out_specs, [o.shape for o in graph.outputs], buffers,
@@ -232,11 +231,6 @@ def _arithmetic_bound(program: Program, target: Target) -> bool:
     over the arithmetic (float32 softmax and layernorm slower, bfloat16 softmax, half
     the bytes for the same arithmetic, faster: benchmarks/results/interleave-*.md)."""
     return compute_seconds(program, target) > ARITHMETIC_BOUND * global_seconds(program, target)
-
-
-def _checked(program: Program) -> Program:
-    check(program)
-    return program
 
 
 def _own_temps(program: Program, taken: set[str]) -> Program:

@@ -74,16 +74,18 @@ def candidate(stored) -> Candidate | None:
         return None
     # the schedule knobs came later: an entry without them took their defaults
     knobs = {name: stored[name] for name in KNOBS if name in stored}
-    # a bool is an int to isinstance: only the switches take one
-    if not all(isinstance(v, KNOBS[name]) and _switch(name) == isinstance(v, bool)
-               for name, v in knobs.items() if v is not None):
+    if not all(_valid(name, v) for name, v in knobs.items()):
         return None
     return Candidate(**{name: stored[name] for name in fields}, **knobs)
 
 
-def _switch(knob: str) -> bool:
+def _valid(knob: str, value) -> bool:
+    """Whether value is one the knob takes. A bool is an int to isinstance: only the
+    switches take one, and only they take nothing else but None where it is listed."""
     kinds = KNOBS[knob] if isinstance(KNOBS[knob], tuple) else (KNOBS[knob],)
-    return bool in kinds
+    if isinstance(value, bool):
+        return bool in kinds
+    return isinstance(value, kinds) and (bool not in kinds or value is None)
 
 
 def lookup(target: str, key: str) -> dict | None:
