@@ -101,6 +101,8 @@ def main(argv=None) -> None:
               flush=True)
     date = datetime.date.today().isoformat()
     stem = args.out / (args.name or f"advise-accuracy-cpu-{date}") if args.out else None
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)     # before the run, not after it
     if stem is not None and stem.with_suffix(".json").exists() and json.loads(
             stem.with_suffix(".json").read_text()).get("cpu") == cpu_model():
         # one model at a time (each run short enough to hold the benchmark lock)
