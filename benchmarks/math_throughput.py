@@ -111,6 +111,7 @@ def main(argv=None) -> None:
     print(table)
     print(f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
         stem = args.out / f"math-throughput-cpu-{info['date']}"
         stem.with_suffix(".json").write_text(json.dumps(info, indent=1) + "\n")
         stem.with_suffix(".md").write_text(

@@ -102,6 +102,7 @@ def main(argv=None) -> None:
         date = datetime.date.today().isoformat()
         info = {"benchmark": "torch_overhead", "date": date, "cpu": cpu_model(),
                 "load_average": os.getloadavg(), **result}
+        args.out.mkdir(parents=True, exist_ok=True)
         path = args.out / f"torch-overhead-cpu-{date}.json"
         path.write_text(json.dumps(info, indent=1) + "\n")
         print(f"wrote {path}")
