@@ -10,6 +10,8 @@ import dataclasses
 import ml_dtypes
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from powerfusion.frontend.tracing import trace
 from powerfusion.gir.ir import Level, Loop, Parallel
@@ -157,3 +159,45 @@ def test_the_cost_model_interleaves_where_arithmetic_bounds_the_kernel():
     assert not _interleaved(plan_graph(graph, [(128, 1)], slow))
     # the tuner's choice to take rows one at a time stands against the model
     assert not _interleaved(plan_graph(graph, [(128, 1)], fast, Candidate(interleave=False)))
+
+
+# -- random row kernels: whatever the chain of row-wise steps, grouping rows changes no bit --
+
+STEPS = ("center", "exp", "normalise", "scale", "standardise", "tanh", "square")
+
+
+def _row_program(steps):
+    def f(x):
+        y = x
+        for step in steps:
+            if step == "center":
+                y = y - y.max(axis=-1, keepdims=True)
+            elif step == "exp":
+                y = np.exp(y)
+            elif step == "normalise":
+                y = y / (np.abs(y).sum(axis=-1, keepdims=True) + 1.0)
+            elif step == "scale":
+                y = y * 0.5 + 1.0
+            elif step == "standardise":
+                d = y - y.mean(axis=-1, keepdims=True)
+                y = d / np.sqrt((d * d).mean(axis=-1, keepdims=True) + 1e-5)
+            elif step == "tanh":
+                y = np.tanh(y)
+            else:
+                y = y * y
+        return y, y.min(axis=-1), np.argmax(y, axis=-1)
+    return f
+
+
+@settings(max_examples=25, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(rows=st.sampled_from([32, 48, 64, 96, 160, 256]), cols=st.integers(1, 300),
+       steps=st.lists(st.sampled_from(STEPS), min_size=1, max_size=4),
+       bf16=st.booleans())
+def test_random_row_kernels_keep_every_bit(rows, cols, steps, bf16):
+    x = RNG.standard_normal((rows, cols)).astype(ml_dtypes.bfloat16 if bf16 else np.float32)
+    fn = _row_program(steps)
+    target = _target()
+    alone, grouped = (_plans(fn, (x,), target, flag) for flag in (False, True))
+    compiled = [executable(p, "cpu", printed(p, "cpu")).run((x,)) for p in (alone, grouped)]
+    _same(compiled[1], compiled[0])
