@@ -147,7 +147,8 @@ class _LibraryClock:
 
         self._overload_call = OpOverload.__call__.__code__
         self._is_library = is_library_compute
-        self._open: list[float | None] = []      # start per open C call; None: not timed
+        # per open C call: its start; None: a library call inside another; False: other
+        self._open: list = []
         self._depth = 0                          # open library calls
         self.seconds, self.calls = 0.0, 0
 

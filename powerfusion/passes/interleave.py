@@ -47,20 +47,22 @@ def interleave_rows(program: Program, target: Target) -> Program:
     body = substitute_var(loop.body, loop.var, Expr.of(outer) * rows + Expr.of(r))
     body = _rows_of_locals(body, r, names)
     phases = _phases(body)
-    carried = _carried_registers(phases)
+    # registers a phase reads before writing them, and those it writes; the ones an
+    # earlier phase wrote are carried from it to this one, kept per row
+    reads, writes = [_live_in(p) for p in phases], [_written(p) for p in phases]
+    carried = [reads[k] & set().union(*writes[:k]) for k in range(len(phases))]
+    kept = set().union(*carried)
+    registers = _registers_in(body)
     spills = {name: Buffer(fresh_name(f"{name}_rows", names), Level.LOCAL,
-                           reg.dtype.compute, (rows,)) for name, reg in carried.items()}
+                           registers[name].dtype.compute, (rows,)) for name in sorted(kept)}
     at_r = Expr.of(r)
-    written_before: set[str] = set()
     new_body: list[Stmt] = []
-    for phase in phases:
-        reads, writes = _live_in(phase), _written(phase)
-        reload = [stmt for n in sorted(reads & written_before & set(spills))
-                  for stmt in _reload(carried[n], Access(spills[n], at_r), names)]
-        spill = [Move(Access(spills[n], at_r), Access(carried[n]))
-                 for n in sorted(writes & set(spills))]
+    for phase, wanted, written in zip(phases, carried, writes):
+        reload = [stmt for n in sorted(wanted)
+                  for stmt in _reload(registers[n], Access(spills[n], at_r), names)]
+        spill = [Move(Access(spills[n], at_r), Access(registers[n]))
+                 for n in sorted(written & kept)]
         new_body.append(Loop(r, Parallel.SERIAL, tuple(reload + phase + spill)))
-        written_before |= writes
     return program.with_body((Loop(outer, Parallel.CORES, tuple(new_body)),))
 
 
@@ -166,14 +168,3 @@ def _live_in(stmts) -> set[str]:
 
     visit(stmts, set())
     return live
-
-
-def _carried_registers(phases: list[list[Stmt]]) -> dict[str, Buffer]:
-    """Registers a phase writes and a later one reads before writing: kept per row."""
-    regs = {}
-    for k, phase in enumerate(phases):
-        wanted = _live_in(phase)
-        earlier = set().union(*(_written(p) for p in phases[:k])) if k else set()
-        found = _registers_in(phase)
-        regs.update({n: found[n] for n in wanted & earlier})
-    return regs

@@ -208,7 +208,7 @@ def _plan_roots(graph: Graph, roots: list[Node], input_strides, target: Target,
         naive = lower(kern, sched, f"pf_kernel_{n}", storage)
         log = PassLog()
         program = optimize(naive, target, sched.placement, log, sched.transpose, sched.stream)
-        if target.family == "cpu" and (_arithmetic_bound(program, target)
+        if target.family == "cpu" and (_arithmetic_bound(program, target, log.steps[-1][1])
                                        if interleave is None else interleave):
             rows = interleave_rows(program, target)
             if rows is not program:
@@ -223,14 +223,16 @@ def _plan_roots(graph: Graph, roots: list[Node], input_strides, target: Target,
 ARITHMETIC_BOUND = 1.5
 
 
-def _arithmetic_bound(program: Program, target: Target) -> bool:
+def _arithmetic_bound(program: Program, target: Target, moved: dict) -> bool:
     """Whether the cost model prices the kernel's arithmetic well above its memory
     traffic: then the core, not memory, sets its pace, and rows interleaved
     (passes/interleave.py) hide its reductions' latency. A kernel near the memory
     roofline loses by it: its loads come in bursts a row group long instead of spread
     over the arithmetic (float32 softmax and layernorm slower, bfloat16 softmax, half
-    the bytes for the same arithmetic, faster: benchmarks/results/interleave-*.md)."""
-    return compute_seconds(program, target) > ARITHMETIC_BOUND * global_seconds(program, target)
+    the bytes for the same arithmetic, faster: benchmarks/results/interleave-*.md).
+    (moved: the program's traffic per level, as the pass log recorded it.)"""
+    return compute_seconds(program, target) > \
+        ARITHMETIC_BOUND * global_seconds(program, target, moved)
 
 
 def _own_temps(program: Program, taken: set[str]) -> Program:
