@@ -1,6 +1,10 @@
 """Attention written out (matmul, scale, mask, softmax, matmul) in an inference graph
 becomes one fused attention call, with the same results as eager; patterns it must
-not take (attention weights read elsewhere, training) stay as written."""
+not take (attention weights read elsewhere, training, scores that fit on chip) stay as
+written.
+
+The scores of these small models fit on chip, so most tests take that rule away
+(`_fuse_any_size`) to reach the fused call."""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import powerfusion as pf  # noqa: E402
+import powerfusion.frontend.torch_backend as backend  # noqa: E402
 from powerfusion.frontend.torch_backend import collect_graphs as pf_graphs  # noqa: E402
 
 F = torch.nn.functional
@@ -23,6 +28,14 @@ def _fresh():
     torch.manual_seed(0)
     yield
     torch._dynamo.reset()
+
+
+ON_CHIP_BYTES = backend.on_chip_bytes         # the rule, for the tests about it
+
+
+@pytest.fixture(autouse=True)
+def _fuse_any_size(monkeypatch):
+    monkeypatch.setattr(backend, "on_chip_bytes", lambda gm: 0)
 
 
 class Attention(torch.nn.Module):
@@ -76,6 +89,46 @@ def test_the_option_keeps_attention_as_written(monkeypatch):
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
     assert pf.compile_stats()["attention"] == 0
     assert pf.compile_stats()["fused_ops"] > 0          # the softmax is a region still
+
+
+def test_scores_that_fit_on_chip_stay_as_written(monkeypatch):
+    monkeypatch.setattr(backend, "on_chip_bytes", ON_CHIP_BYTES)
+    model = Attention(mask=True).eval()
+    x = torch.randn(2, 16, 32)
+    with torch.no_grad():
+        got = torch.compile(model, backend="powerfusion")(x)
+        expected = model(x)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    assert pf.compile_stats()["attention"] == 0
+    assert pf.compile_stats()["fused_by_op"].get("aten._softmax.default", 0) >= 1
+
+
+@pytest.mark.parametrize("keep, fused", [(2 * 4 * 16 * 16 * 4, 0), (2 * 4 * 16 * 16 * 4 - 1, 1)])
+def test_the_rule_fuses_scores_larger_than_what_stays_on_chip(monkeypatch, keep, fused):
+    # the scores of Attention() at batch 2: [2, 4 heads, 16, 16] float32
+    monkeypatch.setattr(backend, "on_chip_bytes", lambda gm: keep)
+    model = Attention(mask=True).eval()
+    x = torch.randn(2, 16, 32)
+    with torch.no_grad():
+        got = torch.compile(model, backend="powerfusion")(x)
+        expected = model(x)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    assert pf.compile_stats()["attention"] == fused
+
+
+def test_on_chip_bytes_are_the_cpu_targets_local_memory_and_none_elsewhere():
+    from powerfusion.gir.ir import Level
+    from powerfusion.runtime.backends import get_target
+
+    def graph(device):
+        gm = torch.fx.symbolic_trace(lambda x: x + 1)
+        for n in gm.graph.nodes:
+            n.meta["val"] = torch.empty(4, device=device)
+        return gm
+
+    target = get_target("cpu")
+    assert ON_CHIP_BYTES(graph("cpu")) == target.cores * target.capacity(Level.LOCAL) > 0
+    assert ON_CHIP_BYTES(graph("meta")) == 0
 
 
 def test_attention_weights_read_elsewhere_stay_as_written():

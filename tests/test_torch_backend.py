@@ -197,8 +197,7 @@ def _llama(layers=2):
     return transformers.LlamaForCausalLM(config)
 
 
-# per model: ops whose PowerFusion kernels prove normalisation and activation (at
-# inference the softmax goes into the fused attention call: test_torch_attention.py)
+# per model: ops whose PowerFusion kernels prove normalisation and activation
 _EXPECTED = {
     "bert": ["aten.native_layer_norm.default", "aten.gelu.default"],
     "gpt2": ["aten.native_layer_norm.default",
@@ -220,8 +219,11 @@ def test_transformers_forward_matches_eager(name):
     assert stats["kernels"] > 0 and stats["fused_ops"] > 0
     for op in _EXPECTED[name]:
         assert stats["fused_by_op"].get(op, 0) >= 1, (op, stats)
-    # one fused attention call per layer; this LLaMA calls PyTorch's attention itself
-    assert stats["attention"] == (0 if name == "llama" else 2)
+    # scores this small stay on chip, as written (test_torch_attention.py); the
+    # softmax is a PowerFusion region then
+    assert stats["attention"] == 0
+    if name != "llama":                  # this LLaMA calls PyTorch's attention itself
+        assert stats["fused_by_op"].get("aten._softmax.default", 0) >= 2, stats
     assert stats["library_ops"] > 0      # the matmuls stayed with PyTorch
 
 

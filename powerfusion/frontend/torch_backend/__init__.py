@@ -6,7 +6,8 @@ turns it into aten graphs — forward, backward, or one inference graph — and 
 `compile_aten_graph` on each. That function:
 
 0. in an inference graph, replaces attention written out (matmul, scale, mask,
-   softmax, matmul) by PyTorch's fused attention (`attention`);
+   softmax, matmul) by PyTorch's fused attention (`attention`), where its scores
+   would not fit on chip;
 1. classifies every aten op (`support`): one PowerFusion can replay on frontend
    `Tensor`s (the table `HANDLERS` of `registry`, filled by `elementwise`,
    `reductions`, `layout` and `composites`), one left to PyTorch by design (matmul,
@@ -34,6 +35,8 @@ from functools import partial
 import torch.fx
 
 from ... import options
+from ...gir.ir import Level
+from ...runtime.backends import get_target
 from .. import torch_stats as stats
 from ...runtime.host_memory import keep_freed_memory
 from ..torch_stats import compile_stats, reset_compile_stats
@@ -61,6 +64,7 @@ __all__ = [
     "compile_aten_graph",
     "compile_stats",
     "decompositions",
+    "on_chip_bytes",
     "handles",
     "partition",
     "powerfusion_backend",
@@ -99,7 +103,7 @@ def compile_aten_graph(gm: torch.fx.GraphModule, example_inputs, kind: str = "fo
     if kind == "inference" and options.get("POWERFUSION_FUSED_ATTENTION"):
         try:
             fused = _copy(graph)
-            stats.count("attention", fuse_attention(fused))
+            stats.count("attention", fuse_attention(fused, on_chip_bytes(graph)))
             graph = fused
         except Exception as e:           # noqa: BLE001 - attention as written is as right
             _warn(f"the attention of the {kind} graph",
@@ -124,6 +128,18 @@ def compile_aten_graph(gm: torch.fx.GraphModule, example_inputs, kind: str = "fo
     if collected is not None:
         collected.append((kind, compiled, chains))
     return boxed_runner(compiled)
+
+
+def on_chip_bytes(gm: torch.fx.GraphModule) -> int:
+    """The bytes the device of gm's tensors keeps on chip across its cores (a CPU's
+    LOCAL level, per core times cores), 0 for a GPU: the scores attention may leave
+    as written (`fuse_attention`)."""
+    devices = {v.device.type for n in gm.graph.nodes
+               if isinstance(v := n.meta.get("val"), torch.Tensor)}
+    if devices != {"cpu"}:
+        return 0
+    target = get_target("cpu")
+    return target.cores * target.capacity(Level.LOCAL)
 
 
 _DECOMPOSITIONS = None

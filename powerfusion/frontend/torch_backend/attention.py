@@ -9,6 +9,12 @@ matmuls want; the fused kernel (flash attention on the CPU) never writes it. So 
 whole pattern becomes `aten.scaled_dot_product_attention` - the prologue (scale,
 mask) fused into the library call, which is what a memory-bound prologue should be.
 
+Unless the scores fit on chip: a caller passes the bytes its device keeps close to its
+cores (`keep_bytes`), and scores no larger stay as written - two matmuls and a softmax
+region whose tensor never leaves the caches, where the library's fused kernel is the
+slower (on a 2-core Zen 5, seq 128 at batch 1: written out 1-3% faster per model step;
+benchmarks/results/attention-ab-cpu-*.md).
+
 Inference graphs only: in training, AOTAutograd has already split the joint graph,
 and the backward reads the forward's softmax.
 """
@@ -87,13 +93,15 @@ def _scores(x: torch.fx.Node):
     return chain[::-1], scale, mask
 
 
-def _match(softmax: torch.fx.Node):
+def _match(softmax: torch.fx.Node, keep_bytes: int):
     """(q, k, v, scale, mask, the view the fused call replaces) for an attention
-    pattern around softmax, else None."""
+    pattern around softmax whose scores take more than keep_bytes, else None."""
     scores = _val(softmax)
     if softmax.args[2] is not False or not isinstance(scores, torch.Tensor) \
             or scores.dim() != 4 or softmax.args[1] not in (-1, 3):
         return None
+    if scores.numel() * scores.element_size() <= keep_bytes:
+        return None                      # on chip: written out is the faster
     b, h, s, l = map(int, scores.shape)
     found = _scores(softmax.args[0])
     if found is None:
@@ -172,15 +180,16 @@ def _shared_heads(x: torch.fx.Node) -> tuple[torch.fx.Node, int] | None:
     return unsqueeze.args[0], n
 
 
-def fuse_attention(gm: torch.fx.GraphModule) -> int:
-    """Replace each attention pattern of gm (an inference graph) by one fused call;
-    returns how many (gm is recompiled when any was)."""
+def fuse_attention(gm: torch.fx.GraphModule, keep_bytes: int = 0) -> int:
+    """Replace each attention pattern of gm (an inference graph) whose scores take more
+    than keep_bytes by one fused call; returns how many (gm is recompiled when any
+    was)."""
     fused = 0
     for node in list(gm.graph.nodes):
         if not _call(node, aten._softmax.default):
             continue
         try:
-            found = _match(node)
+            found = _match(node, keep_bytes)
         except (TypeError, ValueError):      # symbolic sizes: left as written
             found = None
         if found is None:
