@@ -20,7 +20,9 @@ reads zeros) without importing torch.
 - attention: matmul -> scale -> mask -> softmax -> matmul patterns of inference graphs
   made one fused attention call;
 - layout_copies: copies to the contiguous layout made only when the tensor is laid
-  out otherwise (`contiguous`), their result being only read.
+  out otherwise (`contiguous`), their result being only read;
+- constants: values computed from no graph input (a causal mask, position ids),
+  computed once at compile time instead of on every call.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ import threading
 from collections import Counter
 
 _COUNTERS = ("graphs", "regions", "compiles", "kernels", "fused_ops", "fallback_ops",
-             "failed_regions", "library_ops", "view_chains", "attention", "layout_copies")
+             "failed_regions", "library_ops", "view_chains", "attention", "layout_copies",
+             "constants")
 
 _lock = threading.Lock()
 _counts: Counter = Counter()

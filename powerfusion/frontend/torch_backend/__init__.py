@@ -8,6 +8,7 @@ turns it into aten graphs — forward, backward, or one inference graph — and 
 0. in an inference graph, replaces attention written out (matmul, scale, mask,
    softmax, matmul) by PyTorch's fused attention (`attention`), where its scores
    would not fit on chip;
+0. computes once what the graph computes from no input at all (`constants`);
 1. classifies every aten op (`support`): one PowerFusion can replay on frontend
    `Tensor`s (the table `HANDLERS` of `registry`, filled by `elementwise`,
    `reductions`, `layout` and `composites`), one left to PyTorch by design (matmul,
@@ -47,6 +48,7 @@ from .registry import ELEMENTWISE, HANDLERS, PREDICATES, handles
 from .support import DEVICES, _warn
 from .values import Ctx, Splat
 from .attention import fuse_attention
+from .constants import fold_constants
 from .layout_copies import elide_layout_copies
 from .inplace import add_rows, reinplace_fresh
 from .launcher import boxed_runner
@@ -111,6 +113,7 @@ def compile_aten_graph(gm: torch.fx.GraphModule, example_inputs, kind: str = "fo
     try:
         reinplace_fresh(graph)
         add_rows(graph)
+        stats.count("constants", fold_constants(graph))
         stats.count("layout_copies", elide_layout_copies(graph))
         compiled = partition(graph, label=kind)
     except Exception as e:               # noqa: BLE001 - never break the model

@@ -12,8 +12,7 @@ mask) fused into the library call, which is what a memory-bound prologue should 
 Unless the scores fit on chip: a caller passes the bytes its device keeps close to its
 cores (`keep_bytes`), and scores no larger stay as written - two matmuls and a softmax
 region whose tensor never leaves the caches, where the library's fused kernel is the
-slower (on a 2-core Zen 5, seq 128 at batch 1: written out 1-3% faster per model step;
-benchmarks/results/attention-ab-cpu-*.md).
+slower (measured: benchmarks/results/e2e-ab-cpu-amd-zen5-2026-12-07-attention.md).
 
 Inference graphs only: in training, AOTAutograd has already split the joint graph,
 and the backward reads the forward's softmax.
