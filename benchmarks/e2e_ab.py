@@ -49,6 +49,20 @@ def parse_variant(text: str) -> tuple[str, Path, dict[str, str]]:
     return name, tree, env
 
 
+def commit_of(tree: Path) -> str:
+    """The checkout's commit (short), "+changes" when its working tree differs, or "?"."""
+    import subprocess
+    try:
+        head = subprocess.run(["git", "-C", str(tree), "rev-parse", "--short", "HEAD"],
+                              capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(tree), "status", "--porcelain",
+                                "--untracked-files=no"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "?"
+    return head + ("+changes" if dirty else "")
+
+
 def run_ab(variants, model: str, layers: int, mode: str, batch: int, repeats: int,
            backend: str = "powerfusion") -> dict:
     """Each variant's worker (benchmarks.e2e_torch._worker) on one case, interleaved."""
@@ -147,7 +161,8 @@ def main(argv=None) -> int:
         args.out.mkdir(parents=True, exist_ok=True)
         date = datetime.date.today().isoformat()
         info = {"benchmark": "e2e_ab", "date": date, "machine": machine_info(),
-                "variants": [{"name": n, "tree": str(t), "env": e} for n, t, e in args.variant],
+                "variants": [{"name": n, "tree": str(t), "commit": commit_of(t), "env": e}
+                             for n, t, e in args.variant],
                 "settings": {k: v for k, v in vars(args).items() if k not in ("variant", "out")},
                 "load_average_before": load_before, "load_average_after": os.getloadavg(),
                 "summary": summary, "results": rows}
@@ -160,7 +175,7 @@ def main(argv=None) -> int:
             f"variant in its own process, {args.repeats} interleaved samples per case after "
             f"{WARMUP} warm-up rounds, medians; the band is the speedup's 5-95% over "
             f"bootstrap resamples of the rounds. Variants: "
-            + ", ".join(f"`{n}` ({t.name}{', ' + str(e) if e else ''})"
+            + ", ".join(f"`{n}` ({commit_of(t)}{', ' + str(e) if e else ''})"
                         for n, t, e in args.variant)
             + ". `python -m benchmarks.e2e_ab`.\n\n" + text + "\n\n" + summary + "\n")
         print(f"wrote {stem}.md")

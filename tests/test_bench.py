@@ -125,3 +125,18 @@ def test_startup_reports_cold_cached_and_tuned_first_calls(tmp_path):
     assert row["case"] == "layernorm"
     assert 0 < row["cached_s"] and 0 < row["cold_s"] and 0 < row["tune_s"]
     assert data["summary"]["max_cached_s"] == row["cached_s"]
+
+
+def test_e2e_ab_variants_name_a_checkout_and_its_settings(tmp_path):
+    import argparse
+
+    from benchmarks.e2e_ab import commit_of, parse_variant
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    name, tree, env = parse_variant(f"after={root},POWERFUSION_FUSED_ATTENTION=0")
+    assert (name, str(tree), env) == ("after", root, {"POWERFUSION_FUSED_ATTENTION": "0"})
+    for bad in (f"{tmp_path}", f"x={tmp_path}", f"x={root},NOVALUE"):
+        with pytest.raises(argparse.ArgumentTypeError, match="--variant"):
+            parse_variant(bad)
+    assert commit_of(tmp_path) == "?"                     # not a git checkout
+    assert re.fullmatch(r"[0-9a-f]{7,}(\+changes)?|\?", commit_of(tree))
