@@ -29,7 +29,8 @@ from pathlib import Path
 # again, with PFROOT set to that tree, before it unpickles the worker
 sys.path.insert(0, os.environ.get("PFROOT", str(Path(__file__).resolve().parents[1])))
 
-from benchmarks.e2e_torch import WARMUP, _worker, machine_info  # noqa: E402
+from benchmarks.e2e_torch import (  # noqa: E402
+    WARMUP, _worker, machine_info, stop_workers)
 
 
 def parse_variant(text: str) -> tuple[str, Path, dict[str, str]]:
@@ -94,14 +95,7 @@ def run_ab(variants, model: str, layers: int, mode: str, batch: int, repeats: in
     finally:
         os.environ.clear()
         os.environ.update(saved)
-        for process, conn in workers.values():
-            try:
-                conn.send("stop")
-            except OSError:
-                pass
-            process.join(timeout=30)
-            if process.is_alive():
-                process.kill()
+        stop_workers(workers)
     base, *others = list(samples)
     result = {"model": model, "mode": mode, "batch": batch,
               "median_ms": {n: 1e3 * statistics.median(s) for n, s in samples.items()},

@@ -199,6 +199,18 @@ def _worker(conn, backend: str, name: str, layers: int, mode: str, batch: int,
             break
 
 
+def stop_workers(workers: dict) -> None:
+    """Ask each (process, connection) to stop; kill what has not after 30 s."""
+    for process, conn in workers.values():
+        try:
+            conn.send("stop")
+        except OSError:
+            pass
+        process.join(timeout=30)
+        if process.is_alive():
+            process.kill()
+
+
 def run_case(name: str, layers: int, mode: str, batch: int, backends: list[str],
              repeats: int, warmup: int = WARMUP, keep_all: bool = False) -> dict:
     """Eager and each backend, each in its own process (started one after another, so
@@ -248,14 +260,7 @@ def run_case(name: str, layers: int, mode: str, batch: int, backends: list[str],
             for n in split:
                 split[n].append(ask(n, "profile"))
     finally:
-        for process, conn in workers.values():
-            try:
-                conn.send("stop")
-            except OSError:
-                pass
-            process.join(timeout=30)
-            if process.is_alive():
-                process.kill()
+        stop_workers(workers)
     errors = {n: (o - outputs["eager"]).abs().max().item() for n, o in outputs.items()}
     grad_errors = {}
     if mode == "training":

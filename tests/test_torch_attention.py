@@ -79,27 +79,24 @@ def test_attention_becomes_one_fused_call_with_eager_results(scale, mask, batch)
     assert pf.compile_stats()["attention"] == 1
 
 
-def test_the_option_keeps_attention_as_written(monkeypatch):
-    monkeypatch.setenv("POWERFUSION_FUSED_ATTENTION", "0")
+def _masked_attention_matches_eager():
     model = Attention(mask=True).eval()
     x = torch.randn(2, 16, 32)
     with torch.no_grad():
         got = torch.compile(model, backend="powerfusion")(x)
         expected = model(x)
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
-    assert pf.compile_stats()["attention"] == 0
-    assert pf.compile_stats()["fused_ops"] > 0          # the softmax is a region still
 
 
-def test_scores_that_fit_on_chip_stay_as_written(monkeypatch):
-    monkeypatch.setattr(backend, "on_chip_bytes", ON_CHIP_BYTES)
-    model = Attention(mask=True).eval()
-    x = torch.randn(2, 16, 32)
-    with torch.no_grad():
-        got = torch.compile(model, backend="powerfusion")(x)
-        expected = model(x)
-    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+@pytest.mark.parametrize("why", ["the option", "scores on chip"])
+def test_attention_stays_as_written_by_the_option_or_the_on_chip_rule(monkeypatch, why):
+    if why == "the option":
+        monkeypatch.setenv("POWERFUSION_FUSED_ATTENTION", "0")
+    else:                                 # the rule itself (the fixture took it away)
+        monkeypatch.setattr(backend, "on_chip_bytes", ON_CHIP_BYTES)
+    _masked_attention_matches_eager()
     assert pf.compile_stats()["attention"] == 0
+    # the softmax is a region still
     assert pf.compile_stats()["fused_by_op"].get("aten._softmax.default", 0) >= 1
 
 
@@ -107,12 +104,7 @@ def test_scores_that_fit_on_chip_stay_as_written(monkeypatch):
 def test_the_rule_fuses_scores_larger_than_what_stays_on_chip(monkeypatch, keep, fused):
     # the scores of Attention() at batch 2: [2, 4 heads, 16, 16] float32
     monkeypatch.setattr(backend, "on_chip_bytes", lambda gm: keep)
-    model = Attention(mask=True).eval()
-    x = torch.randn(2, 16, 32)
-    with torch.no_grad():
-        got = torch.compile(model, backend="powerfusion")(x)
-        expected = model(x)
-    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    _masked_attention_matches_eager()
     assert pf.compile_stats()["attention"] == fused
 
 
