@@ -153,3 +153,22 @@ def test_transformers_llama_folds_its_mask_and_matches_eager():
                                        rtol=1e-4, atol=1e-4)
     stats = pf.compile_stats()
     assert stats["constants"] >= 1 and stats["fallback_ops"] == 0
+
+
+def test_a_failure_to_fold_leaves_the_graph_computing_them(monkeypatch, caplog):
+    def broken(gm):
+        raise RuntimeError("boom")
+
+    import powerfusion.frontend.torch_backend as backend
+    monkeypatch.setattr(backend, "fold_constants", broken)
+
+    def fn(x):
+        return _causal_softmax(x) @ x
+
+    x = torch.randn(2, 4, 16, 16)
+    with caplog.at_level("WARNING", logger="powerfusion"):
+        got = torch.compile(fn, backend="powerfusion")(x)
+    torch.testing.assert_close(got, fn(x), rtol=1e-5, atol=1e-6)
+    assert "folding failed: RuntimeError: boom" in caplog.text
+    stats = pf.compile_stats()
+    assert stats["constants"] == 0 and stats["fused_ops"] > 0   # regions all the same

@@ -113,7 +113,13 @@ def compile_aten_graph(gm: torch.fx.GraphModule, example_inputs, kind: str = "fo
     try:
         reinplace_fresh(graph)
         add_rows(graph)
-        stats.count("constants", fold_constants(graph))
+        try:
+            folded = _copy(graph)
+            stats.count("constants", fold_constants(folded))
+            graph = folded
+        except Exception as e:           # noqa: BLE001 - computing them each call is as right
+            _warn(f"the constants of the {kind} graph",
+                  f"folding failed: {type(e).__name__}: {e}")
         stats.count("layout_copies", elide_layout_copies(graph))
         compiled = partition(graph, label=kind)
     except Exception as e:               # noqa: BLE001 - never break the model
