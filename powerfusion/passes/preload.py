@@ -26,20 +26,24 @@ def preload(program: Program, target: Target) -> Program:
         return program
     budget = target.near_bytes // 4
     spans: dict[str, tuple[Buffer, int]] = {}        # input -> (buffer, elements to widen)
+    refused: set[str] = set()    # an input some unit reads otherwise: read from memory still
     written = {a.buffer.name for s, _ in walk(par.body) for a in accesses(s)[1]}
     for s, loops in walk(par.body):
-        if not (isinstance(s, Move) and s.dst.buffer.level is Level.REGISTER):
-            continue
-        src = s.src.buffer
-        if src.level is not Level.GLOBAL or src.dtype not in NARROW or src.role is not Role.INPUT \
-                or src.name in written or par.var in s.src.index.vars() \
-                or not loops or loops[-1].kind is not Parallel.SIMD:
-            continue
-        lo, hi = s.src.index.bounds()
-        if lo < 0:
-            continue
-        _, seen = spans.get(src.name, (src, 0))
-        spans[src.name] = (src, max(seen, hi + 1))
+        for a in accesses(s)[0]:
+            src = a.buffer
+            if src.level is not Level.GLOBAL or src.dtype not in NARROW \
+                    or src.role is not Role.INPUT:
+                continue
+            lo, hi = a.index.bounds()
+            if not (isinstance(s, Move) and s.dst.buffer.level is Level.REGISTER) \
+                    or src.name in written or par.var in a.index.vars() \
+                    or not loops or loops[-1].kind is not Parallel.SIMD or lo < 0:
+                refused.add(src.name)    # (every access is rewritten, or none: a unit's own
+                continue                 # elements are not in the shared buffer)
+            _, seen = spans.get(src.name, (src, 0))
+            spans[src.name] = (src, max(seen, hi + 1))
+    for name in refused:
+        spans.pop(name, None)
     chosen = {}
     for name, (src, n) in sorted(spans.items()):
         if n * 4 <= budget:

@@ -15,7 +15,7 @@ DTYPES = ("float32", "float16", "bfloat16", "float64", "int32", "int64", "bool")
 DTYPE_WEIGHTS = (0.34, 0.1, 0.1, 0.1, 0.13, 0.13, 0.1)
 SIDES = (1, 1, 2, 3, 4, 5, 7, 8, 16)
 MAX_ELEMENTS = 2048
-LARGE_SIDES = (3, 17, 33, 65, 257, 300, 513, 1000, 4099)
+LARGE_SIDES = (3, 17, 33, 64, 65, 96, 257, 300, 512, 513, 1000, 4099)
 MAX_LARGE = 1 << 16
 LAYOUT_WEIGHTS = {"contiguous": 0.56, "fortran": 0.07, "strided": 0.07, "reversed": 0.07,
                   "offset": 0.07, "broadcast": 0.07, "bigendian": 0.04, "unaligned": 0.05}

@@ -49,3 +49,37 @@ def test_preload_changes_no_value():
     got = np.asarray(pf.jit(layernorm)(*args)).astype(np.float64)
     want = after.view(BF16).astype(np.float64)
     np.testing.assert_allclose(got, want, rtol=2 ** -7, atol=2 ** -7)
+
+
+def test_an_input_read_per_unit_anywhere_is_not_widened():
+    """a[0] + a[row p]: the first read is the same for every unit, the second each
+    unit's own. Only the first qualified, but both were pointed at the widened buffer,
+    which holds the first's elements alone: the second read past its end (fuzzer seed
+    4242001896, `x[-5, 0] % x` in bfloat16 at a tiled point: a GIRError)."""
+    from powerfusion.dtypes import DType
+    from powerfusion.gir.check import check
+    from powerfusion.gir.expr import Expr, Var
+    from powerfusion.gir.interpreter import run
+    from powerfusion.gir.ir import Access, Buffer, Compute, Move, Program, Role
+    from powerfusion.graph.ops import Op
+    from powerfusion.passes.preload import preload
+    from support import CPU
+
+    a = Buffer("a", Level.GLOBAL, DType.bfloat16, (4, 8), Role.INPUT)
+    z = Buffer("z", Level.GLOBAL, DType.bfloat16, (4, 8), Role.OUTPUT)
+    p, i = Var("p", 4), Var("i", 8)
+    r, s, t = (Access(Buffer(n, Level.REGISTER, DType.bfloat16)) for n in "rst")
+    row = Expr.of(p) * 8 + i
+    body = (Move(r, Access(a, Expr.of(i))), Move(s, Access(a, row)),
+            Compute(Op.ADD, t, (r, s)), Move(Access(z, row), t))
+    program = Program("k", (a, z), (Loop(p, Parallel.CORES, (Loop(i, Parallel.SIMD, body),)),))
+    after = preload(program, CPU)
+    check(after)
+    assert not widened(after)
+    x = bf16(4, 8).view(np.uint16)          # (the interpreter's bfloat16 storage)
+    np.testing.assert_array_equal(run(after, {"a": x.copy()})["z"],
+                                  run(program, {"a": x.copy()})["z"])
+    # the first read alone: widened
+    shared = Program("k", (a, z), (Loop(p, Parallel.CORES, (Loop(i, Parallel.SIMD, (
+        body[0], Compute(Op.ADD, t, (r, r)), Move(Access(z, row), t))),)),))
+    assert widened(preload(shared, CPU)) == {"a_wide"}
