@@ -31,6 +31,21 @@ def _private_kernel_cache(tmp_path_factory):
 
 
 @pytest.fixture
+def fresh_torch():
+    """For torch.compile tests (`pytestmark = pytest.mark.usefixtures("fresh_torch")`):
+    dynamo's caches and PowerFusion's counters reset before, dynamo's again after, and
+    torch's generator seeded."""
+    torch = pytest.importorskip("torch")
+    import powerfusion as pf
+
+    torch._dynamo.reset()
+    pf.reset_compile_stats()
+    torch.manual_seed(0)
+    yield
+    torch._dynamo.reset()
+
+
+@pytest.fixture
 def kernel_cache(_private_kernel_cache):
     """The session's kernel cache directory (a pathlib.Path)."""
     return _private_kernel_cache

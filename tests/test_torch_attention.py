@@ -21,13 +21,8 @@ from powerfusion.frontend.torch_backend import collect_graphs as pf_graphs  # no
 F = torch.nn.functional
 
 
-@pytest.fixture(autouse=True)
-def _fresh():
-    torch._dynamo.reset()
-    pf.reset_compile_stats()
-    torch.manual_seed(0)
-    yield
-    torch._dynamo.reset()
+# dynamo and the counters reset, torch seeded, around each test (conftest)
+pytestmark = pytest.mark.usefixtures("fresh_torch")
 
 
 ON_CHIP_BYTES = backend.on_chip_bytes         # the rule, for the tests about it

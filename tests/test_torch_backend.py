@@ -17,13 +17,8 @@ from powerfusion.frontend.torch_backend import compile_stats, reset_compile_stat
 nn = torch.nn
 
 
-@pytest.fixture(autouse=True)
-def _fresh():
-    torch._dynamo.reset()
-    reset_compile_stats()
-    torch.manual_seed(0)
-    yield
-    torch._dynamo.reset()
+# dynamo and the counters reset, torch seeded, around each test (conftest)
+pytestmark = pytest.mark.usefixtures("fresh_torch")
 
 
 def _compile(model):

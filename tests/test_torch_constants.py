@@ -16,13 +16,8 @@ from powerfusion.frontend.torch_backend.constants import fold_constants  # noqa:
 aten = torch.ops.aten
 
 
-@pytest.fixture(autouse=True)
-def _fresh():
-    torch._dynamo.reset()
-    pf.reset_compile_stats()
-    torch.manual_seed(0)
-    yield
-    torch._dynamo.reset()
+# dynamo and the counters reset, torch seeded, around each test (conftest)
+pytestmark = pytest.mark.usefixtures("fresh_torch")
 
 
 def _traced(fn, *args):

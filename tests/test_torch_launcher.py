@@ -17,11 +17,8 @@ from powerfusion.frontend.torch_backend.launcher import lean_function  # noqa: E
 from powerfusion.frontend.torch_backend import region as region_module  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def _fresh():
-    torch._dynamo.reset()
-    yield
-    torch._dynamo.reset()
+# dynamo and the counters reset, torch seeded, around each test (conftest)
+pytestmark = pytest.mark.usefixtures("fresh_torch")
 
 
 class Block(torch.nn.Module):

@@ -19,11 +19,8 @@ from powerfusion.frontend.torch_backend.library_outputs import (  # noqa: E402
 from powerfusion.frontend.torch_backend.tensor_pool import TensorPool  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def _fresh():
-    torch._dynamo.reset()
-    yield
-    torch._dynamo.reset()
+# dynamo and the counters reset, torch seeded, around each test (conftest)
+pytestmark = pytest.mark.usefixtures("fresh_torch")
 
 
 def _mlp():

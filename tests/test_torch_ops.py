@@ -20,12 +20,8 @@ EDGES = [math.nan, math.inf, -math.inf, 0.0, -0.0, 1e-45, -1e-40, 0.5, -0.5, 1.5
          88.0, -30.5, 3.7, -3.7, 123.456]
 
 
-@pytest.fixture(autouse=True)
-def _fresh():
-    torch._dynamo.reset()
-    reset_compile_stats()
-    yield
-    torch._dynamo.reset()
+# dynamo and the counters reset, torch seeded, around each test (conftest)
+pytestmark = pytest.mark.usefixtures("fresh_torch")
 
 
 def _run(fn, *args):

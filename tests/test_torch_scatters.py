@@ -11,12 +11,8 @@ torch = pytest.importorskip("torch")
 import powerfusion as pf  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def _fresh():
-    torch._dynamo.reset()
-    pf.reset_compile_stats()
-    yield
-    torch._dynamo.reset()
+# dynamo and the counters reset, torch seeded, around each test (conftest)
+pytestmark = pytest.mark.usefixtures("fresh_torch")
 
 
 @pytest.mark.parametrize("dim, start, end, step", [

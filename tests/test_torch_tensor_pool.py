@@ -14,11 +14,8 @@ from powerfusion.frontend.torch_backend import collect_graphs  # noqa: E402
 from powerfusion.frontend.torch_backend.tensor_pool import TensorPool, own_pool  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def _fresh():
-    torch._dynamo.reset()
-    yield
-    torch._dynamo.reset()
+# dynamo and the counters reset, torch seeded, around each test (conftest)
+pytestmark = pytest.mark.usefixtures("fresh_torch")
 
 
 def _norm_gelu(x):
