@@ -164,7 +164,7 @@ def _worker(conn, backend: str, name: str, layers: int, mode: str, batch: int,
     for p in model.parameters():
         p.requires_grad_(training)
     pf.reset_compile_stats()
-    kind = backend.split("#")[0]      # "inductor#2": a second process of one backend
+    kind = backend_of(backend)         # "inductor#2": a second process of one backend
     compiled = model if kind == "eager" else torch.compile(model, backend=kind)
 
     def step():
@@ -197,6 +197,11 @@ def _worker(conn, backend: str, name: str, layers: int, mode: str, batch: int,
             conn.send(library_time(step, 4))
         else:
             break
+
+
+def backend_of(name: str) -> str:
+    """The backend a process name runs: "powerfusion#2" is PowerFusion's second."""
+    return name.split("#")[0]
 
 
 def stop_workers(workers: dict) -> None:
@@ -268,8 +273,8 @@ def run_case(name: str, layers: int, mode: str, batch: int, backends: list[str],
                               default=0.0) for n, g in grads.items()}
     # a backend's processes (NAME, NAME#2, ...) pooled: each round's step is the mean of
     # theirs, so one process's placement (~2% on a shared VM) weighs 1/N
-    processes = {b: [n for n in names if n.split("#")[0] == b]
-                 for b in dict.fromkeys(n.split("#")[0] for n in names)}
+    processes = {b: [n for n in names if backend_of(n) == b]
+                 for b in dict.fromkeys(map(backend_of, names))}
     rounds = {b: [statistics.fmean(samples[n][r] for n in ns) for r in range(repeats)]
               for b, ns in processes.items()}
     median_ms = {b: 1e3 * statistics.median(s) for b, s in rounds.items()}
@@ -283,7 +288,7 @@ def run_case(name: str, layers: int, mode: str, batch: int, backends: list[str],
         band["powerfusion_vs_inductor"] = ratio_band(rounds["inductor"],
                                                      rounds["powerfusion"])
     for n in samples:                  # A/A: a second process of one backend against it
-        base = n.split("#")[0]
+        base = backend_of(n)
         if n != base and base in samples:
             band[f"{n}_vs_{base}"] = ratio_band(samples[base], samples[n])
     pf_stats = stats.get("powerfusion", {})
@@ -357,7 +362,7 @@ def main(argv=None) -> int:
         p.error("--processes: expected 1 or more")
     backends = [b if k == 1 else f"{b}#{k}" for b in args.backends
                 for k in range(1, args.processes + 1)]
-    names = ["eager", *dict.fromkeys(b.split("#")[0] for b in backends)]
+    names = ["eager", *dict.fromkeys(map(backend_of, backends))]
     header = ["model", "mode", "batch", *[f"{n} ms" for n in names], "PF vs Inductor",
               "band 5-95",
               "Inductor ctl ms", "PF ctl ms", "PF/Ind ctl", "PF max err", "fallbacks"]

@@ -99,9 +99,9 @@ def _match(softmax: torch.fx.Node, keep_bytes: int):
     if softmax.args[2] is not False or not isinstance(scores, torch.Tensor) \
             or scores.dim() != 4 or softmax.args[1] not in (-1, 3):
         return None
-    if scores.numel() * scores.element_size() <= keep_bytes:
-        return None                      # on chip: written out is the faster
     b, h, s, l = map(int, scores.shape)
+    if b * h * s * l * scores.element_size() <= keep_bytes:
+        return None                      # on chip: written out is the faster
     found = _scores(softmax.args[0])
     if found is None:
         return None
