@@ -435,6 +435,18 @@ def test_an_integer_exponent_out_of_the_dtype_is_refused():
         pf.jit(lambda a: a ** 2**40)(np.zeros(3, np.int32))
 
 
+@pytest.mark.parametrize("dtype", [np.int32, np.int64])
+@pytest.mark.parametrize("exponent", [255, 256, 1000, 2**31 - 1, 2**40, 2**62 + 12345])
+def test_a_large_integer_power_wraps_as_numpy_and_compiles(dtype, exponent):
+    # fuzzer seed 4242004534 (cpu-space): x ** 2**40 on int64 was 40 unrolled squarings,
+    # and gcc ran out of memory; it is a loop at run time now, wrapping as numpy's power
+    if exponent > np.iinfo(dtype).max:
+        pytest.skip("out of the dtype: refused (the test above)")
+    x = np.arange(-20, 20, dtype=dtype)
+    fn = lambda x: np.where(x % 3 == 0, x, x + 1) ** exponent  # noqa: E731
+    _same(pf.jit(fn)(x), fn(x))
+
+
 def test_argmax_refuses_a_tuple_of_axes():
     with pytest.raises(TypeError):
         np.zeros((2, 2)).argmax(axis=())

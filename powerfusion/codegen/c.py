@@ -82,6 +82,19 @@ _INT_MOD = """\
     return (m != 0 && (m < 0) != (b < 0)) ? m + b : m;
 }}
 """
+# Integer powers (a non-negative exponent, as numpy allows) by square and multiply in a
+# loop, wrapping through the unsigned type as numpy's do: a long unrolled chain of
+# squarings (x ** 2**40) made gcc's IPA summaries grow ~4x per squaring, past 4 GB
+_INT_POW = """\
+{fn} {t} pf_ipow_{s}({t} a, {t} n) {{
+    {u} r = 1, b = ({u})a;
+    for (; n > 0; n >>= 1) {{
+        if (n & 1) r *= b;
+        b *= b;
+    }}
+    return ({t})r;
+}}
+"""
 _FLOAT_MOD = """\
 {fn} {t} pf_mod_{s}({t} a, {t} b) {{
     {t} m = {fmod}(a, b);
@@ -90,12 +103,13 @@ _FLOAT_MOD = """\
 """
 
 
-def mod_helpers(fn: str, types: dict, fmods: dict, doubles: bool = True) -> str:
-    """The modulo helpers for a prelude: fn, the functions' qualifier; types, the
-    compute type of each DType; fmods, the dialect's names of fmod and copysign per
-    float DType."""
-    text = "".join(_INT_MOD.format(fn=fn, t=types[d], s=f"i{d.itemsize * 8}")
-                   for d in (DType.int32, DType.int64))
+def arithmetic_helpers(fn: str, types: dict, unsigned: dict, fmods: dict,
+                       doubles: bool = True) -> str:
+    """The modulo and integer power helpers for a prelude: fn, the functions' qualifier;
+    types and unsigned, the compute type and its unsigned twin of each DType; fmods,
+    the dialect's names of fmod and copysign per float DType."""
+    text = "".join(helper.format(fn=fn, t=types[d], u=unsigned.get(d), s=f"i{d.itemsize * 8}")
+                   for d in (DType.int32, DType.int64) for helper in (_INT_MOD, _INT_POW))
     for d in (DType.float32, DType.float64) if doubles else (DType.float32,):
         fmod, copysign = fmods[d]
         text += _FLOAT_MOD.format(fn=fn, t=types[d], s=f"f{d.itemsize * 8}", fmod=fmod,
@@ -161,6 +175,7 @@ _TABLE = [
     (Op.MOD, "f32", "pf_mod_f32({0}, {1})"), (Op.MOD, "f64", "pf_mod_f64({0}, {1})"),
     (Op.MOD, "int", "pf_mod_i{w}({0}, {1})"),
     (Op.POW, "f32", "powf({0}, {1})"), (Op.POW, "f64", "pow({0}, {1})"),
+    (Op.POW, "int", "pf_ipow_i{w}({0}, {1})"),
     (Op.MAXIMUM, _F, _FMAX), (Op.MAXIMUM, "int", "({0} > {1} ? {0} : {1})"),
     (Op.MINIMUM, _F, _FMIN), (Op.MINIMUM, "int", "({0} < {1} ? {0} : {1})"),
     (Op.MAXIMUM, "bool", "({0} | {1})"), (Op.MINIMUM, "bool", "({0} & {1})"),
@@ -226,7 +241,7 @@ class CPrinter:
                 "    return x < lo ? lo : (x > hi ? hi : x);", "}", "",
                 _F64_TO_F32_ODD.format(fn="static inline", as_uint="pf__asuint",
                                        as_float="pf__asfloat", uint="uint32_t"),
-                mod_helpers("static inline", cls.compute_types,
+                arithmetic_helpers("static inline", cls.compute_types, cls.unsigned_types,
                             {DType.float32: ("fmodf", "copysignf"),
                              DType.float64: ("fmod", "copysign")})]
 

@@ -42,7 +42,8 @@ from ..gir.expr import Var
 from ..gir.ir import (Access, Barrier, Buffer, Collective, Compute, Const, IndexValue, Level,
                       Loop, Move, Parallel, Program, Role, accesses, collectives_after, walk)
 from ..graph.ops import ACCUMULATES, Op, accumulate_identity
-from .c import _F64_TO_F32_ODD, CPrinter, _exact_16bit, _plan_registers, mod_helpers
+from .c import (_F64_TO_F32_ODD, CPrinter, _exact_16bit, _plan_registers,
+                arithmetic_helpers)
 from .math_header import simt_header
 from ..passes.simt.launch import VECTOR_BYTES
 from .simt_vectors import vector_accesses
@@ -208,7 +209,8 @@ class SimtPrinter(CPrinter):
         lines += [f"#define PF_{name.upper()}F {fn}" for name, fn in cls.float_math.items()]
         names = {d: tuple(cls.math_names.get(f, f) for f in fs) for d, fs in
                  ((DType.float32, ("fmodf", "copysignf")), (DType.float64, ("fmod", "copysign")))}
-        lines.append(mod_helpers("PF_FN", cls.compute_types, names, doubles=uses_double))
+        lines.append(arithmetic_helpers("PF_FN", cls.compute_types, cls.unsigned_types, names,
+                                        doubles=uses_double))
         return "\n".join(lines) + "\n" + simt_header()
 
     @classmethod

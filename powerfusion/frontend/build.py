@@ -283,6 +283,11 @@ def square(x: Node) -> Node:
     return binary(Op.MUL, x, x)
 
 
+# an integer power up to 2**this - 1 is unrolled into at most this many squarings (and
+# as many multiplies); a larger one runs as a square-and-multiply loop (pf_ipow_*)
+INT_POWER_CHAIN_BITS = 8
+
+
 def power_scalar(x: Node, exponent: Scalar, ufunc: bool = False,
                  torch_pow: bool = False) -> Node:
     """x ** e for a Python scalar e, as the cheapest op that gives numpy's result.
@@ -305,6 +310,8 @@ def power_scalar(x: Node, exponent: Scalar, ufunc: bool = False,
         return base
     if dtype.is_int and exponent == 0:
         return binary(Op.ADD, binary(Op.MUL, base, 0), 1)       # ones, as numpy's x ** 0
+    if dtype.is_int and exponent >= 1 << INT_POWER_CHAIN_BITS:
+        return elementwise(Op.POW, [base, exponent], dtype)  # a loop at run time
     if float(exponent).is_integer() and (dtype.is_int or 2 <= exponent <= 8):
         # integer powers by squaring: vectorisable multiplies instead of pow(), wrapping
         # on ints as numpy's do (C has no integer pow)
