@@ -5,16 +5,19 @@ the kernel itself takes about a microsecond) is timed at four depths, interleave
 one thread:
 
 - kernel: the compiled C function called with ready pointers (ctypes);
-- lean: the region's lean function, what the graph calls from its second call on
-  (the arguments' shapes and strides checked, pooled outputs taken, pointers passed,
-  the launch);
+- native: the native glue's Launch for the region, what the graph calls from its
+  second call on where the glue builds (the arguments' shapes and strides checked,
+  pooled outputs taken, pointers passed, the launch: one C++ call);
+- lean: the same as a generated Python function (the fallback, and
+  POWERFUSION_NATIVE_GLUE=0);
 - region: the Region module's own path (`Region.forward`: what the first call and
   any other signature take);
 - compiled: the whole torch.compile'd call (dynamo's guards and AOTAutograd's wrapper
   around the graph: PyTorch's part, the same for every backend);
 - inductor and eager: the same function under Inductor and without compiling.
 
-"lean - kernel" is PowerFusion's per-kernel overhead in a model.
+"native - kernel" (or "lean - kernel" without the native glue) is PowerFusion's
+per-kernel overhead in a model.
 
     python -m benchmarks.torch_overhead [--out benchmarks/results]
 """
@@ -36,7 +39,8 @@ def measure(repeats: int) -> dict:
     import powerfusion.frontend.torch_backend as tb
     from powerfusion.benchmarking import interleaved
     from powerfusion.frontend.torch_backend import Region
-    from powerfusion.frontend.torch_backend.launcher import lean_function
+    from powerfusion.frontend.torch_backend import native
+    from powerfusion.frontend.torch_backend.launcher import lean_function, native_lean
 
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore")
@@ -67,9 +71,13 @@ def measure(repeats: int) -> dict:
     pointers = array(x.data_ptr(), out.data_ptr())
     inductor = torch.compile(fn)
     inductor(x)
+    glue = native.module()
+    calls = {"kernel": lambda: function(pointers)}
+    if glue is not None:
+        launch = native_lean(region, glue.Pool(), glue)
+        calls["native"] = lambda: launch(x)
     lean = lean_function(region)
-    samples = interleaved({
-        "kernel": lambda: function(pointers),
+    samples = interleaved(calls | {
         "lean": lambda: lean(x),
         "region": lambda: region(x),
         "compiled": lambda: compiled(x),
@@ -77,9 +85,11 @@ def measure(repeats: int) -> dict:
         "eager": lambda: fn(x),
     }, repeats=repeats, min_sample_s=0.02)
     us = {k: 1e6 * statistics.median(v) for k, v in samples.items()}
-    return {"median_us": us, "overhead_per_region_us": us["lean"] - us["kernel"],
+    glue_us = us.get("native", us["lean"])
+    return {"median_us": us, "overhead_per_region_us": glue_us - us["kernel"],
+            "python_lean_overhead_us": us["lean"] - us["kernel"],
             "region_forward_overhead_us": us["region"] - us["kernel"],
-            "torch_compile_wrapper_us": us["compiled"] - us["lean"]}
+            "torch_compile_wrapper_us": us["compiled"] - glue_us}
 
 
 def main(argv=None) -> None:
@@ -94,7 +104,8 @@ def main(argv=None) -> None:
     us = result["median_us"]
     print("  ".join(f"{k} {v:.2f} us" for k, v in us.items()))
     print(f"PowerFusion per region: {result['overhead_per_region_us']:.2f} us over the "
-          f"kernel (lean path; Region.forward "
+          f"kernel (native glue where it builds; the Python lean function "
+          f"{result['python_lean_overhead_us']:.2f} us; Region.forward "
           f"{result['region_forward_overhead_us']:.2f} us); dynamo + AOTAutograd around "
           f"the graph: "
           f"{result['torch_compile_wrapper_us']:.2f} us")

@@ -49,6 +49,8 @@ OPTIONS: dict[str, Option] = {o.name: o for o in [
            "where compiled kernels and the tuning database live (default: "
            "$XDG_CACHE_HOME/powerfusion, else ~/.cache/powerfusion)"),
     Option("CC", "gcc", "the C compiler for CPU kernels (a command line: 'ccache gcc' works)"),
+    Option("CXX", "g++", "the C++ compiler that builds the torch backend's native glue, once "
+           "per torch version (a command line: 'ccache g++' works)"),
     Option("POWERFUSION_OPENCL_DEVICE", None,
            "the OpenCL device: 'platform:device' indices or a part of its name "
            "(default: the first device found)"),
@@ -60,6 +62,15 @@ OPTIONS: dict[str, Option] = {o.name: o for o in [
            "0: attention a torch model writes out (matmul, softmax, matmul) stays so in "
            "inference graphs; by default it becomes one scaled_dot_product_attention call "
            "(frontend/torch_backend/attention.py)", _switch),
+    Option("POWERFUSION_NATIVE_GLUE", True,
+           "0: torch.compile graphs call their kernels and pooled matmuls through Python "
+           "(frontend/torch_backend/launcher.py) instead of the C++ glue built once per "
+           "torch version (native_launch.cpp)", _switch),
+    Option("POWERFUSION_RECOMPUTE", True,
+           "0: a training graph's backward reads every forward value it needs as saved; by "
+           "default AOTAutograd's min-cut partitioner saves fewer and recomputes cheap ones "
+           "(views, element-wise chains) in the backward, where they fuse",
+           _switch),
     Option("POWERFUSION_SIMT_CLUSTERS", True,
            "0: plan SIMT kernels without thread block clusters", _switch),
     Option("POWERFUSION_SIMT_ROW_REGISTERS", True,

@@ -45,6 +45,23 @@ def fresh_torch():
     torch._dynamo.reset()
 
 
+@pytest.fixture(params=["native", "python"])
+def glue(request, monkeypatch):
+    """The test runs twice: with the native glue (torch_backend/native_launch.cpp; built
+    on first need, and failing the test where it does not build) and with the Python
+    glue (POWERFUSION_NATIVE_GLUE=0). The native module, or None."""
+    pytest.importorskip("torch")
+    from powerfusion.frontend.torch_backend import native
+
+    if request.param == "python":
+        monkeypatch.setenv("POWERFUSION_NATIVE_GLUE", "0")
+        return None
+    monkeypatch.delenv("POWERFUSION_NATIVE_GLUE", raising=False)
+    module = native.module()
+    assert module is not None, "the native glue did not build: see the powerfusion warning"
+    return module
+
+
 @pytest.fixture
 def kernel_cache(_private_kernel_cache):
     """The session's kernel cache directory (a pathlib.Path)."""

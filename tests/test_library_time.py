@@ -3,7 +3,6 @@ profile hook (pf.advise.library_time), and the noise band of a ratio of medians.
 
 from __future__ import annotations
 
-import sys
 import time
 
 import pytest
@@ -15,12 +14,8 @@ torch = pytest.importorskip("torch")
 
 
 def _clocked(step):
-    clock = _LibraryClock()
-    sys.setprofile(clock)
-    try:
+    with _LibraryClock() as clock:
         step()
-    finally:
-        sys.setprofile(None)
     return clock
 
 
@@ -58,7 +53,8 @@ def test_a_step_without_library_calls():
     assert library == 0.0 and plain > 0
 
 
-def test_compiled_graph_library_calls_seen_in_place():
+@pytest.mark.usefixtures("fresh_torch")
+def test_compiled_graph_library_calls_seen_in_place(glue):
     """The PowerFusion backend's graph calls its matmuls (pooled out= variants above
     64 KB) from Python: each is seen once, the softmax region between them is not."""
     x, w1, w2 = torch.randn(256, 256), torch.randn(256, 256), torch.randn(256, 256)

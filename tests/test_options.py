@@ -99,7 +99,7 @@ def test_no_module_reads_the_environment_behind_options_back():
         if path.name == "options.py":
             continue
         for line in path.read_text().splitlines():
-            read = re.search(r"environ(\.get\(|\[)[\"'](POWERFUSION_|CC[\"'])", line)
+            read = re.search(r"environ(\.get\(|\[)[\"'](POWERFUSION_|CC[\"']|CXX[\"'])", line)
             if read and not re.search(r"\]\s*=[^=]", line):          # setting one is fine
                 offenders.append(f"{path.relative_to(ROOT)}: {line.strip()}")
     assert not offenders, offenders

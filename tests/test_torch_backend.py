@@ -85,6 +85,35 @@ def test_mlp_backward_matches_eager():
     assert stats["kernels"] > 0 and stats["fallback_ops"] == 0
 
 
+def test_the_backward_recomputes_cheap_values_and_gradients_stay_eagers(monkeypatch):
+    """AOTAutograd's min-cut partitioner (POWERFUSION_RECOMPUTE, Inductor's choice):
+    the forward saves fewer values for the backward, which recomputes views and
+    element-wise chains from them; the gradients are eager's either way."""
+    from powerfusion.frontend.torch_backend import collect_graphs
+
+    model = _bert(layers=1).train()
+    ids = torch.randint(0, 100, (2, 12))
+    weights = torch.linspace(-1, 1, 64)
+
+    def loss(m):
+        return (m(input_ids=ids)[0] * weights).sum()
+
+    loss(model).backward()
+    ref = _grads(model)
+    saved = {}
+    for recompute in ("0", "1"):
+        monkeypatch.setenv("POWERFUSION_RECOMPUTE", recompute)
+        torch._dynamo.reset()
+        model.zero_grad()
+        with collect_graphs() as graphs:
+            loss(_compile(model)).backward()
+        _assert_grads_close(model, ref)
+        forward = next(gm for kind, gm, _ in graphs if kind == "forward")
+        output = next(n for n in forward.graph.nodes if n.op == "output")
+        saved[recompute] = len(output.args[0])
+    assert saved["1"] < saved["0"], saved
+
+
 def test_new_shapes_recompile_and_match():
     model = MLP().eval()
     compiled = torch.compile(model, backend="powerfusion", dynamic=False)

@@ -1,6 +1,7 @@
 """After a graph's first call each region with a lean path runs through a generated
-function called straight from the graph's code: same results as eager, back to
-`Region.forward` for any other signature, and to eager for good when its kernels fail."""
+function (or the native glue's Launch) called straight from the graph's code: same
+results as eager, back to `Region.forward` for any other signature, and to eager for
+good when its kernels fail."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ torch = pytest.importorskip("torch")
 from torch.fx.experimental.proxy_tensor import make_fx  # noqa: E402
 
 from powerfusion.frontend.torch_backend import Region, collect_graphs  # noqa: E402
-from powerfusion.frontend.torch_backend.launcher import lean_function  # noqa: E402
+from powerfusion.frontend.torch_backend.launcher import lean_function, native_lean  # noqa: E402
 from powerfusion.frontend.torch_backend import region as region_module  # noqa: E402
 
 
@@ -34,10 +35,10 @@ class Block(torch.nn.Module):
 
 def _lean_calls(gm):
     return [n for n in gm.graph.nodes
-            if n.op == "call_function" and getattr(n.target, "source", None)]
+            if n.op == "call_function" and isinstance(getattr(n.target, "region", None), Region)]
 
 
-def test_the_graph_calls_lean_functions_after_its_first_call_and_matches_eager():
+def test_the_graph_calls_lean_functions_after_its_first_call_and_matches_eager(glue):
     model = Block().eval()
     compiled = torch.compile(model, backend="powerfusion")
     inputs = [torch.randn(32, 64) for _ in range(4)]
@@ -46,6 +47,8 @@ def test_the_graph_calls_lean_functions_after_its_first_call_and_matches_eager()
         results = [compiled(x) for x in inputs]
     (_, gm, _), = graphs
     assert len(_lean_calls(gm)) >= 2
+    natives = [n for n in _lean_calls(gm) if type(n.target).__name__ == "Launch"]
+    assert len(natives) == (0 if glue is None else len(_lean_calls(gm)))
     for x, got in zip(inputs, results):             # every result held: none rewritten
         for g, e in zip(got, model(x)):
             torch.testing.assert_close(g, e)
@@ -100,7 +103,7 @@ def test_a_lean_function_whose_kernel_fails_gives_up_for_good(caplog):
     assert lean_function(region) is None
 
 
-def test_pieces_of_a_split_are_picked_outside_and_every_region_runs_lean():
+def test_pieces_of_a_split_are_picked_outside_and_every_region_runs_lean(glue):
     """GPT-2's attention input is one projection split into q, k, v; the partitioner
     put the split's pieces in the region that builds the causal mask, which returned
     them untouched - a list argument, so that region never ran its lean path."""
@@ -169,3 +172,87 @@ def test_a_region_that_only_copies_an_argument_runs_lean():
         got, expected = lean(*args), fn(*args)
         torch.testing.assert_close(got, expected)
         assert got.is_contiguous()
+
+
+# -- the native glue's Launch ---------------------------------------------------------
+def _native(glue, region):
+    return native_lean(region, glue.Pool(), glue)
+
+
+@pytest.mark.parametrize("glue", ["native"], indirect=True)
+def test_a_native_launch_sends_another_layout_back_to_the_region(glue):
+    def fn(x, y):
+        return torch.tanh(x) + y, (x * y).sum(-1), y
+
+    x, y = torch.randn(8, 16), torch.randn(16)
+    region = _region(fn, x, y)
+    launch = _native(glue, region)
+    assert launch is not None
+    for args in [(x, y), (torch.randn(16, 8).t(), y), (x, y), (torch._neg_view(x), y),
+                 (x, y), (torch.randn(3, 16), y), (x.double(), y.double()), (x, y)]:
+        got = launch(*args)
+        for g, e in zip(got, fn(*args)):
+            torch.testing.assert_close(g, e)
+            # (another layout goes through the region, laid out as its trace says)
+            assert g.stride() == e.stride() or args[0] is not x
+        assert got[2] is args[1]                 # an argument returned as it is
+
+
+@pytest.mark.parametrize("glue", ["native"], indirect=True)
+def test_a_native_launch_lays_out_permuted_and_repeated_results_as_eager(glue):
+    def fn(x):
+        y = torch.exp(x)
+        return y.t().contiguous().t(), y, y * 2
+
+    x = torch.randn(16, 24)
+    region = _region(fn, x)
+    launch = _native(glue, region)
+    assert launch is not None
+    for _ in range(3):
+        got = launch(x)
+        for g, e in zip(got, fn(x)):
+            torch.testing.assert_close(g, e)
+            assert g.stride() == e.stride()
+        assert len({g.data_ptr() for g in got}) == 3     # never one memory twice
+
+
+@pytest.mark.parametrize("glue", ["native"], indirect=True)
+def test_a_native_launch_whose_memory_fails_gives_up_for_good(glue, caplog):
+    def fn(x):
+        return torch.exp(x) * 3
+
+    x = torch.randn(4, 4)
+    region = _region(fn, x)
+    layouts, compiled, _ = region.hot
+    launch = compiled.cpu_launch
+    # an allocation torch refuses (a negative size): the same failure as memory running out
+    taker = glue.Pool().taker([((-1,), torch.float32)])
+    broken = glue.Launch(region, region.hot, region.forward, region.give_up_running, taker,
+                         [(tuple(s), tuple(t), d) for s, t, d in layouts],
+                         [(0x1, [0])], [("kernel", 0, (4, 4), (4, 1), False)], True)
+    with caplog.at_level(logging.WARNING, logger="powerfusion"):
+        torch.testing.assert_close(broken(x), fn(x))
+    assert region.failed and region.hot is None
+    assert "negative" in caplog.text
+    torch.testing.assert_close(broken(x), fn(x))      # eager from now on
+    assert native_lean(region, glue.Pool(), glue) is None
+    assert launch is not None
+
+
+@pytest.mark.parametrize("glue", ["native"], indirect=True)
+@pytest.mark.parametrize("bad, message", [
+    ({"kernels": [(0x1, [5])]}, "slot out of range"),
+    ({"kernels": [(0, [0])]}, "null function"),
+    ({"results": [("kernel", 3, (4,), (1,), False)]}, "results"),
+    ({"results": [("arg", 2)]}, "results"),
+    ({"results": [("kernel", 0, (4, 4), (1,), False)]}, "results"),
+    ({"inputs": [((4, 4), (4, 1), "float32")]}, "torch.dtype"),
+])
+def test_a_native_launch_refuses_a_malformed_description(glue, bad, message):
+    region = _region(lambda x: torch.exp(x), torch.randn(4, 4))
+    spec = {"inputs": [((4, 4), (4, 1), torch.float32)], "kernels": [(0x1, [0, 1])],
+            "results": [("kernel", 0, (4, 4), (4, 1), False)]} | bad
+    taker = glue.Pool().taker([((4, 4), torch.float32)])
+    with pytest.raises((TypeError, ValueError), match=message):
+        glue.Launch(region, region.hot, region.forward, region.give_up_running, taker,
+                    spec["inputs"], spec["kernels"], spec["results"], True)

@@ -35,7 +35,7 @@ def _pooled_ops(graphs) -> list:
                   if n.op == "call_function" and hasattr(n.target, "library_op"))
 
 
-def test_matmul_results_are_reused_once_dropped_and_never_while_held():
+def test_matmul_results_are_reused_once_dropped_and_never_while_held(glue):
     model = _mlp()
     compiled = torch.compile(model, backend="powerfusion")
     a, b, c = (torch.randn(128, 256) for _ in range(3))
@@ -55,7 +55,7 @@ def test_matmul_results_are_reused_once_dropped_and_never_while_held():
         torch.testing.assert_close(third, model(c))
 
 
-def test_training_steps_give_eagers_gradients_with_pooled_matmuls():
+def test_training_steps_give_eagers_gradients_with_pooled_matmuls(glue):
     model = _mlp()
     compiled = torch.compile(model, backend="powerfusion")
     x = torch.randn(128, 256)
@@ -74,7 +74,7 @@ def test_training_steps_give_eagers_gradients_with_pooled_matmuls():
         torch.testing.assert_close(g, want)
 
 
-def test_threads_running_pooled_matmuls_each_get_their_own_memory():
+def test_threads_running_pooled_matmuls_each_get_their_own_memory(glue):
     model = _mlp()
     compiled = torch.compile(model, backend="powerfusion")
     inputs = [torch.randn(128, 256) for _ in range(8)]
@@ -93,7 +93,11 @@ def test_threads_running_pooled_matmuls_each_get_their_own_memory():
             assert all(pool.map(check, range(len(inputs))))
 
 
-def test_only_large_contiguous_cpu_matmuls_are_pooled():
+def _pool(glue):
+    return TensorPool() if glue is None else glue.Pool()
+
+
+def test_only_large_contiguous_cpu_matmuls_are_pooled(glue):
     from torch.fx.experimental.proxy_tensor import make_fx
 
     def fn(x, w, small):
@@ -103,7 +107,7 @@ def test_only_large_contiguous_cpu_matmuls_are_pooled():
     x, w, small = torch.randn(big, 32), torch.randn(32, 64), torch.randn(8, 8)
     gm = make_fx(fn, tracing_mode="fake", pre_dispatch=False)(x, w, small)
     gm.graph.eliminate_dead_code()
-    assert pool_library_outputs(gm, TensorPool()) == 2   # the two big ones, not the 8x8
+    assert pool_library_outputs(gm, _pool(glue), glue) == 2   # the big ones, not the 8x8
     gm.recompile()
     got = gm(x, w, small)
     want = fn(x, w, small)
@@ -111,8 +115,8 @@ def test_only_large_contiguous_cpu_matmuls_are_pooled():
         torch.testing.assert_close(g, e)
 
 
-def test_a_call_the_out_variant_refuses_runs_as_written():
-    call = pooled_call(torch.ops.aten.mm.default, (4, 4), torch.float32, TensorPool())
+def test_a_call_the_out_variant_refuses_runs_as_written(glue):
+    call = pooled_call(torch.ops.aten.mm.default, (4, 4), torch.float32, _pool(glue), glue)
     a = torch.randn(4, 4, requires_grad=True)
     b = torch.randn(4, 4)
     out = call(a, b)                           # out= refuses autograd: mm as written
@@ -123,8 +127,30 @@ def test_a_call_the_out_variant_refuses_runs_as_written():
         torch.testing.assert_close(call(a, b), a @ b)
 
 
-def test_advise_prices_a_pooled_matmul_as_the_library_call_it_is():
+def test_advise_prices_a_pooled_matmul_as_the_library_call_it_is(glue):
     import powerfusion as pf
 
     advice = pf.advise(_mlp().eval(), (torch.randn(128, 256),), repeats=3)
     assert advice.library_calls_s > 0           # addmm and mm, both pooled
+
+
+@pytest.mark.parametrize("glue", ["native"], indirect=True)
+@pytest.mark.parametrize("op, shapes", [
+    ("mm", [(32, 16), (16, 64)]), ("bmm", [(3, 32, 16), (3, 16, 64)]),
+    ("addmm", [(64,), (32, 16), (16, 64)]), ("baddbmm", [(3, 32, 64), (3, 32, 16), (3, 16, 64)]),
+])
+def test_a_native_pooled_matmul_computes_each_op_as_aten(glue, op, shapes):
+    aten_op = getattr(torch.ops.aten, op).default
+    args = [torch.randn(s) for s in shapes]
+    want = aten_op(*args)
+    call = pooled_call(aten_op, tuple(want.shape), torch.float32, glue.Pool(), glue)
+    assert type(call).__name__ == "Matmul" and call.library_op is aten_op
+    first = call(*args)
+    torch.testing.assert_close(first, want)
+    address = first.data_ptr()
+    del first
+    again = call(*args)                       # dropped: its memory again
+    assert again.data_ptr() == address
+    torch.testing.assert_close(call(*args), want)   # held: other memory, same values
+    if op in ("addmm", "baddbmm"):            # a keyword (beta): the Python call
+        torch.testing.assert_close(call(*args, beta=0.5), aten_op(*args, beta=0.5))

@@ -1,6 +1,7 @@
-"""A graph's CPU outputs and temps come from a TensorPool: memory nobody holds is
-written again on the next call (no page faults), memory anyone still reads - the
-output itself, a view of it, another thread's result - never is."""
+"""A graph's CPU outputs and temps come from a TensorPool (or the native glue's Pool,
+which every test here holds to the same): memory nobody holds is written again on the
+next call (no page faults), memory anyone still reads - the output itself, a view of
+it, another thread's result - never is."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from powerfusion.frontend.torch_backend import collect_graphs  # noqa: E402
-from powerfusion.frontend.torch_backend.tensor_pool import TensorPool, own_pool  # noqa: E402
+from powerfusion.frontend.torch_backend.tensor_pool import TensorPool  # noqa: E402
 
 
 # dynamo and the counters reset, torch seeded, around each test (conftest)
@@ -24,11 +25,15 @@ def _norm_gelu(x):
 
 
 def _pooled_addresses(graphs) -> set[int]:
-    return {k.base.data_ptr() for _, gm, _ in graphs
-            for kept in gm.powerfusion_pool.kept.values() for k in kept}
+    return {p for _, gm, _ in graphs
+            for kept in gm.powerfusion_pool.addresses().values() for p in kept}
 
 
-def test_dropped_outputs_are_reused_and_held_ones_never_overwritten():
+def _pool(glue):
+    return TensorPool() if glue is None else glue.Pool()
+
+
+def test_dropped_outputs_are_reused_and_held_ones_never_overwritten(glue):
     compiled = torch.compile(_norm_gelu, backend="powerfusion")
     a, b, c = (torch.randn(64, 256) for _ in range(3))
     with collect_graphs() as graphs:
@@ -54,7 +59,7 @@ def test_dropped_outputs_are_reused_and_held_ones_never_overwritten():
     assert kept <= _pooled_addresses(graphs)
 
 
-def test_a_storage_resized_by_its_holder_is_not_handed_out_again():
+def test_a_storage_resized_by_its_holder_is_not_handed_out_again(glue):
     compiled = torch.compile(_norm_gelu, backend="powerfusion")
     x = torch.randn(32, 128)
     out = compiled(x)
@@ -64,7 +69,7 @@ def test_a_storage_resized_by_its_holder_is_not_handed_out_again():
         torch.testing.assert_close(compiled(x), _norm_gelu(x))
 
 
-def test_threads_dropping_results_at_once_each_get_their_own_memory():
+def test_threads_dropping_results_at_once_each_get_their_own_memory(glue):
     compiled = torch.compile(_norm_gelu, backend="powerfusion")
     inputs = [torch.randn(128, 512) for _ in range(8)]
     expected = [_norm_gelu(x) for x in inputs]
@@ -81,18 +86,18 @@ def test_threads_dropping_results_at_once_each_get_their_own_memory():
         assert all(pool.map(check, range(len(inputs))))
 
 
-def test_the_pool_keeps_at_most_two_tensors_per_allocation():
-    pool = own_pool([((4, 4), torch.float32), ((8,), torch.bfloat16)])
-    held = [pool.take() for _ in range(4)]    # all held: four distinct sets
+def test_the_pool_keeps_at_most_two_tensors_per_allocation(glue):
+    pool = _pool(glue)
+    take = pool.taker([((4, 4), torch.float32), ((8,), torch.bfloat16)])
+    held = [take() for _ in range(4)]         # all held: four distinct sets
     pointers = {t.data_ptr() for taken in held for t in taken}
     assert len(pointers) == 8
-    assert [len(k) for k in pool.kept.values()] == [2, 2]
-    kept = {k.base.data_ptr() for kept in pool.kept.values() for k in kept}
     del held
-    again = pool.take()
-    assert {t.data_ptr() for t in again} <= kept
+    again = take()
+    assert len({t.data_ptr() for t in again}) == 2
     assert [t.shape for t in again] == [(4, 4), (8,)]
     assert [t.dtype for t in again] == [torch.float32, torch.bfloat16]
+    assert sorted(len(k) for k in pool.addresses().values()) == [2, 2]
 
 
 def test_a_region_checks_each_arguments_layout_before_its_lean_path():
@@ -118,8 +123,8 @@ def test_a_region_checks_each_arguments_layout_before_its_lean_path():
     torch.testing.assert_close(region(x, y), fn(x, y))
 
 
-def test_a_shared_pool_hands_one_size_to_any_shape_and_never_twice_at_once():
-    pool = TensorPool()
+def test_a_shared_pool_hands_one_size_to_any_shape_and_never_twice_at_once(glue):
+    pool = _pool(glue)
     take_a = pool.taker([((4, 6), torch.float32), ((24,), torch.float32)])
     take_b = pool.taker([((6, 4), torch.float32), ((3,), torch.bfloat16)])
     first = take_a()                         # two of one size in one take: distinct
@@ -129,12 +134,26 @@ def test_a_shared_pool_hands_one_size_to_any_shape_and_never_twice_at_once():
     del first
     again = take_b()                          # another caller, the same size: reused
     assert again[0].shape == (6, 4) and again[0].is_contiguous()
-    assert again[0].data_ptr() in {k.base.data_ptr() for k in pool.kept[(24, torch.float32)]}
+    assert again[0].data_ptr() in pool.addresses()[(24, torch.float32)]
     assert again[1].dtype == torch.bfloat16
     held = [take_a() for _ in range(6)]       # all held: each its own memory
     pointers = [t.data_ptr() for taken in held for t in taken]
     assert len(set(pointers)) == len(pointers) and again[0].data_ptr() not in pointers
     # at most KEEP per allocation of a size in the graph: 2 x 3 of 24 floats kept
-    assert len(pool.kept[(24, torch.float32)]) == 3 * TensorPool.KEEP
+    assert len(pool.addresses()[(24, torch.float32)]) == 3 * TensorPool.KEEP
     assert pool.nbytes() == 6 * 24 * 4 + 3 * 2     # and the one bfloat16 taken once
-    assert address in {k.base.data_ptr() for k in pool.kept[(24, torch.float32)]}
+    assert address in pool.addresses()[(24, torch.float32)]
+    pool.release()                            # forgotten; what callers hold stays theirs
+    assert pool.nbytes() == 0 and held[0][0].data_ptr() == pointers[0]
+
+
+def test_a_pooled_tensor_a_caller_writes_or_reshapes_in_place_is_its_own(glue):
+    take = _pool(glue).taker([((4, 6), torch.float32)])
+    t, = take()
+    address = t.data_ptr()
+    t.fill_(1.0).t_()                         # metadata changed in place by its holder
+    assert t.shape == (6, 4)
+    del t
+    again, = take()                           # the kept tensor is not the caller's
+    assert again.shape == (4, 6) and again.stride() == (6, 1)
+    assert again.data_ptr() == address and again.grad_fn is None

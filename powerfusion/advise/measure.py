@@ -138,7 +138,9 @@ class _LibraryClock:
     Each call is timed between its own c_call and c_return events, so the hook's cost
     falls between calls, not inside them (torch.profiler's per-event cost lands inside
     a library call's span too: an mm read 40% long under it). Calls C++ makes on its
-    own (eager autograd's backward, Inductor's kernels) are not seen."""
+    own (eager autograd's backward, Inductor's kernels) are not seen, but for the native
+    glue's pooled matmuls, which time themselves while the clock runs (`with
+    _LibraryClock() as clock:`)."""
 
     def __init__(self):
         from torch._ops import OpOverload
@@ -151,6 +153,22 @@ class _LibraryClock:
         self._open: list = []
         self._depth = 0                          # open library calls
         self.seconds, self.calls = 0.0, 0
+
+    def __enter__(self):
+        from ..frontend.torch_backend import native
+
+        self._glue, self._previous = native.loaded(), sys.getprofile()
+        if self._glue is not None:       # its pooled matmuls time themselves
+            self._glue.library_clock(True)
+        sys.setprofile(self)
+        return self
+
+    def __exit__(self, *exc):
+        sys.setprofile(self._previous)
+        if self._glue is not None:
+            seconds, calls = self._glue.library_clock(False)
+            self.seconds += seconds
+            self.calls += calls
 
     def _name(self, frame, fn) -> str:
         if frame.f_code is self._overload_call:
@@ -187,13 +205,8 @@ def library_time(step, runs: int = 10, statistic: str = "median") -> tuple[float
         start = time.perf_counter()
         step()
         plain.append(time.perf_counter() - start)
-        clock = _LibraryClock()
-        previous = sys.getprofile()
-        sys.setprofile(clock)
-        try:
+        with _LibraryClock() as clock:
             step()
-        finally:
-            sys.setprofile(previous)
         library.append(clock.seconds)
     return read(plain), read(library)
 
@@ -223,8 +236,8 @@ def _measure_calls(trials: int = 25) -> dict:
             compiled(x)
     (_, gm, _), = graphs
     (lean,) = [n.target for n in gm.graph.nodes
-               if n.op == "call_function" and hasattr(n.target, "source")]
-    region = lean.__globals__["region"]
+               if n.op == "call_function" and hasattr(n.target, "region")]
+    region = lean.region
 
     def slow():
         region.hot = None                # what a region without a lean path goes through

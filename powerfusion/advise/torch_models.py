@@ -94,8 +94,9 @@ def _region_of(gm, node):
     if node.op == "call_module":
         module = gm.get_submodule(node.target)
         return module if isinstance(module, tb.Region) else None
-    if node.op == "call_function" and hasattr(node.target, "source"):
-        return getattr(node.target, "__globals__", {}).get("region")
+    if node.op == "call_function":    # a lean function or native Launch names its region
+        region = getattr(node.target, "region", None)
+        return region if isinstance(region, tb.Region) else None
     return None
 
 
@@ -131,7 +132,7 @@ def _price_graphs(graphs, prices: dict, machine: dict, repeats: int,
                 [c for c in ([region.hot[1]] if region.hot else region.cache.values())
                  if c.executable is not None]
             if compiled:
-                lean = node.op == "call_function" and hasattr(node.target, "source")
+                lean = node.op == "call_function" and hasattr(node.target, "region")
                 out.regions += lean
                 out.cold_regions += lean and not region_in_run
                 out.slow_regions += not lean

@@ -127,7 +127,7 @@ def _run_compiler(cc: list[str], source: str, name: str, flags: tuple[str, ...],
     src.write_text(source)
     command = [*cc, *flags, "-o", str(out), str(src), *LIBS]
     try:
-        returncode, stderr = _bounded_run(command)
+        returncode, stderr = bounded_run(command)
     except subprocess.TimeoutExpired as exc:
         raise _failure(f"compiler timed out after {COMPILE_TIMEOUT_S:g} s", command,
                        _text(exc.stderr), source, name, key) from None
@@ -145,7 +145,7 @@ COMPILE_MEMORY_BYTES = 4 << 30   # gcc needs well under 1 GB for any kernel we g
                                  # past 15 GB: it fails fast instead of taking the machine
 
 
-def _bounded_run(command: list[str]) -> tuple[int, str]:
+def bounded_run(command: list[str]) -> tuple[int, str]:
     """Run the compiler in its own process group, under a memory limit (set by the shell:
     a preexec_fn is unsafe while other threads run); on timeout the whole group goes
     (killing only the gcc driver would leave cc1 running)."""

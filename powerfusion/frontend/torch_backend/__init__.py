@@ -171,7 +171,15 @@ def powerfusion_backend(gm: torch.fx.GraphModule, example_inputs, **kwargs):
     """The torch.compile backend: `torch.compile(model, backend="powerfusion")`."""
     from torch._dynamo.backends.common import aot_autograd
 
+    partitioner = {}
+    # as Inductor's: the backward recomputes views and element-wise chains from fewer
+    # saved values (fused into its regions) instead of reading each back from memory
+    if options.get("POWERFUSION_RECOMPUTE"):
+        from functorch.compile import min_cut_rematerialization_partition
+        partitioner["partition_fn"] = partial(min_cut_rematerialization_partition,
+                                              compiler="inductor")
     backend = aot_autograd(
+        **partitioner,
         fw_compiler=partial(compile_aten_graph, kind="forward"),
         bw_compiler=partial(compile_aten_graph, kind="backward"),
         inference_compiler=partial(compile_aten_graph, kind="inference"),

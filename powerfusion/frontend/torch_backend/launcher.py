@@ -16,10 +16,13 @@ before, so the lean function can only be faster, never different.
 
 from __future__ import annotations
 
+import ctypes
 import threading
 
 import torch.fx
 
+from ...graph.views import contiguous_strides
+from . import native
 from .library_outputs import pool_library_outputs
 from .region import Region
 from .tensor_pool import TensorPool, own_pool
@@ -117,8 +120,44 @@ def lean_function(region: Region, pool: TensorPool | None = None):
     lean = env["lean"]
     lean.__name__ = lean.__qualname__ = region.label.replace(".", "_")
     lean.__module__ = __name__
-    lean.source = source
+    lean.source, lean.region = source, region
     return lean
+
+
+def native_lean(region: Region, pool, glue):
+    """The region's lean path as one call into the native glue (glue.Launch, its
+    kernels' memory from pool, a glue.Pool), or None where it has no native form (a
+    result the plan copies or fills, or no lean path at all)."""
+    hot = region.hot
+    if hot is None:
+        return None
+    layouts, compiled, _ = hot
+    launch, lean = compiled.cpu_launch, compiled.fast
+    if launch is None or lean.pool is not None \
+            or any(kind != "buffer" for kind, *_ in launch.outputs):
+        return None
+    results = []
+    for kind, what, *rest in lean.recipe:
+        if kind == "arg":
+            results.append(("arg", what))
+            continue
+        _, k, shape, again = launch.outputs[what]
+        shape = tuple(shape or launch.allocations[k][0])
+        stride, inverse = contiguous_strides(shape), rest[0]
+        if inverse is not None:          # the permuted view, made directly
+            shape, stride = (tuple(shape[d] for d in inverse),
+                             tuple(stride[d] for d in inverse))
+        results.append(("kernel", k, shape, stride, again))
+    taker = pool.taker(launch.allocations) if launch.allocations else None
+    launch.pool.release()                # what the region's first calls kept
+    kernels = [(ctypes.cast(function, ctypes.c_void_p).value, slots)
+               for function, _, slots in launch.launches]
+    call = glue.Launch(region, hot, region.forward, region.give_up_running, taker,
+                       [(tuple(shape), tuple(stride), dtype) for shape, stride, dtype in layouts],
+                       kernels, results, region.single)
+    call.__name__ = call.__qualname__ = region.label.replace(".", "_")
+    call.__module__, call.region = __name__, region
+    return call
 
 
 def boxed_runner(gm: torch.fx.GraphModule):
@@ -142,18 +181,22 @@ def boxed_runner(gm: torch.fx.GraphModule):
 
 def specialise(gm: torch.fx.GraphModule):
     """Point each region call of gm at its lean function, where it has one, and each
-    large matmul at pooled memory, all from one pool for the graph (`TensorPool`); gm's
-    new forward. The Region modules stay (what `advise` and a fallback read)."""
-    pool = TensorPool()
+    large matmul at pooled memory, all from one pool for the graph (`TensorPool`, or the
+    native glue's Pool, whose Launch and Matmul then do the same in one C++ call each);
+    gm's new forward. The Region modules stay (what `advise` and a fallback read)."""
+    glue = native.module()
+    pool = TensorPool() if glue is None else glue.Pool()
     gm.powerfusion_pool = pool           # (what a memory report reads)
-    changed = pool_library_outputs(gm, pool) > 0
+    changed = pool_library_outputs(gm, pool, glue) > 0
     for node in gm.graph.nodes:
         if node.op != "call_module":
             continue
         region = gm.get_submodule(node.target)
         if not isinstance(region, Region):
             continue
-        lean = lean_function(region, pool)
+        lean = None if glue is None else native_lean(region, pool, glue)
+        if lean is None:
+            lean = lean_function(region, pool)
         if lean is None:
             continue
         node.op, node.target = "call_function", lean

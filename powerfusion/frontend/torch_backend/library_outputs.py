@@ -28,9 +28,10 @@ OUT_VARIANTS = {_aten.mm.default: _aten.mm.out, _aten.bmm.default: _aten.bmm.out
 MIN_BYTES = 64 * 1024
 
 
-def pooled_call(op, shape: tuple[int, ...], dtype: torch.dtype, pool: TensorPool):
+def pooled_call(op, shape: tuple[int, ...], dtype: torch.dtype, pool: TensorPool, glue=None):
     """A function computing `op` into memory from pool; its `library_op` is the op the
-    graph's node called (what `advise` prices)."""
+    graph's node called (what `advise` prices). glue: the native glue module, whose
+    Matmul makes the call (pool then is its Pool)."""
     out_op, take = OUT_VARIANTS[op], pool.taker([(shape, dtype)])
 
     def call(*args, **kwargs):
@@ -40,9 +41,13 @@ def pooled_call(op, shape: tuple[int, ...], dtype: torch.dtype, pool: TensorPool
         except RuntimeError:             # e.g. out= with autograd: the call as written
             return op(*args, **kwargs)
 
-    call.library_op = op
     call.__name__ = call.__qualname__ = f"pooled_{op.overloadpacket.__name__}"
     call.__module__ = __name__
+    if glue is not None:                 # the same in one C++ call; call: its fallback
+        call = glue.Matmul(op.overloadpacket.__name__, take, call)
+        call.__name__ = call.__qualname__ = f"pooled_{op.overloadpacket.__name__}"
+        call.__module__ = __name__
+    call.library_op = op
     return call
 
 
@@ -59,13 +64,13 @@ def _pooled_result(node: torch.fx.Node):
     return tuple(val.shape), val.dtype
 
 
-def pool_library_outputs(gm: torch.fx.GraphModule, pool: TensorPool) -> int:
-    """Point each poolable matmul of gm at a pooled_call on pool; how many. The caller
-    recompiles."""
+def pool_library_outputs(gm: torch.fx.GraphModule, pool: TensorPool, glue=None) -> int:
+    """Point each poolable matmul of gm at a pooled_call on pool (through glue, the
+    native glue module, where given); how many. The caller recompiles."""
     count = 0
     for node in gm.graph.nodes:
         result = _pooled_result(node)
         if result is not None:
-            node.target = pooled_call(node.target, *result, pool)
+            node.target = pooled_call(node.target, *result, pool, glue)
             count += 1
     return count

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import importlib.machinery
 import importlib.util
-import os
-import shutil
+import shlex
 import sys
 import sysconfig
 import threading
@@ -41,14 +40,19 @@ def module():
     return _state["module"]
 
 
+def loaded():
+    """The module if this process has loaded it (whatever the option says now), or None."""
+    return _state.get("module")
+
+
 def _command() -> tuple[list[str], list[str]]:
     """(the compiler and its flags, the link flags) for an extension of this torch."""
     import torch
     from torch.utils import cpp_extension
 
-    cxx = os.environ.get("CXX") or shutil.which("g++") or "c++"
+    cxx = shlex.split(options.get("CXX"))
     includes = [*cpp_extension.include_paths(), sysconfig.get_paths()["include"]]
-    flags = [cxx, "-O2", "-shared", "-fPIC", "-std=c++20", "-w",
+    flags = [*cxx, "-O2", "-shared", "-fPIC", "-std=c++20", "-w",
              f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}",
              *[f"-I{p}" for p in includes]]
     libs = [*[f"-L{p}" for p in cpp_extension.library_paths()],

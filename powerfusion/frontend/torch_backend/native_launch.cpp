@@ -17,9 +17,11 @@
 #include <ATen/ops/empty.h>
 #include <ATen/ops/mm.h>
 #include <c10/core/TensorImpl.h>
+#include <torch/csrc/DynamicTypes.h>
 #include <torch/csrc/autograd/python_variable.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstddef>
 #include <map>
 #include <memory>
@@ -237,6 +239,34 @@ PyObject* pool_nbytes(PyObject* self, PyObject*) {
     return PyLong_FromUnsignedLongLong(total);
 }
 
+// {(element count, dtype): [data pointer of each kept tensor]}: what tests look at
+PyObject* pool_addresses(PyObject* self, PyObject*) {
+    auto& pool = *reinterpret_cast<PoolObject*>(self)->pool;
+    std::lock_guard<std::mutex> hold(pool->mu);
+    PyObject* out = PyDict_New();
+    if (!out) return nullptr;
+    for (auto& [key, bucket] : pool->buckets) {
+        PyObject* list = PyList_New(0);
+        PyObject* k = Py_BuildValue("(LO)", static_cast<long long>(key.first),
+                                    reinterpret_cast<PyObject*>(torch::getTHPDtype(
+                                        static_cast<at::ScalarType>(key.second))));
+        bool ok = list && k;
+        for (auto& kept : bucket.kept) {
+            PyObject* p = ok ? PyLong_FromVoidPtr(kept.base.data_ptr()) : nullptr;
+            ok = p && PyList_Append(list, p) == 0;
+            Py_XDECREF(p);
+        }
+        ok = ok && PyDict_SetItem(out, k, list) == 0;
+        Py_XDECREF(list);
+        Py_XDECREF(k);
+        if (!ok) {
+            Py_DECREF(out);
+            return nullptr;
+        }
+    }
+    return out;
+}
+
 PyObject* pool_new(PyTypeObject* type, PyObject*, PyObject*) {
     auto* obj = reinterpret_cast<PoolObject*>(type->tp_alloc(type, 0));
     if (obj) obj->pool = new std::shared_ptr<Pool>(std::make_shared<Pool>());
@@ -252,6 +282,7 @@ PyMethodDef pool_methods[] = {
     {"taker", pool_taker, METH_O, "take() for a caller's [(shape, dtype), ...]"},
     {"release", pool_release, METH_NOARGS, "forget the tensors kept so far"},
     {"nbytes", pool_nbytes, METH_NOARGS, "the bytes the pool keeps"},
+    {"addresses", pool_addresses, METH_NOARGS, "{(numel, dtype): [kept data pointers]}"},
     {nullptr, nullptr, 0, nullptr}};
 
 PyTypeObject PoolType = {PyVarObject_HEAD_INIT(nullptr, 0)};
@@ -553,6 +584,14 @@ struct MatmulObject {
     PyObject* fallback;               // the Python pooled call: other arguments, autograd
 };
 
+// the time inside pooled matmuls while advise's library clock runs (its profile hook
+// sees only Python-level calls of builtins): seconds and calls since it started
+struct LibraryClock {
+    bool on = false;
+    double seconds = 0;
+    long long calls = 0;
+} library_clock;
+
 PyObject* matmul_call(PyObject* self, PyObject* const* args, size_t nargsf, PyObject* kwnames) {
     auto* me = reinterpret_cast<MatmulObject*>(self);
     size_t nargs = PyVectorcall_NARGS(nargsf);
@@ -565,18 +604,49 @@ PyObject* matmul_call(PyObject* self, PyObject* const* args, size_t nargsf, PyOb
         std::vector<at::Tensor> made;
         (*me->taker)->take(made);
         out = std::move(made[0]);
-        auto arg = [&](size_t i) -> const at::Tensor& { return THPVariable_Unpack(args[i]); };
-        switch (me->op) {             // the aten argument order: (bias,) a, b
-            case Matmul::mm: at::mm_out(out, arg(0), arg(1)); break;
-            case Matmul::bmm: at::bmm_out(out, arg(0), arg(1)); break;
-            case Matmul::addmm: at::addmm_out(out, arg(0), arg(1), arg(2)); break;
-            case Matmul::baddbmm: at::baddbmm_out(out, arg(0), arg(1), arg(2)); break;
-        }
-    } catch (const std::exception&) {   // e.g. out= under autograd: the call as written
+    } catch (const std::exception&) {
         return PyObject_Vectorcall(me->fallback, args, nargsf, kwnames);
+    }
+    const at::Tensor& a = THPVariable_Unpack(args[0]);
+    const at::Tensor& b = THPVariable_Unpack(args[1]);
+    const at::Tensor& c = nargs > 2 ? THPVariable_Unpack(args[2]) : b;
+    auto start = std::chrono::steady_clock::now();
+    bool failed = false;
+    Py_BEGIN_ALLOW_THREADS               // as torch's own bindings: other threads run on
+    try {
+        switch (me->op) {             // the aten argument order: (bias,) a, b
+            case Matmul::mm: at::mm_out(out, a, b); break;
+            case Matmul::bmm: at::bmm_out(out, a, b); break;
+            case Matmul::addmm: at::addmm_out(out, a, b, c); break;
+            case Matmul::baddbmm: at::baddbmm_out(out, a, b, c); break;
+        }
+    } catch (const std::exception&) {
+        failed = true;
+    }
+    Py_END_ALLOW_THREADS
+    if (failed)                       // e.g. out= under autograd: the call as written
+        return PyObject_Vectorcall(me->fallback, args, nargsf, kwnames);
+    if (library_clock.on) {
+        library_clock.seconds +=
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+        library_clock.calls += 1;
     }
     return wrap(std::move(out));
 }
+
+// library_clock(on) -> (seconds, calls) since the last call; runs from now on if on
+PyObject* library_clock_switch(PyObject*, PyObject* on) {
+    int flag = PyObject_IsTrue(on);
+    if (flag < 0) return nullptr;
+    PyObject* read = Py_BuildValue("(dL)", library_clock.seconds, library_clock.calls);
+    library_clock = LibraryClock{flag == 1, 0, 0};
+    return read;
+}
+
+PyMethodDef module_methods[] = {
+    {"library_clock", library_clock_switch, METH_O,
+     "library_clock(on) -> (seconds, calls) inside pooled matmuls since the last call"},
+    {nullptr, nullptr, 0, nullptr}};
 
 // Matmul(kind, taker, fallback): kind "mm" | "bmm" | "addmm" | "baddbmm"
 PyObject* matmul_new(PyTypeObject* type, PyObject* args, PyObject*) {
@@ -649,7 +719,7 @@ bool ready_callable(PyTypeObject& type, const char* name, const char* doc, newfu
 }
 
 PyModuleDef module = {PyModuleDef_HEAD_INIT, "powerfusion_torch_launch",
-                      "PowerFusion's native glue for torch.compile graphs", -1, nullptr};
+                      "PowerFusion's native glue for torch.compile graphs", -1, module_methods};
 
 }  // namespace
 

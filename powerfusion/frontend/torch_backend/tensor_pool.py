@@ -105,6 +105,11 @@ class TensorPool:
         """The bytes this pool keeps."""
         return sum(k.nbytes for kept in self.kept.values() for k in kept)
 
+    def addresses(self) -> dict[tuple, list[int]]:
+        """{(element count, dtype): the data pointer of each tensor kept}."""
+        with self._lock:
+            return {key: [k.base.data_ptr() for k in kept] for key, kept in self.kept.items()}
+
 
 def own_pool(allocations: list[tuple[tuple[int, ...], torch.dtype]]) -> TensorPool:
     """A pool serving one caller's allocations (shape, dtype each) alone; its
