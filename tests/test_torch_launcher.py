@@ -198,6 +198,31 @@ def test_a_native_launch_sends_another_layout_back_to_the_region(glue):
         assert got[2] is args[1]                 # an argument returned as it is
 
 
+class _Logged(torch.Tensor):
+    """A tensor subclass that dispatches through Python (as a fake tensor does)."""
+
+    @classmethod
+    def __torch_dispatch__(cls, func, types, args=(), kwargs=None):
+        unwrap = lambda t: t.as_subclass(torch.Tensor) if isinstance(t, _Logged) else t  # noqa: E731
+        return func(*torch.utils._pytree.tree_map(unwrap, args),
+                    **torch.utils._pytree.tree_map(unwrap, kwargs or {}))
+
+
+@pytest.mark.parametrize("glue", ["native"], indirect=True)
+def test_a_native_launch_leaves_tensors_that_dispatch_through_python_to_the_region(glue):
+    def fn(x, y):
+        return torch.exp(x) * y
+
+    x, y = torch.randn(8, 16), torch.randn(16)
+    region = _region(fn, x, y)
+    launch = _native(glue, region)
+    got = launch(x.as_subclass(_Logged), y)
+    torch.testing.assert_close(got.as_subclass(torch.Tensor), fn(x, y))
+    with torch.inference_mode():              # another dispatch key set: still its values
+        torch.testing.assert_close(launch(x.clone(), y), fn(x, y))
+    torch.testing.assert_close(launch(x, y), fn(x, y))
+
+
 @pytest.mark.parametrize("glue", ["native"], indirect=True)
 def test_a_native_launch_lays_out_permuted_and_repeated_results_as_eager(glue):
     def fn(x):

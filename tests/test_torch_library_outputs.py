@@ -154,3 +154,5 @@ def test_a_native_pooled_matmul_computes_each_op_as_aten(glue, op, shapes):
     torch.testing.assert_close(call(*args), want)   # held: other memory, same values
     if op in ("addmm", "baddbmm"):            # a keyword (beta): the Python call
         torch.testing.assert_close(call(*args, beta=0.5), aten_op(*args, beta=0.5))
+    negated = [torch._neg_view(a) for a in args]   # lazily negated: the Python call too
+    torch.testing.assert_close(call(*negated), aten_op(*[-a for a in args]))

@@ -82,10 +82,12 @@ def test_restride_direct():
         other.view(4, 3).t().tolist()
 
 
-def test_the_backend_folds_the_views_of_attention():
+def test_the_backend_folds_the_views_of_attention(glue):
     """Through torch.compile: the views around the bmms are folded, the result is
-    eager's, forward and backward."""
+    eager's, forward and backward, and the graphs call the native glue's Restride for
+    each chain where it is built."""
     import powerfusion as pf
+    from powerfusion.frontend.torch_backend import collect_graphs
 
     def attention(x, w):
         b, s, d = x.shape
@@ -99,13 +101,19 @@ def test_the_backend_folds_the_views_of_attention():
     pf.reset_compile_stats()
     torch._dynamo.reset()
     compiled = torch.compile(attention, backend="powerfusion")
-    got = compiled(x, w)
-    assert pf.compile_stats()["view_chains"] > 0
     expected = attention(x, w)
-    torch.testing.assert_close(got, expected)
-    (gx, gw), (ex, ew) = (torch.autograd.grad(y.sum(), (x, w)) for y in (got, expected))
-    torch.testing.assert_close(gx, ex)
-    torch.testing.assert_close(gw, ew)
+    (ex, ew) = torch.autograd.grad(expected.sum(), (x, w))
+    with collect_graphs() as graphs:
+        for _ in range(3):                     # the graphs specialise after their first call
+            got = compiled(x, w)
+            torch.testing.assert_close(got, expected)
+            gx, gw = torch.autograd.grad(got.sum(), (x, w))
+            torch.testing.assert_close(gx, ex)
+            torch.testing.assert_close(gw, ew)
+    assert pf.compile_stats()["view_chains"] > 0
+    natives = [n for _, gm, _ in graphs for n in gm.graph.nodes
+               if type(n.target).__name__ == "Restride"]
+    assert bool(natives) == (glue is not None)
 
 
 def test_restride_inside_takes_the_offset_from_storage_start():
@@ -121,3 +129,28 @@ def test_restride_inside_takes_the_offset_from_storage_start():
     replay = ((aten.view.default, ((4, 3),), {}), (aten.t.default, (), {}))
     assert restride_inside(other, (3, 4), (1, 3), 5, ((1,), 5), replay).tolist() == \
         other.view(4, 3).t().tolist()
+
+
+@pytest.mark.parametrize("glue", ["native"], indirect=True)
+@pytest.mark.parametrize("inside", [False, True], ids=["graph output", "inside"])
+def test_a_native_restride_is_restride_in_one_call(glue, inside):
+    replay = ((aten.view.default, ((4, 3),), {}), (aten.t.default, (), {}))
+    python = restride_inside if inside else restride
+    native = glue.Restride((3, 4), (1, 3), 5, (1,), 5, inside,
+                           lambda b: python(b, (3, 4), (1, 3), 5, ((1,), 5), replay))
+    storage = torch.arange(30.0)
+    base = storage[5:17]                                        # storage offset 5
+    got, want = native(base), python(base, (3, 4), (1, 3), 5, ((1,), 5), replay)
+    assert got.tolist() == want.tolist() == base.view(4, 3).t().tolist()
+    assert (got.stride(), got.storage_offset()) == (want.stride(), want.storage_offset())
+    assert got._is_view() == (not inside)      # a graph output: autograd's view of base
+    for other in (torch.arange(24.0)[::2], torch._neg_view(base)):   # replayed
+        assert native(other).tolist() == other.view(4, 3).t().tolist()
+    with pytest.raises(RuntimeError):          # the chain's own error, as in eager
+        native(torch.arange(5.0))
+    leaf = torch.arange(12.0, requires_grad=True)
+    if not inside:                             # a view under autograd: gradients flow
+        glue.Restride((3, 4), (1, 3), 0, (1,), 0, False, lambda b: None)(leaf).sum().backward()
+        assert leaf.grad.tolist() == [1.0] * 12
+    with pytest.raises(ValueError, match="one length"):
+        glue.Restride((3, 4), (1,), 0, (1,), 0, inside, len)

@@ -26,6 +26,7 @@ from . import native
 from .library_outputs import pool_library_outputs
 from .region import Region
 from .tensor_pool import TensorPool, own_pool
+from .view_chains import native_restrides
 
 
 class _NoKernels:
@@ -182,12 +183,15 @@ def boxed_runner(gm: torch.fx.GraphModule):
 def specialise(gm: torch.fx.GraphModule):
     """Point each region call of gm at its lean function, where it has one, and each
     large matmul at pooled memory, all from one pool for the graph (`TensorPool`, or the
-    native glue's Pool, whose Launch and Matmul then do the same in one C++ call each);
-    gm's new forward. The Region modules stay (what `advise` and a fallback read)."""
+    native glue's Pool, whose Launch and Matmul then do the same in one C++ call each, as
+    its Restride does a folded chain of views); gm's new forward. The Region modules stay
+    (what `advise` and a fallback read)."""
     glue = native.module()
     pool = TensorPool() if glue is None else glue.Pool()
     gm.powerfusion_pool = pool           # (what a memory report reads)
     changed = pool_library_outputs(gm, pool, glue) > 0
+    if glue is not None:
+        changed |= native_restrides(gm, glue) > 0
     for node in gm.graph.nodes:
         if node.op != "call_module":
             continue

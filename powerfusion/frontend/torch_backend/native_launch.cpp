@@ -1,9 +1,10 @@
 // The glue between a compiled graph's kernels and library calls, in C++: a region's
 // lean path (check its arguments' layouts, take its memory from the graph's pool, call
-// its kernels with the data pointers, lay out its results) and a pooled matmul, each
-// one call from the graph's Python code. Built once per torch and Python version by
+// its kernels with the data pointers, lay out its results), a pooled matmul and a
+// folded chain of views, each one call from the graph's Python code. Built once per torch and Python version by
 // native.py; every type mirrors a Python one there (tensor_pool.TensorPool,
-// launcher.lean_function, library_outputs.pooled_call), which stays the fallback.
+// launcher.lean_function, library_outputs.pooled_call, view_chains.restride), which
+// stays the fallback.
 //
 // What Python did per call, among a model's matmuls (cold caches), cost 5-20 us a
 // region: frames, attribute lookups, a data_ptr() call per tensor, a ctypes array.
@@ -12,6 +13,7 @@
 
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/addmm.h>
+#include <ATen/ops/as_strided.h>
 #include <ATen/ops/baddbmm.h>
 #include <ATen/ops/bmm.h>
 #include <ATen/ops/empty.h>
@@ -327,10 +329,17 @@ struct LaunchObject {
 
 PyObject* HOT = nullptr;              // "hot", interned
 
+// a plain CPU tensor laid out as spec says: no Python subclass that dispatches (a fake
+// tensor), no wrapper without memory of its own (functorch's), no lazy negation
+bool plain(const at::Tensor& t) {
+    return t.defined() && !t.key_set().has_any(c10::python_ks) &&
+           t.unsafeGetTensorImpl()->has_storage() && t.layout() == at::kStrided &&
+           t.device().is_cpu() && !t.is_neg() && !t.is_conj();
+}
+
 bool matches(const at::Tensor& t, const InputSpec& spec) {
-    return t.layout() == at::kStrided && t.device().is_cpu() && t.scalar_type() == spec.dtype &&
-           t.sizes().equals(spec.sizes) && t.strides().equals(spec.strides) && !t.is_neg() &&
-           !t.is_conj();
+    return plain(t) && t.scalar_type() == spec.dtype && t.sizes().equals(spec.sizes) &&
+           t.strides().equals(spec.strides);
 }
 
 PyObject* launch_call(PyObject* self, PyObject* const* args, size_t nargsf, PyObject* kwnames) {
@@ -347,9 +356,14 @@ PyObject* launch_call(PyObject* self, PyObject* const* args, size_t nargsf, PyOb
     std::vector<void*> pointers;
     if (ok) {
         pointers.reserve(nargs + (L.taker ? L.taker->wanted.size() : 0));
-        for (size_t i = 0; ok && i < nargs; ++i) {
-            ok = THPVariable_Check(args[i]) && matches(THPVariable_Unpack(args[i]), L.inputs[i]);
-            if (ok) pointers.push_back(THPVariable_Unpack(args[i]).data_ptr());
+        try {
+            for (size_t i = 0; ok && i < nargs; ++i) {
+                ok = THPVariable_Check(args[i]) &&
+                     matches(THPVariable_Unpack(args[i]), L.inputs[i]);
+                if (ok) pointers.push_back(THPVariable_Unpack(args[i]).data_ptr());
+            }
+        } catch (const std::exception&) {   // a tensor the checks could not read
+            ok = false;
         }
     }
     if (!ok) return PyObject_Vectorcall(me->forward, args, nargsf, kwnames);
@@ -597,7 +611,12 @@ PyObject* matmul_call(PyObject* self, PyObject* const* args, size_t nargsf, PyOb
     size_t nargs = PyVectorcall_NARGS(nargsf);
     size_t want = (me->op == Matmul::mm || me->op == Matmul::bmm) ? 2 : 3;
     bool ok = kwnames == nullptr && nargs == want;
-    for (size_t i = 0; ok && i < nargs; ++i) ok = THPVariable_Check(args[i]);
+    try {
+        for (size_t i = 0; ok && i < nargs; ++i)   // anything else: the Python call
+            ok = THPVariable_Check(args[i]) && plain(THPVariable_Unpack(args[i]));
+    } catch (const std::exception&) {
+        ok = false;
+    }
     if (!ok) return PyObject_Vectorcall(me->fallback, args, nargsf, kwnames);
     at::Tensor out;
     try {
@@ -699,6 +718,92 @@ void matmul_dealloc(PyObject* self) {
 
 PyTypeObject MatmulType = {PyVarObject_HEAD_INIT(nullptr, 0)};
 
+// -- a chain of views folded into one (view_chains.restride, restride_inside) ------------
+struct RestrideObject {
+    PyObject_HEAD
+    PyObject* dict;
+    vectorcallfunc vectorcall;
+    Shape* sizes;
+    Shape* strides;
+    Shape* base_strides;
+    int64_t offset, base_offset;
+    bool inside;                      // only the graph reads it: an alias, not a view
+    PyObject* replay;                 // replay(base): the chain of views as written
+};
+
+PyObject* restride_call(PyObject* self, PyObject* const* args, size_t nargsf, PyObject* kwnames) {
+    auto* me = reinterpret_cast<RestrideObject*>(self);
+    if (kwnames != nullptr || PyVectorcall_NARGS(nargsf) != 1 || !THPVariable_Check(args[0]))
+        return PyObject_Vectorcall(me->replay, args, nargsf, kwnames);
+    try {
+        const at::Tensor& base = THPVariable_Unpack(args[0]);
+        // the base laid out as the graph said (else the chain means something else)
+        if (plain(base) && base.storage_offset() == me->base_offset &&
+            base.strides().equals(*me->base_strides)) {
+            return wrap(me->inside ? alias(base, *me->sizes, *me->strides, me->offset)
+                                   : at::as_strided(base, *me->sizes, *me->strides, me->offset));
+        }
+    } catch (const std::exception&) {  // e.g. a size the base does not hold: the chain's error
+    }
+    return PyObject_Vectorcall(me->replay, args, nargsf, kwnames);
+}
+
+// Restride(size, stride, offset, base_stride, base_offset, inside, replay)
+PyObject* restride_new(PyTypeObject* type, PyObject* args, PyObject*) {
+    PyObject *size, *stride, *base_stride, *replay;
+    long long offset, base_offset;
+    int inside;
+    if (!PyArg_ParseTuple(args, "OOLOLpO", &size, &stride, &offset, &base_stride,
+                          &base_offset, &inside, &replay))
+        return nullptr;
+    Shape sizes, strides, base_strides;
+    if (!read_shape(size, sizes) || !read_shape(stride, strides) ||
+        !read_shape(base_stride, base_strides))
+        return nullptr;
+    if (sizes.size() != strides.size() || offset < 0 || base_offset < 0 ||
+        !PyCallable_Check(replay)) {
+        PyErr_SetString(PyExc_ValueError, "Restride: sizes and strides of one length, "
+                        "offsets >= 0 and a callable replay");
+        return nullptr;
+    }
+    auto* obj = reinterpret_cast<RestrideObject*>(type->tp_alloc(type, 0));
+    if (!obj) return nullptr;
+    obj->vectorcall = restride_call;
+    obj->sizes = new Shape(std::move(sizes));
+    obj->strides = new Shape(std::move(strides));
+    obj->base_strides = new Shape(std::move(base_strides));
+    obj->offset = offset;
+    obj->base_offset = base_offset;
+    obj->inside = inside;
+    Py_INCREF(replay);
+    obj->replay = replay;
+    return reinterpret_cast<PyObject*>(obj);
+}
+
+int restride_traverse(PyObject* self, visitproc visit, void* arg) {
+    Py_VISIT(reinterpret_cast<RestrideObject*>(self)->dict);
+    Py_VISIT(reinterpret_cast<RestrideObject*>(self)->replay);
+    return 0;
+}
+
+int restride_clear(PyObject* self) {
+    Py_CLEAR(reinterpret_cast<RestrideObject*>(self)->dict);
+    Py_CLEAR(reinterpret_cast<RestrideObject*>(self)->replay);
+    return 0;
+}
+
+void restride_dealloc(PyObject* self) {
+    PyObject_GC_UnTrack(self);
+    restride_clear(self);
+    auto* me = reinterpret_cast<RestrideObject*>(self);
+    delete me->sizes;
+    delete me->strides;
+    delete me->base_strides;
+    Py_TYPE(self)->tp_free(self);
+}
+
+PyTypeObject RestrideType = {PyVarObject_HEAD_INIT(nullptr, 0)};
+
 // a callable type whose instances carry a __dict__ (FX names a call's target by its
 // __name__ and __module__) and are called through vectorcall
 template <class Object>
@@ -741,12 +846,16 @@ PyMODINIT_FUNC PyInit_powerfusion_torch_launch(void) {
                                       launch_traverse, launch_clear) ||
         !ready_callable<MatmulObject>(MatmulType, "powerfusion_torch_launch.Matmul",
                                       "a matmul into pooled memory", matmul_new,
-                                      matmul_dealloc, matmul_traverse, matmul_clear))
+                                      matmul_dealloc, matmul_traverse, matmul_clear) ||
+        !ready_callable<RestrideObject>(RestrideType, "powerfusion_torch_launch.Restride",
+                                        "a chain of views as one", restride_new,
+                                        restride_dealloc, restride_traverse, restride_clear))
         return nullptr;
     PyObject* m = PyModule_Create(&module);
     if (!m) return nullptr;
     for (auto [name, type] : {std::pair{"Pool", &PoolType}, {"Launch", &LaunchType},
-                              {"Matmul", &MatmulType}, {"Taker", &TakerType}}) {
+                              {"Matmul", &MatmulType}, {"Taker", &TakerType},
+                              {"Restride", &RestrideType}}) {
         Py_INCREF(type);
         if (PyModule_AddObject(m, name, reinterpret_cast<PyObject*>(type)) < 0) {
             Py_DECREF(type);

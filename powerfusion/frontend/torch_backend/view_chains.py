@@ -13,6 +13,7 @@ chain, so the fold can only be faster, never wrong.
 
 from __future__ import annotations
 
+import functools
 import operator
 
 import torch
@@ -121,3 +122,22 @@ def fold_views(gm: torch.fx.GraphModule) -> int:
         gm.graph.eliminate_dead_code()
         gm.recompile()
     return folded
+
+
+def native_restrides(gm: torch.fx.GraphModule, glue) -> int:
+    """Point each folded chain's call at the native glue's Restride (glue: its module),
+    the same check and view in one C++ call, the chain's replay its fallback; how many.
+    The caller recompiles."""
+    count = 0
+    for node in gm.graph.nodes:
+        if node.op != "call_function" or node.target not in (restride, restride_inside):
+            continue
+        base, size, stride, offset, (base_stride, base_offset), chain = node.args
+        call = glue.Restride(size, stride, offset, base_stride, base_offset,
+                             node.target is restride_inside,
+                             functools.partial(_replay, chain=chain))
+        call.__name__ = call.__qualname__ = node.target.__name__
+        call.__module__ = __name__
+        node.target, node.args = call, (base,)
+        count += 1
+    return count
