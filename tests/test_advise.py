@@ -164,9 +164,12 @@ def _calibration_file(path, **figures):
     cores as the probe names them) with the figures given."""
     import json
 
+    from powerfusion.frontend.torch_backend import native
     from powerfusion.runtime.probe import _cores, cpu_model
 
+    glue = "python" if native.module() is None else "native"     # the glue in use here
     record = {"cpu_model": cpu_model(), "cores": _cores(), "date": "2026-12-05T00:00:00",
+              "torch_glue": glue,
               "math_s": {"gelu": 1e-6}, "jit_call_s": 3e-4, "region_call_s": 1e-3,
               "region_slow_call_s": 4e-3, "graph_call_s": 2e-3, "resume_s": 5e-4,
               "region_cold_call_s": 3e-3, "graph_cold_call_s": 7e-3, "guard_s": 1e-4,
@@ -207,6 +210,21 @@ def test_calibration_is_read_from_the_device_description(tmp_path, monkeypatch):
 
     x = np.ones((8, 8), np.float32)
     assert pf.advise(lambda v: v + 1, x, repeats=1).glue_s == pytest.approx(3e-4)
+
+
+def test_a_calibration_through_the_other_glue_is_measured_again(tmp_path):
+    """The call figures price the glue as it runs: measured through the Python glue,
+    they are measured again where the native glue runs now (and the other way)."""
+    pytest.importorskip("torch")
+    from powerfusion.advise import machine_calibration
+
+    path = tmp_path / "target-cpu.json"
+    glue = _calibration_file(path)["torch_glue"]
+    other = "python" if glue == "native" else "native"
+    _calibration_file(path, torch_glue=other)
+    record = machine_calibration(path, torch_calls=True)
+    assert record["torch_glue"] == glue and record["region_call_s"] != 1e-3
+    assert machine_calibration(path, torch_calls=True) == record       # kept from now on
 
 
 def test_calibration_of_another_machine_or_malformed(tmp_path):

@@ -91,13 +91,7 @@ def test_the_backward_recomputes_cheap_values_and_gradients_stay_eagers(monkeypa
     element-wise chains from them; the gradients are eager's either way."""
     from powerfusion.frontend.torch_backend import collect_graphs
 
-    model = _bert(layers=1).train()
-    ids = torch.randint(0, 100, (2, 12))
-    weights = torch.linspace(-1, 1, 64)
-
-    def loss(m):
-        return (m(input_ids=ids)[0] * weights).sum()
-
+    model, loss = _bert_training()
     loss(model).backward()
     ref = _grads(model)
     saved = {}
@@ -251,7 +245,8 @@ def test_transformers_forward_matches_eager(name):
     assert stats["library_ops"] > 0      # the matmuls stayed with PyTorch
 
 
-def test_transformers_backward_matches_eager():
+def _bert_training():
+    """A one-layer BERT to train and a loss weighing each of its outputs differently."""
     model = _bert(layers=1).train()
     ids = torch.randint(0, 100, (2, 12))
     weights = torch.linspace(-1, 1, 64)
@@ -259,6 +254,11 @@ def test_transformers_backward_matches_eager():
     def loss(m):
         return (m(input_ids=ids)[0] * weights).sum()
 
+    return model, loss
+
+
+def test_transformers_backward_matches_eager():
+    model, loss = _bert_training()
     loss(model).backward()
     ref = _grads(model)
     model.zero_grad()

@@ -238,6 +238,7 @@ def _measure_calls(trials: int = 25) -> dict:
     (lean,) = [n.target for n in gm.graph.nodes
                if n.op == "call_function" and hasattr(n.target, "region")]
     region = lean.region
+    glue = "python" if hasattr(lean, "source") else "native"   # (a generated function)
 
     def slow():
         region.hot = None                # what a region without a lean path goes through
@@ -261,7 +262,8 @@ def _measure_calls(trials: int = 25) -> dict:
                       "resume_s": max(0.0, view_cold_s - view_s),
                       "region_cold_call_s": region_cold_s,
                       "graph_cold_call_s": max(0.0, whole_cold_s - region_cold_s - dynamo_s),
-                      "guard_s": dynamo_s, "guard_per_tensor_s": per_tensor_s}
+                      "guard_s": dynamo_s, "guard_per_tensor_s": per_tensor_s,
+                      "torch_glue": glue}
 
 
 # the library call the cold figures follow: a transformer's feed-forward matmul
@@ -331,6 +333,10 @@ def machine_calibration(path=None, *, torch_calls: bool = False) -> dict:
     measured now and recorded there (again where torch's figures are asked for and the
     record, made without torch, lacks them)."""
     record = calibration.calibration(_measure_calls, path)
-    if torch_calls and any(record[k] is None for k in calibration.CALLS):
-        record = calibrate(path)
+    if torch_calls:
+        from ..frontend.torch_backend import native
+
+        glue = "python" if native.module() is None else "native"
+        if any(record[k] is None for k in calibration.CALLS) or record["torch_glue"] != glue:
+            record = calibrate(path)     # (the glue's calls are priced as they run now)
     return record

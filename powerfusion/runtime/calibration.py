@@ -129,6 +129,8 @@ def _check(record) -> dict:
                    "math_s": math_s, "jit_call_s": float(record["jit_call_s"])}
         for name in CALLS:
             checked[name] = float(record[name]) if name in record else None
+        # which glue the torch call figures were measured through ("native", "python")
+        checked["torch_glue"] = str(record["torch_glue"]) if "torch_glue" in record else None
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise CalibrationError(f"calibration: malformed record ({type(e).__name__}: {e}); "
                                "run `powerfusion probe` again") from None

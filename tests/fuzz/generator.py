@@ -36,7 +36,7 @@ SCALARS = {
           True),
     "b": (True, False, 1, 2, 0.5),
 }
-EXPONENTS = (0, 1, 2, 3, 4, 5, 8, 9, 0.5, -0.5, -1, -2, 1.5, 2.0)
+EXPONENTS = (0, 1, 2, 3, 4, 5, 8, 9, 300, 0.5, -0.5, -1, -2, 1.5, 2.0)   # 300: a loop on ints
 
 
 class Generator:
