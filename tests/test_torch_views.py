@@ -154,3 +154,10 @@ def test_a_native_restride_is_restride_in_one_call(glue, inside):
         assert leaf.grad.tolist() == [1.0] * 12
     with pytest.raises(ValueError, match="one length"):
         glue.Restride((3, 4), (1,), 0, (1,), 0, inside, len)
+
+    def never(_):
+        raise AssertionError("replayed a chain on a base laid out as said")
+
+    elsewhere = torch.empty(30, device="meta")[5:17]           # any device: one view
+    folded = glue.Restride((3, 4), (1, 3), 5, (1,), 5, inside, never)(elsewhere)
+    assert folded.device.type == "meta" and folded.stride() == (1, 3)

@@ -329,13 +329,16 @@ struct LaunchObject {
 
 PyObject* HOT = nullptr;              // "hot", interned
 
-// a plain CPU tensor laid out as spec says: no Python subclass that dispatches (a fake
+// a tensor the glue reads as memory: no Python subclass that dispatches (a fake
 // tensor), no wrapper without memory of its own (functorch's), no lazy negation
-bool plain(const at::Tensor& t) {
+bool viewable(const at::Tensor& t) {
     return t.defined() && !t.key_set().has_any(c10::python_ks) &&
            t.unsafeGetTensorImpl()->has_storage() && t.layout() == at::kStrided &&
-           t.device().is_cpu() && !t.is_neg() && !t.is_conj();
+           !t.is_neg() && !t.is_conj();
 }
+
+// and in host memory: what the C kernels and the pool's tensors are
+bool plain(const at::Tensor& t) { return viewable(t) && t.device().is_cpu(); }
 
 bool matches(const at::Tensor& t, const InputSpec& spec) {
     return plain(t) && t.scalar_type() == spec.dtype && t.sizes().equals(spec.sizes) &&
@@ -738,7 +741,7 @@ PyObject* restride_call(PyObject* self, PyObject* const* args, size_t nargsf, Py
     try {
         const at::Tensor& base = THPVariable_Unpack(args[0]);
         // the base laid out as the graph said (else the chain means something else)
-        if (plain(base) && base.storage_offset() == me->base_offset &&
+        if (viewable(base) && base.storage_offset() == me->base_offset &&
             base.strides().equals(*me->base_strides)) {
             return wrap(me->inside ? alias(base, *me->sizes, *me->strides, me->offset)
                                    : at::as_strided(base, *me->sizes, *me->strides, me->offset));
