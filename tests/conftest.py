@@ -48,8 +48,9 @@ def fresh_torch():
 @pytest.fixture(params=["native", "python"])
 def glue(request, monkeypatch):
     """The test runs twice: with the native glue (torch_backend/native_launch.cpp; built
-    on first need, and failing the test where it does not build) and with the Python
-    glue (POWERFUSION_NATIVE_GLUE=0). The native module, or None."""
+    on first need: where it does not build the test fails in CI and skips elsewhere, a
+    machine without g++ or Python's headers) and with the Python glue
+    (POWERFUSION_NATIVE_GLUE=0). The native module, or None."""
     pytest.importorskip("torch")
     from powerfusion.frontend.torch_backend import native
 
@@ -58,6 +59,8 @@ def glue(request, monkeypatch):
         return None
     monkeypatch.delenv("POWERFUSION_NATIVE_GLUE", raising=False)
     module = native.module()
+    if module is None and not os.environ.get("CI"):
+        pytest.skip("the native glue does not build here (see the powerfusion warning)")
     assert module is not None, "the native glue did not build: see the powerfusion warning"
     return module
 

@@ -1,5 +1,6 @@
 """The compiled graph as torch.compile calls it, with each region's lean path as one
-generated Python function called straight from the graph's code.
+call straight from the graph's code: the native glue's `Launch` (native_launch.cpp)
+where it is built, else a generated Python function.
 
 In a model every Python frame and every torch call between two kernels costs a few
 microseconds (the caches are cold after a matmul), and a region called as a module
@@ -11,7 +12,10 @@ guards, where this torch has them), takes its memory from the graph's pool
 (`TensorPool`, which the graph's large matmuls write into too) and calls the kernels
 with the data pointers, unrolled, and points the graph's call at it. Anything else -
 another signature, a region that gave up, a failure - goes to `Region.forward` as
-before, so the lean function can only be faster, never different.
+before, so the lean function can only be faster, never different. The native `Launch`
+does the same in one C++ call (benchmarks/torch_overhead.py times both); the function
+stays for regions whose results are copies or constants, and where no C++ compiler
+builds the glue.
 """
 
 from __future__ import annotations

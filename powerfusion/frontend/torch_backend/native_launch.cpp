@@ -6,8 +6,9 @@
 // launcher.lean_function, library_outputs.pooled_call, view_chains.restride), which
 // stays the fallback.
 //
-// What Python did per call, among a model's matmuls (cold caches), cost 5-20 us a
-// region: frames, attribute lookups, a data_ptr() call per tensor, a ctypes array.
+// What Python does per call - frames, attribute lookups, a data_ptr() call per tensor, a
+// ctypes array - runs among a model's matmuls with cold caches, where each step of it
+// costs many times what it does alone (benchmarks/regions_in_model.py).
 
 #include <Python.h>
 
