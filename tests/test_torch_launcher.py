@@ -224,6 +224,31 @@ def test_a_native_launch_leaves_tensors_that_dispatch_through_python_to_the_regi
 
 
 @pytest.mark.parametrize("glue", ["native"], indirect=True)
+def test_a_native_launch_sends_a_functionalized_tensor_to_the_region(glue):
+    """A functionalization wrapper has the layout the launch checks but no data pointer
+    of its own (null): the launch hands it to the region's own path, never the kernels.
+    (Only a region called by hand sees one: dynamo refuses to compile a function under
+    functionalize, and calls of a compiled one there compile again.)"""
+    def fn(x):
+        return torch.exp(x) * 3
+
+    x = torch.randn(4, 4)
+    region = _region(fn, x)
+    handed = []
+
+    def forward(*args):
+        handed.append(args)
+        return fn(*args)
+
+    region.forward = forward             # what the launch calls for what it will not run
+    launch = _native(glue, region)
+    got = torch.func.functionalize(lambda t: launch(t) + 1)(x)
+    torch.testing.assert_close(got, fn(x) + 1)
+    assert len(handed) == 1
+    torch.testing.assert_close(launch(x), fn(x))
+    assert len(handed) == 1
+
+@pytest.mark.parametrize("glue", ["native"], indirect=True)
 def test_a_native_launch_lays_out_permuted_and_repeated_results_as_eager(glue):
     def fn(x):
         y = torch.exp(x)
@@ -240,6 +265,25 @@ def test_a_native_launch_lays_out_permuted_and_repeated_results_as_eager(glue):
             assert g.stride() == e.stride()
         assert len({g.data_ptr() for g in got}) == 3     # never one memory twice
 
+
+@pytest.mark.parametrize("glue", ["native"], indirect=True)
+def test_a_native_launch_returns_a_scalar_as_a_scalar(glue):
+    """A 0-dim result (a full sum, here returned twice) is laid out as eager's: shape (),
+    not its kernel buffer's (1, 1)."""
+    def fn(x):
+        s = (x * 2).sum()
+        return s, s
+
+    x = torch.randn(8, 16)
+    region = _region(fn, x)
+    for lean in (lean_function(region), _native(glue, region)):
+        assert lean is not None
+        for _ in range(2):
+            got = lean(x)
+            for g, e in zip(got, fn(x)):
+                assert g.shape == e.shape == ()
+                torch.testing.assert_close(g, e)
+            assert got[0].data_ptr() != got[1].data_ptr()
 
 @pytest.mark.parametrize("glue", ["native"], indirect=True)
 def test_a_native_launch_whose_memory_fails_gives_up_for_good(glue, caplog):

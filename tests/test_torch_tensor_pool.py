@@ -157,3 +157,12 @@ def test_a_pooled_tensor_a_caller_writes_or_reshapes_in_place_is_its_own(glue):
     again, = take()                           # the kept tensor is not the caller's
     assert again.shape == (4, 6) and again.stride() == (6, 1)
     assert again.data_ptr() == address and again.grad_fn is None
+
+
+def test_a_take_with_arguments_is_refused(glue):
+    take = _pool(glue).taker([((4,), torch.float32)])
+    with pytest.raises(TypeError):
+        take(1)
+    with pytest.raises(TypeError):
+        take(bogus=1)
+    assert take()[0].shape == (4,)

@@ -161,3 +161,19 @@ def test_a_native_restride_is_restride_in_one_call(glue, inside):
     elsewhere = torch.empty(30, device="meta")[5:17]           # any device: one view
     folded = glue.Restride((3, 4), (1, 3), 5, (1,), 5, inside, never)(elsewhere)
     assert folded.device.type == "meta" and folded.stride() == (1, 3)
+
+
+@pytest.mark.parametrize("glue", ["native"], indirect=True)
+@pytest.mark.parametrize("inside", [False, True], ids=["graph output", "inside"])
+def test_a_native_restride_replays_on_tensors_that_are_not_plain_memory(glue, inside):
+    """A quantized tensor or a functionalization wrapper is a TensorImpl subclass: an
+    alias of it would lose its fields (a crash on q_scale()) or read a null pointer, so
+    the chain is replayed on it."""
+    restride = glue.Restride((3, 4), (4, 1), 0, (1,), 0, inside, lambda b: b.view(3, 4))
+    q = torch.quantize_per_tensor(torch.randn(12), 0.1, 0, torch.quint8)
+    y = restride(q)
+    assert y.is_quantized and y.q_scale() == pytest.approx(0.1)
+    assert y.dequantize().tolist() == q.dequantize().view(3, 4).tolist()
+    x = torch.randn(12)
+    got = torch.func.functionalize(lambda t: restride(t) + 1)(x)
+    assert got.tolist() == (x.view(3, 4) + 1).tolist()

@@ -147,7 +147,7 @@ def native_lean(region: Region, pool, glue):
             results.append(("arg", what))
             continue
         _, k, shape, again = launch.outputs[what]
-        shape = tuple(shape or launch.allocations[k][0])
+        shape = tuple(launch.allocations[k][0] if shape is None else shape)
         stride, inverse = contiguous_strides(shape), rest[0]
         if inverse is not None:          # the permuted view, made directly
             shape, stride = (tuple(shape[d] for d in inverse),

@@ -30,6 +30,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <typeinfo>
 #include <utility>
 #include <vector>
 
@@ -170,8 +171,8 @@ bool read_dtype(PyObject* o, at::ScalarType& out) {
 
 PyTypeObject TakerType = {PyVarObject_HEAD_INIT(nullptr, 0)};
 
-PyObject* taker_call(PyObject* self, PyObject* const*, size_t nargs, PyObject*) {
-    if (PyVectorcall_NARGS(nargs) != 0) {
+PyObject* taker_call(PyObject* self, PyObject* const*, size_t nargs, PyObject* kwnames) {
+    if (PyVectorcall_NARGS(nargs) != 0 || (kwnames && PyTuple_GET_SIZE(kwnames))) {
         PyErr_SetString(PyExc_TypeError, "take() takes no arguments");
         return nullptr;
     }
@@ -182,8 +183,14 @@ PyObject* taker_call(PyObject* self, PyObject* const*, size_t nargs, PyObject*) 
         taker->take(made);
         PyObject* list = PyList_New(static_cast<Py_ssize_t>(made.size()));
         if (!list) return nullptr;
-        for (size_t i = 0; i < made.size(); ++i)
-            PyList_SET_ITEM(list, static_cast<Py_ssize_t>(i), wrap(std::move(made[i])));
+        for (size_t i = 0; i < made.size(); ++i) {
+            PyObject* item = wrap(std::move(made[i]));
+            if (!item) {
+                Py_DECREF(list);
+                return nullptr;
+            }
+            PyList_SET_ITEM(list, static_cast<Py_ssize_t>(i), item);
+        }
         return list;
     });
 }
@@ -330,10 +337,13 @@ struct LaunchObject {
 
 PyObject* HOT = nullptr;              // "hot", interned
 
-// a tensor the glue reads as memory: no Python subclass that dispatches (a fake
-// tensor), no wrapper without memory of its own (functorch's), no lazy negation
+// a tensor the glue reads as memory: a plain TensorImpl (no functionalization wrapper,
+// whose data pointer is null, no quantized, batched or nested one, whose subclass fields
+// an alias would lose), no Python subclass that dispatches (a fake tensor), no wrapper
+// without memory of its own (functorch's), no lazy negation
 bool viewable(const at::Tensor& t) {
-    return t.defined() && !t.key_set().has_any(c10::python_ks) &&
+    return t.defined() && typeid(*t.unsafeGetTensorImpl()) == typeid(c10::TensorImpl) &&
+           !t.key_set().has_any(c10::python_ks) &&
            t.unsafeGetTensorImpl()->has_storage() && t.layout() == at::kStrided &&
            !t.is_neg() && !t.is_conj();
 }
@@ -374,6 +384,7 @@ PyObject* launch_call(PyObject* self, PyObject* const* args, size_t nargsf, PyOb
     std::vector<at::Tensor> made;
     std::vector<at::Tensor> results;
     std::string failure;
+    bool failed = false;
     try {
         if (L.taker) {
             made.reserve(L.taker->wanted.size());
@@ -397,9 +408,10 @@ PyObject* launch_call(PyObject* self, PyObject* const* args, size_t nargsf, PyOb
             results.push_back(r.clone ? t.clone() : std::move(t));
         }
     } catch (const std::exception& e) {
+        failed = true;
         failure = e.what();
     }
-    if (!failure.empty()) {             // as the Python path: give up, then the region's own
+    if (failed) {                       // as the Python path: give up, then the region's own
         PyObject* error = PyObject_CallFunction(PyExc_RuntimeError, "s", failure.c_str());
         if (!error) return nullptr;
         PyObject* r = PyObject_CallOneArg(me->give_up, error);
