@@ -11,7 +11,10 @@ of each in turn), and each figure is a median. GB/s counts the bytes a case must
 once); "% copy" is PowerFusion's GB/s over the copy bandwidth of the same run: the
 median of the probe's DRAM copy sampled at the start, between the cases and at the
 end (on a shared machine it swings by 2x within minutes: one sample at a quiet moment
-is no yardstick for medians taken over the whole run).
+is no yardstick for medians taken over the whole run). Where a case's arithmetic
+outlasts its bytes (exp, tanh on two cores), "% roofline" says how close it comes to
+the larger of the two: its arithmetic is priced with each transcendental at the speed
+pf_math.h's function is measured at in the same run.
 
     powerfusion bench                      the whole suite, float32 and bf16
     powerfusion bench --quick              small shapes, few repeats (a smoke test)
@@ -435,6 +438,7 @@ class Result:
     correct: bool = False
     failure: str = ""
     notes: list | None = None
+    arithmetic_s: float | None = None  # the plan's arithmetic alone (see arithmetic_seconds)
 
     def speedup(self, baseline: str) -> float | None:
         if not self.ms or baseline not in self.ms or "pf" not in self.ms:
@@ -446,6 +450,33 @@ class Result:
             return None
         return self.min_bytes / (self.ms[who] * 1e-3) / 1e9
 
+    def fraction_of_roofline(self, copy_gbps: float) -> float | None:
+        """The roofline's time over PowerFusion's: the larger of moving the bytes at
+        the copy bandwidth and doing the arithmetic at pf_math's measured speed."""
+        if not self.ms or "pf" not in self.ms or not copy_gbps or self.arithmetic_s is None:
+            return None
+        floor = max(self.min_bytes / (copy_gbps * 1e9), self.arithmetic_s)
+        return floor / (self.ms["pf"] * 1e-3)
+
+
+def arithmetic_seconds(report, math_s: dict) -> float:
+    """The arithmetic of a plan's kernels alone on every core: each transcendental at
+    the speed pf_math.h's function was measured at on this machine (one core, L2), the
+    rest by instruction count (search/compute.py, the cost model's own estimate)."""
+    from powerfusion.runtime.backends import get_target
+    from powerfusion.search.compute import compute_seconds
+
+    target = get_target("cpu")
+    return sum(compute_seconds(p, target, math_s) for p in report.programs)
+
+
+def measured_math() -> dict:
+    """Seconds per element of each pf_math.h function on one core, by Op."""
+    from powerfusion.graph.ops import Op
+    from powerfusion.runtime.calibration import measure_math
+
+    return {Op[name.upper()]: s for name, s in measure_math().items()}
+
 
 def _short(e: BaseException) -> str:
     text = str(e).strip().splitlines()
@@ -453,7 +484,7 @@ def _short(e: BaseException) -> str:
 
 
 def run_case(case: Case, *, quick: bool, repeats: int, torch_fns: dict | None,
-             use_compile: bool, min_sample_s: float) -> Result:
+             use_compile: bool, min_sample_s: float, math_s: dict | None = None) -> Result:
     import powerfusion as pf
     from powerfusion import benchmarking
 
@@ -473,6 +504,8 @@ def run_case(case: Case, *, quick: bool, repeats: int, torch_fns: dict | None,
         res.pf_first_call_s = time.perf_counter() - start
         report = pf.explain(jf, *args)
         res.min_bytes, res.global_bytes = report.min_global_bytes, report.global_bytes
+        if math_s is not None:
+            res.arithmetic_s = arithmetic_seconds(report, math_s)
     except Exception as e:  # noqa: BLE001 - report every failure, go on with the others
         traceback.print_exc(file=sys.stderr)
         res.failure = "pf: " + _short(e)
@@ -577,6 +610,13 @@ def summarise(results: list[Result], copy_gbps: float) -> dict:
             summary["min_speedup"][b] = {"value": worst[0], "case": worst[1]}
     fractions = [r.gbps("pf") / copy_gbps for r in timed if copy_gbps > 0]
     summary["median_fraction_of_copy"] = statistics.median(fractions) if fractions else None
+    summary["cases_at_60pct_of_copy"] = sum(f >= 0.6 for f in fractions)
+    roofline = [(f, r.case.name) for r in timed
+                if (f := r.fraction_of_roofline(copy_gbps)) is not None]
+    if roofline:
+        worst = min(roofline)
+        summary["cases_at_60pct_of_roofline"] = sum(f >= 0.6 for f, _ in roofline)
+        summary["min_fraction_of_roofline"] = {"value": worst[0], "case": worst[1]}
     tc = summary["geomean_speedup"].get("torch_compile")
     tc_min = summary["min_speedup"].get("torch_compile", {}).get("value")
     med = summary["median_fraction_of_copy"]
@@ -593,7 +633,8 @@ def _fmt(v, spec: str, missing: str = "-") -> str:
 
 
 def _rows(results: list[Result], copy_gbps: float, baselines: list[str]) -> tuple[list, list]:
-    header = ["case", "dtype", "shape", "MB", "pf ms", "pf GB/s", "% copy"]
+    header = ["case", "dtype", "shape", "MB", "pf ms", "pf GB/s", "% copy", "arith ms",
+              "% roofline"]
     header += [f"{LABEL[b]} ms" for b in baselines]
     header += [f"vs {LABEL[b]}" for b in baselines]
     header += ["pf max err", "ok"]
@@ -605,7 +646,10 @@ def _rows(results: list[Result], copy_gbps: float, baselines: list[str]) -> tupl
         row = [r.case.name, "f32" if r.case.dtype == "float32" else "bf16", shape,
                _fmt(r.min_bytes / 1e6 if r.min_bytes else None, ".1f"),
                _fmt(ms.get("pf"), ".3f"), _fmt(pf_gbps, ".1f"),
-               _fmt(100 * pf_gbps / copy_gbps if pf_gbps and copy_gbps else None, ".0f")]
+               _fmt(100 * pf_gbps / copy_gbps if pf_gbps and copy_gbps else None, ".0f"),
+               _fmt(r.arithmetic_s * 1e3 if r.arithmetic_s is not None else None, ".3f")]
+        roofline = r.fraction_of_roofline(copy_gbps)
+        row.append(_fmt(100 * roofline if roofline is not None else None, ".0f"))
         row += [_fmt(ms.get(b), ".3f") for b in baselines]
         row += [_fmt(r.speedup(b), ".2f") + ("x" if r.speedup(b) else "") for b in baselines]
         err = (r.errors or {}).get("pf")
@@ -630,7 +674,14 @@ def summary_lines(summary: dict) -> list[str]:
     med = summary.get("median_fraction_of_copy")
     if med is not None:
         lines.append(f"median fraction of the measured copy bandwidth: {100 * med:.0f}%  "
-                     "(goal >= 50%)")
+                     f"(goal >= 50%); cases at >= 60% of it: "
+                     f"{summary['cases_at_60pct_of_copy']} of {summary['timed']}")
+    worst = summary.get("min_fraction_of_roofline")
+    if worst is not None:
+        lines.append(f"cases at >= 60% of their roofline (bytes at the copy bandwidth or "
+                     f"arithmetic at pf_math's measured speed, whichever is longer): "
+                     f"{summary['cases_at_60pct_of_roofline']} of {summary['timed']}; "
+                     f"lowest {100 * worst['value']:.0f}% ({worst['case']})")
     lines.append(f"correct: {summary['correct']} of {summary['cases']} cases")
     return lines
 
@@ -649,6 +700,8 @@ def to_json(results: list[Result], machine: dict, copy: dict, summary: dict,
             "ms": r.ms or {},
             "gbps": {k: r.gbps(k) for k in (r.ms or {})},
             "fraction_of_copy": pf_gbps / copy["gbps"] if pf_gbps and copy["gbps"] else None,
+            "arithmetic_s": r.arithmetic_s,
+            "fraction_of_roofline": r.fraction_of_roofline(copy["gbps"]),
             "speedup": {b: r.speedup(b) for b in BASELINES if r.speedup(b) is not None},
             "error": {k: {"max_abs": v[0], "max_rel": v[1]} for k, v in
                       (r.errors or {}).items()},
@@ -677,7 +730,12 @@ def to_markdown(results: list[Result], machine: dict, copy: dict, summary: dict,
         f"the cases (highest {copy.get('max_gbps', copy['gbps']):.1f} GB/s; numpy's "
         f"one-thread copy: {copy.get('numpy_gbps', 0):.1f} GB/s). Times are "
         f"medians of {meta['repeats']} interleaved samples; GB/s counts each input read "
-        "once and each output written once; `vs X` is X's time over PowerFusion's.")
+        "once and each output written once; `arith ms` is the plan's arithmetic alone on "
+        "every core (each transcendental at the speed its pf_math.h function was measured "
+        "at here, one core, L2-resident; the rest by instruction count: "
+        "search/compute.py); `% roofline` is the larger of the bytes at the copy "
+        "bandwidth and that arithmetic, over PowerFusion's time; `vs X` is X's time "
+        "over PowerFusion's.")
     quick = " (--quick: small shapes, a smoke test, not a measurement)" if meta["quick"] else ""
     out = [f"# PowerFusion benchmark suite, CPU, {meta['date']}{quick}", "", machine_line, "",
            method, ""]
@@ -790,6 +848,7 @@ def run(args) -> int:
     print(f"copy bandwidth (probe, {probe.DRAM_BYTES >> 20} MB read + write): "
           f"{copy_start / 1e9:.1f} GB/s\n", flush=True)
     copies = [copy_start]       # sampled between cases too: the machine's noise comes and goes
+    math_s = measured_math()    # the arithmetic side of each case's roofline
 
     results = []
     started = time.perf_counter()
@@ -799,7 +858,8 @@ def run(args) -> int:
         print(f"{case.name:<18} {case.what}" + (f" (quick: {shapes})" if quick else ""),
               flush=True)
         res = run_case(case, quick=quick, repeats=repeats, torch_fns=torch_fns,
-                       use_compile=use_compile, min_sample_s=min_sample_s)
+                       use_compile=use_compile, min_sample_s=min_sample_s,
+                       math_s=math_s)
         results.append(res)
         line = f"{'':<18} pf first call {res.pf_first_call_s:.2f} s"
         if res.compile_first_call_s is not None:
@@ -825,7 +885,8 @@ def run(args) -> int:
     machine["load_average_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     summary = summarise(results, copy["gbps"])
     meta = {"date": time.strftime("%Y-%m-%dT%H:%M:%S"), "quick": quick, "repeats": repeats,
-            "baselines": baselines, "seconds": time.perf_counter() - started}
+            "baselines": baselines, "seconds": time.perf_counter() - started,
+            "math_s_per_element": {op.name.lower(): v for op, v in math_s.items()}}
 
     header, rows = _rows(results, copy["gbps"], baselines)
     from powerfusion.benchmarking import format_table

@@ -43,11 +43,16 @@ def test_bench_quick_writes_results(tmp_path):
         assert {"pf", "numpy", "torch"} <= set(case["ms"])
         assert {"numpy", "torch"} <= set(case["speedup"])
         assert case["error"]["pf"]["max_abs"] < 1e-4
-        assert 0 < case["fraction_of_copy"]
+        assert 0 < case["fraction_of_copy"] <= case["fraction_of_roofline"] * (1 + 1e-9)
+        floor = max(case["min_global_bytes"] / (data["copy_bandwidth"]["gbps"] * 1e9),
+                    case["arithmetic_s"])
+        assert case["fraction_of_roofline"] == pytest.approx(floor / (case["ms"]["pf"] * 1e-3))
     summary = data["summary"]
     assert summary["correct"] == summary["cases"] == 2
     assert "torch_compile" not in summary["geomean_speedup"]
     assert summary["median_fraction_of_copy"] > 0
+    assert summary["min_fraction_of_roofline"]["case"] in ("softmax", "layernorm")
+    assert set(data["math_s_per_element"]) >= {"exp", "tanh", "gelu"}
     assert "geometric mean" in result.stdout and "softmax" in result.stdout
 
 
@@ -140,3 +145,21 @@ def test_e2e_ab_variants_name_a_checkout_and_its_settings(tmp_path):
             parse_variant(bad)
     assert commit_of(tmp_path) == "?"                     # not a git checkout
     assert re.fullmatch(r"[0-9a-f]{7,}(\+changes)?|\?", commit_of(tree))
+
+
+def test_a_case_arithmetic_floor_counts_each_exp_at_its_measured_speed():
+    """softmax's arithmetic: one exp per element at the measured seconds per element,
+    over the cores, plus about one instruction per element for the rest."""
+    import numpy as np
+
+    import powerfusion as pf
+    from benchmarks import suite
+    from powerfusion.graph.ops import Op
+    from powerfusion.runtime.backends import get_target
+
+    x = np.random.default_rng(0).standard_normal((512, 1024), dtype=np.float32)
+    report = pf.explain(suite.softmax, x)
+    cores = get_target("cpu").cores
+    slow, fast = (suite.arithmetic_seconds(report, {Op.EXP: s}) for s in (1e-6, 1e-9))
+    assert (slow - fast) == pytest.approx(x.size * (1e-6 - 1e-9) / cores, rel=1e-9)
+    assert 0 < fast < x.size * 1e-8
