@@ -84,8 +84,7 @@ def exhaustive(case, target, repeats: int, quick: bool = False) -> dict:
     pool = BufferPool()             # one set of outputs for all: a point's are not kept
     runs, wrong = {}, []
     for candidate, plan, _, code in space.points:
-        exe = executable(plan, "cpu", code)
-        exe._pool = pool
+        exe = executable(plan, "cpu", code, pool)
         outs = [y.view(suite._np_dtype(case.dtype)) if y.dtype == np.uint16 else y
                 for y in exe.run(args)]         # 16-bit floats come back as their storage
         if not suite._correct(case, outs, ref):
@@ -142,8 +141,9 @@ def evaluate(name: str, data: dict, others: list, target, repeats: int) -> dict:
     # fastest, the tuned and the model's choice are timed again, and the fastest of
     # those is the best known
     fastest = sorted(seconds, key=seconds.get)[:HEAD_TO_HEAD]
+    pool = BufferPool()             # one set of outputs for all, as the tuner's
     for label in dict.fromkeys([*fastest, choice, model]):
-        exe = executable(points[label][1], "cpu", points[label][3])
+        exe = executable(points[label][1], "cpu", points[label][3], pool)
         heads[label] = (lambda e: lambda: e.run(data["args"]))(exe)
     with timing_lock():
         # many long samples: a few points, so the head-to-head can afford them

@@ -279,3 +279,23 @@ def test_the_fastest_few_are_timed_again_and_the_second_round_decides(tmp_path, 
     assert set(result.confirmed) == set(again) and len(result.seconds) == 5
     (entry,) = tuning_db.load("cpu").values()
     assert entry["choice"] == first[2] and set(entry["confirmed"]) == {c.label for c in again}
+
+
+def test_every_candidate_the_tuner_times_writes_the_same_memory(tmp_path, monkeypatch):
+    """Each candidate with outputs of its own would time the caches as much as the
+    kernel (the round's first has them to itself, the rest evict the others' outputs):
+    the candidates share one set of arrays."""
+    monkeypatch.setenv("POWERFUSION_CACHE_DIR", str(tmp_path))
+    written = {}
+
+    def timed(runs, repeats, **options):
+        for candidate, run in runs.items():
+            written[candidate] = run()[0].__array_interface__["data"][0]
+        return {c: [1e-3] for c in runs}
+
+    monkeypatch.setattr(tuner, "interleaved", timed)
+    fn, args = KERNELS["layernorm"]
+    graph, _ = trace(fn, args)
+    tuner.tune(graph, _strides(args), get_target("cpu"), args, top=5, repeat=2,
+               progress=False, correction=learned.Correction().fit(_synthetic(10)))
+    assert len(written) == 5 and len(set(written.values())) == 1

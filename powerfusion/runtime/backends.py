@@ -35,8 +35,9 @@ def printed(plan, dialect: str):
     return simt_module(plan, dialect)
 
 
-def executable(plan, dialect: str, code):
-    """The plan's executable for dialect, from its printed code."""
+def executable(plan, dialect: str, code, pool=None):
+    """The plan's executable for dialect, from its printed code (on the CPU, its
+    arrays from pool where given: a runtime.execute.BufferPool)."""
     if dialect == "cpu":
-        return Executable(plan, code.source)
+        return Executable(plan, code.source, pool)
     return compile_plan_simt(plan, dialect, code)

@@ -22,12 +22,14 @@ def generate_source(plan) -> str:
 class Executable:
     """Compiled kernels plus the plan to run them on the caller's arrays."""
 
-    def __init__(self, plan, source: str):
+    def __init__(self, plan, source: str, pool: BufferPool | None = None):
+        """pool: where its outputs and temporaries come from (default: its own); the
+        tuner gives every candidate of a graph one, so each writes the same memory."""
         self.plan = plan
         self.source = source
         names = [ck.program.name for ck in plan.kernels]
         self.kernels = load_kernels(source, names) if names else {}   # by program name
-        self._pool = BufferPool()
+        self._pool = pool if pool is not None else BufferPool()
 
     def run(self, inputs) -> list[np.ndarray]:
         def launch(program: Program, arrays: dict[str, np.ndarray]) -> None:
