@@ -472,10 +472,9 @@ def arithmetic_seconds(report, math_s: dict) -> float:
 
 def measured_math() -> dict:
     """Seconds per element of each pf_math.h function on one core, by Op."""
-    from powerfusion.graph.ops import Op
-    from powerfusion.runtime.calibration import measure_math
+    from powerfusion.runtime.calibration import math_by_op, measure_math
 
-    return {Op[name.upper()]: s for name, s in measure_math().items()}
+    return math_by_op(measure_math())
 
 
 def _short(e: BaseException) -> str:

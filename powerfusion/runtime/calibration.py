@@ -120,11 +120,17 @@ def measure(measure_calls) -> dict:
             "math_s": measure_math(), **measure_calls()}
 
 
+def math_by_op(math_s: dict) -> dict[Op, float]:
+    """measure_math's figures (by function name, as recorded) keyed by Op, as
+    compute_seconds prices them."""
+    return {Op[k.upper()]: float(v) for k, v in math_s.items()}
+
+
 def _check(record) -> dict:
     if not isinstance(record, dict):
         raise CalibrationError(f"calibration: expected an object, got {type(record).__name__}")
     try:
-        math_s = {Op[k.upper()]: float(v) for k, v in record["math_s"].items()}
+        math_s = math_by_op(record["math_s"])
         checked = {"cpu_model": str(record["cpu_model"]), "cores": int(record["cores"]),
                    "math_s": math_s, "jit_call_s": float(record["jit_call_s"])}
         for name in CALLS:
