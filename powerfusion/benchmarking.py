@@ -23,7 +23,8 @@ def _one_call(fn: Callable[[], object]) -> float:
 
 
 def interleaved(candidates: dict[str, Callable[[], object]], repeats: int = 10, *,
-                warmup: int = 1, min_sample_s: float = 2e-3) -> dict[str, list[float]]:
+                warmup: int = 1, min_sample_s: float = 2e-3,
+                shuffled: bool = True) -> dict[str, list[float]]:
     """Seconds per call of each candidate, `repeats` samples each, taken in turn.
 
     Each candidate runs `warmup` times first (its first-call cost is not measured
@@ -31,6 +32,11 @@ def interleaved(candidates: dict[str, Callable[[], object]], repeats: int = 10, 
     round starts with the next candidate: the garbage collection between rounds walks
     the heap and leaves the caches cold for whoever runs first (identical kernels, a
     12 MB working set: 1.3-1.5x slower when always first), so that cost is shared.
+    The others follow in a new order each round (`shuffled=False`: a fixed cycle): in a
+    cycle a kernel runs right after the same one in every sample and takes that one's
+    leavings each time, a bias no number of rounds removes; shuffled, that neighbour is
+    one context among several and the median passes over it. (On average over the
+    suite the two orders measure alike: benchmarks/results/interleave-order-*.)
     That collection takes the young generations only, what the samples made: a full
     one walks every object of the process, a fifth of a second per round beside torch
     and a model, and tuning took seconds per kernel for it.
@@ -47,8 +53,12 @@ def interleaved(candidates: dict[str, Callable[[], object]], repeats: int = 10, 
     gc.disable()                      # a collection inside one sample skews it
     try:
         names = list(candidates)
+        shuffle = random.Random(0).shuffle          # the same orders every call
         for r in range(repeats):
-            for name in names[r % len(names):] + names[:r % len(names)]:
+            rest = names[r % len(names) + 1:] + names[:r % len(names)]
+            if shuffled:
+                shuffle(rest)
+            for name in [names[r % len(names)], *rest]:
                 fn, n = candidates[name], calls[name]
                 start = time.perf_counter()
                 for _ in range(n):

@@ -60,6 +60,26 @@ def test_interleaved_rounds_start_with_each_candidate_in_turn():
     assert all(sorted(r) == list("abc") for r in rounds)
 
 
+def test_interleaved_rounds_follow_each_candidate_with_a_changing_neighbour():
+    """Shuffled (the default), a candidate does not always run right after the same
+    one, and the orders are the same on every call; a fixed cycle keeps them."""
+    def rounds(**kw):
+        order: list[str] = []
+        candidates = {name: (lambda name=name: order.append(name)) for name in "abcde"}
+        benchmarking.interleaved(candidates, repeats=20, min_sample_s=0, **kw)
+        return [tuple(order[5 + 5 * r: 10 + 5 * r]) for r in range(20)]
+
+    def predecessors(of, runs):
+        return {r[r.index(of) - 1] for r in runs if r.index(of) > 0}
+
+    shuffled = rounds()
+    assert shuffled == rounds() and len(set(shuffled)) > 5
+    assert [r[0] for r in shuffled] == list("abcde") * 4
+    assert all(len(predecessors(c, shuffled)) > 1 for c in "abcde")
+    assert all(predecessors(c, rounds(shuffled=False)) == {"abcde"["abcde".index(c) - 1]}
+               for c in "abcde")
+
+
 def test_demo_quick_passes():
     result = _run("-m", "powerfusion.cli", "demo", "--quick")
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]

@@ -299,3 +299,23 @@ def test_every_candidate_the_tuner_times_writes_the_same_memory(tmp_path, monkey
     tuner.tune(graph, _strides(args), get_target("cpu"), args, top=5, repeat=2,
                progress=False, correction=learned.Correction().fit(_synthetic(10)))
     assert len(written) == 5 and len(set(written.values())) == 1
+
+
+def test_the_search_space_benchmark_judges_the_tuned_choice_against_the_best(tmp_path,
+                                                                              monkeypatch):
+    """benchmarks/search_space.py on quick shapes: each case tuned with a correction
+    trained on the other, judged head to head (and the tuned choice timed once more
+    against the best known point, the two alone); every point checked against numpy."""
+    monkeypatch.setenv("POWERFUSION_CACHE_DIR", str(tmp_path / "cache"))
+    from benchmarks import search_space
+
+    assert search_space.main(["--quick", "--cases", "rmsnorm,softmax", "--repeats", "1",
+                              "--out", str(tmp_path), "--name", "ss"]) == 0
+    data = json.loads((tmp_path / "ss.json").read_text())
+    assert [r["case"] for r in data["results"]] == ["rmsnorm", "softmax"]
+    for r in data["results"]:
+        assert r["wrong"] == [] and 1 <= r["measured"] <= max(1, r["space"] // 5)
+        h2h = r["head_to_head"]
+        assert h2h["tuned_vs_best"] > 0 and h2h["tuned_vs_best_of_seven"] >= 1.0
+        assert (h2h["tuned_vs_best"] == 1.0) == (h2h["best"] == r["tuned"])
+    assert "head to head" in (tmp_path / "ss.md").read_text()
