@@ -228,8 +228,9 @@ def _method(info: dict) -> list[str]:
         "(the fastest of the table's five fastest, the tuned choice and the model's, all "
         "timed again interleaved in one later run, more and longer samples), the two "
         "timed once more alone (`of seven`: the ratio in that run of seven); `model h2h`: "
-        "the model's choice over the best known point in the run of seven; `analytical/best`: the same budget spent on the "
-        "cost model's ranking uncorrected; `model/best`: the cost model's first choice alone.",
+        "the model's choice over the best known point in the run of seven; "
+        "`analytical/best`: the same budget spent on the cost model's ranking uncorrected; "
+        "`model/best`: the cost model's first choice alone.",
         "",
         "The correction for each case is trained only on the exhaustive measurements of "
         "the other functions of the suite (leave-one-function-out: softmax, "
