@@ -6,10 +6,10 @@ each round. For each case of the CPU suite (its full shapes), the fastest `--poi
 points of its search space (tuner.search_space; one short pass over all picks them:
 near-equal kernels, as the tuner's contenders and search_space's head-to-head are)
 are timed in `--points` - 1 contexts, each leaving one of them but the fastest out,
-both ways. Per context, each remaining point's median
-over the first point's; reported per case: the largest spread (max / min) of one
-point's ratio across contexts, and the contexts whose fastest point was not the
-one most contexts crowned. With no context effect both columns stay at noise.
+both ways. Per context, each remaining point's median over the first point's;
+reported per case: the largest spread (max / min) of one point's ratio across
+contexts, and the contexts whose fastest point was not the one most contexts
+crowned. With no context effect both columns stay at noise.
 
     python -m benchmarks.interleave_order [--cases softmax,masked_softmax] [--points 6]
 """
@@ -25,7 +25,7 @@ from collections import Counter
 from pathlib import Path
 
 from benchmarks import suite
-from benchmarks.search_space import _strides, timing_lock
+from benchmarks.search_space import _strides, call, timing_lock
 from powerfusion.benchmarking import format_table, interleaved
 from powerfusion.frontend.tracing import trace
 from powerfusion.runtime.backends import executable, get_target
@@ -43,7 +43,7 @@ def measure(case, target, points: int, repeats: int, sample_s: float) -> dict:
     every = {}
     for candidate, plan, _, code in space.points:
         exe = executable(plan, "cpu", code, pool)
-        every[candidate.label] = (lambda e: lambda: e.run(args))(exe)
+        every[candidate.label] = call(exe, args)
     with timing_lock():
         once = {k: statistics.median(v) for k, v in interleaved(every, repeats=3).items()}
     runs = {k: every[k] for k in sorted(once, key=once.get)[:points]}

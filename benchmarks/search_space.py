@@ -69,6 +69,11 @@ def _strides(args) -> list[tuple[int, ...]]:
     return [tuple(s // a.itemsize for s in a.strides) for a in args]
 
 
+def call(exe, args):
+    """A function running exe on args, for interleaved timing."""
+    return lambda: exe.run(args)
+
+
 def _reference(case, args) -> list[np.ndarray]:
     fn = case.numpy_fn or case.fn
     wide = (a.astype(np.float64) if a.dtype.kind == "f" or a.dtype.name == "bfloat16" else a
@@ -91,7 +96,7 @@ def exhaustive(case, target, repeats: int, quick: bool = False) -> dict:
                 for y in exe.run(args)]         # 16-bit floats come back as their storage
         if not suite._correct(case, outs, ref):
             wrong.append(candidate.label)
-        runs[candidate.label] = (lambda e: lambda: e.run(args))(exe)
+        runs[candidate.label] = call(exe, args)
     compiled = time.perf_counter() - start
     with timing_lock():
         load = os.getloadavg()[0]
@@ -146,7 +151,7 @@ def evaluate(name: str, data: dict, others: list, target, repeats: int) -> dict:
     pool = BufferPool()             # one set of outputs for all, as the tuner's
     for label in dict.fromkeys([*fastest, choice, model]):
         exe = executable(points[label][1], "cpu", points[label][3], pool)
-        heads[label] = (lambda e: lambda: e.run(data["args"]))(exe)
+        heads[label] = call(exe, data["args"])
     with timing_lock():
         # many long samples: a few points, so the head-to-head can afford them
         again = {k: statistics.median(v) for k, v in interleaved(

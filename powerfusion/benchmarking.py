@@ -55,10 +55,11 @@ def interleaved(candidates: dict[str, Callable[[], object]], repeats: int = 10, 
         names = list(candidates)
         shuffle = random.Random(0).shuffle          # the same orders every call
         for r in range(repeats):
-            rest = names[r % len(names) + 1:] + names[:r % len(names)]
+            k = r % len(names)                      # who opens this round
+            rest = names[k + 1:] + names[:k]
             if shuffled:
                 shuffle(rest)
-            for name in [names[r % len(names)], *rest]:
+            for name in [names[k], *rest]:
                 fn, n = candidates[name], calls[name]
                 start = time.perf_counter()
                 for _ in range(n):

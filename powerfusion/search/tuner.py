@@ -76,8 +76,8 @@ def tune(graph: Graph, input_strides, target: Target, inputs, *, top: int = 4,
     runs: dict[Candidate, object] = {}
     # every candidate writes the same arrays: each its own would leave the round's
     # first with the caches to itself and the rest with every other one's outputs to
-    # evict (layernorm, 12.6 MB out: 19 outputs made streaming stores look best by
-    # 1.2x where they lose alone, and hid the interleaved rows that win by 10-15%)
+    # evict (layernorm's streaming stores looked best that way and lose alone:
+    # benchmarks/results/search-space-cpu-amd-zen5-2026-12-07-pool*)
     pool = BufferPool()
     for n, k in enumerate(shortlist):
         # past the budget only the untuned point still compiles: what tuning must beat
